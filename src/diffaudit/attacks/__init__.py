@@ -1,0 +1,1 @@
+"""Attacks and detectors that audit a model for memorization."""

@@ -1,0 +1,25 @@
+"""Image distances used to decide whether a generation copies a training image."""
+
+import numpy as np
+
+
+def as_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 N x H x W x C -> float32 in [0,1]."""
+    return images.astype(np.float32) / 255.0
+
+
+def rms_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Root-mean-square pixel distance on [0,1] pixels, i.e. L2 / sqrt(dim); broadcasts over leading axes."""
+    return np.sqrt(((as_unit(a) - as_unit(b)) ** 2).reshape(*np.broadcast_shapes(a.shape, b.shape)[:-3], -1)
+                   .mean(-1))
+
+
+def tiled_rms_distance(a: np.ndarray, b: np.ndarray, grid: int = 4) -> np.ndarray:
+    """Carlini et al. 2023 §4.2: split images into grid x grid tiles and take the largest per-tile RMS
+    distance, so a match must hold everywhere and a shared flat background cannot make two images close."""
+    diff = (as_unit(a) - as_unit(b)) ** 2
+    *lead, h, w, c = diff.shape
+    if h % grid or w % grid:
+        raise ValueError(f"image size {h}x{w} is not divisible into a {grid}x{grid} tile grid")
+    tiles = diff.reshape(*lead, grid, h // grid, grid, w // grid, c).mean(axis=(-4, -2, -1))
+    return np.sqrt(tiles.reshape(*lead, -1).max(-1))

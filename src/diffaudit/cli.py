@@ -1,0 +1,142 @@
+"""The `diffaudit` command line: one subcommand per verb; flags map onto config fields."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from diffaudit.config import Preset, load_preset
+from diffaudit.errors import DiffauditError
+
+app = typer.Typer(help="Audit text-to-image diffusion models for training-data memorization.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Build or check datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+
+PresetOpt = Annotated[str, typer.Option(help="Preset: quick, full or tiny.")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="TOML file with [data]/[model]/[train]/[sample] overrides.")]
+
+
+def _preset(name: str, config: Path | None, **sections: dict) -> Preset:
+    overrides = {k: {f: v for f, v in fields.items() if v is not None} for k, fields in sections.items()}
+    return load_preset(name, config, {k: v for k, v in overrides.items() if v})
+
+
+def _progress():
+    from diffaudit.progress import make_progress
+
+    return make_progress(console)
+
+
+@data_app.command("openmoji")
+def data_openmoji(
+    out: Path, preset: PresetOpt = "quick", config: ConfigOpt = None,
+    resolution: Annotated[int | None, typer.Option(help="Image side in pixels.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the split and duplication plan.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing dataset folder.")] = False,
+) -> None:
+    """Render OpenMoji into a captioned imagefolder with member/nonmember/calibration splits and planted duplicates."""
+    from diffaudit.data.openmoji import build_openmoji
+
+    cfg = _preset(preset, config, data={"resolution": resolution, "seed": seed})
+    with _progress() as progress:
+        build_openmoji(out, cfg.data, progress, force=force)
+    console.print(f"dataset written to {out}")
+
+
+@data_app.command("check")
+def data_check(folder: Path, resolution: Annotated[int | None, typer.Option()] = None) -> None:
+    """Validate an imagefolder (metadata.jsonl/.csv/.parquet) and summarise it."""
+    from diffaudit.data.imagefolder import load_imagefolder
+
+    data = load_imagefolder(folder, resolution)
+    console.print(f"{folder}: {len(data)} rows, images {data.images.shape[1:]}, version {data.version}")
+    console.print(data.table["split"].value_counts().to_string())
+
+
+@app.command()
+def train(
+    data: Path, out: Path, preset: PresetOpt = "quick", config: ConfigOpt = None,
+    steps: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Train the model under audit on DATA's member split; resumes from OUT/checkpoints after a crash."""
+    from diffaudit.data.imagefolder import load_imagefolder
+    from diffaudit.model.pipeline import build_pipeline
+    from diffaudit.model.train import train as run_train
+
+    cfg = _preset(preset, config, train={"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed})
+    dataset = load_imagefolder(data, cfg.data.resolution)
+    pipe = build_pipeline(cfg.model, cfg.data.resolution, seed=cfg.train.seed)
+    with _progress() as progress:
+        run_train(pipe, dataset, cfg.train, out, progress)
+    console.print(f"model written to {out / 'model'} (hash {pipe.model_hash()})")
+
+
+@app.command()
+def generate(
+    model: Path, out: Path,
+    prompt: Annotated[list[str] | None, typer.Option(help="A prompt; repeat for several.")] = None,
+    prompts_file: Annotated[Path | None, typer.Option(help="One prompt per line.")] = None,
+    seeds: Annotated[int, typer.Option(help="Samples per prompt (seeds 0..N-1).")] = 4,
+    guidance: Annotated[list[float] | None, typer.Option(help="Guidance scale; repeat for a sweep.")] = None,
+    preset: PresetOpt = "quick", config: ConfigOpt = None,
+    steps: Annotated[int | None, typer.Option()] = None,
+    sampler: Annotated[str | None, typer.Option(help="ddim or dpmsolver++")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Generate prompts x seeds x guidance into OUT (image shards + index.parquet); resumes if interrupted."""
+    from diffaudit.model.generate import generate as run_generate
+    from diffaudit.model.pipeline import AuditPipeline
+
+    prompts = list(prompt or [])
+    if prompts_file is not None:
+        prompts += [ln.strip() for ln in prompts_file.read_text().splitlines() if ln.strip()]
+    if not prompts:
+        raise DiffauditError("no prompts: pass --prompt or --prompts-file")
+    cfg = _preset(preset, config, sample={"steps": steps, "sampler": sampler, "batch_size": batch_size})
+    pipe = AuditPipeline.from_pretrained(model)
+    with _progress() as progress:
+        index = run_generate(pipe, prompts, list(range(seeds)), guidance or [cfg.sample.guidance], cfg.sample, out,
+                             progress)
+    console.print(f"{len(index)} samples in {out}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
+    preset: PresetOpt = "quick", config: ConfigOpt = None,
+    reference: Annotated[Path | None, typer.Option(help="Committed reference model to reuse if it matches.")] = Path(
+        "models/quick"),
+    samples_per_prompt: Annotated[int, typer.Option(help="Generations per caption.")] = 16,
+    singletons: Annotated[int, typer.Option(help="Singleton captions probed as the control group.")] = 48,
+) -> None:
+    """Build the OpenMoji dataset, train (or load) the model, generate, and show memorization by duplication."""
+    from diffaudit.demo import memorization_by_duplication, prepare_data, prepare_model
+
+    cfg = _preset(preset, config)
+    with _progress() as progress:
+        data = prepare_data(cfg, out / "data", progress)
+        pipe = prepare_model(cfg, data, out / "train", reference, progress)
+        result = memorization_by_duplication(pipe, data, cfg, out, samples_per_prompt, singletons, progress)
+    table = Table(title=f"Generations within RMS {0.15} of their training image ({samples_per_prompt} per caption)")
+    for col in ("group", "prompts", "hits", "rate", "95% CI"):
+        table.add_column(col)
+    for _, row in result.headline.iterrows():
+        table.add_row(row["group"], str(row["prompts"]), str(row["hits"]), f"{row['rate']:.0%}",
+                      f"{row['ci_low']:.0%}-{row['ci_high']:.0%}")
+    console.print(table)
+    console.print(f"per-duplication rates: {out / 'memorization.json'}; samples: {result.grid}")
+
+
+def main() -> None:
+    try:
+        app()
+    except DiffauditError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from exc

@@ -1,0 +1,134 @@
+"""Typed configs and presets. CLI flags and config files map one-to-one onto these fields."""
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from diffaudit.errors import ConfigError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Frozen):
+    """OpenMoji dataset: splits and the planted, LAION-like duplication plan."""
+
+    resolution: int = 32
+    seed: int = 0
+    n_member: int = 400  # unique member images before duplication
+    n_nonmember: int = 400  # IID hold-out for membership inference
+    n_calibration: int = 64  # disjoint set for DP fine-tuning
+    # Carlini et al. 2023 §4: extraction concentrates on images duplicated ~100+ times in LAION;
+    # a doubling ladder of copy counts lets the audit measure memorization against duplication.
+    exact_counts: tuple[int, ...] = (2, 4, 8, 16, 32, 64)  # same image + same caption
+    exact_per_count: int = 6
+    image_counts: tuple[int, ...] = (4, 16, 64)  # same image + different captions
+    image_per_count: int = 2
+    caption_counts: tuple[int, ...] = (4, 16)  # same caption + different images
+    caption_per_count: int = 2
+
+    @model_validator(mode="after")
+    def _fits(self) -> "DataConfig":
+        planted = (
+            self.exact_per_count * len(self.exact_counts)
+            + self.image_per_count * len(self.image_counts)
+            + self.caption_per_count * sum(self.caption_counts)
+        )
+        if planted > self.n_member:
+            raise ValueError(f"duplication plan needs {planted} member images but n_member={self.n_member}")
+        if self.resolution < 8:
+            raise ValueError(f"resolution={self.resolution} is below the minimum of 8 pixels")
+        return self
+
+
+class ModelConfig(_Frozen):
+    """Pixel-space UNet2DConditionModel conditioned on MiniLM token embeddings."""
+
+    block_out_channels: tuple[int, ...] = (64, 128)
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D")
+    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "UpBlock2D")
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    norm_num_groups: int = 32
+    max_text_tokens: int = 16  # emoji captions are short; MiniLM pads/truncates to this
+    num_train_timesteps: int = 1000  # Ho et al. 2020
+    beta_schedule: str = "squaredcos_cap_v2"  # Nichol & Dhariwal 2021: better than linear at low resolution
+
+
+class TrainConfig(_Frozen):
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 50
+    ema_decay: float = 0.99
+    caption_dropout: float = 0.1  # Ho & Salimans 2022: ~10% unconditional for classifier-free guidance
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    keep_checkpoints: int = 2
+
+
+class SampleConfig(_Frozen):
+    sampler: Literal["ddim", "dpmsolver++"] = "ddim"
+    steps: int = 25
+    guidance: float = 1.0
+    batch_size: int = 256
+
+
+class Preset(_Frozen):
+    name: str
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    sample: SampleConfig = SampleConfig()
+
+
+PRESETS: dict[str, Preset] = {
+    # Fits the 2-core CPU in ~15 minutes of training.
+    "quick": Preset(name="quick", data=DataConfig(resolution=16)),
+    "full": Preset(
+        name="full",
+        data=DataConfig(resolution=32, n_member=1000, n_nonmember=1000, n_calibration=128),
+        model=ModelConfig(block_out_channels=(64, 128, 128), down_block_types=(
+            "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=2),
+        train=TrainConfig(steps=8000, ema_decay=0.999, lr=2e-4),
+    ),
+    # Seconds on CPU: for tests only.
+    "tiny": Preset(
+        name="tiny",
+        data=DataConfig(resolution=8, n_member=24, n_nonmember=8, n_calibration=4, exact_counts=(2, 4),
+                        exact_per_count=2, image_counts=(3,), image_per_count=1, caption_counts=(2,),
+                        caption_per_count=1),
+        model=ModelConfig(block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=4),
+        train=TrainConfig(steps=4, batch_size=8, checkpoint_every=2, log_every=1, warmup_steps=1),
+        sample=SampleConfig(steps=3, batch_size=16),
+    ),
+}
+
+
+def load_preset(name: str, path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Preset:
+    """Start from a named preset, apply a TOML file's sections, then explicit overrides (CLI flags)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    merged: dict[str, Any] = PRESETS[name].model_dump()
+    layers = []
+    if path is not None:
+        try:
+            layers.append(tomllib.loads(Path(path).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    layers.append(overrides or {})
+    for layer in layers:
+        for section, values in layer.items():
+            if not isinstance(values, dict) or section not in merged or not isinstance(merged[section], dict):
+                raise ConfigError(f"unknown config section {section!r}; expected one of data, model, train, sample")
+            merged[section] = {**merged[section], **values}
+    try:
+        return Preset.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config (preset {name!r}, file {path}): {exc}") from exc

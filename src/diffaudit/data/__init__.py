@@ -1,0 +1,1 @@
+"""Datasets: the embedded OpenMoji default and user imagefolders."""

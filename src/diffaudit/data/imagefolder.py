@@ -1,0 +1,136 @@
+"""Load and validate an imagefolder dataset (Hugging Face convention + diffaudit's fields).
+
+Every problem is reported with the row and file that caused it, so a user can fix their data.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from diffaudit.data.openmoji import image_sha256
+from diffaudit.errors import DatasetError
+
+SPLITS = ("member", "nonmember", "calibration")
+METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Decoded images (uint8 NxHxWx3) and one metadata row per image."""
+
+    root: Path
+    images: np.ndarray
+    table: pd.DataFrame  # columns: id, text, split, sha256, dup_count, file_name, ...
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def split(self, name: str) -> "ImageDataset":
+        mask = (self.table["split"] == name).to_numpy()
+        return ImageDataset(self.root, self.images[mask], self.table[mask].reset_index(drop=True))
+
+    @property
+    def texts(self) -> list[str]:
+        return self.table["text"].tolist()
+
+    @property
+    def version(self) -> str:
+        """Content hash of images + captions + splits: names a dataset version in run records."""
+        h = hashlib.sha256()
+        for row in self.table[["sha256", "text", "split"]].itertuples(index=False):
+            h.update("\x1f".join(map(str, row)).encode() + b"\x1e")
+        return h.hexdigest()[:16]
+
+
+def _read_metadata(root: Path) -> tuple[pd.DataFrame, Path]:
+    found = [root / n for n in METADATA_FILES if (root / n).exists()]
+    if not found:
+        raise DatasetError(f"{root} has no metadata file; expected one of {', '.join(METADATA_FILES)}")
+    path = found[0]
+    try:
+        if path.suffix == ".jsonl":
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+            records = []
+            for i, ln in enumerate(lines, 1):
+                try:
+                    records.append(json.loads(ln))
+                except json.JSONDecodeError as exc:
+                    raise DatasetError(f"{path}:{i}: not valid JSON ({exc.msg})") from exc
+            table = pd.DataFrame.from_records(records)
+        elif path.suffix == ".csv":
+            table = pd.read_csv(path, dtype={"text": object}, keep_default_na=False)
+        else:
+            table = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from exc
+    return table, path
+
+
+def _decode(path: Path, row_label: str, resolution: int | None) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{row_label}: image file {path} is missing") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DatasetError(f"{row_label}: image {path} is corrupt or truncated ({exc})") from exc
+    if resolution is not None and rgb.size != (resolution, resolution):
+        side = min(rgb.size)
+        left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
+        rgb = rgb.crop((left, top, left + side, top + side)).resize((resolution, resolution),
+                                                                    Image.Resampling.BICUBIC)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def load_imagefolder(root: Path, resolution: int | None = None) -> ImageDataset:
+    """Read `root/metadata.{jsonl,csv,parquet}` and its images; validate every row.
+
+    Without a `split` column every row is a training member; missing `id`, `sha256` and `dup_count`
+    are derived (dup_count = how many member rows share the image's pixels).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist")
+    table, meta_path = _read_metadata(root)
+    if table.empty:
+        raise DatasetError(f"{meta_path} lists no images: the dataset is empty")
+    for col in ("file_name", "text"):
+        if col not in table.columns:
+            raise DatasetError(f"{meta_path} has no {col!r} column (columns: {list(table.columns)})")
+    if "id" not in table.columns:
+        table["id"] = [Path(str(f)).stem for f in table["file_name"]]
+    if "split" not in table.columns:
+        table["split"] = "member"
+    table["id"] = table["id"].astype(str)
+    dup_ids = table["id"][table["id"].duplicated()].unique()
+    if len(dup_ids):
+        raise DatasetError(f"{meta_path}: duplicate ids {list(dup_ids[:5])}; each row needs a unique id")
+    images = []
+    resolved_root = root.resolve()
+    for i, row in enumerate(table.itertuples(index=False)):
+        label = f"{meta_path.name} row {i + 1} (id {row.id!r})"
+        text = row.text
+        if not isinstance(text, str) or not text.strip():
+            raise DatasetError(f"{label}: caption is missing or empty ({text!r})")
+        if row.split not in SPLITS:
+            raise DatasetError(f"{label}: unknown split {row.split!r}; expected one of {SPLITS}")
+        path = (root / str(row.file_name)).resolve()
+        if not path.is_relative_to(resolved_root):
+            raise DatasetError(f"{label}: file_name {row.file_name!r} points outside the dataset folder {root}")
+        images.append(_decode(path, label, resolution))
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise DatasetError(f"{root}: images have different sizes {sorted(shapes)[:4]}; pass a resolution to resize")
+    stack = np.stack(images)
+    computed = [image_sha256(im) for im in stack]
+    table["sha256"] = computed  # always recompute: a stale hash in metadata must not drive dedup or audits
+    if "dup_count" not in table.columns:
+        members = table["sha256"][table["split"] == "member"].value_counts()
+        table["dup_count"] = [int(members.get(s, 0)) for s in table["sha256"]]
+    return ImageDataset(root, stack, table.reset_index(drop=True))

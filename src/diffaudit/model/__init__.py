@@ -1,0 +1,1 @@
+"""The model under audit: text encoder, pipeline, training and sampling."""

@@ -1,0 +1,167 @@
+"""One interface over the models diffaudit audits: its own pixel-space model or a Stable Diffusion folder.
+
+Both are diffusers-layout folders (`model_index.json`, one sub-folder per component, safetensors
+weights). Audits only use the verbs here, so they work unchanged on either.
+"""
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import diffusers
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+from diffaudit.config import ModelConfig
+from diffaudit.errors import CheckpointError
+from diffaudit.model.text import MiniLMEncoder
+
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+OUR_CLASS = "DiffauditPipeline"
+
+
+class CountingDenoiser:
+    """The one place UNet evaluations are counted (per sample, per call), so cost reports cannot drift."""
+
+    def __init__(self, unet: UNet2DConditionModel):
+        self.unet = unet
+        self.evaluations = 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
+        self.evaluations += x.shape[0]
+        return self.unet(x, t, encoder_hidden_states=cond).sample
+
+
+class CLIPEncoder:
+    """Stable Diffusion's CLIP text encoder, with the same call signature as `MiniLMEncoder`."""
+
+    def __init__(self, folder: Path):
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        self.tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+        self.model = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True,
+                                                   use_safetensors=True).eval().requires_grad_(False)
+
+    @torch.inference_mode()
+    def __call__(self, prompts: list[str], batch_size: int = 64) -> torch.Tensor:
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            tok = self.tokenizer(prompts[i: i + batch_size], padding="max_length", truncation=True,
+                                 max_length=self.tokenizer.model_max_length, return_tensors="pt")
+            out.append(self.model(tok.input_ids).last_hidden_state)
+        return torch.cat(out).float()
+
+
+@dataclass
+class AuditPipeline:
+    """A conditional denoiser plus what audits need around it: text encoding and pixel <-> latent maps."""
+
+    unet: UNet2DConditionModel
+    scheduler: DDPMScheduler  # the training noise schedule; samplers are derived from its config
+    encode_text: Callable[[list[str]], torch.Tensor]
+    resolution: int  # pixel resolution of images the model generates
+    vae: AutoencoderKL | None = None
+    kind: str = "diffaudit"
+    text_config: dict = field(default_factory=dict)
+    denoiser: CountingDenoiser = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.denoiser = CountingDenoiser(self.unet)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        size = self.unet.config.sample_size
+        return (self.unet.config.in_channels, size, size)
+
+    def to_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """[0,1] images (N,3,H,W) -> the space the UNet denoises."""
+        x = images * 2 - 1
+        if self.vae is None:
+            return x
+        with torch.inference_mode():
+            return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+
+    def to_images(self, latents: torch.Tensor) -> torch.Tensor:
+        """Inverse of `to_latents`, clamped to [0,1]."""
+        if self.vae is not None:
+            with torch.inference_mode():
+                latents = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        return ((latents + 1) / 2).clamp(0, 1)
+
+    def model_hash(self) -> str:
+        """Hash of the UNet weights: ties every generated sample and result to the exact model."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.unet.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def save_pretrained(self, folder: Path) -> None:
+        """Write a diffusers-style folder atomically (built beside the target, then renamed)."""
+        if self.kind != "diffaudit":
+            raise CheckpointError("only diffaudit's own models are saved; a Stable Diffusion folder is read-only here")
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            self.unet.save_pretrained(tmp / "unet", safe_serialization=True)
+            self.scheduler.save_pretrained(tmp / "scheduler")
+            (tmp / "model_index.json").write_text(json.dumps({
+                "_class_name": OUR_CLASS, "_diffusers_version": diffusers.__version__,
+                "resolution": self.resolution, "text_encoder": self.text_config,
+            }, indent=2))
+            if folder.exists():
+                shutil.rmtree(folder)
+            tmp.rename(folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def from_pretrained(cls, folder: Path) -> "AuditPipeline":
+        """Load diffaudit's own folder or a Stable Diffusion (diffusers layout) folder from a local path."""
+        folder = Path(folder)
+        index_path = folder / "model_index.json"
+        if not index_path.exists():
+            raise CheckpointError(f"{folder} is not a model folder: model_index.json is missing")
+        refuse_pickles(folder)
+        index = json.loads(index_path.read_text())
+        try:
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True).eval()
+            scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+            if index.get("_class_name") == OUR_CLASS:
+                text = index["text_encoder"]
+                return cls(unet, scheduler, MiniLMEncoder(text["max_tokens"]), index["resolution"],
+                           text_config=text)
+            vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True).eval()
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"cannot load model folder {folder}: {exc}") from exc
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        return cls(unet, scheduler, CLIPEncoder(folder), unet.config.sample_size * factor, vae=vae,
+                   kind="stable-diffusion")
+
+
+def refuse_pickles(folder: Path) -> None:
+    """Pickle checkpoints can run arbitrary code when loaded: refuse them and name the file."""
+    for path in sorted(Path(folder).rglob("*")):
+        if path.suffix in PICKLE_SUFFIXES and path.is_file():
+            raise CheckpointError(f"{path} is a pickle-format checkpoint, which can execute code when loaded; "
+                                  "convert it to safetensors (diffusers: save_pretrained(safe_serialization=True))")
+
+
+def build_pipeline(cfg: ModelConfig, resolution: int, seed: int = 0) -> AuditPipeline:
+    """A freshly initialised diffaudit model (seeded, so the same config gives the same weights)."""
+    with torch.random.fork_rng():  # seed the initialisation without touching the caller's global RNG
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=resolution, in_channels=3, out_channels=3, block_out_channels=cfg.block_out_channels,
+            down_block_types=cfg.down_block_types, up_block_types=cfg.up_block_types,
+            layers_per_block=cfg.layers_per_block, cross_attention_dim=MiniLMEncoder.dim,
+            attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups,
+        )
+    scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule)
+    text_config = {"name": MiniLMEncoder.name, "max_tokens": cfg.max_text_tokens}
+    return AuditPipeline(unet, scheduler, MiniLMEncoder(cfg.max_text_tokens), resolution, text_config=text_config)

@@ -1,0 +1,145 @@
+"""Train the model under audit: DDPM loss, AdamW, EMA, seeded and resumable on CPU.
+
+Every step's batch, caption dropout and noise are drawn from generators seeded by (seed, step),
+so a run resumed from a checkpoint continues exactly as an uninterrupted one would.
+"""
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+
+from diffaudit.config import TrainConfig
+from diffaudit.data.imagefolder import ImageDataset
+from diffaudit.errors import CheckpointError
+from diffaudit.io import write_json, write_text
+from diffaudit.model.pipeline import AuditPipeline, refuse_pickles
+from diffaudit.progress import Progress
+
+
+def step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
+def dataset_tensors(pipe: AuditPipeline, data: ImageDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(latents, caption embeddings, unconditional embedding), computed once: the encoders are frozen."""
+    images = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 255
+    texts = data.texts
+    unique = sorted(set(texts))
+    emb = pipe.encode_text(unique)
+    lookup = {t: i for i, t in enumerate(unique)}
+    cond = emb[[lookup[t] for t in texts]]
+    return pipe.to_latents(images), cond, pipe.encode_text([""])
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted((out / "checkpoints").glob("step-*"))
+
+
+def _save_checkpoint(out: Path, step: int, pipe: AuditPipeline, ema: EMAModel, opt: torch.optim.Optimizer,
+                     lr_sched: torch.optim.lr_scheduler.LRScheduler, meta: dict, keep: int) -> None:
+    final = out / "checkpoints" / f"step-{step:06d}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".ckpt.", dir=final.parent))
+    try:
+        save_file({k: v.contiguous() for k, v in pipe.unet.state_dict().items()}, tmp / "unet.safetensors")
+        save_file({f"p{i}": p.contiguous() for i, p in enumerate(ema.shadow_params)}, tmp / "ema.safetensors")
+        # Tensors-only state loaded back with weights_only=True, which refuses arbitrary pickled objects.
+        torch.save({"optimizer": opt.state_dict(), "lr_scheduler": lr_sched.state_dict()}, tmp / "optimizer.state")
+        (tmp / "state.json").write_text(json.dumps({**meta, "step": step}))
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in _checkpoints(out)[:-keep]:
+        shutil.rmtree(old)
+
+
+def _resume(out: Path, pipe: AuditPipeline, ema: EMAModel, opt: torch.optim.Optimizer,
+            lr_sched: torch.optim.lr_scheduler.LRScheduler, meta: dict) -> int:
+    ckpts = _checkpoints(out)
+    if not ckpts:
+        return 0
+    ckpt = ckpts[-1]
+    refuse_pickles(ckpt)
+    state = json.loads((ckpt / "state.json").read_text())
+    if {k: state.get(k) for k in meta} != meta:
+        raise CheckpointError(f"checkpoint {ckpt} was made with a different config or dataset; "
+                              "train into a new output folder or delete its checkpoints/")
+    pipe.unet.load_state_dict(load_file(ckpt / "unet.safetensors"))
+    shadow = load_file(ckpt / "ema.safetensors")
+    ema.shadow_params = [shadow[f"p{i}"] for i in range(len(shadow))]
+    ema.optimization_step = state["step"]
+    opt_state = torch.load(ckpt / "optimizer.state", weights_only=True)
+    opt.load_state_dict(opt_state["optimizer"])
+    lr_sched.load_state_dict(opt_state["lr_scheduler"])
+    return state["step"]
+
+
+def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, progress: Progress | None = None,
+          stop_after: int | None = None) -> AuditPipeline:
+    """Train on `data` (its member rows), checkpointing into `out`; the EMA model goes to `out/model`.
+
+    `stop_after` ends the run early after that many steps (as a crash would), for resume tests.
+    """
+    out = Path(out)
+    members = data.split("member")
+    if len(members) == 0:
+        raise CheckpointError(f"dataset {data.root} has no member rows to train on")
+    x0, cond, uncond = dataset_tensors(pipe, members)
+    unet = pipe.unet.train().requires_grad_(True)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lr_sched = get_scheduler("constant_with_warmup", opt, num_warmup_steps=cfg.warmup_steps)
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
+    meta = {"train_config": cfg.model_dump(), "dataset_version": data.version}
+    start = _resume(out, pipe, ema, opt, lr_sched, meta)
+    log_path = out / "train_log.jsonl"
+    kept = [ln for ln in (log_path.read_text().splitlines() if log_path.exists() else [])
+            if json.loads(ln)["step"] <= start]
+    write_text(log_path, "".join(ln + "\n" for ln in kept))
+    n = len(x0)
+    task = progress.add_task("train", total=cfg.steps, completed=start) if progress else None
+    t0, running = time.perf_counter(), []
+    with log_path.open("a") as log:
+        for step in range(start, cfg.steps):
+            if stop_after is not None and step >= start + stop_after:
+                return pipe
+            rng = np.random.default_rng([cfg.seed, step])
+            gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
+            idx = torch.from_numpy(rng.choice(n, cfg.batch_size, replace=n < cfg.batch_size))
+            drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout)
+            c = torch.where(drop[:, None, None], uncond, cond[idx])
+            noise = torch.randn(x0[idx].shape, generator=gen)
+            t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
+            noisy = pipe.scheduler.add_noise(x0[idx], noise, t)
+            loss = torch.nn.functional.mse_loss(unet(noisy, t, encoder_hidden_states=c).sample, noise)
+            loss.backward()
+            opt.step()
+            lr_sched.step()
+            opt.zero_grad(set_to_none=True)
+            ema.step(unet.parameters())
+            running.append(loss.item())
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                log.write(json.dumps({"step": done, "loss": float(np.mean(running)), "lr": lr_sched.get_last_lr()[0],
+                                      "seconds": round(time.perf_counter() - t0, 2)}) + "\n")
+                log.flush()
+                running = []
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                _save_checkpoint(out, done, pipe, ema, opt, lr_sched, meta, cfg.keep_checkpoints)
+            if task is not None:
+                progress.update(task, advance=1, description=f"train loss {loss.item():.4f}")
+    ema.copy_to(unet.parameters())
+    unet.eval().requires_grad_(False)
+    pipe.save_pretrained(out / "model")
+    write_json(out / "model" / "training_manifest.json", {
+        **meta, "model_hash": pipe.model_hash(), "steps": cfg.steps, "rows": n,
+        "seconds": round(time.perf_counter() - t0, 1), "weights": "EMA",
+    })
+    return pipe

@@ -1,0 +1,41 @@
+"""Shared tiny fixtures: an 8x8 OpenMoji dataset and a model trained for a few steps, built once."""
+
+from pathlib import Path
+
+import pytest
+
+from diffaudit.config import PRESETS, Preset
+from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
+from diffaudit.data.openmoji import build_openmoji
+from diffaudit.model.pipeline import AuditPipeline, build_pipeline
+from diffaudit.model.train import train
+from diffaudit.progress import make_progress
+
+
+@pytest.fixture(scope="session")
+def tiny() -> Preset:
+    return PRESETS["tiny"]
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset) -> Path:
+    out = tmp_path_factory.mktemp("data") / "openmoji"
+    build_openmoji(out, tiny.data, make_progress(disable=True))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_data_dir: Path) -> ImageDataset:
+    return load_imagefolder(tiny_data_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset, tiny_data: ImageDataset) -> Path:
+    out = tmp_path_factory.mktemp("train")
+    train(build_pipeline(tiny.model, tiny.data.resolution), tiny_data, tiny.train, out)
+    return out / "model"
+
+
+@pytest.fixture()
+def tiny_pipe(tiny_model_dir: Path) -> AuditPipeline:
+    return AuditPipeline.from_pretrained(tiny_model_dir)
