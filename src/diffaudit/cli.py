@@ -15,6 +15,7 @@ app = typer.Typer(help="Audit text-to-image diffusion models for training-data m
 data_app = typer.Typer(help="Build or check datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
+err_console = Console(stderr=True)
 
 PresetOpt = Annotated[str, typer.Option(help="Preset: quick, full or tiny.")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="TOML file with [data]/[model]/[train]/[sample] overrides.")]
@@ -108,6 +109,48 @@ def generate(
 
 
 @app.command()
+def extract(
+    model: Path, data: Path, out: Path,
+    top: Annotated[int, typer.Option(help="Attack the N most-duplicated training captions.")] = 96,
+    prompts_file: Annotated[Path | None, typer.Option(help="Attack these prompts (one a line) instead.")] = None,
+    samples: Annotated[int, typer.Option(help="Generations per prompt (Carlini: 500).")] = 16,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
+    preset: PresetOpt = "quick", config: ConfigOpt = None,
+    steps: Annotated[int | None, typer.Option()] = None,
+    sampler: Annotated[str | None, typer.Option(help="ddim or dpmsolver++")] = None,
+    delta: Annotated[float, typer.Option(help="Extraction threshold on tiled RMS distance.")] = 0.15,
+    edge_threshold: Annotated[float, typer.Option(help="Clique edge threshold between generations.")] = 0.15,
+    min_clique: Annotated[int, typer.Option(help="Smallest clique that flags a prompt.")] = 3,
+) -> None:
+    """Carlini et al. 2023 extraction probe: generate, clique-filter, match to the training set, score."""
+    from diffaudit.attacks.extraction import ExtractionConfig
+    from diffaudit.data.imagefolder import load_imagefolder
+    from diffaudit.model.pipeline import AuditPipeline
+    from diffaudit.study.extraction_audit import most_duplicated_prompts, prompts_from_file, run_extraction
+
+    cfg = _preset(preset, config, sample={"steps": steps, "sampler": sampler})
+    pipe = AuditPipeline.from_pretrained(model)
+    dataset = load_imagefolder(data, pipe.resolution)
+    targets = prompts_from_file(prompts_file, dataset) if prompts_file else most_duplicated_prompts(dataset, top)
+    with _progress() as progress:
+        summary = run_extraction(pipe, dataset, out, targets, samples, cfg.sample.guidance if guidance is None
+                                 else guidance, cfg.sample,
+                                 ExtractionConfig(delta=delta, edge_threshold=edge_threshold, min_clique=min_clique),
+                                 progress)
+    table = Table(title=f"Extraction: {summary['extracted_images']} training images from "
+                        f"{summary['attacked_prompts']} prompts ({samples} generations each)")
+    for col in ("duplicates", "prompts", "extracted", "rate", "95% CI"):
+        table.add_column(col)
+    for row in summary["by_dup"]:
+        table.add_row(row["dup_bucket"], str(row["prompts"]), str(row["hits"]), f"{row['rate']:.0%}",
+                      f"{row['ci_low']:.0%}-{row['ci_high']:.0%}")
+    console.print(table)
+    console.print(f"overall {summary['rate']:.1%} [{summary['ci_low']:.1%}, {summary['ci_high']:.1%}]; "
+                  f"precision {summary['precision']:.2f}, recall {summary['recall']:.2f} vs the oracle; "
+                  f"{summary['unet_evaluations']} UNet evaluations; results in {out}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
     preset: PresetOpt = "quick", config: ConfigOpt = None,
@@ -138,5 +181,5 @@ def main() -> None:
     try:
         app()
     except DiffauditError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise SystemExit(2) from exc

@@ -14,12 +14,19 @@ def rms_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                    .mean(-1))
 
 
-def tiled_rms_distance(a: np.ndarray, b: np.ndarray, grid: int = 4) -> np.ndarray:
-    """Carlini et al. 2023 §4.2: split images into grid x grid tiles and take the largest per-tile RMS
-    distance, so a match must hold everywhere and a shared flat background cannot make two images close."""
+def tiled_rms_distance(a: np.ndarray, b: np.ndarray, grid: int | None = None) -> np.ndarray:
+    """Carlini et al. 2023 §4.2: split images into grid x grid tiles (4x4 by default) and take the largest
+    per-tile RMS distance, so a match must hold everywhere and a shared flat background cannot make two
+    images close."""
     diff = (as_unit(a) - as_unit(b)) ** 2
     *lead, h, w, c = diff.shape
+    grid = grid or tile_grid(h)
     if h % grid or w % grid:
         raise ValueError(f"image size {h}x{w} is not divisible into a {grid}x{grid} tile grid")
     tiles = diff.reshape(*lead, grid, h // grid, grid, w // grid, c).mean(axis=(-4, -2, -1))
     return np.sqrt(tiles.reshape(*lead, -1).max(-1))
+
+
+def tile_grid(side: int) -> int:
+    """Carlini tile 4x4; images whose side is not a multiple of 4 fall back to one tile (plain RMS)."""
+    return 4 if side % 4 == 0 else 1

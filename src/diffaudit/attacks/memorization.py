@@ -45,7 +45,7 @@ def memorization_scores(images: np.ndarray, index: pd.DataFrame, data: ImageData
         if refs is None:
             continue
         rms = rms_distance(gens[:, None], refs[None]).min(1)
-        tiled = tiled_rms_distance(gens[:, None], refs[None]).min(1) if gens.shape[1] % 4 == 0 else rms
+        tiled = tiled_rms_distance(gens[:, None], refs[None]).min(1)
         rows.append({"prompt": prompt, "generations": len(gens), "min_rms": float(rms.min()),
                      "min_tiled_rms": float(tiled.min()), "share_within": float((rms < delta).mean()),
                      "hit": bool(rms.min() < delta)})

@@ -53,18 +53,20 @@ def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidance
         if max_shards is not None and shards_written >= max_shards:
             break
         chunk = jobs[start: start + shard_size]
-        images = []
+        images, evals = [], []
         for g in dict.fromkeys(j[0] for j in chunk):  # one sampler call per guidance scale in the shard
             part = [j for j in chunk if j[0] == g]
             cond = emb[torch.tensor([lookup[prompts[p]] for _, p, _ in part])]
+            before = pipe.denoiser.evaluations
             images.append(sample(pipe, cond, [s for _, _, s in part], g, cfg.steps, cfg.sampler, cfg.batch_size))
+            evals += [(pipe.denoiser.evaluations - before) // len(part)] * len(part)
         shard = f"shard-{index['shard'].nunique() if not index.empty else 0:05d}.npy"
         _write_shard(out / shard, np.concatenate(images))
         rows = pd.DataFrame({
             "prompt_idx": [p for _, p, _ in chunk], "prompt": [prompts[p] for _, p, _ in chunk],
             "seed": [s for _, _, s in chunk], "guidance": [float(g) for g, _, _ in chunk],
             "steps": cfg.steps, "sampler": cfg.sampler, "shard": shard, "offset": np.arange(len(chunk)),
-            "model_hash": model_hash,
+            "model_hash": model_hash, "unet_evals": evals,
         })
         index = pd.concat([index, rows], ignore_index=True)
         write_atomic(out / INDEX, lambda tmp, idx=index: idx.to_parquet(tmp, index=False))

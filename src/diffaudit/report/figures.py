@@ -26,3 +26,12 @@ def sample_grid(images: np.ndarray, index: pd.DataFrame, references: dict[str, n
     picture = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.NEAREST)
     write_atomic(out, lambda tmp: picture.save(tmp, format="PNG"))
     return out
+
+
+def pair_strip(generated: np.ndarray, training: np.ndarray, out: Path, scale: int = 8) -> Path:
+    """Generation beside its training match, enlarged so a reader can compare them."""
+    gap = np.full((generated.shape[0], 2, 3), 255, np.uint8)
+    strip = Image.fromarray(np.concatenate([generated, gap, training], axis=1))
+    strip = strip.resize((strip.width * scale, strip.height * scale), Image.Resampling.NEAREST)
+    write_atomic(out, lambda tmp: strip.save(tmp, format="PNG"))
+    return out

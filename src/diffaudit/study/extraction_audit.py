@@ -1,0 +1,87 @@
+"""`diffaudit extract`: choose target prompts, generate, probe, score against the oracle, write results."""
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from diffaudit.attacks.extraction import ExtractionConfig, oracle, probe, summarize
+from diffaudit.attacks.metrics import rate_table
+from diffaudit.config import SampleConfig
+from diffaudit.data.imagefolder import ImageDataset
+from diffaudit.errors import ConfigError
+from diffaudit.io import write_atomic, write_json
+from diffaudit.model.generate import generate, load_samples
+from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.progress import Progress
+from diffaudit.report.figures import pair_strip
+
+
+def most_duplicated_prompts(data: ImageDataset, top: int, seed: int = 0) -> pd.DataFrame:
+    """Carlini attacked the most-duplicated training captions: rank member captions by the copy count of
+    their image, then by how often the caption itself repeats; ties (e.g. singletons) in seeded random order."""
+    members = data.table[data.table["split"] == "member"]
+    ranked = members.groupby("text").agg(dup_count=("dup_count", "max"), caption_count=("id", "size"),
+                                         dup_kind=("dup_kind", "first")).reset_index()
+    ranked["tiebreak"] = np.random.default_rng(seed).permutation(len(ranked))
+    ranked = ranked.sort_values(["dup_count", "caption_count", "tiebreak"], ascending=[False, False, True])
+    return ranked.head(top).drop(columns="tiebreak").rename(columns={"text": "prompt"}).reset_index(drop=True)
+
+
+def prompts_from_file(path: Path, data: ImageDataset) -> pd.DataFrame:
+    """User-chosen prompts; those that are training captions keep their duplication info, others get 0."""
+    prompts = list(dict.fromkeys(ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()))
+    if not prompts:
+        raise ConfigError(f"{path} lists no prompts")
+    known = most_duplicated_prompts(data, len(data)).set_index("prompt")
+    frame = pd.DataFrame({"prompt": prompts}).join(known, on="prompt")
+    return frame.fillna({"dup_count": 0, "caption_count": 0, "dup_kind": "not-in-training"}).astype(
+        {"dup_count": int, "caption_count": int})
+
+
+def dup_bucket(count: pd.Series) -> pd.Series:
+    """Duplication buckets on a doubling ladder: 1, 2-3, 4-7, ..., 64+."""
+    edges = [0, 1, 2, 4, 8, 16, 32, 64]
+    labels = ["0", "1", "2-3", "4-7", "8-15", "16-31", "32-63", "64+"]
+    return pd.Series(pd.cut(count, [*edges, np.inf], right=False, labels=labels), index=count.index).astype(str)
+
+
+def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: pd.DataFrame,
+                   samples_per_prompt: int, guidance: float, sample_cfg: SampleConfig,
+                   cfg: ExtractionConfig, progress: Progress | None = None) -> dict:
+    """Generate for each prompt, run the probe and the oracle, and write tables, pairs and a summary."""
+    out = Path(out)
+    members = data.split("member")
+    gen_dir = out / "samples"
+    generate(pipe, prompts["prompt"].tolist(), list(range(samples_per_prompt)), [guidance], sample_cfg, gen_dir,
+             progress)
+    images, index = load_samples(gen_dir)
+    keep = index["guidance"] == guidance
+    images, index = images[keep.to_numpy()], index[keep].reset_index(drop=True)
+    train_dup = members.table["dup_count"].to_numpy()
+    per_prompt, pairs = probe(images, index, members.images, train_dup, cfg)
+    per_prompt = (per_prompt.merge(oracle(images, index, members.images, cfg.delta), on="prompt")
+                  .merge(prompts, on="prompt"))
+    per_prompt["extracted"] = per_prompt["extracted_images"] > 0
+    per_prompt["dup_bucket"] = dup_bucket(per_prompt["dup_count"])
+    summary = summarize(per_prompt, pairs, cfg)
+    by_dup = rate_table(per_prompt, ["dup_bucket"], hit="extracted")
+    oracle_by_dup = rate_table(per_prompt, ["dup_bucket"], hit="memorized")
+    summary |= {
+        "samples_per_prompt": samples_per_prompt, "guidance": guidance, "sampler": sample_cfg.sampler,
+        "steps": sample_cfg.steps, "seeds": f"0..{samples_per_prompt - 1}", "model_hash": pipe.model_hash(),
+        "dataset_version": data.version, "clique_size_required": cfg.clique_size(samples_per_prompt),
+        "unet_evaluations": int(index["unet_evals"].sum()),
+        "by_dup": by_dup.to_dict("records"), "oracle_by_dup": oracle_by_dup.to_dict("records"),
+        "assumptions": {**asdict(cfg), "distance": "max over 4x4 tiles of RMS on [0,1] pixels (Carlini et al. 2023)",
+                        "attacker": "black-box generation; training set used only to confirm flagged samples",
+                        "prompts": "most-duplicated training captions"},
+    }
+    write_atomic(out / "per_prompt.parquet", lambda p: per_prompt.to_parquet(p, index=False))
+    write_atomic(out / "pairs.parquet", lambda p: pairs.to_parquet(p, index=False))
+    write_json(out / "summary.json", summary)
+    best = pairs.sort_values("distance").drop_duplicates("train_idx")
+    for row in best.itertuples():
+        pair_strip(images[row.sample], members.images[row.train_idx], out / "pairs" / f"{row.train_idx:05d}.png")
+    return summary
