@@ -151,6 +151,48 @@ def extract(
 
 
 @app.command()
+def mia(
+    model: Path, data: Path, out: Path,
+    attack: Annotated[list[str] | None, typer.Option(help="Attack name; repeat. Default: all.")] = None,
+    per_side: Annotated[int, typer.Option(help="Members and non-members evaluated (each).")] = 200,
+    shadows: Annotated[int, typer.Option(help="Shadow models for LiRA (0: skip LiRA).")] = 0,
+    shadow_steps: Annotated[int | None, typer.Option(help="Training steps of each shadow model.")] = None,
+    preset: PresetOpt = "quick", config: ConfigOpt = None,
+) -> None:
+    """Membership inference: loss, PIA, SecMI, CLiD and LiRA, side by side on one honest split."""
+    from diffaudit.attacks.mia import ATTACKS
+    from diffaudit.data.imagefolder import load_imagefolder
+    from diffaudit.model.pipeline import AuditPipeline
+    from diffaudit.study.mia_audit import evaluation_set, run_mia, train_shadows
+
+    cfg = _preset(preset, config, train={"steps": shadow_steps})
+    pipe = AuditPipeline.from_pretrained(model)
+    dataset = load_imagefolder(data, pipe.resolution)
+    names = list(attack or [*ATTACKS, *(["lira-online", "lira-offline"] if shadows else [])])
+    with _progress() as progress:
+        shadow_models = None
+        if shadows:
+            images, table = evaluation_set(dataset, per_side)
+            shadow_models = train_shadows(images, table, cfg, shadows, out / "shadows", progress)
+        summary = run_mia(pipe, dataset, out, names, per_side, shadow_models, progress)
+    check = summary["split_check"]
+    console.print(f"split check (no model access): AUC {check['auc']:.3f} "
+                  f"[{check['auc_ci'][0]:.3f}, {check['auc_ci'][1]:.3f}]" + ("" if check["at_chance"] else
+                                                                               "  [red]NOT at chance[/red]"))
+    table = Table(title=f"Membership inference, {summary['per_side']} members vs {summary['per_side']} non-members")
+    for col in ("attack", "AUC [95% CI]", "TPR@1%FPR [95% CI]", "TPR@0.1%FPR", "queries/sample"):
+        table.add_column(col)
+    for name, res in summary["attacks"].items():
+        a = res["all"]
+        table.add_row(name, f"{a['auc']:.3f} [{a['auc_ci'][0]:.3f}, {a['auc_ci'][1]:.3f}]",
+                      f"{a['tpr_at_1pct_fpr']:.3f} [{a['tpr_at_1pct_fpr_ci'][0]:.3f}, "
+                      f"{a['tpr_at_1pct_fpr_ci'][1]:.3f}]", f"{a['tpr_at_0.1pct_fpr']:.3f}",
+                      f"{res['queries_per_sample']:g}")
+    console.print(table)
+    console.print(f"scores and ROC in {out}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
     preset: PresetOpt = "quick", config: ConfigOpt = None,

@@ -1,7 +1,9 @@
 """Rates with exact confidence intervals: every rate diffaudit reports carries one."""
 
+import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+from scipy.stats import binomtest, bootstrap
+from sklearn.metrics import roc_auc_score, roc_curve
 
 
 def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -21,3 +23,27 @@ def rate_table(frame: pd.DataFrame, by: list[str], hit: str = "hit") -> pd.DataF
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)), "prompts": n,
                      "hits": k, "rate": k / n, "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows)
+
+
+def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_target: float) -> float:
+    """True-positive rate at a false-positive rate, read off the ROC curve (Carlini et al. S&P 2022 report
+    low-FPR operating points because average-case AUC hides the attacks that matter)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(tpr[np.searchsorted(fpr, fpr_target, side="right") - 1])
+
+
+def roc_summary(labels: np.ndarray, scores: np.ndarray, resamples: int = 300, seed: int = 0) -> dict:
+    """AUC, TPR@1%FPR and TPR@0.1%FPR, each with a percentile-bootstrap 95% interval (scipy)."""
+    labels, scores = np.asarray(labels, int), np.asarray(scores, float)
+    stats = {"auc": lambda y, s: roc_auc_score(y, s), "tpr_at_1pct_fpr": lambda y, s: tpr_at_fpr(y, s, 0.01),
+             "tpr_at_0.1pct_fpr": lambda y, s: tpr_at_fpr(y, s, 0.001)}
+    out: dict = {"members": int(labels.sum()), "nonmembers": int((1 - labels).sum())}
+    for name, fn in stats.items():
+        def guarded(y: np.ndarray, s: np.ndarray, fn=fn) -> float:
+            return fn(y, s) if 0 < y.sum() < len(y) else np.nan  # a resample with one class has no ROC
+
+        ci = bootstrap((labels, scores), guarded, paired=True, vectorized=False, n_resamples=resamples,
+                       method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+        out[name] = float(fn(labels, scores))
+        out[f"{name}_ci"] = [float(ci.low), float(ci.high)]
+    return out

@@ -1,0 +1,26 @@
+"""Is the member/non-member split honest? A classifier that never touches the model must be at chance.
+
+Dubiński et al. (WACV 2024) showed that member and non-member sets drawn from shifted distributions make
+attacks look strong for the wrong reason; this check detects such a shift from the data alone.
+"""
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from diffaudit.attacks.metrics import roc_summary
+
+
+def model_free_auc(images: np.ndarray, text_features: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
+    """Cross-validated AUC of a logistic regression on pixels + caption embeddings (no model access)."""
+    pixels = images.reshape(len(images), -1).astype(np.float32) / 255
+    features = np.concatenate([pixels, text_features], axis=1)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    folds = StratifiedKFold(min(5, int(labels.sum()), int((1 - labels).sum())), shuffle=True, random_state=seed)
+    scores = cross_val_predict(clf, features, labels, cv=folds, method="predict_proba")[:, 1]
+    summary = roc_summary(labels, scores, seed=seed)
+    low, high = summary["auc_ci"]
+    summary["at_chance"] = bool(low <= 0.5 <= high or abs(summary["auc"] - 0.5) < 0.05)
+    return summary

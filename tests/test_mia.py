@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffaudit.attacks.mia import ATTACKS
+from diffaudit.attacks.mia.clid import reduced_captions
+from diffaudit.attacks.mia.lira import lira_scores
+from diffaudit.attacks.mia.split_check import model_free_auc
+from diffaudit.config import Preset
+from diffaudit.data.imagefolder import ImageDataset
+from diffaudit.errors import ConfigError
+from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.study.mia_audit import evaluation_set, load_scores, run_mia, train_shadows
+
+
+def test_evaluation_set_is_balanced_and_unique(tiny_data: ImageDataset) -> None:
+    images, table = evaluation_set(tiny_data, 6)
+    assert table["label"].sum() == 6 and len(table) == 12 and len(images) == 12
+    assert table["sha256"].is_unique
+    assert set(table.loc[table["label"] == 0, "split"]) == {"nonmember"}
+
+
+def test_every_attack_scores_with_its_declared_query_cost(tmp_path: Path, tiny: Preset, tiny_pipe: AuditPipeline,
+                                                          tiny_data: ImageDataset) -> None:
+    images, table = evaluation_set(tiny_data, 6)
+    shadows = train_shadows(images, table, tiny, 2, tmp_path / "shadows")
+    assert all(s.in_mask.any() and not s.in_mask.all() for s in shadows)
+    summary = run_mia(tiny_pipe, tiny_data, tmp_path, [*ATTACKS, "lira-online", "lira-offline"], 6, shadows)
+    for name in ATTACKS:
+        assert summary["attacks"][name]["queries_per_sample"] == ATTACKS[name]().queries
+    assert summary["attacks"]["pia"]["queries_per_sample"] == 2
+    assert summary["attacks"]["secmi"]["queries_per_sample"] == 11
+    assert summary["attacks"]["clid"]["queries_per_sample"] == 15
+    scores, again = load_scores(tmp_path)
+    assert again == summary
+    assert {f"score_{a}" for a in ATTACKS} <= set(scores.columns)
+    assert np.isfinite(scores.filter(like="score_").to_numpy()).all()
+    assert 0 <= summary["attacks"]["loss"]["all"]["auc"] <= 1
+    assert (tmp_path / "roc.png").stat().st_size > 0
+
+
+def test_unknown_attack_and_missing_shadows(tmp_path: Path, tiny_pipe: AuditPipeline,
+                                            tiny_data: ImageDataset) -> None:
+    with pytest.raises(ConfigError, match="unknown attack"):
+        run_mia(tiny_pipe, tiny_data, tmp_path, ["gsa"], 4)
+    with pytest.raises(ConfigError, match="LiRA needs shadow models"):
+        run_mia(tiny_pipe, tiny_data, tmp_path, ["lira-online"], 4)
+
+
+def test_lira_prefers_samples_that_look_like_their_in_shadows() -> None:
+    rng = np.random.default_rng(0)
+    in_masks = rng.random((8, 50)) < 0.5
+    difficulty = rng.normal(0, 1, 50)  # per-sample baseline that LiRA must calibrate away
+    stats = difficulty + np.where(in_masks, -1.0, 0.0) + rng.normal(0, 0.1, (8, 50))
+    member = np.arange(50) < 25
+    target = difficulty + np.where(member, -1.0, 0.0)
+    for online in (True, False):
+        scores = lira_scores(target, stats, in_masks, online)
+        assert scores[member].min() > scores[~member].max()
+
+
+def test_clid_reduces_captions_by_thirds() -> None:
+    assert reduced_captions("abcdefghi") == ["abc", "def", "ghi", ""]
+
+
+def test_split_check_detects_a_shift_and_accepts_iid() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (200, 4, 4, 3), dtype=np.uint8)
+    labels = np.r_[np.ones(100), np.zeros(100)].astype(int)
+    text = rng.normal(size=(200, 8))
+    assert model_free_auc(images, text, labels)["at_chance"]
+    shifted = images.copy()
+    shifted[:100] //= 2  # members darker: a distribution shift
+    result = model_free_auc(shifted, text, labels)
+    assert not result["at_chance"] and result["auc"] > 0.9
