@@ -9,7 +9,7 @@ from diffaudit.attacks.neighbours import TrainingIndex
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.pipeline import AuditPipeline
-from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction
+from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
 
 RNG = np.random.default_rng(0)
 TRAIN = RNG.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
@@ -70,3 +70,17 @@ def test_audit_end_to_end_writes_results(tmp_path: Path, tiny: Preset, tiny_pipe
     assert summary["unet_evaluations"] == 4 * 3 * tiny.sample.steps
     assert json.loads((tmp_path / "summary.json").read_text())["model_hash"] == tiny_pipe.model_hash()
     assert len(pd.read_parquet(tmp_path / "per_prompt.parquet")) == 4
+
+
+def test_tiered_audit_counts_detector_and_probe_cost(tmp_path: Path, tiny: Preset, tiny_pipe: AuditPipeline,
+                                                     tiny_data: ImageDataset) -> None:
+    prompts = most_duplicated_prompts(tiny_data, 6)
+    full = run_extraction(tiny_pipe, tiny_data, tmp_path / "full", prompts, 3, 1.0, tiny.sample, ExtractionConfig())
+    for detector, per_prompt in (("wen", 2), ("webster", 8)):
+        summary = run_tiered(tiny_pipe, tiny_data, tmp_path / detector, prompts, 3, 1.0, tiny.sample,
+                             ExtractionConfig(), detector, confirm_fraction=0.34, full_run=tmp_path / "full")
+        assert summary["prompts_confirmed"] == 3
+        assert summary["unet_evaluations"] == 6 * per_prompt + 3 * 3 * tiny.sample.steps
+        assert summary["cost_ratio_vs_full"] == summary["unet_evaluations"] / full["unet_evaluations"]
+        scores = pd.read_parquet(tmp_path / detector / "detector_scores.parquet")["detector_score"]
+        assert scores.is_monotonic_decreasing and np.isfinite(scores).all()

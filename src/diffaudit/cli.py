@@ -121,22 +121,35 @@ def extract(
     delta: Annotated[float, typer.Option(help="Extraction threshold on tiled RMS distance.")] = 0.15,
     edge_threshold: Annotated[float, typer.Option(help="Clique edge threshold between generations.")] = 0.15,
     min_clique: Annotated[int, typer.Option(help="Smallest clique that flags a prompt.")] = 3,
+    tiered: Annotated[bool, typer.Option(help="Score prompts cheaply first; probe only the top fraction.")] = False,
+    detector: Annotated[str, typer.Option(help="Cheap detector for --tiered: wen or webster.")] = "wen",
+    confirm_fraction: Annotated[float, typer.Option(help="Share of prompts the full probe confirms.")] = 0.1,
+    full_run: Annotated[Path | None, typer.Option(help="An earlier full probe to compare --tiered with.")] = None,
 ) -> None:
     """Carlini et al. 2023 extraction probe: generate, clique-filter, match to the training set, score."""
     from diffaudit.attacks.extraction import ExtractionConfig
     from diffaudit.data.imagefolder import load_imagefolder
     from diffaudit.model.pipeline import AuditPipeline
-    from diffaudit.study.extraction_audit import most_duplicated_prompts, prompts_from_file, run_extraction
+    from diffaudit.study.extraction_audit import (
+        most_duplicated_prompts,
+        prompts_from_file,
+        run_extraction,
+        run_tiered,
+    )
 
     cfg = _preset(preset, config, sample={"steps": steps, "sampler": sampler})
     pipe = AuditPipeline.from_pretrained(model)
     dataset = load_imagefolder(data, pipe.resolution)
     targets = prompts_from_file(prompts_file, dataset) if prompts_file else most_duplicated_prompts(dataset, top)
+    scale = cfg.sample.guidance if guidance is None else guidance
+    probe_cfg = ExtractionConfig(delta=delta, edge_threshold=edge_threshold, min_clique=min_clique)
     with _progress() as progress:
-        summary = run_extraction(pipe, dataset, out, targets, samples, cfg.sample.guidance if guidance is None
-                                 else guidance, cfg.sample,
-                                 ExtractionConfig(delta=delta, edge_threshold=edge_threshold, min_clique=min_clique),
-                                 progress)
+        if tiered:
+            result = run_tiered(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, detector,
+                                confirm_fraction, full_run, progress)
+            console.print_json(data=result)
+            return
+        summary = run_extraction(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, progress)
     table = Table(title=f"Extraction: {summary['extracted_images']} training images from "
                         f"{summary['attacked_prompts']} prompts ({samples} generations each)")
     for col in ("duplicates", "prompts", "extracted", "rate", "95% CI"):

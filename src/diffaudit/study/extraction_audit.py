@@ -1,13 +1,16 @@
 """`diffaudit extract`: choose target prompts, generate, probe, score against the oracle, write results."""
 
+import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from diffaudit.attacks.detect import DETECTORS
 from diffaudit.attacks.extraction import ExtractionConfig, oracle, probe, summarize
-from diffaudit.attacks.metrics import rate_table
+from diffaudit.attacks.metrics import rate_table, roc_summary
 from diffaudit.config import SampleConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
@@ -84,4 +87,46 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
     best = pairs.sort_values("distance").drop_duplicates("train_idx")
     for row in best.itertuples():
         pair_strip(images[row.sample], members.images[row.train_idx], out / "pairs" / f"{row.train_idx:05d}.png")
+    return summary
+
+
+def run_tiered(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: pd.DataFrame, samples_per_prompt: int,
+               guidance: float, sample_cfg: SampleConfig, cfg: ExtractionConfig, detector: str = "wen",
+               confirm_fraction: float = 0.1, full_run: Path | None = None,
+               progress: Progress | None = None) -> dict:
+    """Score every prompt with a cheap detector, then run the full probe on the top `confirm_fraction` only.
+
+    With `full_run` (an earlier full probe on the same prompts) the summary also says how much of the
+    full probe's finding the tiered audit recovers and, against that run's oracle, the detector's AUC.
+    """
+    out = Path(out)
+    det = DETECTORS[detector]()
+    before = pipe.denoiser.evaluations
+    scores = det.score(pipe, prompts["prompt"].tolist())
+    detect_evals = pipe.denoiser.evaluations - before
+    ranked = prompts.assign(detector_score=scores).sort_values("detector_score", ascending=False)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "detector_scores.parquet", lambda p: ranked.to_parquet(p, index=False))
+    confirm = ranked.head(max(1, math.ceil(confirm_fraction * len(ranked)))).drop(columns="detector_score")
+    confirmed = run_extraction(pipe, data, out / "confirm", confirm.reset_index(drop=True), samples_per_prompt,
+                               guidance, sample_cfg, cfg, progress)
+    summary = {"detector": detector, "detector_queries_per_prompt": det.queries_per_prompt,
+               "prompts_scored": len(prompts), "prompts_confirmed": len(confirm),
+               "unet_evaluations": detect_evals + confirmed["unet_evaluations"],
+               "extracted_images": confirmed["extracted_images"]}
+    if full_run is not None:
+        full = pd.read_parquet(Path(full_run) / "per_prompt.parquet").merge(
+            ranked[["prompt", "detector_score"]], on="prompt")
+        full_summary = json.loads((Path(full_run) / "summary.json").read_text())
+        mine = set(pd.read_parquet(out / "confirm" / "per_prompt.parquet").query("extracted")["prompt"])
+        theirs = set(full.loc[full["extracted"], "prompt"])
+        truth = full["memorized"].to_numpy().astype(int)
+        summary |= {
+            "full_probe_extracted_prompts": len(theirs), "recovered": len(mine & theirs),
+            "recall_vs_full": len(mine & theirs) / len(theirs) if theirs else float("nan"),
+            "cost_ratio_vs_full": summary["unet_evaluations"] / full_summary["unet_evaluations"],
+            "detector_vs_oracle": roc_summary(truth, full["detector_score"].to_numpy())
+            if 0 < truth.sum() < len(truth) else None,
+        }
+    write_json(out / "tiered_summary.json", summary)
     return summary
