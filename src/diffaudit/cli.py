@@ -206,6 +206,34 @@ def mia(
 
 
 @app.command()
+def study(
+    out: Annotated[Path, typer.Option(help="Run folder (resumes if it exists).")] = Path("runs/study"),
+    preset: PresetOpt = "quick", config: ConfigOpt = None,
+    reference: Annotated[Path | None, typer.Option(help="Committed reference model to reuse if it matches.")] = Path(
+        "models/quick"),
+) -> None:
+    """The whole investigation: data, base model, audits, each mitigation arm, audits, comparison table."""
+    from diffaudit.study.runner import run_study
+    from diffaudit.study.tracking import mlflow_uri
+
+    cfg = _preset(preset, config)
+    with _progress() as progress:
+        table = run_study(cfg, out, reference, progress)
+    show = Table(title=f"diffaudit study ({cfg.name}): extraction before/after each mitigation")
+    for col in ("arm", "seed", "guidance", "extraction [95% CI]", "best MIA AUC", "held-out loss", "Fréchet dist.",
+                "train s"):
+        show.add_column(col)
+    for r in table.itertuples():
+        show.add_row(r.arm, str(r.seed), f"{r.guidance:g}",
+                     f"{r.extraction_rate:.1%} [{r.ci_low:.1%}, {r.ci_high:.1%}] ({r.extracted}/{r.prompts})",
+                     "-" if r.mia_auc is None or r.mia_auc != r.mia_auc else f"{r.mia_auc:.3f} ({r.best_mia})",
+                     f"{r.heldout_loss:.4f}", f"{r.frechet_distance:.2f}", f"{r.train_seconds:.0f}")
+    console.print(show)
+    console.print(f"results: {out / 'results.json'}; assumptions: {out / 'assumptions.json'}; "
+                  f"MLflow: mlflow ui --backend-store-uri {mlflow_uri(out)}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
     preset: PresetOpt = "quick", config: ConfigOpt = None,

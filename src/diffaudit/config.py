@@ -79,17 +79,41 @@ class SampleConfig(_Frozen):
     batch_size: int = 256
 
 
+class StudyConfig(_Frozen):
+    """Audits and mitigation arms of `diffaudit study`. Every threshold is fixed here, before any arm runs."""
+
+    seeds: tuple[int, ...] = (0,)  # training seeds of base model and retrained arms
+    prompts_top: int = 96  # Carlini et al. 2023 attack the most-duplicated captions
+    samples_per_prompt: int = 16  # Carlini: 500; scaled down for CPU
+    delta: float = 0.15  # Carlini et al. 2023 §4.2
+    edge_threshold: float = 0.15
+    min_clique: int = 3
+    detector: str = "wen"
+    confirm_fraction: float = 0.1
+    mia_attacks: tuple[str, ...] = ("loss", "pia", "secmi", "clid")
+    mia_per_side: int = 200
+    guidance_sweep: tuple[float, ...] = (1.0, 3.0, 5.0, 7.5, 10.0, 15.0)
+    dedup_methods: tuple[str, ...] = ("exact", "normalized", "minhash", "embedding")
+    dp_epsilons: tuple[float, ...] = (1.0, 8.0)
+    dp_steps: int = 100
+    dp_expected_batch: int = 16
+    dp_multiplicity: int = 4
+    dp_lr: float = 1e-4
+
+
 class Preset(_Frozen):
     name: str
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
+    study: StudyConfig = StudyConfig()
 
 
 PRESETS: dict[str, Preset] = {
-    # Fits the 2-core CPU in ~15 minutes of training.
-    "quick": Preset(name="quick", data=DataConfig(resolution=16)),
+    # Fits the 2-core CPU in under 15 minutes of training. 2,000 unique members keep singletons to ~25
+    # views each (1,000 steps over 1,282 rows memorized 18% of singletons at RMS 0.15; measured).
+    "quick": Preset(name="quick", data=DataConfig(resolution=16, n_member=2000), train=TrainConfig(steps=800)),
     "full": Preset(
         name="full",
         data=DataConfig(resolution=32, n_member=1000, n_nonmember=1000, n_calibration=128),
@@ -97,6 +121,7 @@ PRESETS: dict[str, Preset] = {
             "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=2),
         train=TrainConfig(steps=8000, ema_decay=0.999, lr=2e-4),
+        study=StudyConfig(seeds=(0, 1, 2), prompts_top=200, samples_per_prompt=64, mia_per_side=500),
     ),
     # Seconds on CPU: for tests only.
     "tiny": Preset(
@@ -107,6 +132,8 @@ PRESETS: dict[str, Preset] = {
         model=ModelConfig(block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=4),
         train=TrainConfig(steps=4, batch_size=8, checkpoint_every=2, log_every=1, warmup_steps=1),
         sample=SampleConfig(steps=3, batch_size=16),
+        study=StudyConfig(prompts_top=6, samples_per_prompt=3, mia_per_side=6, guidance_sweep=(1.0, 3.0),
+                          dp_epsilons=(8.0,), dp_steps=2, dp_expected_batch=2, dp_multiplicity=2),
     ),
 }
 
@@ -126,7 +153,8 @@ def load_preset(name: str, path: Path | None = None, overrides: dict[str, dict[s
     for layer in layers:
         for section, values in layer.items():
             if not isinstance(values, dict) or section not in merged or not isinstance(merged[section], dict):
-                raise ConfigError(f"unknown config section {section!r}; expected one of data, model, train, sample")
+                raise ConfigError(f"unknown config section {section!r}; expected one of data, model, train, sample, "
+                                  "study")
             merged[section] = {**merged[section], **values}
     try:
         return Preset.model_validate(merged)

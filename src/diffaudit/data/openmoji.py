@@ -81,7 +81,7 @@ def image_sha256(pixels: np.ndarray) -> str:
     return hashlib.sha256(f"{pixels.shape}".encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
 
 
-def _distinct_renders(glyphs: list[Glyph], resolution: int, rng: np.random.Generator) -> Iterator[
+def distinct_renders(glyphs: list[Glyph], resolution: int, rng: np.random.Generator) -> Iterator[
         tuple[Glyph, np.ndarray]]:
     """Glyphs in random order, rendered, skipping blank renders and accidental pixel duplicates,
     so the only duplicates in the dataset are the planted ones."""
@@ -114,7 +114,7 @@ def plan_rows(cfg: DataConfig, progress: Progress) -> list[_Row]:
     need = cfg.n_member + cfg.n_nonmember + cfg.n_calibration
     picked: list[tuple[Glyph, np.ndarray]] = []
     task = progress.add_task("render OpenMoji", total=need)
-    for item in _distinct_renders(glyphs, cfg.resolution, rng):
+    for item in distinct_renders(glyphs, cfg.resolution, rng):
         picked.append(item)
         progress.advance(task)
         if len(picked) == need:

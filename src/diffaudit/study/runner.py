@@ -1,0 +1,179 @@
+"""`diffaudit study`: data -> base model -> audits -> every mitigation arm -> audits -> comparison.
+
+Each finished step leaves `steps/<name>.json` in the run folder; a crashed study resumes from there
+and recomputes nothing that finished. Thresholds come from the preset and are written to the
+assumptions register before any arm runs; no arm may change them.
+"""
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from diffaudit.attacks.extraction import ExtractionConfig
+from diffaudit.config import Preset
+from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
+from diffaudit.demo import prepare_data, prepare_model
+from diffaudit.io import write_json
+from diffaudit.mitigations.dedup import DedupConfig, deduplicate
+from diffaudit.mitigations.dp_finetune import DPConfig, dp_finetune
+from diffaudit.model.pipeline import AuditPipeline, build_pipeline
+from diffaudit.model.train import train
+from diffaudit.progress import Progress
+from diffaudit.study.assumptions import register
+from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
+from diffaudit.study.mia_audit import run_mia
+from diffaudit.study.tracking import log_to_mlflow, write_run_record
+from diffaudit.study.utility import UtilityProbe
+
+
+def _step(run: Path, name: str, fn: Callable[[], dict]) -> dict:
+    """Run `fn` once; its JSON result marks the step finished for every later (resumed) run."""
+    path = run / "steps" / f"{name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    result = fn()
+    write_json(path, result)
+    return result
+
+
+class Study:
+    def __init__(self, preset: Preset, run: Path, reference: Path | None, progress: Progress):
+        self.preset, self.run, self.reference, self.progress = preset, Path(run), reference, progress
+        s = preset.study
+        self.probe_cfg = ExtractionConfig(delta=s.delta, edge_threshold=s.edge_threshold, min_clique=s.min_clique)
+        self.data = prepare_data(preset, self.run / "data", progress)
+        self.prompts = most_duplicated_prompts(self.data, s.prompts_top, seed=preset.data.seed)
+        self._utility: UtilityProbe | None = None
+
+    @property
+    def utility(self) -> UtilityProbe:
+        if self._utility is None:
+            self._utility = UtilityProbe.build(self.data, self.preset.sample.steps, self.preset.sample.sampler)
+        return self._utility
+
+    def audit(self, pipe: AuditPipeline, folder: Path, guidance: float, mia: bool = True) -> dict:
+        """Extraction (against the original training set and prompts), membership inference, utility."""
+        s = self.preset.study
+        ext = run_extraction(pipe, self.data, folder / "extraction", self.prompts, s.samples_per_prompt, guidance,
+                             self.preset.sample, self.probe_cfg, self.progress)
+        row = {"extraction_rate": ext["rate"], "extraction_ci": [ext["ci_low"], ext["ci_high"]],
+               "extracted_images": ext["extracted_images"], "attacked_prompts": ext["attacked_prompts"],
+               "oracle_memorized_prompts": ext["oracle_memorized_prompts"], "probe_precision": ext["precision"],
+               "probe_recall": ext["recall"], "by_dup": ext["by_dup"], "extraction_unet_evals": ext["unet_evaluations"],
+               "guidance": guidance, "model_hash": pipe.model_hash()}
+        if mia:
+            res = run_mia(pipe, self.data, folder / "mia", list(s.mia_attacks), s.mia_per_side, progress=self.progress)
+            row["mia"] = {k: {"auc": v["all"]["auc"], "auc_ci": v["all"]["auc_ci"],
+                              "tpr_at_1pct_fpr": v["all"]["tpr_at_1pct_fpr"]} for k, v in res["attacks"].items()}
+            row["split_check_auc"] = res["split_check"]["auc"]
+        row |= self.utility.measure(pipe, guidance)
+        return row
+
+    def base(self, seed: int) -> AuditPipeline:
+        preset = self.preset.model_copy(update={"train": self.preset.train.model_copy(update={"seed": seed})})
+        reference = self.reference if seed == self.preset.train.seed else None
+        return prepare_model(preset, self.data, self.run / f"seed{seed}" / "base", reference, self.progress)
+
+    def retrain(self, data: ImageDataset, folder: Path, seed: int) -> tuple[AuditPipeline, float]:
+        cfg = self.preset.train.model_copy(update={"seed": seed})
+        manifest = folder / "model" / "training_manifest.json"
+        if not manifest.exists():
+            train(build_pipeline(self.preset.model, self.preset.data.resolution, seed=seed), data, cfg, folder,
+                  self.progress)
+        return AuditPipeline.from_pretrained(folder / "model"), json.loads(manifest.read_text())["seconds"]
+
+    def arms(self, seed: int) -> list[tuple[str, Callable[[], dict]]]:
+        s, g0 = self.preset.study, self.preset.sample.guidance
+        root = self.run / f"seed{seed}"
+        out: list[tuple[str, Callable[[], dict]]] = [
+            ("base", lambda: {"kind": "none", **self.audit(self.base(seed), root / "base", g0)})]
+        out.append(("base-tiered", lambda: {"kind": "detection", **run_tiered(
+            self.base(seed), self.data, root / "tiered", self.prompts, s.samples_per_prompt, g0, self.preset.sample,
+            self.probe_cfg, s.detector, s.confirm_fraction, root / "base" / "extraction", self.progress)}))
+        for g in s.guidance_sweep:
+            if g != g0:
+                out.append((f"guidance-{g:g}", lambda g=g: {"kind": "guidance", **self.audit(
+                    self.base(seed), root / f"guidance-{g:g}", g, mia=False)}))
+        for arm, methods in (("dedup-caption", s.dedup_methods), ("dedup-image", ("image",))):
+            out.append((arm, lambda arm=arm, methods=methods: self._dedup_arm(arm, methods, root, seed)))
+        for eps in s.dp_epsilons:
+            out.append((f"dp-eps{eps:g}", lambda eps=eps: self._dp_arm(eps, root, seed)))
+        return out
+
+    def _dedup_arm(self, arm: str, methods: tuple[str, ...], root: Path, seed: int) -> dict:
+        folder = root / arm
+        if not (folder / "data" / "dedup_report.json").exists():
+            base = self.base(seed)
+            deduplicate(self.data, folder / "data", methods, DedupConfig(), encode=base.encode_text)
+        report = json.loads((folder / "data" / "dedup_report.json").read_text())
+        data = load_imagefolder(folder / "data")
+        pipe, seconds = self.retrain(data, folder / "train", seed)
+        return {"kind": "dedup", "dataset_version": data.version, "dedup": report, "train_seconds": seconds,
+                **self.audit(pipe, folder, self.preset.sample.guidance)}
+
+    def _dp_arm(self, eps: float, root: Path, seed: int) -> dict:
+        s = self.preset.study
+        folder = root / f"dp-eps{eps:g}"
+        cfg = DPConfig(epsilon=eps, steps=s.dp_steps, expected_batch=s.dp_expected_batch,
+                       multiplicity=s.dp_multiplicity, lr=s.dp_lr, seed=seed)
+        if (folder / "dp_report.json").exists():
+            pipe, report = AuditPipeline.from_pretrained(folder / "model"), json.loads(
+                (folder / "dp_report.json").read_text())
+        else:
+            pipe, report = dp_finetune(self.base(seed), self.data.split("calibration"), cfg, folder, self.progress)
+        return {"kind": "dp", "dp": report, "train_seconds": report["seconds"],
+                **self.audit(pipe, folder, self.preset.sample.guidance)}
+
+
+def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
+    """Run (or resume) every arm for every seed; write and return the comparison table."""
+    study = Study(preset, run, reference, progress)
+    base = study.base(preset.study.seeds[0])
+    write_run_record(study.run, preset.model_dump(), {"dataset": study.data.version, "base_model": base.model_hash()})
+    if not (study.run / "assumptions.json").exists():
+        write_json(study.run / "assumptions.json", register(preset, study.data, base))
+    rows = []
+    for seed in preset.study.seeds:
+        for name, fn in study.arms(seed):
+            result = _step(study.run, f"seed{seed}-{name}", fn)
+            rows.append({"arm": name, "seed": seed, **result})
+            _log_arm(study.run, preset, name, seed, result)
+    table = comparison_table(rows)
+    table.to_parquet(study.run / "comparison.parquet", index=False)
+    write_json(study.run / "results.json", {"rows": rows, "preset": preset.name, "dataset_version": study.data.version})
+    return table
+
+
+def comparison_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per (arm, seed): extraction before/after with its interval, best MIA, utility, compute."""
+    out = []
+    for r in rows:
+        if r.get("kind") == "detection":
+            continue
+        mia = r.get("mia") or {}
+        best = max(mia.items(), key=lambda kv: kv[1]["auc"], default=(None, {}))
+        out.append({
+            "arm": r["arm"], "seed": r["seed"], "guidance": r["guidance"], "extraction_rate": r["extraction_rate"],
+            "ci_low": r["extraction_ci"][0], "ci_high": r["extraction_ci"][1],
+            "extracted": r["extracted_images"], "prompts": r["attacked_prompts"],
+            "best_mia": best[0], "mia_auc": best[1].get("auc"), "mia_tpr_1pct": best[1].get("tpr_at_1pct_fpr"),
+            "heldout_loss": r["heldout_loss"], "frechet_distance": r["frechet_distance"],
+            "train_seconds": r.get("train_seconds", 0.0),
+            "audit_unet_evals": r["extraction_unet_evals"] + r["utility_unet_evaluations"],
+        })
+    return pd.DataFrame(out)
+
+
+def _log_arm(run: Path, preset: Preset, name: str, seed: int, result: dict) -> None:
+    metrics = {k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    log_to_mlflow(run, f"diffaudit-{preset.name}", f"seed{seed}-{name}", {"arm": name, "seed": seed,
+                  "kind": result.get("kind")}, metrics, [run / "assumptions.json"])
+
+
+def reset_arm(run: Path, seed: int, arm: str) -> None:
+    """Forget one finished arm so the next run recomputes it (e.g. after changing its code)."""
+    (run / "steps" / f"seed{seed}-{arm}.json").unlink(missing_ok=True)
+    shutil.rmtree(run / f"seed{seed}" / arm, ignore_errors=True)
