@@ -39,3 +39,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset, tiny_
 @pytest.fixture()
 def tiny_pipe(tiny_model_dir: Path) -> AuditPipeline:
     return AuditPipeline.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_study_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset, tiny_model_dir: Path) -> Path:
+    """A finished tiny study. Its thresholds are loosened to 1.0 so an 8x8 model trained for a few steps
+    still yields extracted pairs for the reports and viewer to show (every arm extracts every prompt)."""
+    from diffaudit.study.runner import run_study
+
+    preset = tiny.model_copy(update={"study": tiny.study.model_copy(update={"delta": 1.0, "edge_threshold": 1.0})})
+    run = tmp_path_factory.mktemp("study") / "run"
+    run_study(preset, run, tiny_model_dir, make_progress(disable=True))
+    return run

@@ -1,12 +1,16 @@
 """The command line end to end on the tiny preset, as a user would call it."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 from diffaudit.cli import main
+from diffaudit.config import Preset
+from diffaudit.data.imagefolder import ImageDataset
+from diffaudit.model.pipeline import AuditPipeline
 
 
 def _run(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
@@ -18,17 +22,33 @@ def _run(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
     return 0
 
 
-def test_demo_runs_every_step_and_reuses_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    args = ("demo", "--preset", "tiny", "--out", str(tmp_path / "run"), "--samples-per-prompt", "2",
-            "--singletons", "3", "--reference", str(tmp_path / "none"))
-    assert _run(monkeypatch, *args) == 0
-    summary = json.loads((tmp_path / "run" / "memorization.json").read_text())
+def test_demo_resumes_a_study_and_writes_the_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str], tiny_study_dir: Path,
+                                                     tiny_model_dir: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_study_dir, run)
+    config = tmp_path / "loose.toml"
+    config.write_text("[study]\ndelta = 1.0\nedge_threshold = 1.0\n")
+    args = ("demo", "--preset", "tiny", "--out", str(run), "--reference", str(tiny_model_dir))
+    assert _run(monkeypatch, *args, "--config", str(config)) == 0
+    out = capsys.readouterr().out
+    assert "extraction before/after each mitigation" in out and "memo:" in out
+    for name in ("memo/memo.pdf", "memo/memo.typ", "technical_report.html", "viewer.html"):
+        assert (run / "report" / name).stat().st_size > 0
+    assert _run(monkeypatch, *args) == 2, "resuming under other thresholds must be refused"
+    assert "study.delta" in capsys.readouterr().err
+
+
+def test_memorization_by_duplication(tmp_path: Path, tiny: Preset, tiny_data: ImageDataset,
+                                     tiny_pipe: AuditPipeline) -> None:
+    from diffaudit.demo import memorization_by_duplication
+    from diffaudit.progress import make_progress
+
+    result = memorization_by_duplication(tiny_pipe, tiny_data, tiny, tmp_path, 2, 3, make_progress(disable=True))
+    summary = json.loads((tmp_path / "memorization.json").read_text())
     assert {g["group"] for g in summary["by_group"]} == {"2-31", "singleton"}
-    assert (tmp_path / "run" / "samples_grid.png").stat().st_size > 0
-    assert "Generations within RMS" in capsys.readouterr().out
-    assert _run(monkeypatch, *args) == 0, "a second run reuses the data, model and samples"
-    assert "model: " in capsys.readouterr().out
+    assert (result.per_prompt["dup_count"] == 1).sum() == 3, "three singleton captions as the control group"
+    assert result.grid.stat().st_size > 0
 
 
 def test_data_and_generate_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from diffaudit.config import Preset
@@ -8,21 +9,23 @@ from diffaudit.study import runner
 from diffaudit.study.runner import run_study
 
 
-def test_quick_study_runs_every_arm_and_resumes(tmp_path: Path, tiny: Preset, monkeypatch: pytest.MonkeyPatch,
-                                                tiny_model_dir: Path) -> None:
+def test_study_runs_every_arm_and_resumes(tiny_study_dir: Path, tiny: Preset, monkeypatch: pytest.MonkeyPatch,
+                                          tiny_model_dir: Path) -> None:
     from diffaudit.progress import make_progress
 
-    table = run_study(tiny, tmp_path / "run", tiny_model_dir, make_progress(disable=True))
+    run = tiny_study_dir
+    preset = tiny.model_copy(update={"study": tiny.study.model_copy(update={"delta": 1.0, "edge_threshold": 1.0})})
+    table = pd.read_parquet(run / "comparison.parquet")
     assert list(table["arm"]) == ["base", "guidance-3", "dedup-caption", "dedup-image", "dp-eps8"]
     assert ((table["ci_low"] <= table["extraction_rate"]) & (table["extraction_rate"] <= table["ci_high"])).all()
     assert table["frechet_distance"].notna().all() and (table["heldout_loss"] > 0).all()
-    assumptions = json.loads((tmp_path / "run" / "assumptions.json").read_text())
+    assumptions = json.loads((run / "assumptions.json").read_text())
     assert any("calibration data, not the original training set" in a["statement"] for a in assumptions)
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    results = json.loads((run / "results.json").read_text())
     dp = next(r for r in results["rows"] if r["arm"] == "dp-eps8")
     assert dp["dp"]["epsilon_spent"] <= 8.0 + 1e-6
-    assert (tmp_path / "run" / "mlruns").is_dir()
-    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (run / "mlruns").is_dir()
+    record = json.loads((run / "run.json").read_text())
     assert record["hashes"]["base_model"] and record["versions"]["torch"]
 
     def refuse(*args: object, **kwargs: object) -> None:
@@ -30,5 +33,5 @@ def test_quick_study_runs_every_arm_and_resumes(tmp_path: Path, tiny: Preset, mo
 
     monkeypatch.setattr(runner, "run_extraction", refuse)
     monkeypatch.setattr(runner, "train", refuse)
-    again = run_study(tiny, tmp_path / "run", tiny_model_dir, make_progress(disable=True))
+    again = run_study(preset, run, tiny_model_dir, make_progress(disable=True))
     assert again.equals(table)

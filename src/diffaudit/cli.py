@@ -14,6 +14,9 @@ app = typer.Typer(help="Audit text-to-image diffusion models for training-data m
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Build or check datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+report_app = typer.Typer(help="Write the memo, technical report and extraction viewer of a finished study.",
+                         no_args_is_help=True)
+app.add_typer(report_app, name="report")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -205,18 +208,13 @@ def mia(
     console.print(f"scores and ROC in {out}")
 
 
-@app.command()
-def study(
-    out: Annotated[Path, typer.Option(help="Run folder (resumes if it exists).")] = Path("runs/study"),
-    preset: PresetOpt = "quick", config: ConfigOpt = None,
-    reference: Annotated[Path | None, typer.Option(help="Committed reference model to reuse if it matches.")] = Path(
-        "models/quick"),
-) -> None:
-    """The whole investigation: data, base model, audits, each mitigation arm, audits, comparison table."""
+ReferenceOpt = Annotated[Path | None, typer.Option(help="Committed reference model to reuse if it matches.")]
+
+
+def _run_study(cfg: Preset, out: Path, reference: Path | None) -> None:
     from diffaudit.study.runner import run_study
     from diffaudit.study.tracking import mlflow_uri
 
-    cfg = _preset(preset, config)
     with _progress() as progress:
         table = run_study(cfg, out, reference, progress)
     show = Table(title=f"diffaudit study ({cfg.name}): extraction before/after each mitigation")
@@ -234,30 +232,62 @@ def study(
 
 
 @app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
-    preset: PresetOpt = "quick", config: ConfigOpt = None,
-    reference: Annotated[Path | None, typer.Option(help="Committed reference model to reuse if it matches.")] = Path(
-        "models/quick"),
-    samples_per_prompt: Annotated[int, typer.Option(help="Generations per caption.")] = 16,
-    singletons: Annotated[int, typer.Option(help="Singleton captions probed as the control group.")] = 48,
+def study(
+    out: Annotated[Path, typer.Option(help="Run folder (resumes if it exists).")] = Path("runs/study"),
+    preset: PresetOpt = "quick", config: ConfigOpt = None, reference: ReferenceOpt = Path("models/quick"),
 ) -> None:
-    """Build the OpenMoji dataset, train (or load) the model, generate, and show memorization by duplication."""
-    from diffaudit.demo import memorization_by_duplication, prepare_data, prepare_model
+    """The whole investigation: data, base model, audits, each mitigation arm, audits, comparison table."""
+    _run_study(_preset(preset, config), out, reference)
 
-    cfg = _preset(preset, config)
-    with _progress() as progress:
-        data = prepare_data(cfg, out / "data", progress)
-        pipe = prepare_model(cfg, data, out / "train", reference, progress)
-        result = memorization_by_duplication(pipe, data, cfg, out, samples_per_prompt, singletons, progress)
-    table = Table(title=f"Generations within RMS {0.15} of their training image ({samples_per_prompt} per caption)")
-    for col in ("group", "prompts", "hits", "rate", "95% CI"):
-        table.add_column(col)
-    for _, row in result.headline.iterrows():
-        table.add_row(row["group"], str(row["prompts"]), str(row["hits"]), f"{row['rate']:.0%}",
-                      f"{row['ci_low']:.0%}-{row['ci_high']:.0%}")
-    console.print(table)
-    console.print(f"per-duplication rates: {out / 'memorization.json'}; samples: {result.grid}")
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Run folder (resumes if it exists).")] = Path("runs/demo"),
+    preset: PresetOpt = "quick", config: ConfigOpt = None, reference: ReferenceOpt = Path("models/quick"),
+) -> None:
+    """The quick study end to end on the embedded OpenMoji default: data, model, extraction and membership
+    audits, every mitigation, then the memo, technical report and extraction viewer in OUT/report."""
+    _run_study(_preset(preset, config), out, reference)
+    report_all(out, out / "report")
+
+
+RunArg = Annotated[Path, typer.Argument(help="A finished `diffaudit study` run folder.")]
+
+
+@report_app.command("memo")
+def report_memo(run: RunArg, out: Annotated[Path | None, typer.Option(help="Folder (default RUN/memo).")] = None
+                ) -> None:
+    """The 4-page policy memo (PDF + editable Typst source), written from the run's numbers."""
+    from diffaudit.report.memo import write_memo
+
+    memo = write_memo(run, out)
+    console.print(f"memo: {memo.pdf} ({memo.pages} pages, Flesch-Kincaid grade {memo.grade:.1f}); "
+                  f"source: {memo.source}")
+
+
+@report_app.command("technical")
+def report_technical(run: RunArg, out: Annotated[Path | None, typer.Option(help="HTML file.")] = None) -> None:
+    """The full technical report: every table, ROC curve, config, seed and assumption."""
+    from diffaudit.report.technical import write_technical
+
+    console.print(f"technical report: {write_technical(run, out)}")
+
+
+@report_app.command("viewer")
+def report_viewer(run: RunArg, out: Annotated[Path | None, typer.Option(help="HTML file.")] = None) -> None:
+    """A static, sortable and filterable page of every extracted pair."""
+    from diffaudit.report.viewer import write_viewer
+
+    console.print(f"viewer: {write_viewer(run, out)}")
+
+
+@report_app.command("all")
+def report_all(run: RunArg, out: Annotated[Path | None, typer.Option(help="Folder (default RUN).")] = None) -> None:
+    """Memo, technical report and viewer into one folder (docs/example is made this way)."""
+    out = out or run
+    report_memo(run, out / "memo")
+    report_technical(run, out / "technical_report.html")
+    report_viewer(run, out / "viewer.html")
 
 
 def main() -> None:

@@ -113,7 +113,8 @@ class Preset(_Frozen):
 PRESETS: dict[str, Preset] = {
     # Fits the 2-core CPU in under 15 minutes of training. 2,000 unique members keep singletons to ~25
     # views each (1,000 steps over 1,282 rows memorized 18% of singletons at RMS 0.15; measured).
-    "quick": Preset(name="quick", data=DataConfig(resolution=16, n_member=2000), train=TrainConfig(steps=800)),
+    "quick": Preset(name="quick", data=DataConfig(resolution=16, n_member=2000), train=TrainConfig(steps=800),
+                    study=StudyConfig(guidance_sweep=(1.0, 3.0, 7.5))),
     "full": Preset(
         name="full",
         data=DataConfig(resolution=32, n_member=1000, n_nonmember=1000, n_calibration=128),

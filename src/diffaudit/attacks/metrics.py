@@ -47,3 +47,12 @@ def roc_summary(labels: np.ndarray, scores: np.ndarray, resamples: int = 300, se
         out[name] = float(fn(labels, scores))
         out[f"{name}_ci"] = [float(ci.low), float(ci.high)]
     return out
+
+
+def paired_change(before: np.ndarray, after: np.ndarray) -> dict:
+    """Exact McNemar test on the same prompts before and after a mitigation: only prompts whose outcome
+    changed carry information, and under "no effect" each change is equally likely in either direction."""
+    before, after = np.asarray(before, bool), np.asarray(after, bool)
+    fewer, more = int((before & ~after).sum()), int((~before & after).sum())
+    p = binomtest(fewer, fewer + more).pvalue if fewer + more else 1.0
+    return {"stopped": fewer, "started": more, "p_value": float(p)}

@@ -56,3 +56,63 @@ def roc_figure(table: pd.DataFrame, columns: list[str], out: Path) -> Path:
     write_atomic(out, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
     plt.close(fig)
     return out
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path) -> Path:
+    write_atomic(out, lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight"))
+    _plt().close(fig)
+    return out
+
+
+def dup_rate_figure(by_dup: list[dict], out: Path) -> Path:
+    """Extraction rate per duplication bucket, with exact 95% intervals."""
+    plt = _plt()
+    frame = pd.DataFrame(by_dup)
+    fig, ax = plt.subplots(figsize=(5.5, 2.6))
+    x = np.arange(len(frame))
+    err = np.vstack([frame["rate"] - frame["ci_low"], frame["ci_high"] - frame["rate"]])
+    ax.bar(x, frame["rate"] * 100, color="#c0392b", alpha=0.8)
+    ax.errorbar(x, frame["rate"] * 100, yerr=err * 100, fmt="none", ecolor="k", capsize=3)
+    ax.set_xticks(x, [f"{b}\n(n={n})" for b, n in zip(frame["dup_bucket"], frame["prompts"], strict=True)],
+                  fontsize=7)
+    ax.set(ylabel="% of prompts extracted", xlabel="copies of the image in the training set", ylim=(0, 105))
+    return _save(fig, out)
+
+
+def arms_figure(arms: pd.DataFrame, out: Path) -> Path:
+    """Extraction rate per arm with its 95% interval; the base model first, as the reference line."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 2.6))
+    y = np.arange(len(arms))[::-1]
+    ax.errorbar(arms["rate"] * 100, y, xerr=[(arms["rate"] - arms["ci_low"]) * 100,
+                                             (arms["ci_high"] - arms["rate"]) * 100], fmt="o", color="#2c3e50",
+                capsize=3)
+    ax.axvline(arms["rate"].iloc[0] * 100, color="#c0392b", ls=":", lw=1)
+    ax.set_yticks(y, arms["arm"], fontsize=7)
+    ax.set(xlabel="extraction-success rate, % (95% CI)", xlim=(0, 100))
+    return _save(fig, out)
+
+
+def pairs_montage(pair_files: list[Path], out: Path, columns: int = 3) -> Path | None:
+    """Several generation|training strips in one picture."""
+    if not pair_files:
+        return None
+    strips = [np.asarray(Image.open(p).convert("RGB")) for p in pair_files]
+    h, w = strips[0].shape[:2]
+    rows = -(-len(strips) // columns)
+    canvas = np.full((rows * (h + 8), columns * (w + 16), 3), 255, np.uint8)
+    for i, s in enumerate(strips):
+        r, c = divmod(i, columns)
+        canvas[r * (h + 8): r * (h + 8) + h, c * (w + 16): c * (w + 16) + w] = s
+    picture = Image.fromarray(canvas)
+    write_atomic(out, lambda tmp: picture.save(tmp, format="PNG"))
+    return out

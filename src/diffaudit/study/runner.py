@@ -16,6 +16,7 @@ from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
 from diffaudit.demo import prepare_data, prepare_model
+from diffaudit.errors import ConfigError
 from diffaudit.io import write_json
 from diffaudit.mitigations.dedup import DedupConfig, deduplicate
 from diffaudit.mitigations.dp_finetune import DPConfig, dp_finetune
@@ -130,6 +131,7 @@ class Study:
 
 def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
     """Run (or resume) every arm for every seed; write and return the comparison table."""
+    _check_same_config(Path(run), preset)
     study = Study(preset, run, reference, progress)
     base = study.base(preset.study.seeds[0])
     write_run_record(study.run, preset.model_dump(), {"dataset": study.data.version, "base_model": base.model_hash()})
@@ -145,6 +147,20 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
     table.to_parquet(study.run / "comparison.parquet", index=False)
     write_json(study.run / "results.json", {"rows": rows, "preset": preset.name, "dataset_version": study.data.version})
     return table
+
+
+def _check_same_config(run: Path, preset: Preset) -> None:
+    """Resuming under a different configuration would mix two studies in one table: refuse, naming what differs."""
+    record = run / "run.json"
+    if not record.exists():
+        return
+    before = json.loads(record.read_text())["config"]
+    now = json.loads(json.dumps(preset.model_dump()))
+    changed = [f"{section}.{key}" for section in now for key in now[section] if isinstance(now[section], dict)
+               and before.get(section, {}).get(key) != now[section][key]]
+    if changed or before.get("name") != now["name"]:
+        raise ConfigError(f"{run} was started with a different configuration ({', '.join(changed) or 'preset name'} "
+                          "differ); resume it with the same preset and config, or choose a new --out")
 
 
 def comparison_table(rows: list[dict]) -> pd.DataFrame:

@@ -1,0 +1,303 @@
+"""`diffaudit report memo RUN`: the 4-page memo for a policy reader, typeset with Typst.
+
+Every sentence with a number is written here from the run's files (through `findings`), and every
+recommendation follows from a measured comparison, so the memo cannot say more than the study showed.
+The `.typ` source is kept beside the PDF for a person to edit and recompile.
+"""
+
+import datetime
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+import pypdf
+
+from diffaudit.errors import DiffauditError
+from diffaudit.io import write_atomic, write_json, write_text
+from diffaudit.report.figures import arms_figure, dup_rate_figure, pairs_montage
+from diffaudit.report.findings import ALPHA, ArmEffect, arm_effects, best_arm, duplication_trend
+from diffaudit.report.readability import flesch_kincaid_grade
+from diffaudit.report.results import StudyResults, by_dup
+
+PAGES = 4
+FONT_SIZES = (10.5, 10.0, 9.5, 9.0)  # tried in turn until the memo fits its four pages
+
+GLOSSARY = [
+    ("Extraction", "getting the model to output a near-exact copy of a picture it was trained on."),
+    ("Caption", "the short text that came with each training picture; we use it as the request to the model."),
+    ("95% range", "the span in which the true rate lies with 95% confidence, given how many cases we tested."),
+    ("Membership test", "a method that guesses whether a given picture was part of the training data."),
+    ("Guidance", "a setting that makes the model follow the caption more closely."),
+    ("Deduplication", "removing repeated entries from the training data before training again."),
+    ("Differential privacy", "a training method that adds noise so no single picture can change the model "
+     "much. Its strength is a number, epsilon: smaller is stronger."),
+    ("Quality distance", "how far the model's pictures drift from real emoji. Lower is better; we report "
+     "how much each fix changed it."),
+]
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def span(low: float, high: float) -> str:
+    return f"{pct(low)} to {pct(high)}"
+
+
+def signed(x: float) -> str:
+    return f"{'+' if x >= 0 else '−'}{100 * abs(x):.0f}%"
+
+
+def _arm_name(e: ArmEffect) -> str:
+    if e.kind == "guidance":
+        return f"Stronger guidance (scale {e.arm.split('-', 1)[1]})"
+    if e.kind == "dp":
+        return f"Private fine-tuning (epsilon {e.arm.removeprefix('dp-eps')})"
+    return {"dedup-caption": "Remove repeated captions", "dedup-image": "Remove repeated pictures"}.get(
+        e.arm, e.arm)
+
+
+def _arm_what(e: ArmEffect, row: dict) -> str:
+    if e.kind == "guidance":
+        return "Same model; a different setting when making pictures."
+    if e.kind == "dp":
+        n = row["dp"]["calibration_examples"]
+        return f"Extra training on {n} spare pictures with differential privacy."
+    removed = row["dedup"]["member_rows_removed"]
+    return f"Train again without {removed} repeated entries."
+
+
+def _arm_cost(e: ArmEffect) -> str:
+    minutes = f"; {e.train_seconds / 60:.0f} min of training" if e.train_seconds else ""
+    return f"quality distance {signed(e.frechet_change)}{minutes}"
+
+
+def _arm_note(e: ArmEffect, base_rate: float) -> str:
+    head = f"*{_arm_name(e)}:* {pct(e.rate)} of captions gave a copy, against {pct(base_rate)} with no fix."
+    changed = f"It stopped copies for {e.stopped} captions and started them for {e.started}."
+    if e.verdict == "no clear change":
+        return f"{head} {changed} This is within what chance alone could give (p = {e.p_value:.2f})."
+    word = "lower" if e.verdict == "fewer copies" else "higher"
+    return f"{head} {changed} The rate is clearly {word}: chance alone would rarely do this (p = {e.p_value:.3f})."
+
+
+@dataclass
+class Memo:
+    pdf: Path
+    source: Path
+    pages: int
+    grade: float
+
+
+class MemoWriter:
+    """Turns one study run into the memo's sections."""
+
+    def __init__(self, res: StudyResults):
+        self.res = res
+        self.base = res.row("base")
+        self.arms = res.arms().set_index("arm")
+        self.effects = arm_effects(res)
+        self.study = res.config["study"]
+        self.buckets = by_dup(self.base)
+        self.trend = duplication_trend(self.buckets)
+
+    @property
+    def base_arm(self) -> pd.Series:
+        return self.arms.loc["base"]
+
+    def bottom_line(self) -> str:
+        b = self.base_arm
+        asked = (f"We gave the model {b['prompts']} captions from its own training data and asked for "
+                 f"{self.study['samples_per_prompt']} pictures for each.")
+        if b["extracted"] == 0:
+            return (f"{asked} It never gave back a near-exact copy of a training picture. With this many tries, "
+                    f"the true rate could still be as high as {pct(b['ci_high'])}.")
+        one_in = max(1, round(1 / b["rate"]))
+        return (f"{asked} For {b['extracted']} of the {b['prompts']} captions ({pct(b['rate'])}; 95% range "
+                f"{span(b['ci_low'], b['ci_high'])}), it gave back a near-exact copy of a training picture. "
+                f"Put simply: someone who knows a caption from our training data gets a copy about once "
+                f"in every {one_in} tries of this kind.")
+
+    def intro(self) -> list[str]:
+        out = []
+        if self.trend and self.trend["clear"] and self.trend["rises"]:
+            hi, lo = self.trend["high"], self.trend["low"]
+            out.append(f"Copies came mostly from pictures repeated in the training data: {pct(hi['rate'])} of "
+                       f"captions whose picture appeared {hi['dup_bucket']} times, against {pct(lo['rate'])} "
+                       f"for pictures that appeared {lo['dup_bucket']} time(s).")
+        best = best_arm(self.effects)
+        if best:
+            out.append(f"Of the fixes we tried, the one that worked best was: {_arm_name(best).lower()}. "
+                       f"It cut the rate to {pct(best.rate)}.")
+        else:
+            out.append("None of the three fixes we tried lowered the rate by more than chance could explain.")
+        return out
+
+    def found(self) -> list[str]:
+        row = self.base
+        out = []
+        if self.trend:
+            hi, lo = self.trend["high"], self.trend["low"]
+            claim = ("Copying rises with repetition." if self.trend["clear"] and self.trend["rises"] else
+                     "We could not show that copying depends on repetition: the ranges overlap.")
+            out.append(f"{claim} Pictures that appeared {hi['dup_bucket']} times: {hi['hits']} of {hi['prompts']} "
+                       f"captions gave a copy ({pct(hi['rate'])}). Pictures that appeared {lo['dup_bucket']} "
+                       f"time(s): {lo['hits']} of {lo['prompts']} ({pct(lo['rate'])}).")
+        precision = row.get("probe_precision")
+        if precision is not None and not math.isnan(precision):
+            out.append(f"An attacker does not need our data to spot copies. When the model gives the same picture "
+                       f"again and again for one caption, that picture is likely a copy. This test flagged "
+                       f"captions, and {pct(precision)} of the flags were real copies.")
+        mia = row.get("mia") or {}
+        if mia:
+            name, best = max(mia.items(), key=lambda kv: kv[1]["auc"])
+            lo, hi = best["auc_ci"]
+            verdict = ("better than a coin toss" if lo > 0.5 else
+                       "not clearly better than a coin toss")
+            out.append(f"We also asked a second question: given a picture, can someone tell whether we trained on "
+                       f"it? The best of {len(mia)} published tests ({name}) scored {best['auc']:.2f} on a scale "
+                       f"where 0.50 is a coin toss and 1.00 is always right (95% range {lo:.2f} to {hi:.2f}): "
+                       f"{verdict}. When it may wrongly accuse only 1 in 100 outsiders, it caught "
+                       f"{pct(best['tpr_at_1pct_fpr'])} of the real training pictures.")
+        tiered = next((r for r in self.res.rows if r.get("kind") == "detection" and r["seed"] == row["seed"]), None)
+        if tiered and tiered.get("full_probe_extracted_prompts"):
+            out.append(f"A cheap screening test, then the full test on the top {tiered['prompts_confirmed']} "
+                       f"captions only, found {tiered['recovered']} of the {tiered['full_probe_extracted_prompts']} "
+                       f"copied captions, for {pct(tiered['cost_ratio_vs_full'])} of the computing cost.")
+        return out
+
+    def not_found(self) -> list[str]:
+        out = ["We did not test a production model. Ours is far smaller and makes tiny emoji pictures. The rates "
+               "here show how copying works; they are not the rates of a large commercial model."]
+        if len(self.res.seeds) == 1:
+            out.append("We trained each model once. A second training run could give somewhat different rates.")
+        out.append(f"We asked for {self.study['samples_per_prompt']} pictures per caption; the published study asked "
+                   "for 500. More tries would likely find more copies, so our rates are a floor.")
+        if "lira" not in (self.base.get("mia") or {}):
+            out.append("We did not run the strongest membership test (LiRA), which needs many extra models.")
+        out.append("We did not test attackers who adapt to a fix, for example by rewording captions.")
+        out.append("Private fine-tuning protects only the small extra set it trains on. It gives no formal "
+                   "guarantee for the pictures the model learned before.")
+        ns = [e for e in self.effects if e.verdict == "no clear change"]
+        if ns:
+            out.append("No clear effect, in either direction, for: " + "; ".join(_arm_name(e).lower() for e in ns)
+                       + ".")
+        return out
+
+    def table(self) -> list[dict]:
+        b = self.base_arm
+        rows = [{"name": "No fix", "what": "The model as trained.",
+                 "rate": f"{pct(b['rate'])} ({span(b['ci_low'], b['ci_high'])})", "cost": "none"}]
+        for e in self.effects:
+            rows.append({"name": _arm_name(e), "what": _arm_what(e, self.res.row(e.arm)),
+                         "rate": f"{pct(e.rate)} ({span(e.ci_low, e.ci_high)})", "cost": _arm_cost(e)})
+        return rows
+
+    def arm_notes(self) -> list[str]:
+        return [_arm_note(e, self.base_arm["rate"]) for e in self.effects]
+
+    def recommendations(self) -> list[str]:
+        out = []
+        best = best_arm(self.effects)
+        base_rate = self.base_arm["rate"]
+        if best:
+            out.append(f"Adopt the fix that worked best here, {_arm_name(best).lower()}. It cut copies from "
+                       f"{pct(base_rate)} to {pct(best.rate)} of captions, at a cost of {_arm_cost(best)}.")
+        else:
+            out.append("Do not rely on any one of these fixes yet. None cut copies by more than chance in this "
+                       "study. Test them again with more tries per caption and more training runs.")
+        for e in self.effects:
+            if e.verdict == "more copies":
+                out.append(f"Avoid {_arm_name(e).lower()}: it raised copies from {pct(base_rate)} to {pct(e.rate)}.")
+        if self.trend and self.trend["clear"] and self.trend["rises"]:
+            out.append("Count how often each picture repeats in the training data, and cap it. Copies came mostly "
+                       "from pictures repeated many times.")
+        mia = self.base.get("mia") or {}
+        if mia and max(m["auc_ci"][0] for m in mia.values()) > 0.5:
+            out.append("Treat training-set membership as something outsiders can detect. Do not train on pictures "
+                       "whose presence in the data must stay secret.")
+        out.append("Run this audit on the production model before each release, with 500 tries per caption as in "
+                   "the published study, and keep its results with the release record.")
+        return out
+
+    def assumptions(self) -> list[str]:
+        s = self.study
+        return [
+            "The attacker can ask the model for pictures and knows, or can guess, captions from the training data.",
+            f"A picture counts as a copy when it is within a small pixel distance ({s['delta']}) of a training "
+            "picture in every part of the image, as in the published study.",
+            f"We attacked the {s['prompts_top']} captions whose pictures were repeated most often.",
+            "The pictures held out for the membership test came from the same pool as the training pictures, "
+            "drawn at random, and we checked that the two groups are alike.",
+            "Every threshold was fixed before any fix was tested. The full list is in the technical report.",
+        ]
+
+
+def _figures(w: MemoWriter, out: Path) -> bool:
+    """Write the memo's figures beside its source; True when there are extracted pairs to show."""
+    dup_rate_figure(w.buckets.to_dict("records"), out / "fig_dup.png")
+    arms_figure(w.res.arms(), out / "fig_arms.png")
+    folder = w.res.run / f"seed{w.base['seed']}" / "base" / "extraction"
+    pairs = pd.read_parquet(folder / "pairs.parquet")
+    files = [folder / "pairs" / f"{int(i):05d}.png" for i in
+             pairs.sort_values("distance").drop_duplicates("train_idx")["train_idx"].head(6)]
+    return pairs_montage([f for f in files if f.exists()], out / "fig_pairs.png") is not None
+
+
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("diffaudit.report", "templates"),
+                             variable_start_string="<<", variable_end_string=">>", block_start_string="<%",
+                             block_end_string="%>", autoescape=False, keep_trailing_newline=True)
+    env.filters["typ"] = escape_typst
+    return env.get_template("memo.typ")
+
+
+def escape_typst(text: str) -> str:
+    """Escape characters Typst reads as markup, keeping *bold* spans written by this module."""
+    for ch in ("\\", "#", "$", "@", "<", ">", "_", "`", "[", "]", "/", "~"):
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def write_memo(run: Path, out: Path | None = None) -> Memo:
+    """Render the memo of a finished study run into `out` (default RUN/memo) and check it has four pages."""
+    import typst
+
+    res = StudyResults.load(run)
+    out = Path(out or Path(run) / "memo")
+    out.mkdir(parents=True, exist_ok=True)
+    w = MemoWriter(res)
+    context = {
+        "run_id": res.record["hashes"]["base_model"][:8], "date": datetime.date.today().isoformat(),
+        "preset": res.preset, "seeds_text": "training seed " + ", ".join(map(str, res.seeds)),
+        "bottom_line": w.bottom_line(), "findings_intro": w.intro(), "found": w.found(),
+        "pairs": _figures(w, out), "not_found": w.not_found(), "table": w.table(), "arm_notes": w.arm_notes(),
+        "recommendations": w.recommendations(), "assumptions": w.assumptions(), "glossary": GLOSSARY,
+    }
+    for size in FONT_SIZES:
+        source = _template().render(**context, font_size=f"{size}pt")
+        try:
+            pdf = typst.compile(source.encode(), root=str(out))
+        except RuntimeError as exc:
+            raise DiffauditError(f"typst could not compile the memo for {run}: {exc}") from exc
+        pages = len(pypdf.PdfReader(io.BytesIO(pdf)).pages)
+        if pages == PAGES:
+            break
+    else:
+        raise DiffauditError(f"memo for {run} came out at {pages} pages, not {PAGES}, even at {size}pt")
+    write_text(out / "memo.typ", source)
+    write_atomic(out / "memo.pdf", lambda p: p.write_bytes(pdf))
+    text = memo_text(out / "memo.pdf")
+    grade = flesch_kincaid_grade(text)
+    write_json(out / "memo_meta.json", {"pages": pages, "font_size_pt": size, "flesch_kincaid_grade": round(grade, 1),
+                                        "grade_method": "Flesch-Kincaid on the PDF's text; syllables from pyphen",
+                                        "run": str(run), "alpha": ALPHA})
+    return Memo(out / "memo.pdf", out / "memo.typ", pages, grade)
+
+
+def memo_text(pdf: Path) -> str:
+    return "\n".join(page.extract_text() for page in pypdf.PdfReader(pdf).pages)
+

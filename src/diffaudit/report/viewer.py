@@ -1,0 +1,80 @@
+"""`diffaudit report viewer RUN`: one static HTML page with every extracted pair of every arm.
+
+The page needs no server and no network: pairs are embedded as data-URI images and a small script sorts
+and filters the table in place, so it can be mailed or attached to an audit record as a single file.
+"""
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from diffaudit.data.imagefolder import load_imagefolder
+from diffaudit.io import write_text
+from diffaudit.model.generate import load_samples
+from diffaudit.report.results import StudyResults
+
+COLUMNS = [  # (key, heading, kind)
+    ("pair", "generation | training image", "image"), ("arm", "arm", "text"), ("seed", "seed", "num"),
+    ("prompt", "prompt", "text"), ("distance", "tiled RMS distance", "num"),
+    ("dup_count", "copies in training set", "num"), ("dup_kind", "duplication kind", "text"),
+    ("clique", "clique size", "num"), ("detector_score", "detector score", "num"), ("train_id", "training id", "text"),
+]
+
+
+def _png_uri(generated: np.ndarray, training: np.ndarray, scale: int = 4) -> str:
+    gap = np.full((generated.shape[0], 2, 3), 255, np.uint8)
+    strip = Image.fromarray(np.concatenate([generated, gap, training], axis=1))
+    strip = strip.resize((strip.width * scale, strip.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    strip.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def extracted_pairs(res: StudyResults) -> list[dict]:
+    """Every (generation, training image) pair the probe confirmed, in every arm and seed, with context."""
+    members = load_imagefolder(res.run / "data").split("member")
+    rows = []
+    for seed in res.seeds:
+        detector = {}
+        tiered = res.run / f"seed{seed}" / "tiered" / "detector_scores.parquet"
+        if tiered.exists():
+            detector = pd.read_parquet(tiered).set_index("prompt")["detector_score"].to_dict()
+        for arm in [r["arm"] for r in res.rows if r["seed"] == seed and r.get("kind") != "detection"]:
+            folder = res.run / f"seed{seed}" / arm / "extraction"
+            pairs = pd.read_parquet(folder / "pairs.parquet")
+            if pairs.empty:
+                continue
+            per_prompt = pd.read_parquet(folder / "per_prompt.parquet").set_index("prompt")
+            images, index = load_samples(folder / "samples")
+            images = images[(index["guidance"] == res.row(arm, seed)["guidance"]).to_numpy()]  # as the probe saw
+            for p in pairs.itertuples():
+                info = per_prompt.loc[p.prompt]
+                rows.append({
+                    "pair": _png_uri(images[int(p.sample)], members.images[int(p.train_idx)]), "arm": arm,
+                    "seed": seed, "prompt": p.prompt, "distance": round(float(p.distance), 4),
+                    "dup_count": int(info["dup_count"]), "dup_kind": str(info["dup_kind"]),
+                    "clique": int(info["clique"]), "detector_score": round(float(detector[p.prompt]), 4)
+                    if p.prompt in detector else None, "train_id": str(members.table["id"].iloc[int(p.train_idx)]),
+                })
+    return rows
+
+
+def write_viewer(run: Path, out: Path | None = None) -> Path:
+    res = StudyResults.load(run)
+    out = Path(out or Path(run) / "viewer.html")
+    rows = extracted_pairs(res)
+    page = (Path(__file__).parent / "templates" / "viewer.html").read_text()
+    title = f"diffaudit extraction viewer · run {res.record['hashes']['base_model'][:8]} · preset {res.preset}"
+    def embed(value: object) -> str:  # JSON inside <script>: "</" must not close the element
+        return json.dumps(value).replace("</", "<\\/")
+
+    page = (page.replace("/*ROWS*/[]", embed(rows)).replace("/*COLUMNS*/[]", embed(COLUMNS))
+            .replace("{{title}}", html.escape(title)))
+    write_text(out, page)
+    return out

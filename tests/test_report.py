@@ -1,0 +1,123 @@
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from diffaudit.report import memo as memo_module
+from diffaudit.report.findings import ArmEffect
+from diffaudit.report.memo import MemoWriter, escape_typst, memo_text, pct, signed, write_memo
+from diffaudit.report.readability import flesch_kincaid_grade
+from diffaudit.report.results import StudyResults
+from diffaudit.report.technical import write_technical
+from diffaudit.report.viewer import extracted_pairs, write_viewer
+
+
+def _numbers(value: object) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _numbers(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _numbers(v)]
+    return []
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.replace("−", "-").split())
+
+
+def test_memo_is_four_pages_and_every_percentage_comes_from_the_results(tiny_study_dir: Path) -> None:
+    memo = write_memo(tiny_study_dir)
+    assert memo.pages == 4 and memo.source.read_text().startswith("// diffaudit policy memo")
+    text = _flat(memo_text(memo.pdf))
+    results = json.loads((tiny_study_dir / "results.json").read_text())
+    rows = {r["arm"]: r for r in results["rows"]}
+    base = rows["base"]
+    allowed = {pct(x) for x in _numbers(results)} | {"95%"}
+    for arm, r in rows.items():  # relative quality costs, recomputed here from the raw numbers
+        if arm != "base" and "frechet_distance" in r:
+            allowed.add(signed(r["frechet_distance"] / base["frechet_distance"] - 1).replace("−", "-"))
+    found = re.findall(r"[-+]?\d+%", text)
+    assert found and set(found) <= allowed, set(found) - allowed
+    assert f"{base['extracted_images']} of the {base['attacked_prompts']} captions" in text
+    assert pct(base["extraction_rate"]) in text
+    meta = json.loads((memo.pdf.parent / "memo_meta.json").read_text())
+    assert meta["pages"] == 4 and meta["flesch_kincaid_grade"] == round(flesch_kincaid_grade(memo_text(memo.pdf)), 1)
+
+
+def _effect(arm: str, kind: str, rate: float, stopped: int, started: int, p: float) -> ArmEffect:
+    return ArmEffect(arm=arm, kind=kind, rate=rate, ci_low=0.0, ci_high=1.0, extracted=1, prompts=6, stopped=stopped,
+                     started=started, p_value=p, frechet_change=0.1, loss_change=0.0, train_seconds=0.0)
+
+
+def test_recommendations_follow_the_paired_tests(tiny_study_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    works = _effect("guidance-3", "guidance", 0.1, 5, 0, 0.01)
+    worse = _effect("dp-eps8", "dp", 0.9, 0, 6, 0.01)
+    noise = _effect("dedup-image", "dedup", 0.4, 1, 1, 1.0)
+    monkeypatch.setattr(memo_module, "arm_effects", lambda res: [works, worse, noise])
+    recs = " ".join(MemoWriter(StudyResults.load(tiny_study_dir)).recommendations())
+    assert "Adopt the fix that worked best here, stronger guidance (scale 3)" in recs
+    assert "Avoid private fine-tuning (epsilon 8)" in recs and "remove repeated pictures" not in recs.lower()
+    monkeypatch.setattr(memo_module, "arm_effects", lambda res: [noise])
+    writer = MemoWriter(StudyResults.load(tiny_study_dir))
+    assert writer.recommendations()[0].startswith("Do not rely on any one of these fixes")
+    assert any("within what chance alone could give" in n for n in writer.arm_notes())
+
+
+def test_typst_markup_in_text_is_escaped() -> None:
+    import typst
+
+    pdf = typst.compile(f"#set page(width: 20cm)\n{escape_typst('a_b #c $d$ <e> @f // g [h]')}".encode())
+    assert pdf.startswith(b"%PDF")
+
+
+def test_missing_results_are_named(tmp_path: Path) -> None:
+    from diffaudit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="results.json"):
+        StudyResults.load(tmp_path)
+
+
+def test_technical_report_lists_every_arm_and_assumption(tiny_study_dir: Path, tmp_path: Path) -> None:
+    page = write_technical(tiny_study_dir, tmp_path / "tech.html").read_text()
+    res = StudyResults.load(tiny_study_dir)
+    for row in res.rows:
+        assert f"Arm {row['arm']} (seed {row['seed']})" in page or row.get("kind") == "detection"
+    for a in res.assumptions:
+        assert a["item"] in page
+    assert "data:image/png;base64," in page and "Tiered detection" in page
+
+
+def test_viewer_sorts_and_filters_in_a_real_browser(tiny_study_dir: Path, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    res = StudyResults.load(tiny_study_dir)
+    rows = extracted_pairs(res)
+    assert rows, "the loosened tiny study extracts every prompt"
+    page_path = write_viewer(tiny_study_dir, tmp_path / "viewer.html")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        page = browser.new_page()
+        page.goto(page_path.as_uri())
+        assert page.locator("#pairs tbody tr").count() == len(rows)
+        page.locator("th", has_text="tiled RMS distance").click()  # already ascending: now descending
+        shown = [float(t) for t in page.locator("td[data-key=distance]").all_inner_texts()]
+        assert shown == sorted(shown, reverse=True)
+        arm = rows[0]["arm"]
+        page.select_option("#f-arm", arm)
+        assert page.locator("#pairs tbody tr").count() == sum(r["arm"] == arm for r in rows)
+        page.fill("#f-prompt", "no prompt has this text")
+        assert page.locator("#pairs tbody tr").count() == 0
+        page.fill("#f-prompt", "")
+        assert page.locator("img").first.evaluate("img => img.naturalWidth") > 0
+        page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "viewer.png").stat().st_size > 0
