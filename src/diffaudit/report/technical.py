@@ -71,7 +71,8 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
     per_seed = pd.read_parquet(res.run / "comparison.parquet")
     sections.append(("Every arm and seed", _table(per_seed)))
     for row in [r for r in res.rows if r.get("kind") != "detection"]:
-        buckets = by_dup(row).merge(by_dup(row, "oracle_by_dup"), on="dup_bucket", suffixes=("", "_oracle"))
+        summary = json.loads((res.run / f"seed{row['seed']}" / row["arm"] / "extraction" / "summary.json").read_text())
+        buckets = by_dup(summary).merge(by_dup(summary, "oracle_by_dup"), on="dup_bucket", suffixes=("", "_oracle"))
         body = (f"<p>Probe precision {row['probe_precision']:.3g}, recall {row['probe_recall']:.3g} against the oracle "
                 f"({row['oracle_memorized_prompts']} memorized prompts); guidance {row['guidance']:g}; "
                 f"{row['extraction_unet_evals']} UNet evaluations; model {row['model_hash'][:12]}.</p>"
