@@ -43,7 +43,8 @@ def test_memo_is_four_pages_and_every_percentage_comes_from_the_results(tiny_stu
             allowed.add(signed(r["frechet_distance"] / base["frechet_distance"] - 1).replace("−", "-"))
     found = re.findall(r"[-+]?\d+%", text)
     assert found and set(found) <= allowed, set(found) - allowed
-    assert f"{base['extracted_images']} of the {base['attacked_prompts']} captions" in text
+    assert f"{base['attacked_prompts']} captions from its own training data" in text
+    assert f"copies of {base['extracted_images']} different training picture" in text
     assert pct(base["extraction_rate"]) in text
     meta = json.loads((memo.pdf.parent / "memo_meta.json").read_text())
     assert meta["pages"] == 4 and meta["flesch_kincaid_grade"] == round(flesch_kincaid_grade(memo_text(memo.pdf)), 1)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import mannwhitneyu
 
 from diffaudit.attacks.metrics import paired_change
 from diffaudit.report.results import StudyResults
@@ -71,11 +72,15 @@ def best_arm(effects: list[ArmEffect]) -> ArmEffect | None:
     return min(working, key=lambda e: (e.rate, e.frechet_change), default=None)
 
 
-def duplication_trend(frame: pd.DataFrame) -> dict | None:
-    """Most- vs least-duplicated bucket (ladder order); `clear` when their exact intervals do not overlap."""
-    if len(frame) < 2:
+def duplication_trend(run: Path, seed: int, buckets: pd.DataFrame) -> dict | None:
+    """Do captions that gave a copy have more-duplicated pictures than those that did not? A Mann-Whitney
+    test on the base model's per-prompt copy counts (all prompts, not just two buckets); `clear` when p < ALPHA.
+    The most- and least-duplicated buckets are returned for the sentence that illustrates it."""
+    per_prompt = pd.read_parquet(run / f"seed{seed}" / "base" / "extraction" / "per_prompt.parquet")
+    hit, miss = per_prompt.loc[per_prompt["extracted"], "dup_count"], per_prompt.loc[~per_prompt["extracted"],
+                                                                                       "dup_count"]
+    if len(buckets) < 2 or hit.empty or miss.empty:
         return None
-    low, high = frame.iloc[0], frame.iloc[-1]
-    return {"low": low.to_dict(), "high": high.to_dict(),
-            "clear": bool(high["ci_low"] > low["ci_high"] or low["ci_low"] > high["ci_high"]),
-            "rises": bool(high["rate"] > low["rate"])}
+    test = mannwhitneyu(hit, miss, alternative="two-sided")
+    return {"low": buckets.iloc[0].to_dict(), "high": buckets.iloc[-1].to_dict(), "p_value": float(test.pvalue),
+            "clear": bool(test.pvalue < ALPHA), "rises": bool(hit.mean() > miss.mean())}

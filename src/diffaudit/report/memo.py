@@ -25,6 +25,8 @@ from diffaudit.report.results import StudyResults, by_dup
 PAGES = 4
 FONT_SIZES = (10.5, 10.0, 9.5, 9.0)  # tried in turn until the memo fits its four pages
 
+ATTACK_NAMES = {"loss": "loss threshold", "pia": "PIA", "secmi": "SecMI", "clid": "CLiD", "lira-online": "LiRA",
+                "lira-offline": "offline LiRA"}
 GLOSSARY = [
     ("Extraction", "getting the model to output a near-exact copy of a picture it was trained on."),
     ("Caption", "the short text that came with each training picture; we use it as the request to the model."),
@@ -102,7 +104,7 @@ class MemoWriter:
         self.effects = arm_effects(res)
         self.study = res.config["study"]
         self.buckets = by_dup(self.base)
-        self.trend = duplication_trend(self.buckets)
+        self.trend = duplication_trend(res.run, self.base["seed"], self.buckets)
 
     @property
     def base_arm(self) -> pd.Series:
@@ -116,10 +118,11 @@ class MemoWriter:
             return (f"{asked} It never gave back a near-exact copy of a training picture. With this many tries, "
                     f"the true rate could still be as high as {pct(b['ci_high'])}.")
         one_in = max(1, round(1 / b["rate"]))
-        return (f"{asked} For {b['extracted']} of the {b['prompts']} captions ({pct(b['rate'])}; 95% range "
-                f"{span(b['ci_low'], b['ci_high'])}), it gave back a near-exact copy of a training picture. "
-                f"Put simply: someone who knows a caption from our training data gets a copy about once "
-                f"in every {one_in} tries of this kind.")
+        pictures = "picture" if b["extracted"] == 1 else "pictures"
+        return (f"{asked} It gave back near-exact copies of {b['extracted']} different training {pictures}. Counted "
+                f"the way the published study counts (copied pictures per caption tried), that is {pct(b['rate'])}, "
+                f"with a 95% range of {span(b['ci_low'], b['ci_high'])}. Put simply: someone who knows captions from "
+                f"our training data gets about one copied picture for every {one_in} captions they try.")
 
     def intro(self) -> list[str]:
         out = []
@@ -141,8 +144,10 @@ class MemoWriter:
         out = []
         if self.trend:
             hi, lo = self.trend["high"], self.trend["low"]
-            claim = ("Copying rises with repetition." if self.trend["clear"] and self.trend["rises"] else
-                     "We could not show that copying depends on repetition: the ranges overlap.")
+            p = self.trend["p_value"]
+            claim = (f"Copying rises with repetition (p = {p:.3f}; chance alone would rarely give this)."
+                     if self.trend["clear"] and self.trend["rises"] else
+                     f"We could not show that copying depends on repetition (p = {p:.2f}).")
             out.append(f"{claim} Pictures that appeared {hi['dup_bucket']} times: {hi['hits']} of {hi['prompts']} "
                        f"captions gave a copy ({pct(hi['rate'])}). Pictures that appeared {lo['dup_bucket']} "
                        f"time(s): {lo['hits']} of {lo['prompts']} ({pct(lo['rate'])}).")
@@ -150,7 +155,9 @@ class MemoWriter:
         if precision is not None and not math.isnan(precision):
             out.append(f"An attacker does not need our data to spot copies. When the model gives the same picture "
                        f"again and again for one caption, that picture is likely a copy. This test flagged "
-                       f"captions, and {pct(precision)} of the flags were real copies.")
+                       f"captions, and {pct(precision)} of the flags were real copies. It also missed some: it found "
+                       f"{pct(row['probe_recall'])} of the captions that we know, from the training data, can give "
+                       "a copy.")
         mia = row.get("mia") or {}
         if mia:
             name, best = max(mia.items(), key=lambda kv: kv[1]["auc"])
@@ -158,7 +165,8 @@ class MemoWriter:
             verdict = ("better than a coin toss" if lo > 0.5 else
                        "not clearly better than a coin toss")
             out.append(f"We also asked a second question: given a picture, can someone tell whether we trained on "
-                       f"it? The best of {len(mia)} published tests ({name}) scored {best['auc']:.2f} on a scale "
+                       f"it? The best of {len(mia)} published tests ({ATTACK_NAMES.get(name, name)}) scored "
+                       f"{best['auc']:.2f} on a scale "
                        f"where 0.50 is a coin toss and 1.00 is always right (95% range {lo:.2f} to {hi:.2f}): "
                        f"{verdict}. When it may wrongly accuse only 1 in 100 outsiders, it caught "
                        f"{pct(best['tpr_at_1pct_fpr'])} of the real training pictures.")
@@ -172,6 +180,9 @@ class MemoWriter:
     def not_found(self) -> list[str]:
         out = ["We did not test a production model. Ours is far smaller and makes tiny emoji pictures. The rates "
                "here show how copying works; they are not the rates of a large commercial model."]
+        if "1" not in set(self.buckets["dup_bucket"]):
+            out.append("We did not attack captions of pictures that appear only once in the training data: the "
+                       "attack, like the published one, goes after the most repeated pictures first.")
         if len(self.res.seeds) == 1:
             out.append("We trained each model once. A second training run could give somewhat different rates.")
         out.append(f"We asked for {self.study['samples_per_prompt']} pictures per caption; the published study asked "
