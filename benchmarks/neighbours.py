@@ -43,9 +43,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     train = blobs(rng, args.train)
     copies = rng.integers(0, args.train, args.queries // 2)
-    noise = rng.normal(0, 8, (len(copies), *train.shape[1:]))
-    queries = np.concatenate([np.clip(train[copies] + noise, 0, 255).astype(np.uint8),
-                              blobs(rng, args.queries - len(copies))])
+    noisy = [np.clip(train[c] + rng.normal(0, 8, (len(c), *train.shape[1:])).astype(np.float32), 0, 255)
+             .astype(np.uint8) for c in np.array_split(copies, max(1, len(copies) // 50_000))]
+    queries = np.concatenate([*noisy, blobs(rng, args.queries - len(copies))])
     start = time.perf_counter()
     index = TrainingIndex(train)
     build = time.perf_counter() - start

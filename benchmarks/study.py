@@ -23,7 +23,8 @@ TARGET_MINUTES, TARGET_GIB = 30.0, 4.0
 
 
 def step_times(run: Path) -> list[tuple[str, float]]:
-    """Seconds each finished step took, from consecutive step-file times (the first from the run's start)."""
+    """Seconds each finished step took, from consecutive step-file times (the first from run.json, written once
+    the data and base model are ready). Valid for a run that was not resumed: a resume rewrites run.json."""
     files = sorted((run / "steps").glob("*.json"), key=lambda p: p.stat().st_mtime)
     start = (run / "run.json").stat().st_mtime
     out, last = [], start

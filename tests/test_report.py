@@ -5,24 +5,23 @@ from pathlib import Path
 
 import pytest
 
+from diffaudit.attacks.metrics import clopper_pearson
 from diffaudit.report import memo as memo_module
 from diffaudit.report.findings import ArmEffect
 from diffaudit.report.memo import MemoWriter, escape_typst, memo_text, pct, signed, write_memo
-from diffaudit.report.readability import flesch_kincaid_grade
 from diffaudit.report.results import StudyResults
 from diffaudit.report.technical import write_technical
 from diffaudit.report.viewer import extracted_pairs, write_viewer
 
 
-def _numbers(value: object) -> list[float]:
-    if isinstance(value, bool):
-        return []
-    if isinstance(value, int | float):
-        return [float(value)]
+def _floats(value: object) -> list[float]:
+    """Every non-integer number in a JSON document (counts are excluded: a count is not a rate)."""
+    if isinstance(value, float):
+        return [value]
     if isinstance(value, dict):
-        return [x for v in value.values() for x in _numbers(v)]
+        return [x for v in value.values() for x in _floats(v)]
     if isinstance(value, list):
-        return [x for v in value for x in _numbers(v)]
+        return [x for v in value for x in _floats(v)]
     return []
 
 
@@ -30,29 +29,45 @@ def _flat(text: str) -> str:
     return " ".join(text.replace("−", "-").split())
 
 
-def test_memo_is_four_pages_and_every_percentage_comes_from_the_results(tiny_study_dir: Path) -> None:
-    memo = write_memo(tiny_study_dir)
+@pytest.fixture()
+def edited_study(tiny_study_dir: Path, tmp_path: Path) -> Path:
+    """The tiny study with two arms' extraction counts changed to distinctive values, so the memo must
+    carry these very numbers through (1 of 6 is 17%; 4 of 6 is 67%)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_study_dir, run)
+    results = json.loads((run / "results.json").read_text())
+    for row in results["rows"]:
+        if row["arm"] in ("base", "dedup-image"):
+            row["extracted_images"] = 1 if row["arm"] == "base" else 4
+    (run / "results.json").write_text(json.dumps(results))
+    return run
+
+
+def test_memo_is_four_pages_and_every_percentage_comes_from_the_results(edited_study: Path) -> None:
+    memo = write_memo(edited_study)
     assert memo.pages == 4 and memo.source.read_text().startswith("// diffaudit policy memo")
     text = _flat(memo_text(memo.pdf))
-    results = json.loads((tiny_study_dir / "results.json").read_text())
-    rows = {r["arm"]: r for r in results["rows"]}
+    results = json.loads((edited_study / "results.json").read_text())
+    rows = {r["arm"]: r for r in results["rows"] if r.get("kind") != "detection"}
     base = rows["base"]
-    allowed = {pct(x) for x in _numbers(results)} | {"95%"}
-    for arm, r in rows.items():  # relative quality costs, recomputed here from the raw numbers
-        if arm != "base" and "frechet_distance" in r:
+    allowed = {pct(x) for x in _floats(results)} | {"95%"}
+    for arm, r in rows.items():  # rates and intervals recomputed here from the counts, and quality costs
+        k, n = r["extracted_images"], r["attacked_prompts"]
+        allowed |= {pct(k / n), *map(pct, clopper_pearson(k, n))}
+        if arm != "base":
             allowed.add(signed(r["frechet_distance"] / base["frechet_distance"] - 1).replace("−", "-"))
     found = re.findall(r"[-+]?\d+%", text)
     assert found and set(found) <= allowed, set(found) - allowed
+    assert "17%" in text and "67%" in text
     assert f"{base['attacked_prompts']} captions from its own training data" in text
-    assert f"copies of {base['extracted_images']} different training picture" in text
-    assert pct(base["extraction_rate"]) in text
+    assert "copies of 1 different training picture" in text
     meta = json.loads((memo.pdf.parent / "memo_meta.json").read_text())
-    assert meta["pages"] == 4 and meta["flesch_kincaid_grade"] == round(flesch_kincaid_grade(memo_text(memo.pdf)), 1)
+    assert meta["pages"] == 4 and meta["flesch_kincaid_grade"] <= 12, "the memo must read at grade 12 or below"
 
 
 def _effect(arm: str, kind: str, rate: float, stopped: int, started: int, p: float) -> ArmEffect:
     return ArmEffect(arm=arm, kind=kind, rate=rate, ci_low=0.0, ci_high=1.0, extracted=1, prompts=6, stopped=stopped,
-                     started=started, p_value=p, frechet_change=0.1, loss_change=0.0, train_seconds=0.0)
+                     started=started, p_value=p, frechet_change=0.1, loss_change=0.0, train_seconds=0.0, base_rate=0.5)
 
 
 def test_recommendations_follow_the_paired_tests(tiny_study_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,19 +76,20 @@ def test_recommendations_follow_the_paired_tests(tiny_study_dir: Path, monkeypat
     noise = _effect("dedup-image", "dedup", 0.4, 1, 1, 1.0)
     monkeypatch.setattr(memo_module, "arm_effects", lambda res: [works, worse, noise])
     recs = " ".join(MemoWriter(StudyResults.load(tiny_study_dir)).recommendations())
-    assert "Adopt the fix that worked best here, stronger guidance (scale 3)" in recs
+    assert "Adopt the fix that worked best here, stronger guidance (scale 3)" in recs, recs
     assert "Avoid private fine-tuning (epsilon 8)" in recs and "remove repeated pictures" not in recs.lower()
     monkeypatch.setattr(memo_module, "arm_effects", lambda res: [noise])
     writer = MemoWriter(StudyResults.load(tiny_study_dir))
     assert writer.recommendations()[0].startswith("Do not rely on any one of these fixes")
-    assert any("within what chance alone could give" in n for n in writer.arm_notes())
+    assert any("Chance alone could give this (p = 1.00)" in note for _, note in writer.arm_notes())
 
 
-def test_typst_markup_in_text_is_escaped() -> None:
+def test_typst_markup_in_text_is_escaped(tmp_path: Path) -> None:
     import typst
 
-    pdf = typst.compile(f"#set page(width: 20cm)\n{escape_typst('a_b #c $d$ <e> @f // g [h]')}".encode())
-    assert pdf.startswith(b"%PDF")
+    raw = "a_b #c $d$ <e> @f // g [h] *i* = j"
+    (tmp_path / "t.pdf").write_bytes(typst.compile(f"#set page(width: 20cm)\n{escape_typst(raw)}".encode()))
+    assert _flat(memo_text(tmp_path / "t.pdf")) == raw
 
 
 def test_missing_results_are_named(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pandas as pd
 from scipy.stats import mannwhitneyu
 
 from diffaudit.attacks.metrics import paired_change
+from diffaudit.errors import DiffauditError
 from diffaudit.report.results import StudyResults
 
 ALPHA = 0.05  # significance level for "changed beyond chance"
@@ -26,10 +27,11 @@ class ArmEffect:
     prompts: int
     stopped: int  # prompts extracted before, not after
     started: int  # prompts extracted after, not before
-    p_value: float
+    p_value: float  # exact McNemar, Holm-adjusted over all arms of the study
     frechet_change: float  # relative to the base model; + is worse quality
     loss_change: float
     train_seconds: float
+    base_rate: float = float("nan")
 
     @property
     def verdict(self) -> str:
@@ -37,38 +39,63 @@ class ArmEffect:
             return "no clear change"
         return "fewer copies" if self.stopped > self.started else "more copies"
 
+    @property
+    def lowered(self) -> bool:
+        """Fewer captions gave copies beyond chance, and the extraction rate itself went down."""
+        return self.verdict == "fewer copies" and self.rate < self.base_rate
 
-def _extracted(run: Path, seed: int, arm: str) -> pd.Series:
-    table = pd.read_parquet(run / f"seed{seed}" / arm / "extraction" / "per_prompt.parquet")
-    return table.set_index("prompt")["extracted"]
+
+def per_prompt(run: Path, seed: int, arm: str) -> pd.DataFrame:
+    path = run / f"seed{seed}" / arm / "extraction" / "per_prompt.parquet"
+    if not path.exists():
+        raise DiffauditError(f"{path} is missing: the run's arm {arm!r} (seed {seed}) did not finish its extraction")
+    return pd.read_parquet(path).set_index("prompt")
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment, so testing several arms does not inflate the chance of a false 'it worked'."""
+    order = np.argsort(p_values)
+    adjusted, running = np.empty(len(p_values)), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def _relative(new: float, old: float) -> float:
+    return new / old - 1 if old and np.isfinite(old) and np.isfinite(new) else float("nan")
 
 
 def arm_effects(res: StudyResults) -> list[ArmEffect]:
     """Every mitigation arm against the base model, paired prompt by prompt over all seeds."""
     arms = res.arms().set_index("arm")
     base = arms.loc["base"]
-    out = []
+    out, tests, rows = [], [], []
     for arm, row in arms.drop(index="base").iterrows():
         before, after = [], []
         for seed in res.seeds:
-            pair = pd.concat([_extracted(res.run, seed, "base"), _extracted(res.run, seed, arm)], axis=1,
-                             join="inner")
+            pair = pd.concat([per_prompt(res.run, seed, "base")["extracted"],
+                              per_prompt(res.run, seed, arm)["extracted"]], axis=1, join="inner")
             before.append(pair.iloc[:, 0].to_numpy())
             after.append(pair.iloc[:, 1].to_numpy())
-        test = paired_change(np.concatenate(before), np.concatenate(after))
+        tests.append(paired_change(np.concatenate(before), np.concatenate(after)))
+        rows.append((arm, row))
+    adjusted = holm([t["p_value"] for t in tests])
+    for (arm, row), test, p in zip(rows, tests, adjusted, strict=True):
         out.append(ArmEffect(
             arm=str(arm), kind=row["kind"], rate=row["rate"], ci_low=row["ci_low"], ci_high=row["ci_high"],
             extracted=int(row["extracted"]), prompts=int(row["prompts"]), stopped=test["stopped"],
-            started=test["started"], p_value=test["p_value"],
-            frechet_change=row["frechet_distance"] / base["frechet_distance"] - 1,
-            loss_change=row["heldout_loss"] / base["heldout_loss"] - 1, train_seconds=float(row["train_seconds"])))
+            started=test["started"], p_value=p, frechet_change=_relative(row["frechet_distance"],
+                                                                         base["frechet_distance"]),
+            loss_change=_relative(row["heldout_loss"], base["heldout_loss"]),
+            train_seconds=float(row["train_seconds"]), base_rate=float(base["rate"])))
     return out
 
 
 def best_arm(effects: list[ArmEffect]) -> ArmEffect | None:
     """The arm with the lowest extraction rate among those that reduced it beyond chance; ties go to the
     smaller quality cost."""
-    working = [e for e in effects if e.verdict == "fewer copies"]
+    working = [e for e in effects if e.lowered]
     return min(working, key=lambda e: (e.rate, e.frechet_change), default=None)
 
 
@@ -76,11 +103,20 @@ def duplication_trend(run: Path, seed: int, buckets: pd.DataFrame) -> dict | Non
     """Do captions that gave a copy have more-duplicated pictures than those that did not? A Mann-Whitney
     test on the base model's per-prompt copy counts (all prompts, not just two buckets); `clear` when p < ALPHA.
     The most- and least-duplicated buckets are returned for the sentence that illustrates it."""
-    per_prompt = pd.read_parquet(run / f"seed{seed}" / "base" / "extraction" / "per_prompt.parquet")
-    hit, miss = per_prompt.loc[per_prompt["extracted"], "dup_count"], per_prompt.loc[~per_prompt["extracted"],
-                                                                                       "dup_count"]
+    table = per_prompt(run, seed, "base")
+    hit, miss = table.loc[table["extracted"], "dup_count"], table.loc[~table["extracted"], "dup_count"]
     if len(buckets) < 2 or hit.empty or miss.empty:
         return None
     test = mannwhitneyu(hit, miss, alternative="two-sided")
     return {"low": buckets.iloc[0].to_dict(), "high": buckets.iloc[-1].to_dict(), "p_value": float(test.pvalue),
             "clear": bool(test.pvalue < ALPHA), "rises": bool(hit.mean() > miss.mean())}
+
+
+def flag_precision(run: Path, seed: int) -> dict | None:
+    """Of the prompts the clique filter flagged (no training data needed), how many truly memorize (oracle)?"""
+    table = per_prompt(run, seed, "base")
+    flagged = table["flagged"]
+    if not flagged.any():
+        return None
+    return {"flagged": int(flagged.sum()), "true": int((flagged & table["memorized"]).sum()),
+            "precision": float((flagged & table["memorized"]).mean() / flagged.mean())}

@@ -18,7 +18,7 @@ import pypdf
 from diffaudit.errors import DiffauditError
 from diffaudit.io import write_atomic, write_json, write_text
 from diffaudit.report.figures import arms_figure, dup_rate_figure, pairs_montage
-from diffaudit.report.findings import ALPHA, ArmEffect, arm_effects, best_arm, duplication_trend
+from diffaudit.report.findings import ALPHA, ArmEffect, arm_effects, best_arm, duplication_trend, flag_precision
 from diffaudit.report.readability import flesch_kincaid_grade
 from diffaudit.report.results import StudyResults, by_dup
 
@@ -29,8 +29,11 @@ ATTACK_NAMES = {"loss": "loss threshold", "pia": "PIA", "secmi": "SecMI", "clid"
                 "lira-offline": "offline LiRA"}
 GLOSSARY = [
     ("Extraction", "getting the model to output a near-exact copy of a picture it was trained on."),
+    ("Extraction rate", "the number of different training pictures copied, divided by the number of captions "
+     "tried. This is how the published study counts."),
     ("Caption", "the short text that came with each training picture; we use it as the request to the model."),
     ("95% range", "the span in which the true rate lies with 95% confidence, given how many cases we tested."),
+    ("p", "how often chance alone would give a difference at least this large. Below 0.05 we call a change clear."),
     ("Membership test", "a method that guesses whether a given picture was part of the training data."),
     ("Guidance", "a setting that makes the model follow the caption more closely."),
     ("Deduplication", "removing repeated entries from the training data before training again."),
@@ -42,7 +45,7 @@ GLOSSARY = [
 
 
 def pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
+    return f"{100 * x:.0f}%" if math.isfinite(x) else "n/a"
 
 
 def span(low: float, high: float) -> str:
@@ -50,7 +53,11 @@ def span(low: float, high: float) -> str:
 
 
 def signed(x: float) -> str:
-    return f"{'+' if x >= 0 else '−'}{100 * abs(x):.0f}%"
+    return f"{'+' if x >= 0 else '−'}{100 * abs(x):.0f}%" if math.isfinite(x) else "n/a"
+
+
+def p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < ALPHA else f"p = {p:.2f}"
 
 
 def _arm_name(e: ArmEffect) -> str:
@@ -69,7 +76,7 @@ def _arm_what(e: ArmEffect, row: dict) -> str:
         n = row["dp"]["calibration_examples"]
         return f"Extra training on {n} spare pictures with differential privacy."
     removed = row["dedup"]["member_rows_removed"]
-    return f"Train again without {removed} repeated entries."
+    return f"A new model, trained without {removed} repeated entries."
 
 
 def _arm_cost(e: ArmEffect) -> str:
@@ -77,13 +84,14 @@ def _arm_cost(e: ArmEffect) -> str:
     return f"quality distance {signed(e.frechet_change)}{minutes}"
 
 
-def _arm_note(e: ArmEffect, base_rate: float) -> str:
-    head = f"*{_arm_name(e)}:* {pct(e.rate)} of captions gave a copy, against {pct(base_rate)} with no fix."
-    changed = f"It stopped copies for {e.stopped} captions and started them for {e.started}."
+def _arm_note(e: ArmEffect) -> tuple[str, str]:
+    head = f"extraction rate {pct(e.rate)}, against {pct(e.base_rate)} with no fix."
+    changed = f"Copies stopped for {e.stopped} captions and started for {e.started}."
     if e.verdict == "no clear change":
-        return f"{head} {changed} This is within what chance alone could give (p = {e.p_value:.2f})."
-    word = "lower" if e.verdict == "fewer copies" else "higher"
-    return f"{head} {changed} The rate is clearly {word}: chance alone would rarely do this (p = {e.p_value:.3f})."
+        return _arm_name(e), f"{head} {changed} Chance alone could give this ({p_text(e.p_value)})."
+    word = "fewer" if e.verdict == "fewer copies" else "more"
+    return _arm_name(e), (f"{head} {changed} Clearly {word} captions gave copies: chance alone would rarely do "
+                          f"this ({p_text(e.p_value)}).")
 
 
 @dataclass
@@ -105,76 +113,80 @@ class MemoWriter:
         self.study = res.config["study"]
         self.buckets = by_dup(self.base)
         self.trend = duplication_trend(res.run, self.base["seed"], self.buckets)
+        self.flags = flag_precision(res.run, self.base["seed"])
 
     @property
     def base_arm(self) -> pd.Series:
         return self.arms.loc["base"]
 
     def bottom_line(self) -> str:
-        b = self.base_arm
-        asked = (f"We gave the model {b['prompts']} captions from its own training data and asked for "
-                 f"{self.study['samples_per_prompt']} pictures for each.")
+        b, seeds = self.base_arm, len(self.res.seeds)
+        runs = f" in each of {seeds} training runs" if seeds > 1 else ""
+        asked = (f"We gave the model {b['prompts'] // seeds} captions from its own training data{runs} and asked "
+                 f"for {self.study['samples_per_prompt']} pictures for each.")
         if b["extracted"] == 0:
-            return (f"{asked} It never gave back a near-exact copy of a training picture. With this many tries, "
-                    f"the true rate could still be as high as {pct(b['ci_high'])}.")
-        one_in = max(1, round(1 / b["rate"]))
+            return (f"{asked} Our test found no copies of training pictures. With this many tries, the true "
+                    f"extraction rate could still be as high as {pct(b['ci_high'])}.")
         pictures = "picture" if b["extracted"] == 1 else "pictures"
-        return (f"{asked} It gave back near-exact copies of {b['extracted']} different training {pictures}. Counted "
-                f"the way the published study counts (copied pictures per caption tried), that is {pct(b['rate'])}, "
-                f"with a 95% range of {span(b['ci_low'], b['ci_high'])}. Put simply: someone who knows captions from "
-                f"our training data gets about one copied picture for every {one_in} captions they try.")
+        total = " in total" if seeds > 1 else ""
+        return (f"{asked} It gave back near-exact copies of {b['extracted']} different training {pictures}{total}. "
+                f"That is an extraction rate of {pct(b['rate'])}, with a 95% range of "
+                f"{span(b['ci_low'], b['ci_high'])}. Put simply: for every 100 training captions someone tries, "
+                f"expect about {round(100 * b['rate'])} copied pictures.")
 
     def intro(self) -> list[str]:
         out = []
-        if self.trend and self.trend["clear"] and self.trend["rises"]:
-            hi, lo = self.trend["high"], self.trend["low"]
-            out.append(f"Copies came mostly from pictures repeated in the training data: {pct(hi['rate'])} of "
-                       f"captions whose picture appeared {hi['dup_bucket']} times, against {pct(lo['rate'])} "
-                       f"for pictures that appeared {lo['dup_bucket']} time(s).")
+        if self.trend and self.trend["clear"]:
+            more = "more" if self.trend["rises"] else "less"
+            out.append(f"Captions whose picture was repeated more often in the training data gave copies {more} "
+                       f"often ({p_text(self.trend['p_value'])}).")
         best = best_arm(self.effects)
         if best:
             out.append(f"Of the fixes we tried, the one that worked best was: {_arm_name(best).lower()}. "
-                       f"It cut the rate to {pct(best.rate)}.")
+                       f"It cut the extraction rate to {pct(best.rate)}.")
         else:
-            out.append("None of the three fixes we tried lowered the rate by more than chance could explain.")
+            out.append("None of the fixes we tried lowered the extraction rate by more than chance could explain.")
         return out
 
     def found(self) -> list[str]:
         row = self.base
         out = []
         if self.trend:
-            hi, lo = self.trend["high"], self.trend["low"]
-            p = self.trend["p_value"]
-            claim = (f"Copying rises with repetition (p = {p:.3f}; chance alone would rarely give this)."
-                     if self.trend["clear"] and self.trend["rises"] else
-                     f"We could not show that copying depends on repetition (p = {p:.2f}).")
+            hi, lo, p = self.trend["high"], self.trend["low"], self.trend["p_value"]
+            if not self.trend["clear"]:
+                claim = f"We could not show that copying depends on repetition ({p_text(p)})."
+            elif self.trend["rises"]:
+                claim = f"Copying rises with repetition ({p_text(p)}; chance alone would rarely give this)."
+            else:
+                claim = f"Copying falls with repetition here ({p_text(p)}), unlike in the published study."
             out.append(f"{claim} Pictures that appeared {hi['dup_bucket']} times: {hi['hits']} of {hi['prompts']} "
                        f"captions gave a copy ({pct(hi['rate'])}). Pictures that appeared {lo['dup_bucket']} "
                        f"time(s): {lo['hits']} of {lo['prompts']} ({pct(lo['rate'])}).")
-        precision = row.get("probe_precision")
-        if precision is not None and not math.isnan(precision):
-            out.append(f"An attacker does not need our data to spot copies. When the model gives the same picture "
-                       f"again and again for one caption, that picture is likely a copy. This test flagged "
-                       f"captions, and {pct(precision)} of the flags were real copies. It also missed some: it found "
-                       f"{pct(row['probe_recall'])} of the captions that we know, from the training data, can give "
-                       "a copy.")
+        if self.flags:
+            out.append(f"An attacker does not need our data to spot likely copies: when the model gives the same "
+                       f"picture again and again for one caption, that picture is probably a copy. This test "
+                       f"flagged {self.flags['flagged']} captions; {self.flags['true']} of them "
+                       f"({pct(self.flags['precision'])}) really can give a copy. It found "
+                       f"{pct(row['probe_recall'])} of all the captions that we know, from the training data, "
+                       f"can give one.")
         mia = row.get("mia") or {}
         if mia:
             name, best = max(mia.items(), key=lambda kv: kv[1]["auc"])
             lo, hi = best["auc_ci"]
-            verdict = ("better than a coin toss" if lo > 0.5 else
-                       "not clearly better than a coin toss")
+            verdict = "better than a coin toss" if lo > 0.5 else "not clearly better than a coin toss"
             out.append(f"We also asked a second question: given a picture, can someone tell whether we trained on "
                        f"it? The best of {len(mia)} published tests ({ATTACK_NAMES.get(name, name)}) scored "
-                       f"{best['auc']:.2f} on a scale "
-                       f"where 0.50 is a coin toss and 1.00 is always right (95% range {lo:.2f} to {hi:.2f}): "
-                       f"{verdict}. When it may wrongly accuse only 1 in 100 outsiders, it caught "
-                       f"{pct(best['tpr_at_1pct_fpr'])} of the real training pictures.")
+                       f"{best['auc']:.2f} on a scale where 0.50 is a coin toss and 1.00 is always right (95% "
+                       f"range {lo:.2f} to {hi:.2f}): {verdict}. When it may wrongly accuse only 1 in 100 outsiders, "
+                       f"it caught {pct(best['tpr_at_1pct_fpr'])} of the real training pictures.")
         tiered = next((r for r in self.res.rows if r.get("kind") == "detection" and r["seed"] == row["seed"]), None)
         if tiered and tiered.get("full_probe_extracted_prompts"):
             out.append(f"A cheap screening test, then the full test on the top {tiered['prompts_confirmed']} "
                        f"captions only, found {tiered['recovered']} of the {tiered['full_probe_extracted_prompts']} "
                        f"copied captions, for {pct(tiered['cost_ratio_vs_full'])} of the computing cost.")
+        if len(self.res.seeds) > 1:
+            out.append(f"The findings above are for training run {row['seed']}; the rates in the table on page 3 "
+                       f"pool all {len(self.res.seeds)} runs.")
         return out
 
     def not_found(self) -> list[str]:
@@ -187,7 +199,7 @@ class MemoWriter:
             out.append("We trained each model once. A second training run could give somewhat different rates.")
         out.append(f"We asked for {self.study['samples_per_prompt']} pictures per caption; the published study asked "
                    "for 500. More tries would likely find more copies, so our rates are a floor.")
-        if "lira" not in (self.base.get("mia") or {}):
+        if not any(k.startswith("lira") for k in self.base.get("mia") or {}):
             out.append("We did not run the strongest membership test (LiRA), which needs many extra models.")
         out.append("We did not test attackers who adapt to a fix, for example by rewording captions.")
         out.append("Private fine-tuning protects only the small extra set it trains on. It gives no formal "
@@ -207,25 +219,26 @@ class MemoWriter:
                          "rate": f"{pct(e.rate)} ({span(e.ci_low, e.ci_high)})", "cost": _arm_cost(e)})
         return rows
 
-    def arm_notes(self) -> list[str]:
-        return [_arm_note(e, self.base_arm["rate"]) for e in self.effects]
+    def arm_notes(self) -> list[tuple[str, str]]:
+        return [_arm_note(e) for e in self.effects]
 
     def recommendations(self) -> list[str]:
         out = []
         best = best_arm(self.effects)
         base_rate = self.base_arm["rate"]
         if best:
-            out.append(f"Adopt the fix that worked best here, {_arm_name(best).lower()}. It cut copies from "
-                       f"{pct(base_rate)} to {pct(best.rate)} of captions, at a cost of {_arm_cost(best)}.")
+            out.append(f"Adopt the fix that worked best here, {_arm_name(best).lower()}. It cut the extraction rate "
+                       f"from {pct(base_rate)} to {pct(best.rate)}, at a cost of {_arm_cost(best)}.")
         else:
             out.append("Do not rely on any one of these fixes yet. None cut copies by more than chance in this "
                        "study. Test them again with more tries per caption and more training runs.")
         for e in self.effects:
             if e.verdict == "more copies":
-                out.append(f"Avoid {_arm_name(e).lower()}: it raised copies from {pct(base_rate)} to {pct(e.rate)}.")
+                out.append(f"Avoid {_arm_name(e).lower()}: more captions gave copies with it (extraction rate "
+                           f"{pct(e.rate)}, against {pct(base_rate)}).")
         if self.trend and self.trend["clear"] and self.trend["rises"]:
-            out.append("Count how often each picture repeats in the training data, and cap it. Copies came mostly "
-                       "from pictures repeated many times.")
+            out.append("Count how often each picture repeats in the training data, and cap it: the more often a "
+                       "picture repeated, the more often it was copied.")
         mia = self.base.get("mia") or {}
         if mia and max(m["auc_ci"][0] for m in mia.values()) > 0.5:
             out.append("Treat training-set membership as something outsiders can detect. Do not train on pictures "
@@ -235,14 +248,22 @@ class MemoWriter:
         return out
 
     def assumptions(self) -> list[str]:
-        s = self.study
+        s, auc = self.study, self.base.get("split_check_auc")
+        if auc is None:
+            split = "We did not run the membership test, so we did not check the held-out pictures."
+        elif abs(auc - 0.5) < 0.05:
+            split = (f"The pictures held out for the membership test came from the same pool as the training "
+                     f"pictures, drawn at random. A check that looks only at the pictures could not tell the two "
+                     f"groups apart (score {auc:.2f}; 0.50 means alike).")
+        else:
+            split = (f"Warning: a check that looks only at the pictures could tell the held-out and training "
+                     f"pictures apart (score {auc:.2f}; 0.50 means alike), so membership results may be overstated.")
         return [
             "The attacker can ask the model for pictures and knows, or can guess, captions from the training data.",
             f"A picture counts as a copy when it is within a small pixel distance ({s['delta']}) of a training "
             "picture in every part of the image, as in the published study.",
             f"We attacked the {s['prompts_top']} captions whose pictures were repeated most often.",
-            "The pictures held out for the membership test came from the same pool as the training pictures, "
-            "drawn at random, and we checked that the two groups are alike.",
+            split,
             "Every threshold was fixed before any fix was tested. The full list is in the technical report.",
         ]
 
@@ -267,8 +288,8 @@ def _template() -> jinja2.Template:
 
 
 def escape_typst(text: str) -> str:
-    """Escape characters Typst reads as markup, keeping *bold* spans written by this module."""
-    for ch in ("\\", "#", "$", "@", "<", ">", "_", "`", "[", "]", "/", "~"):
+    """Escape every character Typst reads as markup, so text from results and captions prints literally."""
+    for ch in ("\\", "#", "$", "@", "<", ">", "_", "`", "[", "]", "/", "~", "*", "="):
         text = text.replace(ch, "\\" + ch)
     return text
 
@@ -304,7 +325,9 @@ def write_memo(run: Path, out: Path | None = None) -> Memo:
     text = memo_text(out / "memo.pdf")
     grade = flesch_kincaid_grade(text)
     write_json(out / "memo_meta.json", {"pages": pages, "font_size_pt": size, "flesch_kincaid_grade": round(grade, 1),
-                                        "grade_method": "Flesch-Kincaid on the PDF's text; syllables from pyphen",
+                                        "grade_method": "Flesch-Kincaid on the PDF's text; syllables from pyphen's "
+                                                        "hyphenation dictionary, which undercounts long words, so "
+                                                        "the grade is a mild underestimate",
                                         "run": str(run), "alpha": ALPHA})
     return Memo(out / "memo.pdf", out / "memo.typ", pages, grade)
 

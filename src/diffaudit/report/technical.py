@@ -22,8 +22,8 @@ METHODS = [
      "prompt is flagged when its generations contain a clique of pairwise tiled-RMS distance below the edge "
      "threshold; clique members are matched to their nearest training image (faiss, then exact tiled distance) "
      "and a training image counts as extracted when a member lies within delta of it. The oracle compares every "
-     "generation with the caption's own training image and gives the true memorized set, so the probe's "
-     "precision and recall are measured."),
+     "generation with the whole training set (no clique filter) and gives the true memorized set, so the probe's "
+     "recall is measured; the filter's own precision is flagged-and-memorized / flagged (per-prompt table)."),
     ("Tiered detection", "A one-step memorization detector (Wen et al. 2024 text-conditional noise norm, or "
      "Webster 2023 edge consistency) scores every prompt; only the top fraction goes to the full probe. Cost is "
      "counted in UNet evaluations, exactly, by a counter around the denoiser."),

@@ -74,7 +74,8 @@ def write_viewer(run: Path, out: Path | None = None) -> Path:
     def embed(value: object) -> str:  # JSON inside <script>: "</" must not close the element
         return json.dumps(value).replace("</", "<\\/")
 
-    page = (page.replace("/*ROWS*/[]", embed(rows)).replace("/*COLUMNS*/[]", embed(COLUMNS))
-            .replace("{{title}}", html.escape(title)))
+    # Rows go in last, so text inside a prompt can never be taken for one of the placeholders.
+    page = (page.replace("{{title}}", html.escape(title)).replace("/*COLUMNS*/[]", embed(COLUMNS))
+            .replace("/*ROWS*/[]", embed(rows)))
     write_text(out, page)
     return out

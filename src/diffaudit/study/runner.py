@@ -156,8 +156,9 @@ def _check_same_config(run: Path, preset: Preset) -> None:
         return
     before = json.loads(record.read_text())["config"]
     now = json.loads(json.dumps(preset.model_dump()))
-    changed = [f"{section}.{key}" for section in now for key in now[section] if isinstance(now[section], dict)
-               and before.get(section, {}).get(key) != now[section][key]]
+    changed = [f"{section}.{key}" for section in now if isinstance(now[section], dict)
+               for key in sorted(set(now[section]) | set(before.get(section, {})))
+               if before.get(section, {}).get(key) != now[section].get(key)]
     if changed or before.get("name") != now["name"]:
         raise ConfigError(f"{run} was started with a different configuration ({', '.join(changed) or 'preset name'} "
                           "differ); resume it with the same preset and config, or choose a new --out")
