@@ -229,6 +229,9 @@ class MemoWriter:
         if best:
             out.append(f"Adopt the fix that worked best here, {_arm_name(best).lower()}. It cut the extraction rate "
                        f"from {pct(base_rate)} to {pct(best.rate)}, at a cost of {_arm_cost(best)}.")
+            if best.kind == "guidance":
+                out.append("Guidance is a setting, not a change to the model: it protects only where users cannot "
+                           "choose it, such as a hosted service. Anyone who holds the model file can set it back.")
         else:
             out.append("Do not rely on any one of these fixes yet. None cut copies by more than chance in this "
                        "study. Test them again with more tries per caption and more training runs.")
