@@ -39,13 +39,9 @@ def pair_strip(generated: np.ndarray, training: np.ndarray, out: Path, scale: in
 
 def roc_figure(table: pd.DataFrame, columns: list[str], out: Path) -> Path:
     """ROC curves on log-log axes, where the low-FPR regime that matters for privacy is visible."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _plt().subplots(figsize=(5, 5))
     for col in columns:
         fpr, tpr, _ = roc_curve(table["label"], table[col])
         ax.plot(np.maximum(fpr, 1e-4), np.maximum(tpr, 1e-4), label=col.removeprefix("score_"))
@@ -53,9 +49,7 @@ def roc_figure(table: pd.DataFrame, columns: list[str], out: Path) -> Path:
     ax.set(xscale="log", yscale="log", xlim=(1e-3, 1), ylim=(1e-3, 1), xlabel="false-positive rate",
            ylabel="true-positive rate", title="Membership inference ROC")
     ax.legend(fontsize=8)
-    write_atomic(out, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def _plt():
