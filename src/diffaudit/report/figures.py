@@ -28,11 +28,15 @@ def sample_grid(images: np.ndarray, index: pd.DataFrame, references: dict[str, n
     return out
 
 
-def pair_strip(generated: np.ndarray, training: np.ndarray, out: Path, scale: int = 8) -> Path:
+def pair_image(generated: np.ndarray, training: np.ndarray, scale: int) -> Image.Image:
     """Generation beside its training match, enlarged so a reader can compare them."""
     gap = np.full((generated.shape[0], 2, 3), 255, np.uint8)
     strip = Image.fromarray(np.concatenate([generated, gap, training], axis=1))
-    strip = strip.resize((strip.width * scale, strip.height * scale), Image.Resampling.NEAREST)
+    return strip.resize((strip.width * scale, strip.height * scale), Image.Resampling.NEAREST)
+
+
+def pair_strip(generated: np.ndarray, training: np.ndarray, out: Path, scale: int = 8) -> Path:
+    strip = pair_image(generated, training, scale)
     write_atomic(out, lambda tmp: strip.save(tmp, format="PNG"))
     return out
 

@@ -69,27 +69,22 @@ def _relative(new: float, old: float) -> float:
 def arm_effects(res: StudyResults) -> list[ArmEffect]:
     """Every mitigation arm against the base model, paired prompt by prompt over all seeds."""
     arms = res.arms().set_index("arm")
-    base = arms.loc["base"]
-    out, tests, rows = [], [], []
-    for arm, row in arms.drop(index="base").iterrows():
-        before, after = [], []
-        for seed in res.seeds:
-            pair = pd.concat([per_prompt(res.run, seed, "base")["extracted"],
-                              per_prompt(res.run, seed, arm)["extracted"]], axis=1, join="inner")
-            before.append(pair.iloc[:, 0].to_numpy())
-            after.append(pair.iloc[:, 1].to_numpy())
-        tests.append(paired_change(np.concatenate(before), np.concatenate(after)))
-        rows.append((arm, row))
+    base, others = arms.loc["base"], arms.drop(index="base")
+    base_extracted = {seed: per_prompt(res.run, seed, "base")["extracted"] for seed in res.seeds}
+    tests = []
+    for arm in others.index:
+        pairs = [pd.concat([base_extracted[seed], per_prompt(res.run, seed, arm)["extracted"]], axis=1, join="inner")
+                 for seed in res.seeds]
+        tests.append(paired_change(np.concatenate([p.iloc[:, 0] for p in pairs]),
+                                   np.concatenate([p.iloc[:, 1] for p in pairs])))
     adjusted = holm([t["p_value"] for t in tests])
-    for (arm, row), test, p in zip(rows, tests, adjusted, strict=True):
-        out.append(ArmEffect(
-            arm=str(arm), kind=row["kind"], rate=row["rate"], ci_low=row["ci_low"], ci_high=row["ci_high"],
-            extracted=int(row["extracted"]), prompts=int(row["prompts"]), stopped=test["stopped"],
-            started=test["started"], p_value=p, frechet_change=_relative(row["frechet_distance"],
-                                                                         base["frechet_distance"]),
-            loss_change=_relative(row["heldout_loss"], base["heldout_loss"]),
-            train_seconds=float(row["train_seconds"]), base_rate=float(base["rate"])))
-    return out
+    return [ArmEffect(
+        arm=str(arm), kind=row["kind"], rate=row["rate"], ci_low=row["ci_low"], ci_high=row["ci_high"],
+        extracted=int(row["extracted"]), prompts=int(row["prompts"]), stopped=test["stopped"],
+        started=test["started"], p_value=p, frechet_change=_relative(row["frechet_distance"], base["frechet_distance"]),
+        loss_change=_relative(row["heldout_loss"], base["heldout_loss"]),
+        train_seconds=float(row["train_seconds"]), base_rate=float(base["rate"]))
+        for (arm, row), test, p in zip(others.iterrows(), tests, adjusted, strict=True)]
 
 
 def best_arm(effects: list[ArmEffect]) -> ArmEffect | None:

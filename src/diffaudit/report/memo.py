@@ -274,7 +274,7 @@ class MemoWriter:
 def _figures(w: MemoWriter, out: Path) -> bool:
     """Write the memo's figures beside its source; True when there are extracted pairs to show."""
     dup_rate_figure(w.buckets.to_dict("records"), out / "fig_dup.png")
-    arms_figure(w.res.arms(), out / "fig_arms.png")
+    arms_figure(w.arms.reset_index(), out / "fig_arms.png")
     folder = w.res.run / f"seed{w.base['seed']}" / "base" / "extraction"
     pairs = pd.read_parquet(folder / "pairs.parquet")
     files = [folder / "pairs" / f"{int(i):05d}.png" for i in
@@ -312,8 +312,9 @@ def write_memo(run: Path, out: Path | None = None) -> Memo:
         "pairs": _figures(w, out), "not_found": w.not_found(), "table": w.table(), "arm_notes": w.arm_notes(),
         "recommendations": w.recommendations(), "assumptions": w.assumptions(), "glossary": GLOSSARY,
     }
+    template = _template()
     for size in FONT_SIZES:
-        source = _template().render(**context, font_size=f"{size}pt")
+        source = template.render(**context, font_size=f"{size}pt")
         try:
             pdf = typst.compile(source.encode(), root=str(out))
         except RuntimeError as exc:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from diffaudit.data.imagefolder import load_imagefolder
 from diffaudit.io import write_text
 from diffaudit.model.generate import load_samples
+from diffaudit.report.figures import pair_image
 from diffaudit.report.results import StudyResults
 
 COLUMNS = [  # (key, heading, kind)
@@ -28,11 +28,8 @@ COLUMNS = [  # (key, heading, kind)
 
 
 def _png_uri(generated: np.ndarray, training: np.ndarray, scale: int = 4) -> str:
-    gap = np.full((generated.shape[0], 2, 3), 255, np.uint8)
-    strip = Image.fromarray(np.concatenate([generated, gap, training], axis=1))
-    strip = strip.resize((strip.width * scale, strip.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
-    strip.save(buf, format="PNG")
+    pair_image(generated, training, scale).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
