@@ -17,7 +17,7 @@ def test_file_and_overrides_apply_in_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text, match", [
     ("[trian]\nsteps = 3\n", "unknown config section 'trian'"),
     ("[train]\nstesp = 3\n", "stesp"),
-    ("[data]\nresolution = 4\n", "minimum of 8"),
+    ("[data]\nresolution = 4\n", r"data.resolution: Input should be greater than or equal to 8 \(got 4\)"),
     ("[sample]\nsampler = 'euler'\n", "sampler"),
     ("[train\n", "cannot read config"),
 ])

@@ -7,8 +7,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from diffaudit.config import Preset, load_preset
-from diffaudit.errors import DiffauditError
+from diffaudit.config import Preset, load_preset, validated
+from diffaudit.errors import ConfigError, DiffauditError
+from diffaudit.io import jsonable
 
 app = typer.Typer(help="Audit text-to-image diffusion models for training-data memorization.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -21,12 +22,35 @@ console = Console()
 err_console = Console(stderr=True)
 
 PresetOpt = Annotated[str, typer.Option(help="Preset: quick, full or tiny.")]
-ConfigOpt = Annotated[Path | None, typer.Option(help="TOML file with [data]/[model]/[train]/[sample] overrides.")]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    help=r"TOML file with \[data], \[model], \[train], \[sample] and \[study] sections overriding the preset.")]
 
 
 def _preset(name: str, config: Path | None, **sections: dict) -> Preset:
     overrides = {k: {f: v for f, v in fields.items() if v is not None} for k, fields in sections.items()}
     return load_preset(name, config, {k: v for k, v in overrides.items() if v})
+
+
+def _read_prompts(prompt: list[str] | None, prompts_file: Path | None) -> list[str]:
+    """Prompts from flags and a UTF-8 file (one a line), checked before any model is loaded."""
+    prompts = list(prompt or [])
+    if prompts_file is not None:
+        if not prompts_file.is_file():
+            raise ConfigError(f"prompts file {prompts_file} does not exist")
+        try:
+            prompts += [ln.strip() for ln in prompts_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"prompts file {prompts_file} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+                              ) from exc
+    if not prompts:
+        raise ConfigError("no prompts: pass --prompt or a non-empty --prompts-file")
+    return prompts
+
+
+def _out_dir(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} exists and is not a folder; choose another path")
+    return out
 
 
 def _progress():
@@ -87,7 +111,7 @@ def generate(
     model: Path, out: Path,
     prompt: Annotated[list[str] | None, typer.Option(help="A prompt; repeat for several.")] = None,
     prompts_file: Annotated[Path | None, typer.Option(help="One prompt per line.")] = None,
-    seeds: Annotated[int, typer.Option(help="Samples per prompt (seeds 0..N-1).")] = 4,
+    seeds: Annotated[int, typer.Option(min=1, help="Samples per prompt (seeds 0..N-1).")] = 4,
     guidance: Annotated[list[float] | None, typer.Option(help="Guidance scale; repeat for a sweep.")] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
     steps: Annotated[int | None, typer.Option()] = None,
@@ -98,38 +122,36 @@ def generate(
     from diffaudit.model.generate import generate as run_generate
     from diffaudit.model.pipeline import AuditPipeline
 
-    prompts = list(prompt or [])
-    if prompts_file is not None:
-        prompts += [ln.strip() for ln in prompts_file.read_text().splitlines() if ln.strip()]
-    if not prompts:
-        raise DiffauditError("no prompts: pass --prompt or --prompts-file")
+    prompts = _read_prompts(prompt, prompts_file)
     cfg = _preset(preset, config, sample={"steps": steps, "sampler": sampler, "batch_size": batch_size})
+    scales = [validated(cfg.sample, guidance=g).guidance for g in guidance or [cfg.sample.guidance]]
     pipe = AuditPipeline.from_pretrained(model)
     with _progress() as progress:
-        index = run_generate(pipe, prompts, list(range(seeds)), guidance or [cfg.sample.guidance], cfg.sample, out,
-                             progress)
+        index = run_generate(pipe, prompts, list(range(seeds)), scales, cfg.sample, _out_dir(out), progress)
     console.print(f"{len(index)} samples in {out}")
 
 
 @app.command()
 def extract(
     model: Path, data: Path, out: Path,
-    top: Annotated[int, typer.Option(help="Attack the N most-duplicated training captions.")] = 96,
+    top: Annotated[int | None, typer.Option(help="Attack the N most-duplicated training captions.")] = None,
     prompts_file: Annotated[Path | None, typer.Option(help="Attack these prompts (one a line) instead.")] = None,
-    samples: Annotated[int, typer.Option(help="Generations per prompt (Carlini: 500).")] = 16,
+    samples: Annotated[int | None, typer.Option(help="Generations per prompt (Carlini: 500).")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
     steps: Annotated[int | None, typer.Option()] = None,
     sampler: Annotated[str | None, typer.Option(help="ddim or dpmsolver++")] = None,
-    delta: Annotated[float, typer.Option(help="Extraction threshold on tiled RMS distance.")] = 0.15,
-    edge_threshold: Annotated[float, typer.Option(help="Clique edge threshold between generations.")] = 0.15,
-    min_clique: Annotated[int, typer.Option(help="Smallest clique that flags a prompt.")] = 3,
+    delta: Annotated[float | None, typer.Option(help="Extraction threshold on tiled RMS distance.")] = None,
+    edge_threshold: Annotated[float | None, typer.Option(help="Clique edge threshold between generations.")] = None,
+    min_clique: Annotated[int | None, typer.Option(help="Smallest clique that flags a prompt.")] = None,
     tiered: Annotated[bool, typer.Option(help="Score prompts cheaply first; probe only the top fraction.")] = False,
-    detector: Annotated[str, typer.Option(help="Cheap detector for --tiered: wen or webster.")] = "wen",
-    confirm_fraction: Annotated[float, typer.Option(help="Share of prompts the full probe confirms.")] = 0.1,
+    detector: Annotated[str | None, typer.Option(help="Cheap detector for --tiered: wen or webster.")] = None,
+    confirm_fraction: Annotated[float | None, typer.Option(help="Share of prompts the full probe confirms.")] = None,
     full_run: Annotated[Path | None, typer.Option(help="An earlier full probe to compare --tiered with.")] = None,
 ) -> None:
-    """Carlini et al. 2023 extraction probe: generate, clique-filter, match to the training set, score."""
+    """Carlini et al. 2023 extraction probe: generate, clique-filter, match to the training set, score.
+
+    Defaults come from the preset's [study] section (flags and --config override them)."""
     from diffaudit.attacks.extraction import ExtractionConfig
     from diffaudit.data.imagefolder import load_imagefolder
     from diffaudit.model.pipeline import AuditPipeline
@@ -139,18 +161,29 @@ def extract(
         run_extraction,
         run_tiered,
     )
+    from diffaudit.study.runner import check_names
 
-    cfg = _preset(preset, config, sample={"steps": steps, "sampler": sampler})
+    cfg = _preset(preset, config, sample={"steps": steps, "sampler": sampler, "guidance": guidance},
+                  study={"prompts_top": top, "samples_per_prompt": samples, "delta": delta,
+                         "edge_threshold": edge_threshold, "min_clique": min_clique, "detector": detector,
+                         "confirm_fraction": confirm_fraction})
+    s = cfg.study
+    check_names(s)
+    if prompts_file is not None:
+        _read_prompts(None, prompts_file)
+    if full_run is not None and not (full_run / "per_prompt.parquet").is_file():
+        raise ConfigError(f"--full-run {full_run} is not a finished extraction (per_prompt.parquet is missing)")
     pipe = AuditPipeline.from_pretrained(model)
     dataset = load_imagefolder(data, pipe.resolution)
-    targets = prompts_from_file(prompts_file, dataset) if prompts_file else most_duplicated_prompts(dataset, top)
-    scale = cfg.sample.guidance if guidance is None else guidance
-    probe_cfg = ExtractionConfig(delta=delta, edge_threshold=edge_threshold, min_clique=min_clique)
+    targets = (prompts_from_file(prompts_file, dataset) if prompts_file
+               else most_duplicated_prompts(dataset, s.prompts_top))
+    samples, scale, out = s.samples_per_prompt, cfg.sample.guidance, _out_dir(out)
+    probe_cfg = ExtractionConfig(delta=s.delta, edge_threshold=s.edge_threshold, min_clique=s.min_clique)
     with _progress() as progress:
         if tiered:
-            result = run_tiered(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, detector,
-                                confirm_fraction, full_run, progress)
-            console.print_json(data=result)
+            result = run_tiered(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, s.detector,
+                                s.confirm_fraction, full_run, progress)
+            console.print_json(data=jsonable(result))
             return
         summary = run_extraction(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, progress)
     table = Table(title=f"Extraction: {summary['extracted_images']} training images from "
@@ -170,8 +203,8 @@ def extract(
 def mia(
     model: Path, data: Path, out: Path,
     attack: Annotated[list[str] | None, typer.Option(help="Attack name; repeat. Default: all.")] = None,
-    per_side: Annotated[int, typer.Option(help="Members and non-members evaluated (each).")] = 200,
-    shadows: Annotated[int, typer.Option(help="Shadow models for LiRA (0: skip LiRA).")] = 0,
+    per_side: Annotated[int | None, typer.Option(help="Members and non-members evaluated (each).")] = None,
+    shadows: Annotated[int, typer.Option(min=0, help="Shadow models for LiRA (0: skip LiRA).")] = 0,
     shadow_steps: Annotated[int | None, typer.Option(help="Training steps of each shadow model.")] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
 ) -> None:
@@ -179,12 +212,15 @@ def mia(
     from diffaudit.attacks.mia import ATTACKS
     from diffaudit.data.imagefolder import load_imagefolder
     from diffaudit.model.pipeline import AuditPipeline
-    from diffaudit.study.mia_audit import evaluation_set, run_mia, train_shadows
+    from diffaudit.study.mia_audit import check_attacks, evaluation_set, run_mia, train_shadows
 
-    cfg = _preset(preset, config, train={"steps": shadow_steps})
+    cfg = _preset(preset, config, train={"steps": shadow_steps}, study={"mia_per_side": per_side})
+    per_side = cfg.study.mia_per_side
+    names = list(attack or [*ATTACKS, *(["lira-online", "lira-offline"] if shadows else [])])
+    check_attacks(names, shadows)
     pipe = AuditPipeline.from_pretrained(model)
     dataset = load_imagefolder(data, pipe.resolution)
-    names = list(attack or [*ATTACKS, *(["lira-online", "lira-offline"] if shadows else [])])
+    out = _out_dir(out)
     with _progress() as progress:
         shadow_models = None
         if shadows:

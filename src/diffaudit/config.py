@@ -2,33 +2,44 @@
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from diffaudit.errors import ConfigError
 
+MIN_RESOLUTION = 8  # the UNet downsamples twice or more; smaller images carry no glyph detail to audit
+
+# Bounded types: a setting outside its bounds is refused when the config is read, before any work starts.
+Positive = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+OpenFraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+Guidance = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Distance = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # tiled RMS on [0,1] pixels
+
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
 
 class DataConfig(_Frozen):
     """OpenMoji dataset: splits and the planted, LAION-like duplication plan."""
 
-    resolution: int = 32
-    seed: int = 0
-    n_member: int = 400  # unique member images before duplication
-    n_nonmember: int = 400  # IID hold-out for membership inference
-    n_calibration: int = 64  # disjoint set for DP fine-tuning
+    resolution: Annotated[int, Field(ge=MIN_RESOLUTION, le=1024)] = 32
+    seed: NonNegative = 0
+    n_member: Positive = 400  # unique member images before duplication
+    n_nonmember: Positive = 400  # IID hold-out for membership inference
+    n_calibration: Positive = 64  # disjoint set for DP fine-tuning
     # Carlini et al. 2023 §4: extraction concentrates on images duplicated ~100+ times in LAION;
     # a doubling ladder of copy counts lets the audit measure memorization against duplication.
-    exact_counts: tuple[int, ...] = (2, 4, 8, 16, 32, 64)  # same image + same caption
-    exact_per_count: int = 6
-    image_counts: tuple[int, ...] = (4, 16, 64)  # same image + different captions
-    image_per_count: int = 2
-    caption_counts: tuple[int, ...] = (4, 16)  # same caption + different images
-    caption_per_count: int = 2
+    exact_counts: tuple[Annotated[int, Field(ge=2)], ...] = (2, 4, 8, 16, 32, 64)  # same image + same caption
+    exact_per_count: NonNegative = 6
+    image_counts: tuple[Annotated[int, Field(ge=2)], ...] = (4, 16, 64)  # same image + different captions
+    image_per_count: NonNegative = 2
+    caption_counts: tuple[Annotated[int, Field(ge=2)], ...] = (4, 16)  # same caption + different images
+    caption_per_count: NonNegative = 2
 
     @model_validator(mode="after")
     def _fits(self) -> "DataConfig":
@@ -39,66 +50,64 @@ class DataConfig(_Frozen):
         )
         if planted > self.n_member:
             raise ValueError(f"duplication plan needs {planted} member images but n_member={self.n_member}")
-        if self.resolution < 8:
-            raise ValueError(f"resolution={self.resolution} is below the minimum of 8 pixels")
         return self
 
 
 class ModelConfig(_Frozen):
     """Pixel-space UNet2DConditionModel conditioned on MiniLM token embeddings."""
 
-    block_out_channels: tuple[int, ...] = (64, 128)
+    block_out_channels: tuple[Positive, ...] = Field(default=(64, 128), min_length=1)
     down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D")
     up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "UpBlock2D")
-    layers_per_block: int = 1
-    attention_head_dim: int = 8
-    norm_num_groups: int = 32
-    max_text_tokens: int = 16  # emoji captions are short; MiniLM pads/truncates to this
-    num_train_timesteps: int = 1000  # Ho et al. 2020
+    layers_per_block: Positive = 1
+    attention_head_dim: Positive = 8
+    norm_num_groups: Positive = 32
+    max_text_tokens: Annotated[int, Field(ge=2, le=512)] = 16  # emoji captions are short; MiniLM pads/truncates
+    num_train_timesteps: Annotated[int, Field(ge=2)] = 1000  # Ho et al. 2020
     beta_schedule: str = "squaredcos_cap_v2"  # Nichol & Dhariwal 2021: better than linear at low resolution
 
 
 class TrainConfig(_Frozen):
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 5e-4
-    weight_decay: float = 1e-2
-    warmup_steps: int = 50
-    ema_decay: float = 0.99
-    caption_dropout: float = 0.1  # Ho & Salimans 2022: ~10% unconditional for classifier-free guidance
-    seed: int = 0
-    checkpoint_every: int = 100
-    log_every: int = 10
-    keep_checkpoints: int = 2
+    steps: Positive = 1000
+    batch_size: Positive = 64
+    lr: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 5e-4
+    weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1e-2
+    warmup_steps: NonNegative = 50
+    ema_decay: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.99
+    caption_dropout: Fraction = 0.1  # Ho & Salimans 2022: ~10% unconditional for classifier-free guidance
+    seed: NonNegative = 0
+    checkpoint_every: Positive = 100
+    log_every: Positive = 10
+    keep_checkpoints: Positive = 2
 
 
 class SampleConfig(_Frozen):
     sampler: Literal["ddim", "dpmsolver++"] = "ddim"
-    steps: int = 25
-    guidance: float = 1.0
-    batch_size: int = 256
+    steps: Annotated[int, Field(ge=1, le=1000)] = 25
+    guidance: Guidance = 1.0
+    batch_size: Positive = 256
 
 
 class StudyConfig(_Frozen):
     """Audits and mitigation arms of `diffaudit study`. Every threshold is fixed here, before any arm runs."""
 
-    seeds: tuple[int, ...] = (0,)  # training seeds of base model and retrained arms
-    prompts_top: int = 96  # Carlini et al. 2023 attack the most-duplicated captions
-    samples_per_prompt: int = 16  # Carlini: 500; scaled down for CPU
-    delta: float = 0.15  # Carlini et al. 2023 §4.2
-    edge_threshold: float = 0.15
-    min_clique: int = 3
-    detector: str = "wen"
-    confirm_fraction: float = 0.1
+    seeds: tuple[NonNegative, ...] = Field(default=(0,), min_length=1)  # training seeds of base and retrained arms
+    prompts_top: Positive = 96  # Carlini et al. 2023 attack the most-duplicated captions
+    samples_per_prompt: Annotated[int, Field(ge=2)] = 16  # Carlini: 500; scaled down for CPU; a clique needs 2+
+    delta: Distance = 0.15  # Carlini et al. 2023 §4.2
+    edge_threshold: Distance = 0.15
+    min_clique: Annotated[int, Field(ge=2)] = 3
+    detector: str = "wen"  # names are checked against the registries in study.runner.check_names
+    confirm_fraction: OpenFraction = 0.1
     mia_attacks: tuple[str, ...] = ("loss", "pia", "secmi", "clid")
-    mia_per_side: int = 200
-    guidance_sweep: tuple[float, ...] = (1.0, 3.0, 5.0, 7.5, 10.0, 15.0)
+    mia_per_side: Annotated[int, Field(ge=2)] = 200  # an ROC needs at least two of each
+    guidance_sweep: tuple[Guidance, ...] = Field(default=(1.0, 3.0, 5.0, 7.5, 10.0, 15.0), min_length=1)
     dedup_methods: tuple[str, ...] = ("exact", "normalized", "minhash", "embedding")
-    dp_epsilons: tuple[float, ...] = (1.0, 8.0)
-    dp_steps: int = 100
-    dp_expected_batch: int = 16
-    dp_multiplicity: int = 4
-    dp_lr: float = 1e-4
+    dp_epsilons: tuple[PositiveFloat, ...] = (1.0, 8.0)
+    dp_steps: Positive = 100
+    dp_expected_batch: Positive = 16
+    dp_multiplicity: Positive = 4
+    dp_lr: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 1e-4
 
 
 class Preset(_Frozen):
@@ -160,4 +169,23 @@ def load_preset(name: str, path: Path | None = None, overrides: dict[str, dict[s
     try:
         return Preset.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(f"invalid config (preset {name!r}, file {path}): {exc}") from exc
+        source = f"file {path}" if path else "flags"
+        raise ConfigError(f"invalid config (preset {name!r}, {source}): {_errors(exc)}") from exc
+
+
+def validated(section: _Frozen, **updates: Any) -> Any:
+    """A copy of a config section with `updates` applied and checked (pydantic's model_copy does not check)."""
+    try:
+        return type(section).model_validate({**section.model_dump(), **updates})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {type(section).__name__} setting {updates}: {_errors(exc)}") from exc
+
+
+def _errors(exc: ValidationError) -> str:
+    """Pydantic's errors on one line, each as `section.field: what is wrong (got value)`."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err["loc"])
+        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        parts.append(f"{where}: {err['msg']}{got}" if where else err["msg"])
+    return "; ".join(parts)

@@ -57,9 +57,9 @@ def memorization_by_duplication(pipe: AuditPipeline, data: ImageDataset, preset:
     """Generate `samples_per_prompt` images for each target caption and measure copies of its training image."""
     targets = target_prompts(data, n_singletons, seed=preset.data.seed)
     gen_dir = out / "samples"
-    generate(pipe, targets["prompt"].tolist(), list(range(samples_per_prompt)), [preset.sample.guidance],
-             preset.sample, gen_dir, progress)
-    images, index = load_samples(gen_dir)
+    rows = generate(pipe, targets["prompt"].tolist(), list(range(samples_per_prompt)), [preset.sample.guidance],
+                    preset.sample, gen_dir, progress)
+    images, index = load_samples(gen_dir, rows)
     per_prompt = memorization_scores(images, index, data).merge(targets, on="prompt")
     rates = rate_table(per_prompt, ["dup_kind", "dup_count"])
     headline = rate_table(per_prompt.assign(group=np.select(

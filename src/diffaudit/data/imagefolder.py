@@ -5,6 +5,8 @@ Every problem is reported with the row and file that caused it, so a user can fi
 
 import hashlib
 import json
+import unicodedata
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,11 +14,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from diffaudit.config import MIN_RESOLUTION
 from diffaudit.data.openmoji import image_sha256
 from diffaudit.errors import DatasetError
 
 SPLITS = ("member", "nonmember", "calibration")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
+MIN_SOURCE_SIDE = MIN_RESOLUTION  # smaller sources would be invented by upscaling, not audited
+MAX_PIXELS = 64_000_000  # refuse decompression bombs well below Pillow's own 179 M-pixel error
+MAX_CAPTION_CHARS = 2000  # far beyond any text encoder's context; longer is a broken metadata row
+INT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # 16/32-bit integer greyscale, scaled to 8 bits
 
 
 @dataclass(frozen=True)
@@ -71,15 +78,56 @@ def _read_metadata(root: Path) -> tuple[pd.DataFrame, Path]:
     return table, path
 
 
-def _decode(path: Path, row_label: str, resolution: int | None) -> np.ndarray:
+def caption_problem(text: object) -> str | None:
+    """Why `text` cannot be a caption or prompt, or None: it must be non-empty printable UTF-8 on one line."""
+    if not isinstance(text, str) or not text.strip():
+        return f"caption is missing or empty ({text!r})"
+    for i, ch in enumerate(text):
+        if unicodedata.category(ch) in ("Cc", "Cs"):  # control characters; lone surrogates are not UTF-8
+            return f"caption {text[:40]!r} has a control or invalid character {ch!r} at position {i}"
+    if len(text) > MAX_CAPTION_CHARS:
+        return f"caption is {len(text)} characters long; the limit is {MAX_CAPTION_CHARS}"
+    return None
+
+
+def _to_rgb(im: Image.Image, label: str, path: Path) -> Image.Image:
+    """Every mode mapped to 8-bit RGB on purpose: a silent `convert("RGB")` clips 16-bit greyscale to white."""
+    if im.mode in ("F", "I;16F") or im.mode.startswith("F;"):
+        raise DatasetError(f"{label}: image {path} has floating-point pixels (mode {im.mode}); "
+                           "save it as 8- or 16-bit integer PNG")
+    if im.mode in INT_MODES:
+        pixels = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if im.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255.0
+        if pixels.min(initial=0) < 0:
+            raise DatasetError(f"{label}: image {path} has negative integer pixels (mode {im.mode})")
+        grey = np.round(np.clip(pixels / peak, 0, 1) * 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(grey[..., None], 3, axis=2), "RGB")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # OpenMoji glyphs are drawn on white
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def _decode(path: Path, label: str, resolution: int | None) -> np.ndarray:
     try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise Image.DecompressionBombError(f"{im.width}x{im.height} pixels")
+                im.load()
+                if min(im.size) < MIN_SOURCE_SIDE:
+                    raise DatasetError(f"{label}: image {path} is {im.width}x{im.height}; the smallest side must be "
+                                       f"at least {MIN_SOURCE_SIDE} pixels (smaller images are not upscaled)")
+                rgb = _to_rgb(im, label, path)
     except FileNotFoundError as exc:
-        raise DatasetError(f"{row_label}: image file {path} is missing") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DatasetError(f"{row_label}: image {path} is corrupt or truncated ({exc})") from exc
+        raise DatasetError(f"{label}: image file {path} is missing") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DatasetError(f"{label}: image {path} is too large to decode safely ({exc}); the limit is "
+                           f"{MAX_PIXELS:,} pixels: downscale it first") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{label}: image {path} is corrupt or truncated ({exc})") from exc
     if resolution is not None and rgb.size != (resolution, resolution):
         side = min(rgb.size)
         left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
@@ -95,6 +143,8 @@ def load_imagefolder(root: Path, resolution: int | None = None) -> ImageDataset:
     are derived (dup_count = how many member rows share the image's pixels).
     """
     root = Path(root)
+    if resolution is not None and not MIN_RESOLUTION <= resolution <= 1024:
+        raise DatasetError(f"resolution {resolution} is out of range: choose {MIN_RESOLUTION} to 1024 pixels")
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
     table, meta_path = _read_metadata(root)
@@ -115,9 +165,9 @@ def load_imagefolder(root: Path, resolution: int | None = None) -> ImageDataset:
     resolved_root = root.resolve()
     for i, row in enumerate(table.itertuples(index=False)):
         label = f"{meta_path.name} row {i + 1} (id {row.id!r})"
-        text = row.text
-        if not isinstance(text, str) or not text.strip():
-            raise DatasetError(f"{label}: caption is missing or empty ({text!r})")
+        problem = caption_problem(row.text)
+        if problem:
+            raise DatasetError(f"{label}: {problem}")
         if row.split not in SPLITS:
             raise DatasetError(f"{label}: unknown split {row.split!r}; expected one of {SPLITS}")
         path = (root / str(row.file_name)).resolve()

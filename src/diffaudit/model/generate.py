@@ -1,8 +1,10 @@
-"""Generate prompts x seeds x guidance scales into image shards plus an index, resumably.
+"""Generate prompts x seeds x guidance scales into image shards plus an index, resumably and keyed by content.
 
-The index (parquet) is the source of truth: a shard counts only once the index lists it, and the
-index is rewritten atomically after each shard, so a killed run resumes without losing or
-duplicating a sample.
+A sample is identified by (prompt text, seed, guidance) within a folder whose samples all share one model
+hash, sampler and step count. The index (parquet) is the source of truth: a shard counts only once the
+index lists it, and the index is rewritten atomically after each shard. So a killed run loses at most one
+shard, a reordered prompt list is a no-op, added prompts, seeds or scales extend the folder, and a changed
+model, sampler or step count is refused rather than mixed in.
 """
 
 from itertools import product
@@ -12,14 +14,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from diffaudit import faults
 from diffaudit.config import SampleConfig
-from diffaudit.errors import CheckpointError
-from diffaudit.io import write_atomic
+from diffaudit.data.imagefolder import caption_problem
+from diffaudit.errors import CheckpointError, ConfigError
+from diffaudit.io import remove_stale_temps, write_atomic
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.sample import sample
 from diffaudit.progress import Progress
 
 INDEX = "index.parquet"
+KEY = ["prompt", "seed", "guidance"]
+SHARD_SIZE = 64  # a kill loses at most this many samples (~16 s of the quick preset's sampling on 2 cores)
 
 
 def _write_shard(path: Path, images: np.ndarray) -> None:
@@ -30,57 +36,87 @@ def _write_shard(path: Path, images: np.ndarray) -> None:
     write_atomic(path, save)
 
 
+def _check_folder(out: Path, index: pd.DataFrame, want: dict) -> None:
+    """Every sample in a folder shares model, sampler and steps; name what differs instead of mixing them."""
+    if index.empty:
+        return
+    seen = index[list(want)].drop_duplicates().to_dict("records")
+    if len(seen) != 1 or seen[0] != want:
+        differ = sorted({k for rec in seen for k in want if rec[k] != want[k]})
+        have = ", ".join(f"{k}={sorted({str(r[k]) for r in seen})}" for k in differ)
+        ask = ", ".join(f"{k}={want[k]}" for k in differ)
+        raise CheckpointError(f"{out / INDEX} holds samples made with {have}; this run asks {ask}. "
+                              "Write to a new folder (samples from different settings are never mixed)")
+
+
+def requested_keys(prompts: list[str], seeds: list[int], guidances: list[float]) -> pd.DataFrame:
+    """The (prompt, seed, guidance) grid in sampling order: guidance outer, so a batch shares one scale."""
+    for p in prompts:
+        problem = caption_problem(p)
+        if problem:
+            raise ConfigError(f"prompt: {problem}")
+    grid = product(dict.fromkeys(float(g) for g in guidances), dict.fromkeys(prompts), dict.fromkeys(map(int, seeds)))
+    return pd.DataFrame([(p, s, g) for g, p, s in grid], columns=["prompt", "seed", "guidance"])
+
+
 def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidances: list[float], cfg: SampleConfig,
-             out: Path, progress: Progress | None = None, shard_size: int = 1024,
+             out: Path, progress: Progress | None = None, shard_size: int = SHARD_SIZE,
              max_shards: int | None = None) -> pd.DataFrame:
-    """Write every (prompt, seed, guidance) sample once; returns the index. `max_shards` stops early (tests)."""
+    """Write every (prompt, seed, guidance) sample once; returns the index rows of the requested samples in
+    request order (the folder may hold more). `max_shards` stops early, as a crash would (tests)."""
+    if shard_size < 1:
+        raise ConfigError(f"shard_size must be at least 1, got {shard_size}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model_hash = pipe.model_hash()
+    remove_stale_temps(out)
+    want = {"model_hash": pipe.model_hash(), "sampler": cfg.sampler, "steps": cfg.steps}
     index = pd.read_parquet(out / INDEX) if (out / INDEX).exists() else pd.DataFrame()
-    if not index.empty:
-        seen = index[["model_hash", "sampler", "steps"]].drop_duplicates().to_dict("records")
-        if seen != [{"model_hash": model_hash, "sampler": cfg.sampler, "steps": cfg.steps}]:
-            raise CheckpointError(f"{out / INDEX} holds samples from {seen}; this run uses model {model_hash}, "
-                                  f"{cfg.sampler} x{cfg.steps}: write to a new folder")
-    done = set(zip(index.get("prompt_idx", []), index.get("seed", []), index.get("guidance", []), strict=True))
-    # Guidance is the outer loop, so a shard's jobs are grouped by scale in the order they are sampled.
-    jobs = [(g, p, s) for g, p, s in product(guidances, range(len(prompts)), seeds) if (p, s, g) not in done]
-    emb = pipe.encode_text(sorted(set(prompts)))
-    lookup = {t: i for i, t in enumerate(sorted(set(prompts)))}
-    task = progress.add_task("generate", total=len(jobs) + len(done), completed=len(done)) if progress else None
-    for shards_written, start in enumerate(range(0, len(jobs), shard_size)):
+    _check_folder(out, index, want)
+    requested = requested_keys(prompts, seeds, guidances)
+    done = set(index[KEY].itertuples(index=False, name=None)) if not index.empty else set()
+    todo = [k for k in requested.itertuples(index=False, name=None) if k not in done]
+    unique = sorted(set(requested["prompt"]))
+    emb = pipe.encode_text(unique) if todo else None
+    lookup = {t: i for i, t in enumerate(unique)}
+    task = (progress.add_task("generate", total=len(requested), completed=len(requested) - len(todo))
+            if progress else None)
+    next_shard = int(index["shard"].str[6:11].astype(int).max()) + 1 if not index.empty else 0
+    for shards_written, start in enumerate(range(0, len(todo), shard_size)):
         if max_shards is not None and shards_written >= max_shards:
             break
-        chunk = jobs[start: start + shard_size]
+        chunk = todo[start: start + shard_size]
         images, evals = [], []
-        for g in dict.fromkeys(j[0] for j in chunk):  # one sampler call per guidance scale in the shard
-            part = [j for j in chunk if j[0] == g]
-            cond = emb[torch.tensor([lookup[prompts[p]] for _, p, _ in part])]
-            before = pipe.denoiser.evaluations
-            images.append(sample(pipe, cond, [s for _, _, s in part], g, cfg.steps, cfg.sampler, cfg.batch_size))
-            evals += [(pipe.denoiser.evaluations - before) // len(part)] * len(part)
-        shard = f"shard-{index['shard'].nunique() if not index.empty else 0:05d}.npy"
+        for g in dict.fromkeys(j[2] for j in chunk):  # one sampler call per guidance scale in the shard
+            part = [j for j in chunk if j[2] == g]
+            cond = emb[torch.tensor([lookup[p] for p, _, _ in part])]
+            with pipe.denoiser.counting() as spent:
+                images.append(sample(pipe, cond, [s for _, s, _ in part], g, cfg.steps, cfg.sampler,
+                                     min(cfg.batch_size, shard_size)))
+            evals += [spent.evaluations // len(part)] * len(part)
+        shard = f"shard-{next_shard + shards_written:05d}.npy"
         _write_shard(out / shard, np.concatenate(images))
-        rows = pd.DataFrame({
-            "prompt_idx": [p for _, p, _ in chunk], "prompt": [prompts[p] for _, p, _ in chunk],
-            "seed": [s for _, _, s in chunk], "guidance": [float(g) for g, _, _ in chunk],
-            "steps": cfg.steps, "sampler": cfg.sampler, "shard": shard, "offset": np.arange(len(chunk)),
-            "model_hash": model_hash, "unet_evals": evals,
-        })
+        rows = pd.DataFrame(chunk, columns=KEY).assign(
+            steps=cfg.steps, sampler=cfg.sampler, shard=shard, offset=np.arange(len(chunk)),
+            model_hash=want["model_hash"], unet_evals=evals)
         index = pd.concat([index, rows], ignore_index=True)
         write_atomic(out / INDEX, lambda tmp, idx=index: idx.to_parquet(tmp, index=False))
+        faults.point("generate-shard")
         if task is not None:
             progress.advance(task, len(chunk))
-    return index
+    return requested.merge(index, on=KEY, how="inner")
 
 
-def load_samples(out: Path) -> tuple[np.ndarray, pd.DataFrame]:
-    """All generated images (uint8 N x H x W x 3) in index order, with the index."""
+def load_samples(out: Path, rows: pd.DataFrame | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """Generated images (uint8 N x H x W x 3) with their index rows: those of `rows` (e.g. what `generate`
+    returned) in that order, or every sample in the folder. Shards are memory-mapped, read once each."""
     out = Path(out)
     if not (out / INDEX).exists():
         raise CheckpointError(f"{out} holds no generated samples ({INDEX} is missing)")
-    index = pd.read_parquet(out / INDEX)
-    shards = {name: np.load(out / name, allow_pickle=False) for name in index["shard"].unique()}
-    images = np.stack([shards[s][o] for s, o in zip(index["shard"], index["offset"], strict=True)])
+    index = (pd.read_parquet(out / INDEX) if rows is None else rows).reset_index(drop=True)
+    if index.empty:
+        raise CheckpointError(f"{out} holds none of the requested samples")
+    shards = {name: np.load(out / name, mmap_mode="r", allow_pickle=False) for name in index["shard"].unique()}
+    images = np.empty((len(index), *next(iter(shards.values())).shape[1:]), dtype=np.uint8)
+    for name, group in index.groupby("shard", sort=False):
+        images[group.index.to_numpy()] = shards[name][group["offset"].to_numpy()]
     return images, index

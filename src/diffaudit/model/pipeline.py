@@ -6,9 +6,8 @@ weights). Audits only use the verbs here, so they work unchanged on either.
 
 import hashlib
 import json
-import shutil
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +17,16 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 from diffaudit.config import ModelConfig
 from diffaudit.errors import CheckpointError
+from diffaudit.io import atomic_dir
 from diffaudit.model.text import MiniLMEncoder
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 OUR_CLASS = "DiffauditPipeline"
+
+
+@dataclass
+class EvaluationCount:
+    evaluations: int = 0
 
 
 class CountingDenoiser:
@@ -34,6 +39,16 @@ class CountingDenoiser:
     def __call__(self, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
         self.evaluations += x.shape[0]
         return self.unet(x, t, encoder_hidden_states=cond).sample
+
+    @contextmanager
+    def counting(self) -> Iterator[EvaluationCount]:
+        """Evaluations spent inside the block, read from this counter rather than by callers' subtraction."""
+        spent = EvaluationCount()
+        before = self.evaluations
+        try:
+            yield spent
+        finally:
+            spent.evaluations = self.evaluations - before
 
 
 class CLIPEncoder:
@@ -104,44 +119,42 @@ class AuditPipeline:
         """Write a diffusers-style folder atomically (built beside the target, then renamed)."""
         if self.kind != "diffaudit":
             raise CheckpointError("only diffaudit's own models are saved; a Stable Diffusion folder is read-only here")
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_dir(Path(folder)) as tmp:
             self.unet.save_pretrained(tmp / "unet", safe_serialization=True)
             self.scheduler.save_pretrained(tmp / "scheduler")
             (tmp / "model_index.json").write_text(json.dumps({
                 "_class_name": OUR_CLASS, "_diffusers_version": diffusers.__version__,
                 "resolution": self.resolution, "text_encoder": self.text_config,
             }, indent=2))
-            if folder.exists():
-                shutil.rmtree(folder)
-            tmp.rename(folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def from_pretrained(cls, folder: Path) -> "AuditPipeline":
         """Load diffaudit's own folder or a Stable Diffusion (diffusers layout) folder from a local path."""
         folder = Path(folder)
         index_path = folder / "model_index.json"
-        if not index_path.exists():
+        if not index_path.is_file():
             raise CheckpointError(f"{folder} is not a model folder: model_index.json is missing")
         refuse_pickles(folder)
-        index = json.loads(index_path.read_text())
+        try:
+            index = json.loads(index_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{index_path} is not valid JSON ({exc}); restore it or re-save the model") from exc
+        if not isinstance(index, dict):
+            raise CheckpointError(f"{index_path} must hold a JSON object, not {type(index).__name__}")
         try:
             unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True).eval()
             scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
             if index.get("_class_name") == OUR_CLASS:
                 text = index["text_encoder"]
-                return cls(unet, scheduler, MiniLMEncoder(text["max_tokens"]), index["resolution"],
+                return cls(unet, scheduler, MiniLMEncoder(int(text["max_tokens"])), int(index["resolution"]),
                            text_config=text)
             vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True).eval()
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"cannot load model folder {folder}: {exc}") from exc
+            encoder = CLIPEncoder(folder)
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+            raise CheckpointError(f"cannot load model folder {folder}: {what}") from exc
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        return cls(unet, scheduler, CLIPEncoder(folder), unet.config.sample_size * factor, vae=vae,
-                   kind="stable-diffusion")
+        return cls(unet, scheduler, encoder, unet.config.sample_size * factor, vae=vae, kind="stable-diffusion")
 
 
 def refuse_pickles(folder: Path) -> None:

@@ -6,7 +6,6 @@ so a run resumed from a checkpoint continues exactly as an uninterrupted one wou
 
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,10 +15,11 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 
+from diffaudit import faults
 from diffaudit.config import TrainConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import CheckpointError
-from diffaudit.io import write_json, write_text
+from diffaudit.io import atomic_dir, remove_stale_temps, write_json, write_text
 from diffaudit.model.pipeline import AuditPipeline, refuse_pickles
 from diffaudit.progress import Progress
 
@@ -44,42 +44,53 @@ def _checkpoints(out: Path) -> list[Path]:
 
 
 def _save_checkpoint(out: Path, step: int, pipe: AuditPipeline, ema: EMAModel, opt: torch.optim.Optimizer,
-                     lr_sched: torch.optim.lr_scheduler.LRScheduler, meta: dict, keep: int) -> None:
-    final = out / "checkpoints" / f"step-{step:06d}"
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".ckpt.", dir=final.parent))
-    try:
+                     lr_sched: torch.optim.lr_scheduler.LRScheduler, meta: dict, keep: int, seconds: float) -> None:
+    with atomic_dir(out / "checkpoints" / f"step-{step:06d}") as tmp:
         save_file({k: v.contiguous() for k, v in pipe.unet.state_dict().items()}, tmp / "unet.safetensors")
         save_file({f"p{i}": p.contiguous() for i, p in enumerate(ema.shadow_params)}, tmp / "ema.safetensors")
         # Tensors-only state loaded back with weights_only=True, which refuses arbitrary pickled objects.
         torch.save({"optimizer": opt.state_dict(), "lr_scheduler": lr_sched.state_dict()}, tmp / "optimizer.state")
-        (tmp / "state.json").write_text(json.dumps({**meta, "step": step}))
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "state.json").write_text(json.dumps({**meta, "step": step, "seconds": round(seconds, 2)}))
     for old in _checkpoints(out)[:-keep]:
         shutil.rmtree(old)
 
 
 def _resume(out: Path, pipe: AuditPipeline, ema: EMAModel, opt: torch.optim.Optimizer,
-            lr_sched: torch.optim.lr_scheduler.LRScheduler, meta: dict) -> int:
+            lr_sched: torch.optim.lr_scheduler.LRScheduler, meta: dict) -> tuple[int, float]:
+    """Load the newest checkpoint; returns (its step, training seconds spent before it)."""
     ckpts = _checkpoints(out)
     if not ckpts:
-        return 0
+        return 0, 0.0
     ckpt = ckpts[-1]
     refuse_pickles(ckpt)
-    state = json.loads((ckpt / "state.json").read_text())
-    if {k: state.get(k) for k in meta} != meta:
-        raise CheckpointError(f"checkpoint {ckpt} was made with a different config or dataset; "
-                              "train into a new output folder or delete its checkpoints/")
-    pipe.unet.load_state_dict(load_file(ckpt / "unet.safetensors"))
-    shadow = load_file(ckpt / "ema.safetensors")
-    ema.shadow_params = [shadow[f"p{i}"] for i in range(len(shadow))]
-    ema.optimization_step = state["step"]
-    opt_state = torch.load(ckpt / "optimizer.state", weights_only=True)
-    opt.load_state_dict(opt_state["optimizer"])
-    lr_sched.load_state_dict(opt_state["lr_scheduler"])
-    return state["step"]
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+        if {k: state.get(k) for k in meta} != meta:
+            raise CheckpointError(f"checkpoint {ckpt} was made with a different config or dataset; "
+                                  "train into a new output folder or delete its checkpoints/")
+        pipe.unet.load_state_dict(load_file(ckpt / "unet.safetensors"))
+        shadow = load_file(ckpt / "ema.safetensors")
+        ema.shadow_params = [shadow[f"p{i}"] for i in range(len(shadow))]
+        ema.optimization_step = state["step"]
+        opt_state = torch.load(ckpt / "optimizer.state", weights_only=True)
+        opt.load_state_dict(opt_state["optimizer"])
+        lr_sched.load_state_dict(opt_state["lr_scheduler"])
+    except CheckpointError:
+        raise
+    except Exception as exc:  # a tampered or truncated file: never fall back to unsafe loading
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {ckpt} is unreadable ({type(exc).__name__}: {first[:200]}); "
+                              f"delete that folder to resume from an earlier checkpoint, or train into a new "
+                              "output folder") from exc
+    return int(state["step"]), float(state.get("seconds", 0.0))
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log line; a line cut short by a kill mid-write counts as not logged."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")
 
 
 def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, progress: Progress | None = None,
@@ -98,10 +109,11 @@ def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, 
     lr_sched = get_scheduler("constant_with_warmup", opt, num_warmup_steps=cfg.warmup_steps)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
     meta = {"train_config": cfg.model_dump(), "dataset_version": data.version}
-    start = _resume(out, pipe, ema, opt, lr_sched, meta)
+    remove_stale_temps(out)
+    start, spent = _resume(out, pipe, ema, opt, lr_sched, meta)
     log_path = out / "train_log.jsonl"
     kept = [ln for ln in (log_path.read_text().splitlines() if log_path.exists() else [])
-            if json.loads(ln)["step"] <= start]
+            if _logged_step(ln) <= start]
     write_text(log_path, "".join(ln + "\n" for ln in kept))
     n = len(x0)
     task = progress.add_task("train", total=cfg.steps, completed=start) if progress else None
@@ -128,18 +140,20 @@ def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, 
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
                 log.write(json.dumps({"step": done, "loss": float(np.mean(running)), "lr": lr_sched.get_last_lr()[0],
-                                      "seconds": round(time.perf_counter() - t0, 2)}) + "\n")
+                                      "seconds": round(spent + time.perf_counter() - t0, 2)}) + "\n")
                 log.flush()
                 running = []
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                _save_checkpoint(out, done, pipe, ema, opt, lr_sched, meta, cfg.keep_checkpoints)
+                _save_checkpoint(out, done, pipe, ema, opt, lr_sched, meta, cfg.keep_checkpoints,
+                                 spent + time.perf_counter() - t0)
             if task is not None:
                 progress.update(task, advance=1, description=f"train loss {loss.item():.4f}")
+            faults.point("train-step")
     ema.copy_to(unet.parameters())
     unet.eval().requires_grad_(False)
     pipe.save_pretrained(out / "model")
     write_json(out / "model" / "training_manifest.json", {
         **meta, "model_hash": pipe.model_hash(), "steps": cfg.steps, "rows": n,
-        "seconds": round(time.perf_counter() - t0, 1), "weights": "EMA",
+        "seconds": round(spent + time.perf_counter() - t0, 1), "weights": "EMA",  # summed over resumed parts
     })
     return pipe

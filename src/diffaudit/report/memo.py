@@ -44,16 +44,16 @@ GLOSSARY = [
 ]
 
 
-def pct(x: float) -> str:
-    return f"{100 * x:.0f}%" if math.isfinite(x) else "n/a"
+def pct(x: float | None) -> str:
+    return f"{100 * x:.0f}%" if x is not None and math.isfinite(x) else "n/a"  # null in strict JSON
 
 
 def span(low: float, high: float) -> str:
     return f"{pct(low)} to {pct(high)}"
 
 
-def signed(x: float) -> str:
-    return f"{'+' if x >= 0 else '−'}{100 * abs(x):.0f}%" if math.isfinite(x) else "n/a"
+def signed(x: float | None) -> str:
+    return f"{'+' if x >= 0 else '−'}{100 * abs(x):.0f}%" if x is not None and math.isfinite(x) else "n/a"
 
 
 def p_text(p: float) -> str:

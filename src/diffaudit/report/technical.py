@@ -39,6 +39,11 @@ METHODS = [
 ]
 
 
+
+def _num(x: float | None) -> str:
+    """Three significant digits; null (strict JSON's NaN) as n/a."""
+    return "n/a" if x is None else f"{x:.3g}"
+
 def _uri(path: Path) -> str | None:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode() if path.exists() else None
 
@@ -73,7 +78,8 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
     for row in [r for r in res.rows if r.get("kind") != "detection"]:
         summary = json.loads((res.run / f"seed{row['seed']}" / row["arm"] / "extraction" / "summary.json").read_text())
         buckets = by_dup(summary).merge(by_dup(summary, "oracle_by_dup"), on="dup_bucket", suffixes=("", "_oracle"))
-        body = (f"<p>Probe precision {row['probe_precision']:.3g}, recall {row['probe_recall']:.3g} against the oracle "
+        body = (f"<p>Probe precision {_num(row['probe_precision'])}, recall {_num(row['probe_recall'])} against "
+                f"the oracle "
                 f"({row['oracle_memorized_prompts']} memorized prompts); guidance {row['guidance']:g}; "
                 f"{row['extraction_unet_evals']} UNet evaluations; model {row['model_hash'][:12]}.</p>"
                 + _table(buckets))

@@ -15,7 +15,7 @@ import pandas as pd
 
 from diffaudit.data.imagefolder import load_imagefolder
 from diffaudit.io import write_text
-from diffaudit.model.generate import load_samples
+from diffaudit.model.generate import INDEX, KEY, load_samples
 from diffaudit.report.figures import pair_image
 from diffaudit.report.results import StudyResults
 
@@ -48,12 +48,12 @@ def extracted_pairs(res: StudyResults) -> list[dict]:
             if pairs.empty:
                 continue
             per_prompt = pd.read_parquet(folder / "per_prompt.parquet").set_index("prompt")
-            images, index = load_samples(folder / "samples")
-            images = images[(index["guidance"] == res.row(arm, seed)["guidance"]).to_numpy()]  # as the probe saw
-            for p in pairs.itertuples():
+            index = pd.read_parquet(folder / "samples" / INDEX)
+            images, _ = load_samples(folder / "samples", pairs[KEY].merge(index, on=KEY, how="left"))
+            for i, p in enumerate(pairs.itertuples()):
                 info = per_prompt.loc[p.prompt]
                 rows.append({
-                    "pair": _png_uri(images[int(p.sample)], members.images[int(p.train_idx)]), "arm": arm,
+                    "pair": _png_uri(images[i], members.images[int(p.train_idx)]), "arm": arm,
                     "seed": seed, "prompt": p.prompt, "distance": round(float(p.distance), 4),
                     "dup_count": int(info["dup_count"]), "dup_kind": str(info["dup_kind"]),
                     "clique": int(info["clique"]), "detector_score": round(float(detector[p.prompt]), 4)

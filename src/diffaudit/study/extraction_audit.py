@@ -57,13 +57,13 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
     out = Path(out)
     members = data.split("member")
     gen_dir = out / "samples"
-    generate(pipe, prompts["prompt"].tolist(), list(range(samples_per_prompt)), [guidance], sample_cfg, gen_dir,
-             progress)
-    images, index = load_samples(gen_dir)
-    keep = index["guidance"] == guidance
-    images, index = images[keep.to_numpy()], index[keep].reset_index(drop=True)
+    rows = generate(pipe, prompts["prompt"].tolist(), list(range(samples_per_prompt)), [guidance], sample_cfg,
+                    gen_dir, progress)
+    images, index = load_samples(gen_dir, rows)
     train_dup = members.table["dup_count"].to_numpy()
     per_prompt, pairs = probe(images, index, members.images, train_dup, cfg)
+    pairs = pairs.assign(seed=index["seed"].to_numpy()[pairs["sample"].to_numpy(dtype=int)],
+                         guidance=index["guidance"].to_numpy()[pairs["sample"].to_numpy(dtype=int)])
     per_prompt = (per_prompt.merge(oracle(images, index, members.images, cfg.delta), on="prompt")
                   .merge(prompts, on="prompt"))
     per_prompt["extracted"] = per_prompt["extracted_images"] > 0
@@ -101,9 +101,9 @@ def run_tiered(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: pd.D
     """
     out = Path(out)
     det = DETECTORS[detector]()
-    before = pipe.denoiser.evaluations
-    scores = det.score(pipe, prompts["prompt"].tolist())
-    detect_evals = pipe.denoiser.evaluations - before
+    with pipe.denoiser.counting() as spent:
+        scores = det.score(pipe, prompts["prompt"].tolist())
+    detect_evals = spent.evaluations
     ranked = prompts.assign(detector_score=scores).sort_values("detector_score", ascending=False)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "detector_scores.parquet", lambda p: ranked.to_parquet(p, index=False))

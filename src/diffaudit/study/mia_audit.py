@@ -20,6 +20,8 @@ from diffaudit.model.train import train
 from diffaudit.progress import Progress
 from diffaudit.report.figures import roc_figure
 
+LIRA = ("lira-online", "lira-offline")
+
 
 def evaluation_set(data: ImageDataset, per_side: int, seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
     """Unique member images (with their most frequent caption) and non-members, `per_side` of each, IID."""
@@ -60,14 +62,19 @@ def train_shadows(images: np.ndarray, table: pd.DataFrame, preset: Preset, count
     return shadows
 
 
+def check_attacks(attacks: list[str], shadows: int) -> None:
+    """Refuse unknown attack names, and LiRA without shadows, before any model is loaded or trained."""
+    unknown = [a for a in attacks if a not in ATTACKS and a not in LIRA]
+    if unknown or not attacks:
+        raise ConfigError(f"unknown attack(s) {unknown}; choose from {[*ATTACKS, *LIRA]}")
+    if any(a in LIRA for a in attacks) and not shadows:
+        raise ConfigError("LiRA needs shadow models: pass --shadows K")
+
+
 def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[str], per_side: int,
             shadows: list[Shadow] | None = None, progress: Progress | None = None, seed: int = 0) -> dict:
     """Score the evaluation set with each attack; write per-sample scores, ROC summaries and a figure."""
-    unknown = [a for a in attacks if a not in ATTACKS and a not in ("lira-online", "lira-offline")]
-    if unknown:
-        raise ConfigError(f"unknown attack(s) {unknown}; choose from {[*ATTACKS, 'lira-online', 'lira-offline']}")
-    if any(a.startswith("lira") for a in attacks) and not shadows:
-        raise ConfigError("LiRA needs shadow models: pass --shadows K")
+    check_attacks(attacks, len(shadows or []))
     images, table = evaluation_set(data, per_side, seed)
     batch = query_batch(pipe, images, table["text"].tolist())
     labels = table["label"].to_numpy()
@@ -76,14 +83,14 @@ def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[st
     task = progress.add_task("membership inference", total=len(attacks)) if progress else None
     for name in attacks:
         attack = LiRA(shadows, online=name == "lira-online") if name.startswith("lira") else ATTACKS[name]()
-        before = pipe.denoiser.evaluations
-        scores = attack.score(pipe, batch)
+        with pipe.denoiser.counting() as spent:
+            scores = attack.score(pipe, batch)
         table[f"score_{name}"] = scores
         singles = (table["label"] == 0) | (table["dup_count"] == 1)
         results[name] = {
             "all": roc_summary(labels, scores, seed=seed),
             "singleton_members": roc_summary(labels[singles], scores[singles], seed=seed),
-            "queries_per_sample": (pipe.denoiser.evaluations - before) / len(table),
+            "queries_per_sample": spent.evaluations / len(table),
         }
         if progress is not None:
             progress.advance(task)

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from diffaudit import faults
 from diffaudit.attacks.extraction import ExtractionConfig
-from diffaudit.config import Preset
+from diffaudit.config import Preset, StudyConfig
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
 from diffaudit.demo import prepare_data, prepare_model
 from diffaudit.errors import ConfigError
-from diffaudit.io import write_json
+from diffaudit.io import jsonable, remove_stale_temps, write_json
 from diffaudit.mitigations.dedup import DedupConfig, deduplicate
 from diffaudit.mitigations.dp_finetune import DPConfig, dp_finetune
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
@@ -35,9 +36,23 @@ def _step(run: Path, name: str, fn: Callable[[], dict]) -> dict:
     path = run / "steps" / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
-    result = fn()
+    result = jsonable(fn())  # as a resumed run will read it back: NaN is null either way
     write_json(path, result)
+    faults.point("study-step")
     return result
+
+
+def check_names(cfg: StudyConfig) -> None:
+    """Every attack, detector and dedup method named in the config exists: checked before any work starts."""
+    from diffaudit.attacks.detect import DETECTORS
+    from diffaudit.attacks.mia import ATTACKS
+    from diffaudit.mitigations.dedup import METHODS
+
+    for field, names, known in (("mia_attacks", cfg.mia_attacks, ATTACKS), ("detector", [cfg.detector], DETECTORS),
+                                ("dedup_methods", cfg.dedup_methods, METHODS)):
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"study.{field}: unknown name(s) {unknown}; choose from {sorted(known)}")
 
 
 class Study:
@@ -131,7 +146,9 @@ class Study:
 
 def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
     """Run (or resume) every arm for every seed; write and return the comparison table."""
+    check_names(preset.study)
     _check_same_config(Path(run), preset)
+    remove_stale_temps(Path(run))
     study = Study(preset, run, reference, progress)
     base = study.base(preset.study.seeds[0])
     write_run_record(study.run, preset.model_dump(), {"dataset": study.data.version, "base_model": base.model_hash()})

@@ -30,15 +30,24 @@ def mlflow_uri(run: Path) -> str:
 
 
 def log_to_mlflow(run: Path, experiment: str, name: str, params: dict, metrics: dict, artifacts: list[Path]) -> None:
-    """One MLflow run per study arm, so `mlflow ui --backend-store-uri <mlflow_uri>` lists them side by side."""
+    """One MLflow run per study arm, so `mlflow ui --backend-store-uri <mlflow_uri>` lists them side by side.
+
+    Logged once: a resumed study finds the arm's finished MLflow run and skips it; a run left unfinished by a
+    crash mid-logging is deleted and logged again.
+    """
     import mlflow
 
     (run / "mlruns").mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(mlflow_uri(run))
-    if mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(experiment, artifact_location=(run / "mlruns" / "artifacts").resolve().as_uri())
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=name):
+    found = mlflow.get_experiment_by_name(experiment)
+    exp_id = found.experiment_id if found else mlflow.create_experiment(
+        experiment, artifact_location=(run / "mlruns" / "artifacts").resolve().as_uri())
+    client = mlflow.MlflowClient()
+    for old in client.search_runs([exp_id], filter_string=f"tags.mlflow.runName = '{name}'"):
+        if old.info.status == "FINISHED":
+            return
+        client.delete_run(old.info.run_id)
+    with mlflow.start_run(experiment_id=exp_id, run_name=name):
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
         for path in artifacts:

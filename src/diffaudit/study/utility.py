@@ -95,11 +95,11 @@ class UtilityProbe:
         return cls(encoder, encoder.features(held_out.images), held_out, steps, sampler)
 
     def measure(self, pipe: AuditPipeline, guidance: float) -> dict:
-        before = pipe.denoiser.evaluations
-        batch = query_batch(pipe, self.held_out.images, self.held_out.texts)
-        loss = float(denoising_loss(pipe, batch, tuple(range(50, 1000, 100)), draws=1).mean())
-        seeds = list(range(len(self.held_out)))
-        generated = sample(pipe, batch.cond, seeds, guidance, self.steps, self.sampler)
+        with pipe.denoiser.counting() as spent:
+            batch = query_batch(pipe, self.held_out.images, self.held_out.texts)
+            loss = float(denoising_loss(pipe, batch, tuple(range(50, 1000, 100)), draws=1).mean())
+            seeds = list(range(len(self.held_out)))
+            generated = sample(pipe, batch.cond, seeds, guidance, self.steps, self.sampler)
         fd = frechet_distance(self.encoder.features(generated), self.real_features)
         return {"heldout_loss": loss, "frechet_distance": fd, "utility_prompts": len(seeds),
-                "utility_unet_evaluations": pipe.denoiser.evaluations - before}
+                "utility_unet_evaluations": spent.evaluations}
