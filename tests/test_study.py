@@ -35,3 +35,21 @@ def test_study_runs_every_arm_and_resumes(tiny_study_dir: Path, tiny: Preset, mo
     monkeypatch.setattr(runner, "train", refuse)
     again = run_study(preset, run, tiny_model_dir, make_progress(disable=True))
     assert again.equals(table)
+    assert _mlflow_run_names(run) == sorted(f"seed0-{arm}" for arm in [*table["arm"], "base-tiered"]), \
+        "a resumed study logs no arm twice"
+
+    def bare(name: str) -> None:
+        raise AssertionError(f"bare {name} is not JSON")
+
+    for path in [run / "results.json", *(run / "steps").glob("*.json")]:
+        json.loads(path.read_text(), parse_constant=bare)
+
+
+def _mlflow_run_names(run: Path) -> list[str]:
+    import mlflow
+
+    from diffaudit.study.tracking import mlflow_uri
+
+    mlflow.set_tracking_uri(mlflow_uri(run))
+    found = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    return sorted(r.info.run_name for r in found)

@@ -65,9 +65,16 @@ def _read_metadata(root: Path) -> tuple[pd.DataFrame, Path]:
             records = []
             for i, ln in enumerate(lines, 1):
                 try:
-                    records.append(json.loads(ln))
+                    record = json.loads(ln)
                 except json.JSONDecodeError as exc:
                     raise DatasetError(f"{path}:{i}: not valid JSON ({exc.msg})") from exc
+                if not isinstance(record, dict):
+                    raise DatasetError(f"{path}:{i}: each line must be a JSON object")
+                problem = caption_problem(record.get("text"))
+                if problem:  # checked here too: some (e.g. lone surrogates) cannot even enter a table
+                    row_id = record.get("id", Path(str(record.get("file_name"))).stem)
+                    raise DatasetError(f"{path.name} row {i} (id {str(row_id)!r}): {problem}")
+                records.append(record)
             table = pd.DataFrame.from_records(records)
         elif path.suffix == ".csv":
             table = pd.read_csv(path, dtype={"text": object}, keep_default_na=False)
