@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from diffaudit import faults
 from diffaudit.config import PRESETS, Preset
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
 from diffaudit.data.openmoji import build_openmoji
@@ -47,7 +48,17 @@ def tiny_study_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset, tiny_
     still yields extracted pairs for the reports and viewer to show (every arm extracts every prompt)."""
     from diffaudit.study.runner import run_study
 
-    preset = tiny.model_copy(update={"study": tiny.study.model_copy(update={"delta": 1.0, "edge_threshold": 1.0})})
     run = tmp_path_factory.mktemp("study") / "run"
-    run_study(preset, run, tiny_model_dir, make_progress(disable=True))
+    before = faults.calls()
+    run_study(loose_study(tiny), run, tiny_model_dir, make_progress(disable=True))
+    # How many crash points an uninterrupted study passes: the fault tests draw their kill points below it.
+    (run.parent / "crash_points.txt").write_text(str(faults.calls() - before))
     return run
+
+
+def loose_study(tiny: Preset) -> Preset:
+    """The tiny preset with thresholds at 1.0 (see `tiny_study_dir`); its TOML form is `LOOSE_TOML`."""
+    return tiny.model_copy(update={"study": tiny.study.model_copy(update={"delta": 1.0, "edge_threshold": 1.0})})
+
+
+LOOSE_TOML = "[study]\ndelta = 1.0\nedge_threshold = 1.0\n"

@@ -123,6 +123,8 @@ def _decode(path: Path, label: str, resolution: int | None) -> np.ndarray:
             with Image.open(path) as im:
                 if im.width * im.height > MAX_PIXELS:
                     raise Image.DecompressionBombError(f"{im.width}x{im.height} pixels")
+                im.verify()  # chunk checksums and the end marker: a cut file can still decode whole pixels
+            with Image.open(path) as im:
                 im.load()
                 if min(im.size) < MIN_SOURCE_SIDE:
                     raise DatasetError(f"{label}: image {path} is {im.width}x{im.height}; the smallest side must be "
