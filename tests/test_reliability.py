@@ -48,11 +48,22 @@ def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *a
     (["mia", "{model}", "{data}", "{tmp}/m", "--per-side", "0"], None, "study.mia_per_side"),
     (["mia", "{model}", "{data}", "{tmp}/m", "--attack", "lira-online"], None, "LiRA needs shadow models"),
     (["study", "--out", "{tmp}/s"], "[study]\nmia_attacks = ['loss', 'telepathy']\n", "telepathy"),
+    (["train", "{data}", "{tmp}/o"], "[train]\nsteps = \"3\"\n", "train.steps"),
+    (["train", "{data}", "{tmp}/o"], "[train]\nseed = 99999999999999999999\n", "train.seed"),
+    (["train", "{data}", "{tmp}/o"], "[model]\nnorm_num_groups = 5\n", "norm_num_groups=5 must divide"),
+    (["train", "{data}", "{tmp}/o"], "[model]\nblock_out_channels = [16]\n", "one entry per level"),
+    (["generate", "{model}", "{tmp}/g", "--prompt", "cat emoji"], "[sample]\nsteps = true\n", "sample.steps"),
+    (["generate", "{model}", "{tmp}/g", "--prompt", "cat\u0001emoji"], None, "control"),
+    (["generate", "{model}", "{tmp}/g", "--prompts-file", "{tmp}"], None, "is a folder"),
+    (["generate", "{model}", "{tmp}/g", "--prompt", "cat", "--seeds", "99999999999999999999"], None, "seeds"),
+    (["train", "{data}", "{tmp}/afile"], None, "is not a folder"),
+    (["data", "check", "{tmp}/[/x]"], None, "[/x] does not exist"),
 ])
 def test_bad_settings_are_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str], tiny_data_dir: Path,
                                                   tiny_model_dir: Path, args: list[str], toml: str | None,
                                                   named: str) -> None:
+    (tmp_path / "afile").write_text("not a folder")
     fill = {"data": str(tiny_data_dir), "model": str(tiny_model_dir), "tmp": str(tmp_path)}
     argv = [a.format(**fill) for a in args] + ["--preset", "tiny"] * (args[0] != "data")
     if toml is not None:
@@ -62,6 +73,7 @@ def test_bad_settings_are_refused_before_any_work(tmp_path: Path, monkeypatch: p
     assert code == 2 and named in err and "Traceback" not in err
     assert len(err.strip().splitlines()) <= 3, "one error, not a dump"
     assert not any(p.name in ("o", "g", "e", "m", "s") for p in tmp_path.iterdir()), "nothing written"
+    assert (tmp_path / "afile").read_text() == "not a folder"
 
 
 def test_config_help_keeps_its_section_names(monkeypatch: pytest.MonkeyPatch,
@@ -193,7 +205,7 @@ def test_corrupt_or_hostile_optimizer_state_is_refused(tmp_path: Path, tiny: Pre
     state.write_bytes(content)
     with pytest.raises(CheckpointError, match="is unreadable") as info:
         train(build_pipeline(tiny.model, tiny.data.resolution), tiny_data, tiny.train, tmp_path)
-    assert "weights_only=False" not in str(info.value) and "pwned" not in capsys.readouterr().out
+    assert "weights_only" not in str(info.value) and "pwned" not in capsys.readouterr().out
 
 
 def test_stale_temps_are_cleaned_and_durations_summed(tmp_path: Path, tiny: Preset, tiny_data: ImageDataset) -> None:
@@ -221,3 +233,53 @@ def test_json_is_strict(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "r.json").read_text(), parse_constant=refuse)
     assert data == {"auc": None, "tpr": 0.5, "n": 3, "ci": [None, 1.0], "path": str(tmp_path)}
     assert dumps([math.nan]) == "[null]"
+
+
+def test_an_edited_noise_schedule_is_not_mixed_in(tmp_path: Path, tiny: Preset, tiny_model_dir: Path) -> None:
+    import shutil
+
+    edited = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, edited)
+    config = json.loads((edited / "scheduler" / "scheduler_config.json").read_text())
+    (edited / "scheduler" / "scheduler_config.json").write_text(json.dumps({**config, "beta_schedule": "linear"}))
+    generate(AuditPipeline.from_pretrained(tiny_model_dir), PROMPTS[:1], [0], [1.0], tiny.sample, tmp_path / "g")
+    with pytest.raises(CheckpointError, match="pipeline_config="):
+        generate(AuditPipeline.from_pretrained(edited), PROMPTS[:1], [0, 1], [1.0], tiny.sample, tmp_path / "g")
+
+
+def test_model_index_values_are_checked(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, broken)
+    index = json.loads((broken / "model_index.json").read_text())
+    (broken / "model_index.json").write_text(json.dumps({**index, "resolution": -5}))
+    with pytest.raises(CheckpointError, match="resolution must be an integer from 8"):
+        AuditPipeline.from_pretrained(broken)
+
+
+def test_corrupt_checkpoint_state_is_named(tmp_path: Path, tiny: Preset, tiny_data: ImageDataset) -> None:
+    train(build_pipeline(tiny.model, tiny.data.resolution), tiny_data, tiny.train, tmp_path, stop_after=2)
+    state = next((tmp_path / "checkpoints").glob("step-*")) / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "seconds": "abc"}))
+    with pytest.raises(CheckpointError, match="is unreadable"):
+        train(build_pipeline(tiny.model, tiny.data.resolution), tiny_data, tiny.train, tmp_path)
+
+
+def test_user_metadata_edge_cases(one_image: Path) -> None:
+    Image.new("RGB", (16, 16)).save(one_image / "a.png")
+    row = {"file_name": "a.png", "text": "line\u2028separator is legal JSON"}
+    (one_image / "metadata.jsonl").write_text("\ufeff" + json.dumps(row, ensure_ascii=False) + "\n")
+    data = load_imagefolder(one_image)
+    assert data.texts == [row["text"]] and data.table["dup_kind"].tolist() == ["unlabelled"]
+    (one_image / "metadata.jsonl").write_text(json.dumps({**row, "dup_count": "lots"}) + "\n")
+    with pytest.raises(DatasetError, match="dup_count 'lots' is not a non-negative integer"):
+        load_imagefolder(one_image)
+
+
+def test_prompts_file_with_byte_order_mark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str], tiny_model_dir: Path) -> None:
+    (tmp_path / "p.txt").write_text("\ufeffcat emoji\n", encoding="utf-8")
+    code, _ = _cli(monkeypatch, capsys, "generate", str(tiny_model_dir), str(tmp_path / "g"), "--prompts-file",
+                   str(tmp_path / "p.txt"), "--seeds", "1", "--preset", "tiny")
+    assert code == 0 and pd.read_parquet(tmp_path / "g" / INDEX)["prompt"].tolist() == ["cat emoji"]

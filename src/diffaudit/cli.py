@@ -5,9 +5,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from diffaudit.config import Preset, load_preset, validated
+from diffaudit.config import MAX_SEED, Preset, load_preset, validated
 from diffaudit.errors import ConfigError, DiffauditError
 from diffaudit.io import jsonable
 
@@ -33,17 +34,25 @@ def _preset(name: str, config: Path | None, **sections: dict) -> Preset:
 
 def _read_prompts(prompt: list[str] | None, prompts_file: Path | None) -> list[str]:
     """Prompts from flags and a UTF-8 file (one a line), checked before any model is loaded."""
+    from diffaudit.data.imagefolder import caption_problem
+
     prompts = list(prompt or [])
     if prompts_file is not None:
         if not prompts_file.is_file():
-            raise ConfigError(f"prompts file {prompts_file} does not exist")
-        try:
-            prompts += [ln.strip() for ln in prompts_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            what = "is a folder, not a file" if prompts_file.is_dir() else "does not exist"
+            raise ConfigError(f"prompts file {prompts_file} {what}")
+        try:  # utf-8-sig: a byte-order mark must not become part of the first prompt
+            text = prompts_file.read_text(encoding="utf-8-sig")
+            prompts += [ln.strip() for ln in text.split("\n") if ln.strip()]
         except UnicodeDecodeError as exc:
             raise ConfigError(f"prompts file {prompts_file} is not UTF-8 text ({exc.reason} at byte {exc.start})"
                               ) from exc
     if not prompts:
         raise ConfigError("no prompts: pass --prompt or a non-empty --prompts-file")
+    for p in prompts:
+        problem = caption_problem(p)
+        if problem:
+            raise ConfigError(f"prompt {p[:40]!r}: {problem}")
     return prompts
 
 
@@ -99,6 +108,7 @@ def train(
     from diffaudit.model.train import train as run_train
 
     cfg = _preset(preset, config, train={"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed})
+    out = _out_dir(out)
     dataset = load_imagefolder(data, cfg.data.resolution)
     pipe = build_pipeline(cfg.model, cfg.data.resolution, seed=cfg.train.seed)
     with _progress() as progress:
@@ -111,7 +121,7 @@ def generate(
     model: Path, out: Path,
     prompt: Annotated[list[str] | None, typer.Option(help="A prompt; repeat for several.")] = None,
     prompts_file: Annotated[Path | None, typer.Option(help="One prompt per line.")] = None,
-    seeds: Annotated[int, typer.Option(min=1, help="Samples per prompt (seeds 0..N-1).")] = 4,
+    seeds: Annotated[int, typer.Option(help="Samples per prompt (seeds 0..N-1).")] = 4,
     guidance: Annotated[list[float] | None, typer.Option(help="Guidance scale; repeat for a sweep.")] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
     steps: Annotated[int | None, typer.Option()] = None,
@@ -123,6 +133,8 @@ def generate(
     from diffaudit.model.pipeline import AuditPipeline
 
     prompts = _read_prompts(prompt, prompts_file)
+    if not 1 <= seeds <= MAX_SEED:
+        raise ConfigError(f"--seeds {seeds} is out of range: 1 to {MAX_SEED:,}")
     cfg = _preset(preset, config, sample={"steps": steps, "sampler": sampler, "batch_size": batch_size})
     scales = [validated(cfg.sample, guidance=g).guidance for g in guidance or [cfg.sample.guidance]]
     pipe = AuditPipeline.from_pretrained(model)
@@ -273,7 +285,7 @@ def study(
     preset: PresetOpt = "quick", config: ConfigOpt = None, reference: ReferenceOpt = Path("models/quick"),
 ) -> None:
     """The whole investigation: data, base model, audits, each mitigation arm, audits, comparison table."""
-    _run_study(_preset(preset, config), out, reference)
+    _run_study(_preset(preset, config), _out_dir(out), reference)
 
 
 @app.command()
@@ -283,7 +295,7 @@ def demo(
 ) -> None:
     """The quick study end to end on the embedded OpenMoji default: data, model, extraction and membership
     audits, every mitigation, then the memo, technical report and extraction viewer in OUT/report."""
-    _run_study(_preset(preset, config), out, reference)
+    _run_study(_preset(preset, config), _out_dir(out), reference)
     report_all(out, out / "report")
 
 
@@ -330,5 +342,5 @@ def main() -> None:
     try:
         app()
     except DiffauditError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # paths may hold "[...]"
         raise SystemExit(2) from exc

@@ -8,16 +8,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from diffaudit.errors import ConfigError
 
+# UNet rows per forward call. At 16 px on 2 CPU cores, 32-64 rows ran 1.3x faster than 256 (cache-resident
+# activations; measured 2026-11-25, quick model, DDIM-25), and a sample's pixels do not depend on the batch.
+UNET_ROWS = 64
 MIN_RESOLUTION = 8  # the UNet downsamples twice or more; smaller images carry no glyph detail to audit
 
-# Bounded types: a setting outside its bounds is refused when the config is read, before any work starts.
-Positive = Annotated[int, Field(ge=1)]
-NonNegative = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-OpenFraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
-Guidance = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
-Distance = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # tiled RMS on [0,1] pixels
+MAX_SEED = 2**32 - 1  # numpy and torch generators both take it; larger overflow inside torch
+
+# Bounded, strictly typed settings: a value outside its bounds, or of the wrong type ("3" or true for an
+# integer), is refused when the config is read, before any work starts. Integers are accepted as floats.
+Positive = Annotated[int, Field(strict=True, ge=1)]
+NonNegative = Annotated[int, Field(strict=True, ge=0)]
+Seed = Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]
+PositiveFloat = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
+OpenFraction = Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)]
+Guidance = Annotated[float, Field(strict=True, ge=0, le=100, allow_inf_nan=False)]
+Distance = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]  # tiled RMS on [0,1] pixels
+Copies = Annotated[int, Field(strict=True, ge=2)]  # a planted duplicate appears at least twice
+AtLeastTwo = Annotated[int, Field(strict=True, ge=2)]
+Rate = Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)]  # learning rates
 
 
 class _Frozen(BaseModel):
@@ -27,18 +37,18 @@ class _Frozen(BaseModel):
 class DataConfig(_Frozen):
     """OpenMoji dataset: splits and the planted, LAION-like duplication plan."""
 
-    resolution: Annotated[int, Field(ge=MIN_RESOLUTION, le=1024)] = 32
-    seed: NonNegative = 0
+    resolution: Annotated[int, Field(strict=True, ge=MIN_RESOLUTION, le=1024)] = 32
+    seed: Seed = 0
     n_member: Positive = 400  # unique member images before duplication
     n_nonmember: Positive = 400  # IID hold-out for membership inference
     n_calibration: Positive = 64  # disjoint set for DP fine-tuning
     # Carlini et al. 2023 §4: extraction concentrates on images duplicated ~100+ times in LAION;
     # a doubling ladder of copy counts lets the audit measure memorization against duplication.
-    exact_counts: tuple[Annotated[int, Field(ge=2)], ...] = (2, 4, 8, 16, 32, 64)  # same image + same caption
+    exact_counts: tuple[Copies, ...] = (2, 4, 8, 16, 32, 64)  # same image + same caption
     exact_per_count: NonNegative = 6
-    image_counts: tuple[Annotated[int, Field(ge=2)], ...] = (4, 16, 64)  # same image + different captions
+    image_counts: tuple[Copies, ...] = (4, 16, 64)  # same image + different captions
     image_per_count: NonNegative = 2
-    caption_counts: tuple[Annotated[int, Field(ge=2)], ...] = (4, 16)  # same caption + different images
+    caption_counts: tuple[Copies, ...] = (4, 16)  # same caption + different images
     caption_per_count: NonNegative = 2
 
     @model_validator(mode="after")
@@ -62,20 +72,33 @@ class ModelConfig(_Frozen):
     layers_per_block: Positive = 1
     attention_head_dim: Positive = 8
     norm_num_groups: Positive = 32
-    max_text_tokens: Annotated[int, Field(ge=2, le=512)] = 16  # emoji captions are short; MiniLM pads/truncates
-    num_train_timesteps: Annotated[int, Field(ge=2)] = 1000  # Ho et al. 2020
-    beta_schedule: str = "squaredcos_cap_v2"  # Nichol & Dhariwal 2021: better than linear at low resolution
+    # Emoji captions are short; MiniLM pads or truncates to this.
+    max_text_tokens: Annotated[int, Field(strict=True, ge=2, le=512)] = 16
+    num_train_timesteps: Annotated[int, Field(strict=True, ge=2)] = 1000  # Ho et al. 2020
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"  # Nichol & Dhariwal
+    # 2021: better than linear at low resolution
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelConfig":
+        """What diffusers would otherwise reject mid-run, with a traceback."""
+        levels = {len(self.block_out_channels), len(self.down_block_types), len(self.up_block_types)}
+        if len(levels) != 1:
+            raise ValueError("block_out_channels, down_block_types and up_block_types need one entry per level")
+        if any(c % self.norm_num_groups for c in self.block_out_channels):
+            raise ValueError(f"norm_num_groups={self.norm_num_groups} must divide every block_out_channels "
+                             f"{self.block_out_channels}")
+        return self
 
 
 class TrainConfig(_Frozen):
     steps: Positive = 1000
     batch_size: Positive = 64
-    lr: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 5e-4
-    weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1e-2
+    lr: Rate = 5e-4
+    weight_decay: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] = 1e-2
     warmup_steps: NonNegative = 50
-    ema_decay: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.99
+    ema_decay: Annotated[float, Field(strict=True, ge=0, lt=1, allow_inf_nan=False)] = 0.99
     caption_dropout: Fraction = 0.1  # Ho & Salimans 2022: ~10% unconditional for classifier-free guidance
-    seed: NonNegative = 0
+    seed: Seed = 0
     checkpoint_every: Positive = 100
     log_every: Positive = 10
     keep_checkpoints: Positive = 2
@@ -83,31 +106,31 @@ class TrainConfig(_Frozen):
 
 class SampleConfig(_Frozen):
     sampler: Literal["ddim", "dpmsolver++"] = "ddim"
-    steps: Annotated[int, Field(ge=1, le=1000)] = 25
+    steps: Annotated[int, Field(strict=True, ge=1, le=1000)] = 25
     guidance: Guidance = 1.0
-    batch_size: Positive = 256
+    batch_size: Positive = UNET_ROWS  # UNet rows per call; guided sampling fits half as many prompts
 
 
 class StudyConfig(_Frozen):
     """Audits and mitigation arms of `diffaudit study`. Every threshold is fixed here, before any arm runs."""
 
-    seeds: tuple[NonNegative, ...] = Field(default=(0,), min_length=1)  # training seeds of base and retrained arms
+    seeds: tuple[Seed, ...] = Field(default=(0,), min_length=1)  # training seeds of base and retrained arms
     prompts_top: Positive = 96  # Carlini et al. 2023 attack the most-duplicated captions
-    samples_per_prompt: Annotated[int, Field(ge=2)] = 16  # Carlini: 500; scaled down for CPU; a clique needs 2+
+    samples_per_prompt: AtLeastTwo = 16  # Carlini: 500; scaled down for CPU; a clique needs 2+
     delta: Distance = 0.15  # Carlini et al. 2023 §4.2
     edge_threshold: Distance = 0.15
-    min_clique: Annotated[int, Field(ge=2)] = 3
+    min_clique: AtLeastTwo = 3
     detector: str = "wen"  # names are checked against the registries in study.runner.check_names
     confirm_fraction: OpenFraction = 0.1
     mia_attacks: tuple[str, ...] = ("loss", "pia", "secmi", "clid")
-    mia_per_side: Annotated[int, Field(ge=2)] = 200  # an ROC needs at least two of each
+    mia_per_side: AtLeastTwo = 200  # an ROC needs at least two of each
     guidance_sweep: tuple[Guidance, ...] = Field(default=(1.0, 3.0, 5.0, 7.5, 10.0, 15.0), min_length=1)
     dedup_methods: tuple[str, ...] = ("exact", "normalized", "minhash", "embedding")
     dp_epsilons: tuple[PositiveFloat, ...] = (1.0, 8.0)
     dp_steps: Positive = 100
     dp_expected_batch: Positive = 16
     dp_multiplicity: Positive = 4
-    dp_lr: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 1e-4
+    dp_lr: Rate = 1e-4
 
 
 class Preset(_Frozen):
@@ -117,6 +140,13 @@ class Preset(_Frozen):
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
     study: StudyConfig = StudyConfig()
+
+    @model_validator(mode="after")
+    def _steps_fit_schedule(self) -> "Preset":
+        if self.sample.steps > self.model.num_train_timesteps:
+            raise ValueError(f"sample.steps={self.sample.steps} exceeds model.num_train_timesteps="
+                             f"{self.model.num_train_timesteps}")
+        return self
 
 
 PRESETS: dict[str, Preset] = {

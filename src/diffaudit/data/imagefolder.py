@@ -61,7 +61,8 @@ def _read_metadata(root: Path) -> tuple[pd.DataFrame, Path]:
     path = found[0]
     try:
         if path.suffix == ".jsonl":
-            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+            # Split on newlines only: U+2028 and friends are legal inside a JSON string.
+            lines = [ln for ln in path.read_text(encoding="utf-8-sig").split("\n") if ln.strip()]
             records = []
             for i, ln in enumerate(lines, 1):
                 try:
@@ -192,4 +193,13 @@ def load_imagefolder(root: Path, resolution: int | None = None) -> ImageDataset:
     if "dup_count" not in table.columns:
         members = table["sha256"][table["split"] == "member"].value_counts()
         table["dup_count"] = [int(members.get(s, 0)) for s in table["sha256"]]
+    else:
+        counts = pd.to_numeric(table["dup_count"], errors="coerce")
+        bad = np.flatnonzero(counts.isna() | (counts < 0) | (counts % 1 != 0))
+        if len(bad):
+            raise DatasetError(f"{meta_path.name} row {bad[0] + 1} (id {table['id'].iloc[bad[0]]!r}): dup_count "
+                               f"{table['dup_count'].iloc[bad[0]]!r} is not a non-negative integer")
+        table["dup_count"] = counts.astype(int)
+    if "dup_kind" not in table.columns:  # only diffaudit's own datasets plant duplicates on purpose
+        table["dup_kind"] = "unlabelled"
     return ImageDataset(root, stack, table.reset_index(drop=True))

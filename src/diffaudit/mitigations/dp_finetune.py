@@ -29,6 +29,10 @@ from diffaudit.model.train import dataset_tensors, step_seed
 from diffaudit.progress import Progress
 
 ACCOUNTANTS = {"prv": PRVAccountant, "rdp": RDPAccountant}
+# Examples whose per-example gradients are computed together. Unchunked, the quick preset's 16-example batches
+# peaked at 3.6 GiB RSS; 4 at a time, 1.9 GiB and no slower (measured 2026-11-25). Float rounding differs from
+# the unchunked run, so DP models change in their last bits.
+VMAP_CHUNK = 4
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ def dp_finetune(pipe: AuditPipeline, calibration: ImageDataset, cfg: DPConfig, o
                                                                                                   *c.shape)}).sample
         return torch.nn.functional.mse_loss(pred, noise)
 
-    per_example_grads = vmap(grad(example_loss), in_dims=(None, 0, 0, 0, 0))
+    per_example_grads = vmap(grad(example_loss), in_dims=(None, 0, 0, 0, 0), chunk_size=VMAP_CHUNK)
     task = progress.add_task(f"DP fine-tune eps={cfg.epsilon:g}", total=cfg.steps) if progress else None
     start = time.perf_counter()
     for step in range(cfg.steps):

@@ -40,6 +40,10 @@ def _check_folder(out: Path, index: pd.DataFrame, want: dict) -> None:
     """Every sample in a folder shares model, sampler and steps; name what differs instead of mixing them."""
     if index.empty:
         return
+    missing = [k for k in want if k not in index.columns]
+    if missing:
+        raise CheckpointError(f"{out / INDEX} was written by an older diffaudit (no {missing} column); "
+                              "write to a new folder")
     seen = index[list(want)].drop_duplicates().to_dict("records")
     if len(seen) != 1 or seen[0] != want:
         differ = sorted({k for rec in seen for k in want if rec[k] != want[k]})
@@ -47,6 +51,22 @@ def _check_folder(out: Path, index: pd.DataFrame, want: dict) -> None:
         ask = ", ".join(f"{k}={want[k]}" for k in differ)
         raise CheckpointError(f"{out / INDEX} holds samples made with {have}; this run asks {ask}. "
                               "Write to a new folder (samples from different settings are never mixed)")
+
+
+def can_share(out: Path, pipe: AuditPipeline, cfg: SampleConfig) -> bool:
+    """Whether `out` is a generation folder of this model, sampler and step count (so it can be extended)."""
+    if not (Path(out) / INDEX).exists():
+        return False
+    try:
+        _check_folder(Path(out), pd.read_parquet(Path(out) / INDEX), _settings(pipe, cfg))
+    except CheckpointError:
+        return False
+    return True
+
+
+def _settings(pipe: AuditPipeline, cfg: SampleConfig) -> dict:
+    return {"model_hash": pipe.model_hash(), "pipeline_config": pipe.config_hash(), "sampler": cfg.sampler,
+            "steps": cfg.steps}
 
 
 def requested_keys(prompts: list[str], seeds: list[int], guidances: list[float]) -> pd.DataFrame:
@@ -66,13 +86,16 @@ def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidance
     request order (the folder may hold more). `max_shards` stops early, as a crash would (tests)."""
     if shard_size < 1:
         raise ConfigError(f"shard_size must be at least 1, got {shard_size}")
+    limit = pipe.scheduler.config.num_train_timesteps
+    if cfg.steps > limit:
+        raise ConfigError(f"{cfg.steps} sampling steps exceed the model's {limit} training timesteps")
+    requested = requested_keys(prompts, seeds, guidances)  # checked before anything is written
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out)
-    want = {"model_hash": pipe.model_hash(), "sampler": cfg.sampler, "steps": cfg.steps}
+    want = _settings(pipe, cfg)
     index = pd.read_parquet(out / INDEX) if (out / INDEX).exists() else pd.DataFrame()
     _check_folder(out, index, want)
-    requested = requested_keys(prompts, seeds, guidances)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
     done = set(index[KEY].itertuples(index=False, name=None)) if not index.empty else set()
     todo = [k for k in requested.itertuples(index=False, name=None) if k not in done]
     unique = sorted(set(requested["prompt"]))
@@ -95,9 +118,8 @@ def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidance
             evals += [spent.evaluations // len(part)] * len(part)
         shard = f"shard-{next_shard + shards_written:05d}.npy"
         _write_shard(out / shard, np.concatenate(images))
-        rows = pd.DataFrame(chunk, columns=KEY).assign(
-            steps=cfg.steps, sampler=cfg.sampler, shard=shard, offset=np.arange(len(chunk)),
-            model_hash=want["model_hash"], unet_evals=evals)
+        rows = pd.DataFrame(chunk, columns=KEY).assign(**want, shard=shard, offset=np.arange(len(chunk)),
+                                                       unet_evals=evals)
         index = pd.concat([index, rows], ignore_index=True)
         write_atomic(out / INDEX, lambda tmp, idx=index: idx.to_parquet(tmp, index=False))
         faults.point("generate-shard")

@@ -15,7 +15,7 @@ import diffusers
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-from diffaudit.config import ModelConfig
+from diffaudit.config import MIN_RESOLUTION, ModelConfig
 from diffaudit.errors import CheckpointError
 from diffaudit.io import atomic_dir
 from diffaudit.model.text import MiniLMEncoder
@@ -32,12 +32,15 @@ class EvaluationCount:
 class CountingDenoiser:
     """The one place UNet evaluations are counted (per sample, per call), so cost reports cannot drift."""
 
+    total = 0  # over every model in this process: what a study step spent, whichever models it used
+
     def __init__(self, unet: UNet2DConditionModel):
         self.unet = unet
         self.evaluations = 0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
         self.evaluations += x.shape[0]
+        CountingDenoiser.total += x.shape[0]
         return self.unet(x, t, encoder_hidden_states=cond).sample
 
     @contextmanager
@@ -115,6 +118,13 @@ class AuditPipeline:
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
+    def config_hash(self) -> str:
+        """Hash of everything besides the UNet weights that shapes a sample: noise schedule, resolution, text
+        encoder settings. Generation folders key on it with `model_hash`, so an edited schedule is not mixed in."""
+        record = {"kind": self.kind, "resolution": self.resolution, "text": self.text_config,
+                  "scheduler": {k: v for k, v in self.scheduler.config.items() if not k.startswith("_")}}
+        return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
     def save_pretrained(self, folder: Path) -> None:
         """Write a diffusers-style folder atomically (built beside the target, then renamed)."""
         if self.kind != "diffaudit":
@@ -145,9 +155,10 @@ class AuditPipeline:
             unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True).eval()
             scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
             if index.get("_class_name") == OUR_CLASS:
-                text = index["text_encoder"]
-                return cls(unet, scheduler, MiniLMEncoder(int(text["max_tokens"])), int(index["resolution"]),
-                           text_config=text)
+                text, resolution = index["text_encoder"], index["resolution"]
+                _check_int(index_path, "resolution", resolution, MIN_RESOLUTION, 4096)
+                _check_int(index_path, "text_encoder.max_tokens", text["max_tokens"], 2, 512)
+                return cls(unet, scheduler, MiniLMEncoder(text["max_tokens"]), resolution, text_config=text)
             vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True).eval()
             encoder = CLIPEncoder(folder)
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
@@ -155,6 +166,11 @@ class AuditPipeline:
             raise CheckpointError(f"cannot load model folder {folder}: {what}") from exc
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
         return cls(unet, scheduler, encoder, unet.config.sample_size * factor, vae=vae, kind="stable-diffusion")
+
+
+def _check_int(path: Path, name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise CheckpointError(f"{path}: {name} must be an integer from {low} to {high}, not {value!r}")
 
 
 def refuse_pickles(folder: Path) -> None:

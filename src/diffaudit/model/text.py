@@ -26,12 +26,17 @@ class MiniLMEncoder:
         self.max_tokens = max_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         self.model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval().requires_grad_(False)
+        # Each caption is encoded once per process: a study encodes the same captions for training, every
+        # audit and every arm. Rows do not depend on their batch (padding to max_tokens), so cached and
+        # fresh embeddings are bitwise equal.
+        self._cache: dict[str, torch.Tensor] = {}
 
     @torch.inference_mode()
     def __call__(self, prompts: list[str], batch_size: int = 256) -> torch.Tensor:
-        out = []
-        for i in range(0, len(prompts), batch_size):
-            tok = self.tokenizer(prompts[i: i + batch_size], padding="max_length", truncation=True,
-                                 max_length=self.max_tokens, return_tensors="pt")
-            out.append(self.model(**tok).last_hidden_state)
-        return torch.cat(out).float()
+        new = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        for i in range(0, len(new), batch_size):
+            part = new[i: i + batch_size]
+            tok = self.tokenizer(part, padding="max_length", truncation=True, max_length=self.max_tokens,
+                                 return_tensors="pt")
+            self._cache.update(zip(part, self.model(**tok).last_hidden_state.float(), strict=True))
+        return torch.stack([self._cache[p] for p in prompts])

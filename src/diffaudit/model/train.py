@@ -5,6 +5,7 @@ so a run resumed from a checkpoint continues exactly as an uninterrupted one wou
 """
 
 import json
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -75,14 +76,18 @@ def _resume(out: Path, pipe: AuditPipeline, ema: EMAModel, opt: torch.optim.Opti
         opt_state = torch.load(ckpt / "optimizer.state", weights_only=True)
         opt.load_state_dict(opt_state["optimizer"])
         lr_sched.load_state_dict(opt_state["lr_scheduler"])
+        return int(state["step"]), float(state.get("seconds", 0.0))
     except CheckpointError:
         raise
-    except Exception as exc:  # a tampered or truncated file: never fall back to unsafe loading
+    except pickle.UnpicklingError as exc:  # torch's own message suggests unsafe loading: do not repeat it
+        why = "optimizer.state is not a tensors-only file (refused by the weights-only loader)"
+        raise CheckpointError(f"checkpoint {ckpt} is unreadable ({why}); delete that folder to resume from an "
+                              "earlier checkpoint, or train into a new output folder") from exc
+    except Exception as exc:  # a tampered or truncated file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {ckpt} is unreadable ({type(exc).__name__}: {first[:200]}); "
                               f"delete that folder to resume from an earlier checkpoint, or train into a new "
                               "output folder") from exc
-    return int(state["step"]), float(state.get("seconds", 0.0))
 
 
 def _logged_step(line: str) -> float:

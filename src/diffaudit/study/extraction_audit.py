@@ -15,7 +15,7 @@ from diffaudit.config import SampleConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
 from diffaudit.io import write_atomic, write_json
-from diffaudit.model.generate import generate, load_samples
+from diffaudit.model.generate import can_share, generate, load_samples
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.progress import Progress
 from diffaudit.report.figures import pair_strip
@@ -52,11 +52,14 @@ def dup_bucket(count: pd.Series) -> pd.Series:
 
 def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: pd.DataFrame,
                    samples_per_prompt: int, guidance: float, sample_cfg: SampleConfig,
-                   cfg: ExtractionConfig, progress: Progress | None = None) -> dict:
-    """Generate for each prompt, run the probe and the oracle, and write tables, pairs and a summary."""
+                   cfg: ExtractionConfig, progress: Progress | None = None, samples: Path | None = None) -> dict:
+    """Generate for each prompt, run the probe and the oracle, and write tables, pairs and a summary.
+
+    `samples` names a generation folder to share (default `out/samples`): samples are keyed by content, so
+    those another audit of the same model already drew are reused, not drawn again."""
     out = Path(out)
     members = data.split("member")
-    gen_dir = out / "samples"
+    gen_dir = Path(samples) if samples is not None else out / "samples"
     rows = generate(pipe, prompts["prompt"].tolist(), list(range(samples_per_prompt)), [guidance], sample_cfg,
                     gen_dir, progress)
     images, index = load_samples(gen_dir, rows)
@@ -108,8 +111,11 @@ def run_tiered(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: pd.D
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "detector_scores.parquet", lambda p: ranked.to_parquet(p, index=False))
     confirm = ranked.head(max(1, math.ceil(confirm_fraction * len(ranked)))).drop(columns="detector_score")
+    # The full probe drew these prompts' samples already when it ran on this model: reuse them.
+    shared = Path(full_run) / "samples" if full_run is not None else None
+    shared = shared if shared is not None and can_share(shared, pipe, sample_cfg) else None
     confirmed = run_extraction(pipe, data, out / "confirm", confirm.reset_index(drop=True), samples_per_prompt,
-                               guidance, sample_cfg, cfg, progress)
+                               guidance, sample_cfg, cfg, progress, samples=shared)
     summary = {"detector": detector, "detector_queries_per_prompt": det.queries_per_prompt,
                "prompts_scored": len(prompts), "prompts_confirmed": len(confirm),
                "unet_evaluations": detect_evals + confirmed["unet_evaluations"],

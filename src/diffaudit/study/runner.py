@@ -25,6 +25,7 @@ from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import Progress
 from diffaudit.study.assumptions import register
+from diffaudit.study.cost import measured
 from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
 from diffaudit.study.mia_audit import run_mia
 from diffaudit.study.tracking import log_to_mlflow, write_run_record
@@ -36,7 +37,9 @@ def _step(run: Path, name: str, fn: Callable[[], dict]) -> dict:
     path = run / "steps" / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
-    result = jsonable(fn())  # as a resumed run will read it back: NaN is null either way
+    with measured() as cost:
+        result = jsonable(fn())  # as a resumed run will read it back: NaN is null either way
+    write_json(path.with_suffix(".cost.json"), cost)
     write_json(path, result)
     faults.point("study-step")
     return result
@@ -149,8 +152,11 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
     check_names(preset.study)
     _check_same_config(Path(run), preset)
     remove_stale_temps(Path(run))
-    study = Study(preset, run, reference, progress)
-    base = study.base(preset.study.seeds[0])
+    with measured() as prepared:
+        study = Study(preset, run, reference, progress)
+        base = study.base(preset.study.seeds[0])
+    if not (study.run / "run.json").exists():
+        write_json(study.run / "steps" / "prepare.cost.json", prepared)  # data and base model, first run only
     write_run_record(study.run, preset.model_dump(), {"dataset": study.data.version, "base_model": base.model_hash()})
     if not (study.run / "assumptions.json").exists():
         write_json(study.run / "assumptions.json", register(preset, study.data, base))
@@ -209,5 +215,6 @@ def _log_arm(run: Path, preset: Preset, name: str, seed: int, result: dict) -> N
 
 def reset_arm(run: Path, seed: int, arm: str) -> None:
     """Forget one finished arm so the next run recomputes it (e.g. after changing its code)."""
-    (run / "steps" / f"seed{seed}-{arm}.json").unlink(missing_ok=True)
+    for suffix in (".json", ".cost.json"):
+        (run / "steps" / f"seed{seed}-{arm}{suffix}").unlink(missing_ok=True)
     shutil.rmtree(run / f"seed{seed}" / arm, ignore_errors=True)

@@ -7,12 +7,13 @@ import numpy as np
 import torch
 from scipy.ndimage import sobel
 
+from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.sample import guided_eps, initial_noise
 
 
 class WebsterEdges:
-    def __init__(self, seeds: int = 4, guidance: float = 7.5, edge_threshold: float = 1.5, batch_size: int = 256):
+    def __init__(self, seeds: int = 4, guidance: float = 7.5, edge_threshold: float = 1.5, batch_size: int = UNET_ROWS):
         # Public code: 4 seeds, guidance 7.5, Sobel magnitude summed over RGB > 1.5 (on [0,1] pixels here).
         self.seeds, self.guidance, self.edge_threshold, self.batch_size = seeds, guidance, edge_threshold, batch_size
 

@@ -5,12 +5,13 @@ generation (public code: mean over generations and steps; the cheapest setting i
 import numpy as np
 import torch
 
+from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.sample import initial_noise, make_scheduler
 
 
 class WenTextNorm:
-    def __init__(self, generations: int = 1, sampling_steps: int = 25, batch_size: int = 256):
+    def __init__(self, generations: int = 1, sampling_steps: int = 25, batch_size: int = UNET_ROWS):
         self.generations, self.sampling_steps, self.batch_size = generations, sampling_steps, batch_size
 
     @property

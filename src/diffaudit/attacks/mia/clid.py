@@ -11,6 +11,7 @@ import torch
 from sklearn.preprocessing import RobustScaler
 
 from diffaudit.attacks.mia.common import QueryBatch, batched, fixed_noise, noised, per_sample
+from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
 
 
@@ -32,7 +33,7 @@ class CLiD:
         return len(self.timesteps) * 5
 
     @torch.inference_mode()
-    def features(self, pipe: AuditPipeline, batch: QueryBatch, batch_size: int = 256) -> np.ndarray:
+    def features(self, pipe: AuditPipeline, batch: QueryBatch, batch_size: int = UNET_ROWS) -> np.ndarray:
         """Per sample: [L(c), L(c_1)-L(c), ..., L(c_4)-L(c)]."""
         reduced = [reduced_captions(c) for c in batch.captions]
         conds = [batch.cond] + [pipe.encode_text([r[i] for r in reduced]) for i in range(4)]

@@ -4,12 +4,13 @@ import numpy as np
 import torch
 
 from diffaudit.attacks.mia.common import QueryBatch, batched, fixed_noise, noised, per_sample
+from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
 
 
 @torch.inference_mode()
 def denoising_loss(pipe: AuditPipeline, batch: QueryBatch, timesteps: tuple[int, ...], draws: int,
-                   seed: int = 0, batch_size: int = 256) -> np.ndarray:
+                   seed: int = 0, batch_size: int = UNET_ROWS) -> np.ndarray:
     """Per-sample epsilon-MSE averaged over timesteps and fixed noise draws (timesteps x draws queries)."""
     total = torch.zeros(len(batch))
     for t in timesteps:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from diffaudit.attacks.mia.common import QueryBatch, batched, noised, per_sample
+from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
 
 
@@ -19,7 +20,7 @@ class PIA:
     queries = 2
 
     @torch.inference_mode()
-    def score(self, pipe: AuditPipeline, batch: QueryBatch, batch_size: int = 256) -> np.ndarray:
+    def score(self, pipe: AuditPipeline, batch: QueryBatch, batch_size: int = UNET_ROWS) -> np.ndarray:
         out = torch.empty(len(batch))
         for sl, x0, cond in batched(batch, batch_size):
             eps0 = pipe.denoiser(x0, 0, cond)

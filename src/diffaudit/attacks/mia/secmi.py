@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from diffaudit.attacks.mia.common import QueryBatch, alpha_bar, batched, per_sample
+from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
 
 
@@ -29,7 +30,7 @@ class SecMI:
         return (self.t - self.k) // self.k + 2
 
     @torch.inference_mode()
-    def score(self, pipe: AuditPipeline, batch: QueryBatch, batch_size: int = 256) -> np.ndarray:
+    def score(self, pipe: AuditPipeline, batch: QueryBatch, batch_size: int = UNET_ROWS) -> np.ndarray:
         out = torch.empty(len(batch))
         for sl, x0, cond in batched(batch, batch_size):
             x = x0
