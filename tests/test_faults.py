@@ -19,6 +19,7 @@ from conftest import LOOSE_TOML, loose_study
 from diffaudit import faults
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
+from diffaudit.io import TEMP_PREFIXES
 from diffaudit.model.generate import INDEX, KEY, generate, load_samples
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
@@ -42,7 +43,7 @@ def _crash(at: int, *args: str) -> None:
 
 
 def _no_temps(folder: Path) -> None:
-    assert not [p for p in folder.rglob(".*") if p.name.startswith((".tmp.", ".ckpt."))]
+    assert not [p for p in folder.rglob(".*") if p.name.startswith(TEMP_PREFIXES)]
 
 
 @pytest.mark.parametrize("draw", DRAWS)

@@ -15,7 +15,7 @@ from diffaudit.cli import main
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
 from diffaudit.errors import CheckpointError, DatasetError
-from diffaudit.io import dumps, remove_stale_temps, write_json
+from diffaudit.io import TEMP_PREFIXES, dumps, remove_stale_temps, write_json
 from diffaudit.model.generate import INDEX, generate, load_samples
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
@@ -125,10 +125,6 @@ def test_a_shard_is_at_most_64_samples(tmp_path: Path, tiny: Preset, tiny_pipe: 
     assert rows.groupby("shard").size().max() == 64 and rows["shard"].nunique() == 2
 
 
-def _png(folder: Path, name: str, im: Image.Image) -> None:
-    im.save(folder / name)
-
-
 @pytest.fixture()
 def one_image(tmp_path: Path) -> Path:
     folder = tmp_path / "one"
@@ -217,7 +213,7 @@ def test_stale_temps_are_cleaned_and_durations_summed(tmp_path: Path, tiny: Pres
     (tmp_path / "checkpoints" / ".ckpt.abandoned").mkdir()
     (tmp_path / ".tmp.train_log.jsonl.x").write_text("half")
     train(build_pipeline(tiny.model, tiny.data.resolution), tiny_data, tiny.train, tmp_path)
-    assert not [p for p in tmp_path.rglob(".*") if p.name.startswith((".tmp.", ".ckpt."))]
+    assert not [p for p in tmp_path.rglob(".*") if p.name.startswith(TEMP_PREFIXES)]
     manifest = json.loads((tmp_path / "model" / "training_manifest.json").read_text())
     assert 1000.0 < manifest["seconds"] < 1100.0
     assert remove_stale_temps(tmp_path / "missing") == []

@@ -6,13 +6,10 @@ environment the process exits with status 137 at the N-th call, running no `fina
 buffers. Without it a call is a counter increment.
 """
 
-import atexit
 import os
 import sys
-from pathlib import Path
 
 ENV = "DIFFAUDIT_CRASH_AT"
-REPORT_ENV = "DIFFAUDIT_CRASH_REPORT"  # a file that receives the number of points passed, at a normal exit
 CRASH_STATUS = 137  # what a shell reports for a process killed by SIGKILL
 _calls = 0
 
@@ -30,11 +27,3 @@ def point(site: str) -> None:
 def calls() -> int:
     """How many crash points this process has passed (the fault tests draw kill points below it)."""
     return _calls
-
-
-def _report() -> None:
-    Path(os.environ[REPORT_ENV]).write_text(str(_calls))
-
-
-if os.environ.get(REPORT_ENV):
-    atexit.register(_report)
