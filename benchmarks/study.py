@@ -28,6 +28,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from diffaudit.study.cost import without_timings
+
 TARGET_MINUTES, TARGET_TRAININGS, TARGET_GIB = 45.0, 3.0, 4.0
 SLOW_REF = "9f60c8a43425"  # main before the study-speed changes (issue 11)
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,14 +70,6 @@ def report(run: Path, wall: float | None, console: Console) -> None:
                       f"study / training = {minutes * 60 / one:.2f} (target <= {TARGET_TRAININGS:g})")
 
 
-def _strip_timings(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _strip_timings(v) for k, v in value.items() if "seconds" not in k}
-    if isinstance(value, list):
-        return [_strip_timings(v) for v in value]
-    return value
-
-
 def _tiny_study(src: Path, out: Path, reference: Path) -> dict:
     """Run the tiny study with the package at `src` in a fresh process; return its results."""
     code = ("import sys; from pathlib import Path; from diffaudit.config import load_preset; "
@@ -97,7 +91,7 @@ def check_identical(slow_ref: str, console: Console) -> None:
             slow = _tiny_study(tmp / "slow" / "src", tmp / "slow-run", tmp / "none")
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "slow")], check=True)
-    same = _strip_timings(fast) == _strip_timings(slow)
+    same = without_timings(fast) == without_timings(slow)
     console.print(f"tiny study, this code vs {slow_ref}: results {'byte-identical' if same else 'DIFFER'} "
                   "(wall-clock fields excepted)")
     if not same:

@@ -24,6 +24,7 @@ from diffaudit.model.generate import INDEX, KEY, generate, load_samples
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import make_progress
+from diffaudit.study.cost import without_timings
 
 DRAWS = [0, *(pytest.param(d, marks=pytest.mark.slow) for d in range(1, 8))]
 PROMPTS = ["grinning face emoji", "red heart emoji", "cat emoji"]
@@ -79,15 +80,6 @@ def test_generate_killed_anywhere_resumes_without_loss_or_duplicates(tmp_path: P
     _no_temps(tmp_path / "part")
 
 
-def _without_timings(value: object) -> object:
-    """Results minus wall-clock fields, which differ between any two runs."""
-    if isinstance(value, dict):
-        return {k: _without_timings(v) for k, v in value.items() if "seconds" not in k}
-    if isinstance(value, list):
-        return [_without_timings(v) for v in value]
-    return value
-
-
 @pytest.mark.parametrize("draw", DRAWS)
 def test_study_killed_anywhere_resumes_to_the_same_results(tmp_path: Path, tiny: Preset, tiny_study_dir: Path,
                                                            tiny_model_dir: Path, draw: int) -> None:
@@ -100,5 +92,5 @@ def test_study_killed_anywhere_resumes_to_the_same_results(tmp_path: Path, tiny:
            "--out", str(run), "--reference", str(tiny_model_dir))
     run_study(loose_study(tiny), run, tiny_model_dir, make_progress(disable=True))
     ours, reference = (json.loads((r / "results.json").read_text()) for r in (run, tiny_study_dir))
-    assert _without_timings(ours) == _without_timings(reference)
+    assert without_timings(ours) == without_timings(reference)
     _no_temps(run)

@@ -43,3 +43,13 @@ def measured() -> Iterator[dict]:
     finally:
         cost.update(seconds=round(time.perf_counter() - start, 2), unet_evaluations=CountingDenoiser.total - evals,
                     peak_rss_gib=_peak_rss_gib(), peak_is_per_step=reset)
+
+
+def without_timings(value: object) -> object:
+    """A result minus its wall-clock fields (any key naming seconds), which differ between any two runs:
+    what two runs of the same study are compared on."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if "seconds" not in k}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
