@@ -58,7 +58,8 @@ def tiny_study_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset, tiny_
 
 def loose_study(tiny: Preset) -> Preset:
     """The tiny preset with thresholds at 1.0 (see `tiny_study_dir`); its TOML form is `LOOSE_TOML`."""
-    return tiny.model_copy(update={"study": tiny.study.model_copy(update={"delta": 1.0, "edge_threshold": 1.0})})
+    return tiny.model_copy(update={"study": tiny.study.model_copy(update={"delta": 1.0, "edge_threshold": 1.0,
+                                                                          "calibrate": False})})
 
 
-LOOSE_TOML = "[study]\ndelta = 1.0\nedge_threshold = 1.0\n"
+LOOSE_TOML = "[study]\ndelta = 1.0\nedge_threshold = 1.0\ncalibrate = false\n"

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import LOOSE_TOML
 
 from diffaudit.cli import main
 from diffaudit.config import Preset
@@ -28,7 +29,7 @@ def test_demo_resumes_a_study_and_writes_the_reports(tmp_path: Path, monkeypatch
     run = tmp_path / "run"
     shutil.copytree(tiny_study_dir, run)
     config = tmp_path / "loose.toml"
-    config.write_text("[study]\ndelta = 1.0\nedge_threshold = 1.0\n")
+    config.write_text(LOOSE_TOML)
     args = ("demo", "--preset", "tiny", "--out", str(run), "--reference", str(tiny_model_dir))
     assert _run(monkeypatch, *args, "--config", str(config)) == 0
     out = capsys.readouterr().out

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diffaudit.attacks.extraction import ExtractionConfig, largest_clique, oracle, probe, summarize
+from diffaudit.attacks.copies import match_generations, per_prompt_verdicts
+from diffaudit.attacks.extraction import ExtractionConfig, cliques, largest_clique, probe, summarize
 from diffaudit.attacks.neighbours import TrainingIndex
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
@@ -20,12 +21,25 @@ def _near(img: np.ndarray, n: int, noise: int) -> np.ndarray:
     return np.clip(img.astype(int) + jitter, 0, 255).astype(np.uint8)
 
 
+def members() -> ImageDataset:
+    """20 training images, one row each; image 3 is caption "a"'s, images 5 and 6 are one family with 5 trained
+    under caption "c"."""
+    table = pd.DataFrame({"id": [f"m{i}" for i in range(20)], "text": [f"t{i}" for i in range(20)],
+                          "sha256": [f"s{i}" for i in range(20)], "split": "member",
+                          "family": [f"f{i}" for i in range(20)], "dup_count": 1})
+    table.loc[3, ["text", "dup_count"]] = ["a", 64]
+    table.loc[5, "text"] = "c"
+    table.loc[6, "family"] = "f5"
+    return ImageDataset(Path("."), TRAIN, table)
+
+
 def _scenario() -> tuple[np.ndarray, pd.DataFrame]:
-    copied = _near(TRAIN[3], 6, 8)  # prompt "a": 6 of 10 generations copy training image 3
+    copied = _near(TRAIN[3], 6, 8)  # prompt "a": 6 of 10 generations copy its own training image 3
     gens_a = np.concatenate([copied, RNG.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)])
     gens_b = RNG.integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)  # prompt "b": nothing memorized
-    index = pd.DataFrame({"prompt": ["a"] * 10 + ["b"] * 10})
-    return np.concatenate([gens_a, gens_b]), index
+    gens_c = np.concatenate([_near(TRAIN[6], 5, 8), RNG.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)])  # a sibling
+    index = pd.DataFrame({"prompt": ["a"] * 10 + ["b"] * 10 + ["c"] * 10, "seed": list(range(10)) * 3})
+    return np.concatenate([gens_a, gens_b, gens_c]), index
 
 
 def test_clique_finds_the_copies() -> None:
@@ -33,19 +47,22 @@ def test_clique_finds_the_copies() -> None:
     assert sorted(largest_clique(images[:10], 0.15)) == [0, 1, 2, 3, 4, 5]
 
 
-def test_probe_flags_and_matches_only_the_memorized_prompt() -> None:
+def test_probe_counts_own_image_copies_and_labels_sibling_copies() -> None:
     images, index = _scenario()
-    dup = np.ones(len(TRAIN), int)
-    dup[3] = 64
     cfg = ExtractionConfig()
-    per_prompt, pairs = probe(images, index, TRAIN, dup, cfg)
-    assert per_prompt.set_index("prompt")["flagged"].to_dict() == {"a": True, "b": False}
-    assert set(pairs["train_idx"]) == {3} and set(pairs["eidetic_k"]) == {64}
-    per_prompt = per_prompt.merge(oracle(images, index, TRAIN, cfg.delta), on="prompt")
-    summary = summarize(per_prompt, pairs, cfg)
-    assert (summary["extracted_images"], summary["attacked_prompts"]) == (1, 2)
+    data = members()
+    matches = match_generations(images, index, data, cfg.delta)
+    per_prompt, pairs = probe(matches, cliques(images, index, cfg.edge_threshold), cfg)
+    assert per_prompt.set_index("prompt")["flagged"].to_dict() == {"a": True, "b": False, "c": True}
+    assert per_prompt.set_index("prompt")["extracted"].to_dict() == {"a": True, "b": False, "c": False}
+    assert set(pairs.loc[pairs["kind"] == "own", "train_idx"]) == {3}
+    assert set(pairs.loc[pairs["kind"] == "family", "train_idx"]) == {6}
+    per_prompt = per_prompt.merge(per_prompt_verdicts(matches, cfg.delta), on="prompt")
+    summary = summarize(per_prompt, pairs, data.table, cfg)
+    assert (summary["prompts_with_copy"], summary["extracted_images"], summary["attacked_prompts"]) == (1, 1, 3)
+    assert (summary["family_prompts"], summary["family_images"], summary["oracle_family_hit_prompts"]) == (1, 1, 1)
     assert summary["precision"] == summary["recall"] == 1.0
-    assert 0 < summary["ci_low"] < 0.5 < summary["ci_high"] < 1
+    assert 0 < summary["ci_low"] < 1 / 3 < summary["ci_high"] < 1
 
 
 def test_approximate_index_agrees_with_exact() -> None:

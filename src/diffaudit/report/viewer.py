@@ -21,7 +21,8 @@ from diffaudit.report.results import StudyResults
 
 COLUMNS = [  # (key, heading, kind)
     ("pair", "generation | training image", "image"), ("arm", "arm", "text"), ("seed", "seed", "num"),
-    ("prompt", "prompt", "text"), ("distance", "tiled RMS distance", "num"),
+    ("prompt", "prompt", "text"), ("match", "copy of", "text"), ("family", "subject (family)", "text"),
+    ("distance", "tiled RMS distance", "num"),
     ("dup_count", "copies in training set", "num"), ("dup_kind", "duplication kind", "text"),
     ("clique", "clique size", "num"), ("detector_score", "detector score", "num"), ("train_id", "training id", "text"),
 ]
@@ -54,7 +55,9 @@ def extracted_pairs(res: StudyResults) -> list[dict]:
                 info = per_prompt.loc[p.prompt]
                 rows.append({
                     "pair": _png_uri(images[i], members.images[int(p.train_idx)]), "arm": arm,
-                    "seed": seed, "prompt": p.prompt, "distance": round(float(p.distance), 4),
+                    "seed": seed, "prompt": p.prompt, "match": {"own": "its own image", "family": "a sibling",
+                                                                "other": "another subject"}[p.kind],
+                    "family": str(p.family), "distance": round(float(p.distance), 4),
                     "dup_count": int(info["dup_count"]), "dup_kind": str(info["dup_kind"]),
                     "clique": int(info["clique"]), "detector_score": round(float(detector[p.prompt]), 4)
                     if p.prompt in detector else None, "train_id": str(members.table["id"].iloc[int(p.train_idx)]),

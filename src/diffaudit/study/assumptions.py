@@ -4,13 +4,17 @@ It is written once, before any mitigation arm runs, and printed in every report,
 exactly what "extracted" or "member" meant for the numbers beside it.
 """
 
+import json
+
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.pipeline import AuditPipeline
 
 
-def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline) -> list[dict]:
+def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline, calibration: dict) -> list[dict]:
     s = preset.study
+    null = calibration["model_null"]
+    iid = _manifest(data).get("families", {}).get("iid_false_copy_rate")
     splits = data.table["split"].value_counts().to_dict()
     params = sum(p.numel() for p in pipe.unet.parameters())
     rows = [
@@ -20,8 +24,21 @@ def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline) -> list[di
         ("threat model", "Membership attacker", "Queries the model's noise predictions for an (image, caption) "
          "pair (white-box loss access); LiRA also knows the training recipe and trains shadow models.",
          "Carlini et al. 2022; Duan et al. 2023; Kong et al. 2024"),
-        ("extraction", "What counts as extracted", f"A generation within tiled-RMS distance {s.delta} (max over "
-         "4x4 tiles, pixels in [0,1]) of a training image.", "Carlini et al. 2023 §4.2, delta = 0.15"),
+        ("extraction", "What counts as extracted", f"A generation within tiled-RMS distance delta = "
+         f"{calibration['delta']:g} (max over 4x4 tiles, pixels in [0,1]) of the prompt's own training image; "
+         "copies of a near-duplicate sibling (same family) or of another subject are counted separately.",
+         "Carlini et al. 2023 §4.2 (delta = 0.15), lowered by calibration"),
+        ("extraction", "Copy threshold calibration", (f"delta is the largest value up to {s.delta:g} at which the "
+         f"model null stays <= {s.null_target:.0%} (upper 95% bound <= {s.null_bound:.0%})" if s.calibrate else
+         "delta is fixed by the config (study.calibrate = false), not calibrated") + ": at delta = "
+         f"{calibration['delta']:g}, {null['hits']} of {null['n']} never-trained captions ({null['rate']:.1%}, 95% CI "
+         f"{null['ci_low']:.1%}-{null['ci_high']:.1%}) had a generation within delta of their own unseen image"
+         + ("" if calibration["met"] else "; the null target is NOT met at this delta") + ".",
+         "diffaudit; thresholds calibrated on never-trained data"),
+        ("extraction", "Image null", "Never-trained images within delta of some member image: "
+         + ", ".join(f"{v:.1%} at {k}" for k, v in calibration["image_null"].items())
+         + (f" (family-disjoint splits; an IID split of the same pool gives {iid:.1%} at "
+            f"{preset.data.family_join:g})" if iid is not None else "") + ".", "Carlini et al. 2023; diffaudit"),
         ("extraction", "Clique filter", f"A prompt is flagged when >= max({s.min_clique}, ceil(N*10/500)) of its "
          f"N = {s.samples_per_prompt} generations are pairwise within {s.edge_threshold}.",
          "Carlini et al. 2023: ~10 of 500; floor of 3 is ours"),
@@ -29,8 +46,9 @@ def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline) -> list[di
          "Carlini et al. 2023 attacked the 350k most-duplicated LAION captions"),
         ("extraction", "Sampling", f"{preset.sample.sampler} with {preset.sample.steps} steps, guidance "
          f"{preset.sample.guidance:g}, seeds 0..{s.samples_per_prompt - 1} per prompt.", "diffaudit default"),
-        ("splits", "Member / non-member", f"Splits drawn IID from one shuffled OpenMoji pool: {splits}. "
-         "A model-free classifier checks the split is at chance.", "Dubiński et al. 2024"),
+        ("splits", "Member / non-member", f"Splits are family-disjoint: whole near-duplicate families (codepoint "
+         f"variants joined with images within {preset.data.family_join:g}) go to one split, in seeded random order: "
+         f"{splits}. A model-free classifier checks the split is at chance.", "Dubiński et al. 2024; diffaudit"),
         ("membership", "Evaluation set", f"{s.mia_per_side} unique member images vs {s.mia_per_side} "
          "non-members; members carry their most frequent training caption.", "diffaudit"),
         ("model scale", "Miniature model", f"{params / 1e6:.1f} M-parameter pixel-space UNet at "
@@ -50,3 +68,9 @@ def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline) -> list[di
          "Clopper & Pearson 1934"),
     ]
     return [{"category": c, "item": i, "statement": st, "source": src} for c, i, st, src in rows]
+
+
+def _manifest(data: ImageDataset) -> dict:
+    """The dataset's own manifest (diffaudit-built datasets have one; a user's may not)."""
+    path = data.root / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}

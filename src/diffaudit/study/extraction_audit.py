@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from diffaudit.attacks.copies import match_generations, per_prompt_verdicts, rate_by_delta
 from diffaudit.attacks.detect import DETECTORS
-from diffaudit.attacks.extraction import ExtractionConfig, oracle, probe, summarize
+from diffaudit.attacks.extraction import ExtractionConfig, cliques, probe, recall_sweep, summarize
 from diffaudit.attacks.metrics import rate_table, roc_summary
 from diffaudit.config import SampleConfig
 from diffaudit.data.imagefolder import ImageDataset
@@ -63,31 +64,44 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
     rows = generate(pipe, prompts["prompt"].tolist(), list(range(samples_per_prompt)), [guidance], sample_cfg,
                     gen_dir, progress)
     images, index = load_samples(gen_dir, rows)
-    train_dup = members.table["dup_count"].to_numpy()
-    per_prompt, pairs = probe(images, index, members.images, train_dup, cfg)
+    table = members.table
+    matches = match_generations(images, index, members, cfg.delta)
+    clique = cliques(images, index, cfg.edge_threshold)
+    per_prompt, pairs = probe(matches, clique, cfg)
     pairs = pairs.assign(seed=index["seed"].to_numpy()[pairs["sample"].to_numpy(dtype=int)],
-                         guidance=index["guidance"].to_numpy()[pairs["sample"].to_numpy(dtype=int)])
-    per_prompt = (per_prompt.merge(oracle(images, index, members.images, cfg.delta), on="prompt")
+                         guidance=index["guidance"].to_numpy()[pairs["sample"].to_numpy(dtype=int)],
+                         eidetic_k=table["dup_count"].to_numpy()[pairs["train_idx"].to_numpy(dtype=int)],
+                         family=table["family"].to_numpy()[pairs["train_idx"].to_numpy(dtype=int)])
+    per_prompt = (per_prompt.merge(per_prompt_verdicts(matches, cfg.delta), on="prompt")
                   .merge(prompts, on="prompt"))
-    per_prompt["extracted"] = per_prompt["extracted_images"] > 0
     per_prompt["dup_bucket"] = dup_bucket(per_prompt["dup_count"])
-    summary = summarize(per_prompt, pairs, cfg)
+    summary = summarize(per_prompt, pairs, table, cfg)
     by_dup = rate_table(per_prompt, ["dup_bucket"], hit="extracted")
     oracle_by_dup = rate_table(per_prompt, ["dup_bucket"], hit="memorized")
+    # A generation the probe confirms: in the largest clique of a flagged prompt.
+    confirmed = per_prompt.set_index("prompt")["flagged"].reindex(matches["prompt"]).to_numpy() & (clique > 0)
     summary |= {
         "samples_per_prompt": samples_per_prompt, "guidance": guidance, "sampler": sample_cfg.sampler,
         "steps": sample_cfg.steps, "seeds": f"0..{samples_per_prompt - 1}", "model_hash": pipe.model_hash(),
         "dataset_version": data.version, "clique_size_required": cfg.clique_size(samples_per_prompt),
         "unet_evaluations": int(index["unet_evals"].sum()),
         "by_dup": by_dup.to_dict("records"), "oracle_by_dup": oracle_by_dup.to_dict("records"),
+        "oracle_by_delta": rate_by_delta(per_prompt["oracle_min_distance"]),
+        "extraction_by_delta": rate_by_delta(matches[confirmed].groupby("prompt")["own_distance"].min()
+                                             .reindex(per_prompt["prompt"]).fillna(np.inf)),
+        "gu_replication_prompts": int(per_prompt["gu_hit"].sum()),
+        "probe_sweep": recall_sweep(matches, index, images, per_prompt.set_index("prompt")["memorized"], cfg),
         "assumptions": {**asdict(cfg), "distance": "max over 4x4 tiles of RMS on [0,1] pixels (Carlini et al. 2023)",
+                        "copy": "a flagged generation within delta of the prompt's own training image; copies of a "
+                                "near-duplicate sibling (family) or another image are counted separately",
                         "attacker": "black-box generation; training set used only to confirm flagged samples",
                         "prompts": "most-duplicated training captions"},
     }
+    write_atomic(out / "matches.parquet", lambda p: matches.assign(confirmed=confirmed).to_parquet(p, index=False))
     write_atomic(out / "per_prompt.parquet", lambda p: per_prompt.to_parquet(p, index=False))
     write_atomic(out / "pairs.parquet", lambda p: pairs.to_parquet(p, index=False))
     write_json(out / "summary.json", summary)
-    best = pairs.sort_values("distance").drop_duplicates("train_idx")
+    best = pairs[pairs["kind"] == "own"].sort_values("distance").drop_duplicates("train_idx")
     for row in best.itertuples():
         pair_strip(images[row.sample], members.images[row.train_idx], out / "pairs" / f"{row.train_idx:05d}.png")
     return summary

@@ -25,6 +25,7 @@ from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import Progress
 from diffaudit.study.assumptions import register
+from diffaudit.study.calibration import calibrate_copy_test
 from diffaudit.study.cost import measured
 from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
 from diffaudit.study.mia_audit import run_mia
@@ -61,11 +62,26 @@ def check_names(cfg: StudyConfig) -> None:
 class Study:
     def __init__(self, preset: Preset, run: Path, reference: Path | None, progress: Progress):
         self.preset, self.run, self.reference, self.progress = preset, Path(run), reference, progress
-        s = preset.study
-        self.probe_cfg = ExtractionConfig(delta=s.delta, edge_threshold=s.edge_threshold, min_clique=s.min_clique)
+        self.calibration: dict | None = None
         self.data = prepare_data(preset, self.run / "data", progress)
-        self.prompts = most_duplicated_prompts(self.data, s.prompts_top, seed=preset.data.seed)
+        self.prompts = most_duplicated_prompts(self.data, preset.study.prompts_top, seed=preset.data.seed)
         self._utility: UtilityProbe | None = None
+
+    @property
+    def probe_cfg(self) -> ExtractionConfig:
+        """The probe at the calibrated delta: no arm may be scored before the calibration step has run."""
+        if self.calibration is None:
+            raise RuntimeError("the copy test is not calibrated yet")
+        s = self.preset.study
+        return ExtractionConfig(delta=self.calibration["delta"], edge_threshold=s.edge_threshold,
+                                min_clique=s.min_clique)
+
+    def calibrate(self, base: AuditPipeline) -> dict:
+        """Choose delta against the model null of the first seed's base model, once for the whole study."""
+        seed = self.preset.study.seeds[0]
+        self.calibration = _step(self.run, "calibration", lambda: calibrate_copy_test(
+            base, self.data, self.preset, self.run / f"seed{seed}" / "null" / "samples", self.progress))
+        return self.calibration
 
     @property
     def utility(self) -> UtilityProbe:
@@ -79,8 +95,13 @@ class Study:
         ext = run_extraction(pipe, self.data, folder / "extraction", self.prompts, s.samples_per_prompt, guidance,
                              self.preset.sample, self.probe_cfg, self.progress)
         row = {"extraction_rate": ext["rate"], "extraction_ci": [ext["ci_low"], ext["ci_high"]],
-               "extracted_images": ext["extracted_images"], "attacked_prompts": ext["attacked_prompts"],
-               "oracle_memorized_prompts": ext["oracle_memorized_prompts"], "probe_precision": ext["precision"],
+               "prompts_with_copy": ext["prompts_with_copy"], "extracted_images": ext["extracted_images"],
+               "extracted_families": ext["extracted_families"], "family_prompts": ext["family_prompts"],
+               "other_prompts": ext["other_prompts"], "attacked_prompts": ext["attacked_prompts"],
+               "oracle_memorized_prompts": ext["oracle_memorized_prompts"], "oracle_rate": ext["oracle_rate"],
+               "oracle_ci": ext["oracle_ci"], "oracle_family_hit_prompts": ext["oracle_family_hit_prompts"],
+               "extraction_by_delta": ext["extraction_by_delta"], "oracle_by_delta": ext["oracle_by_delta"],
+               "probe_sweep": ext["probe_sweep"], "delta": self.probe_cfg.delta, "probe_precision": ext["precision"],
                "probe_recall": ext["recall"], "by_dup": ext["by_dup"], "extraction_unet_evals": ext["unet_evaluations"],
                "guidance": guidance, "model_hash": pipe.model_hash()}
         if mia:
@@ -158,8 +179,9 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
     if not (study.run / "run.json").exists():
         write_json(study.run / "steps" / "prepare.cost.json", prepared)  # data and base model, first run only
     write_run_record(study.run, preset.model_dump(), {"dataset": study.data.version, "base_model": base.model_hash()})
+    calibration = study.calibrate(base)
     if not (study.run / "assumptions.json").exists():
-        write_json(study.run / "assumptions.json", register(preset, study.data, base))
+        write_json(study.run / "assumptions.json", register(preset, study.data, base, calibration))
     rows = []
     for seed in preset.study.seeds:
         for name, fn in study.arms(seed):
@@ -168,7 +190,8 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
             _log_arm(study.run, preset, name, seed, result)
     table = comparison_table(rows)
     table.to_parquet(study.run / "comparison.parquet", index=False)
-    write_json(study.run / "results.json", {"rows": rows, "preset": preset.name, "dataset_version": study.data.version})
+    write_json(study.run / "results.json", {"rows": rows, "preset": preset.name, "dataset_version": study.data.version,
+                                            "calibration": calibration})
     return table
 
 

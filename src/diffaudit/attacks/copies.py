@@ -1,0 +1,128 @@
+"""The one copy test. Every caller (extraction probe, oracle, memorization benchmark, detectors' truth, viewer)
+decides "is this generation a copy?" here, so the verdicts cannot drift apart.
+
+A generation copies training image i when its tiled distance to i is below delta (Carlini et al. 2023 §4.2).
+A caption is memorized when a generation copies an image that caption was trained with (its *own* image);
+copies of another image of the same near-duplicate family are *family* hits, copies of any other training
+image *other* hits. delta is not taken on faith: it is read against two nulls, measured on never-trained data.
+"""
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from diffaudit.attacks.distance import tiled_rms_distance
+from diffaudit.attacks.metrics import clopper_pearson
+from diffaudit.attacks.neighbours import TrainingIndex
+
+if TYPE_CHECKING:  # imagefolder -> openmoji -> families -> this module
+    from diffaudit.data.imagefolder import ImageDataset
+
+KINDS = ("own", "family", "other", "none")  # a generation's verdict, strongest first
+# Sensitivity grid: how much a headline depends on the threshold (Carlini's 0.15 at the top).
+DELTA_GRID = (0.03, 0.04, 0.05, 0.06, 0.08, 0.10, 0.12, 0.15)
+# Gu et al. 2023: a generation replicates when nearest / second-nearest training distance < 1/3.
+GU_RATIO = 1 / 3
+
+
+def copy_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Carlini's tiled RMS on [0,1] pixels (max over 4x4 tiles); broadcasts over leading axes."""
+    return tiled_rms_distance(a, b)
+
+
+def closest(gens: np.ndarray, refs: np.ndarray, ref_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per generation, (id of the closest reference, its distance); (-1, inf) when there is no reference."""
+    if len(refs) == 0:
+        return np.full(len(gens), -1), np.full(len(gens), np.inf, dtype=np.float32)
+    d = copy_distance(gens[:, None], refs[None])
+    best = d.argmin(1)
+    return ref_ids[best], d[np.arange(len(gens)), best]
+
+
+def verdict(own: np.ndarray, family: np.ndarray, nearest: np.ndarray, delta: float) -> np.ndarray:
+    """Per generation: own image copied, else a family sibling, else another training image, else none."""
+    return np.select([own < delta, family < delta, nearest < delta], list(KINDS[:3]), KINDS[3])
+
+
+def match_generations(images: np.ndarray, index: pd.DataFrame, members: "ImageDataset", delta: float,
+                      candidates: int = 32) -> pd.DataFrame:
+    """One row per generation: nearest training image (any), the closest of the prompt's own image(s) and of
+    the rest of their families, the Gu ratio (second-nearest taken outside the nearest image's family) and
+    the verdict at `delta`. Prompts that were never training captions have no own image (distance inf).
+    Image ids are row numbers of `members`."""
+    table = members.table
+    family = table["family"].to_numpy()
+    ids = TrainingIndex(members.images).candidates(images, candidates)
+    dists = copy_distance(images[:, None], members.images[ids])
+    order = np.argsort(dists, axis=1, kind="stable")
+    ids, dists = np.take_along_axis(ids, order, 1), np.take_along_axis(dists, order, 1)
+    outside = family[ids] != family[ids[:, :1]]
+    second = np.where(outside.any(1), dists[np.arange(len(ids)), outside.argmax(1)], np.inf)
+    first = ~table["sha256"].duplicated().to_numpy()  # one row per distinct image
+    own_idx, own = np.full(len(images), -1), np.full(len(images), np.inf, dtype=np.float32)
+    fam_idx, fam = own_idx.copy(), own.copy()
+    text = table["text"].to_numpy()
+    for prompt, group in index.groupby("prompt", sort=False):
+        rows = group.index.to_numpy()
+        mine = text == prompt
+        if not mine.any():
+            continue
+        own_sha = table["sha256"].isin(set(table.loc[mine, "sha256"])).to_numpy()
+        refs = np.flatnonzero(own_sha & first)
+        kin = np.flatnonzero(np.isin(family, np.unique(family[mine])) & ~own_sha & first)
+        own_idx[rows], own[rows] = closest(images[rows], members.images[refs], refs)
+        fam_idx[rows], fam[rows] = closest(images[rows], members.images[kin], kin)
+    nearest = dists[:, 0]
+    return pd.DataFrame({
+        "prompt": index["prompt"].to_numpy(), "sample": np.arange(len(images)), "nearest_idx": ids[:, 0],
+        "nearest_distance": nearest, "own_idx": own_idx, "own_distance": own, "family_idx": fam_idx,
+        "family_distance": fam, "gu_ratio": nearest / second, "kind": verdict(own, fam, nearest, delta)})
+
+
+def matched_image(matches: pd.DataFrame) -> np.ndarray:
+    """The training image a generation's verdict is about: its own image, the sibling, or the nearest."""
+    return np.select([matches["kind"] == "own", matches["kind"] == "family"],
+                     [matches["own_idx"], matches["family_idx"]], matches["nearest_idx"])
+
+
+def per_prompt_verdicts(matches: pd.DataFrame, delta: float) -> pd.DataFrame:
+    """Per prompt: memorized (own image copied), family hit, other hit, and the closest distances."""
+    m = matches.assign(own_hit=matches["own_distance"] < delta, family_hit=matches["family_distance"] < delta,
+                       other_hit=(matches["nearest_distance"] < delta) & (matches["own_distance"] >= delta)
+                       & (matches["family_distance"] >= delta), gu_hit=matches["gu_ratio"] < GU_RATIO)
+    out = m.groupby("prompt", sort=False).agg(
+        memorized=("own_hit", "any"), family_hit=("family_hit", "any"), other_hit=("other_hit", "any"),
+        gu_hit=("gu_hit", "any"), oracle_min_distance=("own_distance", "min"),
+        nearest_min_distance=("nearest_distance", "min")).reset_index()
+    return out
+
+
+def rate_by_delta(min_distance_per_prompt: pd.Series, grid: tuple[float, ...] = DELTA_GRID) -> list[dict]:
+    """Share of prompts whose closest generation is within each delta of the grid, with 95% intervals."""
+    d = min_distance_per_prompt.to_numpy()
+    rows = []
+    for delta in grid:
+        k = int((d < delta).sum())
+        low, high = clopper_pearson(k, len(d))
+        rows.append({"delta": delta, "hits": k, "n": len(d), "rate": k / len(d) if len(d) else float("nan"),
+                     "ci_low": low, "ci_high": high})
+    return rows
+
+
+def model_null(gens: np.ndarray, index: pd.DataFrame, own_images: dict[str, np.ndarray],
+               grid: tuple[float, ...] = DELTA_GRID) -> list[dict]:
+    """The floor every memorization rate is read against: for never-trained captions, the share with a
+    generation within delta of their own never-seen image, per delta of the grid."""
+    nearest = {p: float(copy_distance(gens[g.index.to_numpy()], own_images[p][None]).min())
+               for p, g in index.groupby("prompt", sort=False)}
+    return rate_by_delta(pd.Series(nearest), grid)
+
+
+def calibrate_delta(null: list[dict], cap: float, target: float, bound: float) -> dict:
+    """The largest delta (at most `cap`) whose model null is <= target with its upper 95% bound <= bound;
+    if none qualifies, the smallest delta of the grid, flagged as missing the target."""
+    ok = [r for r in null if r["delta"] <= cap and r["rate"] <= target and r["ci_high"] <= bound]
+    chosen = max(ok, key=lambda r: r["delta"]) if ok else min(null, key=lambda r: r["delta"])
+    return {"delta": chosen["delta"], "model_null": chosen, "target": target, "bound": bound, "met": bool(ok),
+            "cap": cap}
