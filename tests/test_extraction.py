@@ -61,7 +61,8 @@ def test_probe_counts_own_image_copies_and_labels_sibling_copies() -> None:
     summary = summarize(per_prompt, pairs, data.table, cfg)
     assert (summary["prompts_with_copy"], summary["extracted_images"], summary["attacked_prompts"]) == (1, 1, 3)
     assert (summary["family_prompts"], summary["family_images"], summary["oracle_family_hit_prompts"]) == (1, 1, 1)
-    assert summary["precision"] == summary["recall"] == 1.0
+    assert summary["recall"] == 1.0
+    assert summary["precision"] == 0.5, "flagged: a (memorized) and c (a sibling copy, not memorized)"
     assert 0 < summary["ci_low"] < 1 / 3 < summary["ci_high"] < 1
 
 

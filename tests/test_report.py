@@ -38,7 +38,8 @@ def edited_study(tiny_study_dir: Path, tmp_path: Path) -> Path:
     results = json.loads((run / "results.json").read_text())
     for row in results["rows"]:
         if row["arm"] in ("base", "dedup-image"):
-            row["extracted_images"] = 1 if row["arm"] == "base" else 4
+            row["prompts_with_copy"] = row["extracted_images"] = 1 if row["arm"] == "base" else 4
+            row["extracted_families"] = 1
     (run / "results.json").write_text(json.dumps(results))
     return run
 
@@ -52,7 +53,7 @@ def test_memo_is_four_pages_and_every_percentage_comes_from_the_results(edited_s
     base = rows["base"]
     allowed = {pct(x) for x in _floats(results)} | {"95%"}
     for arm, r in rows.items():  # rates and intervals recomputed here from the counts, and quality costs
-        k, n = r["extracted_images"], r["attacked_prompts"]
+        k, n = r["prompts_with_copy"], r["attacked_prompts"]
         allowed |= {pct(k / n), *map(pct, clopper_pearson(k, n))}
         if arm != "base":
             allowed.add(signed(r["frechet_distance"] / base["frechet_distance"] - 1).replace("−", "-"))
@@ -60,7 +61,8 @@ def test_memo_is_four_pages_and_every_percentage_comes_from_the_results(edited_s
     assert found and set(found) <= allowed, set(found) - allowed
     assert "17%" in text and "67%" in text
     assert f"{base['attacked_prompts']} captions from its own training data" in text
-    assert "copies of 1 different training picture" in text
+    assert "For 1 caption it gave back a near-exact copy of the caption's own training picture: 1 picture of 1 " \
+        "subject" in text
     meta = json.loads((memo.pdf.parent / "memo_meta.json").read_text())
     assert meta["pages"] == 4 and meta["flesch_kincaid_grade"] <= 12, "the memo must read at grade 12 or below"
 

@@ -98,14 +98,14 @@ def data_check(
     from diffaudit.data.families import split_leaks
     from diffaudit.data.imagefolder import load_imagefolder
 
-    data = load_imagefolder(folder, resolution)
-    console.print(f"{folder}: {len(data)} rows, images {data.images.shape[1:]}, version {data.version}, "
-                  f"{data.table['family'].nunique()} near-duplicate families")
-    console.print(data.table["split"].value_counts().to_string())
     manifest = folder / "manifest.json"
     if delta is None:
         delta = json.loads(manifest.read_text()).get("copy_delta", CARLINI_DELTA) if manifest.is_file() \
             else CARLINI_DELTA
+    data = load_imagefolder(folder, resolution, family_join=delta)
+    console.print(f"{folder}: {len(data)} rows, images {data.images.shape[1:]}, version {data.version}, "
+                  f"{data.table['family'].nunique()} near-duplicate families")
+    console.print(data.table["split"].value_counts().to_string())
     leaks = split_leaks(data.images, data.table, delta)
     held = int((data.table["split"] != "member").sum())
     if leaks.empty:
@@ -191,7 +191,9 @@ def extract(
     Defaults come from the preset's [study] section (flags and --config override them)."""
     from diffaudit.attacks.extraction import ExtractionConfig
     from diffaudit.data.imagefolder import load_imagefolder
+    from diffaudit.io import write_json
     from diffaudit.model.pipeline import AuditPipeline
+    from diffaudit.study.calibration import calibrate_copy_test
     from diffaudit.study.extraction_audit import (
         most_duplicated_prompts,
         prompts_from_file,
@@ -215,8 +217,19 @@ def extract(
     targets = (prompts_from_file(prompts_file, dataset) if prompts_file
                else most_duplicated_prompts(dataset, s.prompts_top))
     samples, scale, out = s.samples_per_prompt, cfg.sample.guidance, _out_dir(out)
-    probe_cfg = ExtractionConfig(delta=s.delta, edge_threshold=s.edge_threshold, min_clique=s.min_clique)
     with _progress() as progress:
+        delta = s.delta
+        if s.calibrate and (dataset.table["split"] == "nonmember").any():
+            calibration = calibrate_copy_test(pipe, dataset, cfg, out / "null" / "samples", progress)
+            write_json(out / "calibration.json", calibration)
+            delta = calibration["delta"]
+            null = calibration["model_null"]
+            console.print(f"copy threshold: delta {delta:g}; model null {null['hits']}/{null['n']} never-trained "
+                          f"captions ({'target met' if calibration['met'] else calibration['reason']})")
+        else:
+            console.print(f"[yellow]copy threshold not calibrated[/] (no nonmember split, or study.calibrate = false): "
+                          f"delta {delta:g} as configured")
+        probe_cfg = ExtractionConfig(delta=delta, edge_threshold=s.edge_threshold, min_clique=s.min_clique)
         if tiered:
             result = run_tiered(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, s.detector,
                                 s.confirm_fraction, full_run, progress)
@@ -225,7 +238,7 @@ def extract(
         summary = run_extraction(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, progress)
     table = Table(title=f"Extraction: {summary['prompts_with_copy']} of {summary['attacked_prompts']} prompts copied "
                         f"their own image ({summary['extracted_images']} images, {summary['extracted_families']} "
-                        f"subjects; {samples} generations each, delta {s.delta})")
+                        f"subjects; {samples} generations each, delta {delta:g})")
     for col in ("duplicates", "prompts", "extracted", "rate", "95% CI"):
         table.add_column(col)
     for row in summary["by_dup"]:
@@ -235,7 +248,8 @@ def extract(
     console.print(f"also: {summary['family_prompts']} prompts copied a near-duplicate sibling, "
                   f"{summary['other_prompts']} another subject")
     console.print(f"overall {summary['rate']:.1%} [{summary['ci_low']:.1%}, {summary['ci_high']:.1%}]; "
-                  f"precision {summary['precision']:.2f}, recall {summary['recall']:.2f} vs the oracle; "
+                  f"clique-filter precision {summary['precision']:.2f}, probe recall {summary['recall']:.2f} vs the "
+                  "oracle; "
                   f"{summary['unet_evaluations']} UNet evaluations; results in {out}")
 
 

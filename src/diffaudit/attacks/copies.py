@@ -15,13 +15,14 @@ import pandas as pd
 from diffaudit.attacks.distance import tiled_rms_distance
 from diffaudit.attacks.metrics import clopper_pearson
 from diffaudit.attacks.neighbours import TrainingIndex
+from diffaudit.config import CARLINI_DELTA
 
 if TYPE_CHECKING:  # imagefolder -> openmoji -> families -> this module
     from diffaudit.data.imagefolder import ImageDataset
 
 KINDS = ("own", "family", "other", "none")  # a generation's verdict, strongest first
 # Sensitivity grid: how much a headline depends on the threshold (Carlini's 0.15 at the top).
-DELTA_GRID = (0.03, 0.04, 0.05, 0.06, 0.08, 0.10, 0.12, 0.15)
+DELTA_GRID = (0.03, 0.04, 0.05, 0.06, 0.08, 0.10, 0.12, CARLINI_DELTA)
 # Gu et al. 2023: a generation replicates when nearest / second-nearest training distance < 1/3.
 GU_RATIO = 1 / 3
 
@@ -53,13 +54,15 @@ def match_generations(images: np.ndarray, index: pd.DataFrame, members: "ImageDa
     Image ids are row numbers of `members`."""
     table = members.table
     family = table["family"].to_numpy()
-    ids = TrainingIndex(members.images).candidates(images, candidates)
+    first = ~table["sha256"].duplicated().to_numpy()  # one row per distinct image
+    distinct = np.flatnonzero(first)  # candidates among distinct images, so copies cannot crowd out the second
+    ids = distinct[TrainingIndex(members.images[distinct]).candidates(images, candidates)]
     dists = copy_distance(images[:, None], members.images[ids])
     order = np.argsort(dists, axis=1, kind="stable")
     ids, dists = np.take_along_axis(ids, order, 1), np.take_along_axis(dists, order, 1)
     outside = family[ids] != family[ids[:, :1]]
-    second = np.where(outside.any(1), dists[np.arange(len(ids)), outside.argmax(1)], np.inf)
-    first = ~table["sha256"].duplicated().to_numpy()  # one row per distinct image
+    # No candidate outside the family: the ratio is unknown (NaN), never a replication by default.
+    second = np.where(outside.any(1), dists[np.arange(len(ids)), outside.argmax(1)], np.nan)
     own_idx, own = np.full(len(images), -1), np.full(len(images), np.inf, dtype=np.float32)
     fam_idx, fam = own_idx.copy(), own.copy()
     text = table["text"].to_numpy()
@@ -121,8 +124,14 @@ def model_null(gens: np.ndarray, index: pd.DataFrame, own_images: dict[str, np.n
 
 def calibrate_delta(null: list[dict], cap: float, target: float, bound: float) -> dict:
     """The largest delta (at most `cap`) whose model null is <= target with its upper 95% bound <= bound;
-    if none qualifies, the smallest delta of the grid, flagged as missing the target."""
-    ok = [r for r in null if r["delta"] <= cap and r["rate"] <= target and r["ci_high"] <= bound]
-    chosen = max(ok, key=lambda r: r["delta"]) if ok else min(null, key=lambda r: r["delta"])
+    if none qualifies, the smallest allowed delta of the grid, flagged as missing the target with the reason."""
+    allowed = [r for r in null if r["delta"] <= cap] or [min(null, key=lambda r: r["delta"])]
+    ok = [r for r in allowed if r["rate"] <= target and r["ci_high"] <= bound]
+    chosen = max(ok, key=lambda r: r["delta"]) if ok else min(allowed, key=lambda r: r["delta"])
+    n = chosen["n"]
+    # With no hit at all, the exact upper bound is 1 - 0.025^(1/n): below `bound` only from this many captions.
+    needed = int(np.ceil(np.log(0.025) / np.log(1 - bound))) if 0 < bound < 1 else 1
     return {"delta": chosen["delta"], "model_null": chosen, "target": target, "bound": bound, "met": bool(ok),
-            "cap": cap}
+            "cap": cap, "captions_needed": needed,
+            "reason": "met" if ok else f"too few never-trained captions ({n} < {needed}) to certify the bound"
+            if n < needed else "no delta of the grid keeps the model null within the target"}

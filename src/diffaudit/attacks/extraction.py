@@ -75,7 +75,8 @@ def probe(matches: pd.DataFrame, clique: np.ndarray, cfg: ExtractionConfig) -> t
 def summarize(per_prompt: pd.DataFrame, pairs: pd.DataFrame, members: pd.DataFrame, cfg: ExtractionConfig) -> dict:
     """The extraction rate is prompts whose flagged generations copy their own image / attacked prompts, a binomial
     proportion with its exact 95% interval; unique images and families (subjects) are counted beside it, per
-    match kind, since several prompts can land on one subject. Against the oracle: the probe's precision/recall."""
+    match kind, since several prompts can land on one subject. Against the oracle: the clique filter's precision
+    and the probe's recall."""
     n = len(per_prompt)
     k = int(per_prompt["extracted"].sum())
     low, high = clopper_pearson(k, n)
@@ -88,11 +89,13 @@ def summarize(per_prompt: pd.DataFrame, pairs: pd.DataFrame, members: pd.DataFra
         summary[f"{kind}_prompts"] = int((per_prompt[f"{kind}_images"] > 0).sum())
     summary["extracted_images"], summary["extracted_families"] = summary["own_images"], summary["own_families"]
     if "memorized" in per_prompt:
-        truth, found = per_prompt["memorized"], per_prompt["extracted"]
+        # Confirmed prompts are memorized by construction (same copy test, fewer generations), so precision is
+        # the clique filter's own: of the prompts it flags without training data, how many truly memorize.
+        truth, found, flagged = per_prompt["memorized"], per_prompt["extracted"], per_prompt["flagged"]
         tp = int((found & truth).sum())
         summary |= {"oracle_memorized_prompts": int(truth.sum()), "oracle_family_hit_prompts":
                     int((per_prompt["family_hit"] & ~truth).sum()), "probe_true_positives": tp,
-                    "precision": tp / int(found.sum()) if found.any() else float("nan"),
+                    "precision": int((flagged & truth).sum()) / int(flagged.sum()) if flagged.any() else float("nan"),
                     "recall": tp / int(truth.sum()) if truth.any() else float("nan")}
         lo, hi = clopper_pearson(int(truth.sum()), n)
         summary |= {"oracle_rate": int(truth.sum()) / n if n else 0.0, "oracle_ci": [lo, hi]}
@@ -102,8 +105,9 @@ def summarize(per_prompt: pd.DataFrame, pairs: pd.DataFrame, members: pd.DataFra
 def recall_sweep(matches: pd.DataFrame, index: pd.DataFrame, images: np.ndarray, memorized: pd.Series,
                  cfg: ExtractionConfig, sizes: tuple[int, ...] = (2, 3, 4, 6, 8),
                  samples: tuple[int, ...] = (4, 8, 16, 32, 64)) -> list[dict]:
-    """Probe recall against the oracle and flagged share, as a function of generations per prompt N (the first N
-    seeds) and of the clique size asked, so a reader sees what the study's rule buys."""
+    """Probe recall and flagged prompts as a function of generations per prompt N (the first N seeds) and of the
+    clique size asked, so a reader sees what the study's rule buys. Recall is against the oracle of all the
+    generations drawn (what the model owner finds), not of the first N."""
     rows = []
     seeds = index["seed"].to_numpy()
     for n in sorted({k for k in samples if k <= seeds.max() + 1} | {int(seeds.max()) + 1}):

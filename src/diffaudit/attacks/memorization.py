@@ -13,7 +13,8 @@ from diffaudit.data.imagefolder import ImageDataset
 
 def target_prompts(data: ImageDataset, n_singletons: int, seed: int = 0) -> pd.DataFrame:
     """One prompt per duplicated member image (its most frequent caption) plus a random sample of singletons
-    alone in their family (no exact copy and no near-duplicate sibling) as the control group."""
+    alone in their family and under a caption of their own (no exact copy, no near-duplicate sibling, no shared
+    caption) as the control group."""
     members = data.table[data.table["split"] == "member"]
     per_image = (members.groupby(["sha256", "text"]).size().rename("n").reset_index()
                  .sort_values(["sha256", "n", "text"], ascending=[True, False, True])
@@ -22,7 +23,9 @@ def target_prompts(data: ImageDataset, n_singletons: int, seed: int = 0) -> pd.D
         ["dup_count", "family_count", "family", "dup_kind", "dup_group"]]
     prompts = per_image.join(info, on="sha256").drop(columns="n")
     dup = prompts[prompts["dup_count"] > 1]
-    singles = prompts[(prompts["dup_count"] == 1) & (prompts["family_count"] == 1)]
+    captions = members["text"].value_counts()
+    singles = prompts[(prompts["dup_count"] == 1) & (prompts["family_count"] == 1)
+                      & (prompts["text"].map(captions) == 1)]
     rng = np.random.default_rng(seed)
     singles = singles.iloc[np.sort(rng.choice(len(singles), min(n_singletons, len(singles)), replace=False))]
     return pd.concat([dup, singles]).rename(columns={"text": "prompt"}).reset_index(drop=True)

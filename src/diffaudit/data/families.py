@@ -80,7 +80,7 @@ def split_leaks(images: np.ndarray, table: pd.DataFrame, threshold: float) -> pd
     member_idx = np.flatnonzero(member)
     pairs = close_pairs(images[held], images[member_idx], threshold)
     nearest = {int(held[i]): int(member_idx[j]) for i, j in pairs[::-1]}
-    first_member = dict(zip(table["family"][member], member_idx, strict=True))
+    first_member = dict(zip(table["family"][member][::-1], member_idx[::-1], strict=True))  # lowest index wins
     for i in held:
         if i not in nearest and table["family"].iloc[i] in first_member:
             nearest[int(i)] = int(first_member[table["family"].iloc[i]])

@@ -147,12 +147,12 @@ def _decode(path: Path, label: str, resolution: int | None) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def load_imagefolder(root: Path, resolution: int | None = None) -> ImageDataset:
+def load_imagefolder(root: Path, resolution: int | None = None, family_join: float = CARLINI_DELTA) -> ImageDataset:
     """Read `root/metadata.{jsonl,csv,parquet}` and its images; validate every row.
 
     Without a `split` column every row is a training member; missing `id`, `sha256`, `dup_count` and
     `family` are derived (dup_count = how many member rows share the image's pixels; family = connected
-    components of images within Carlini's delta). `family_count` is always the member rows of the family.
+    components of images within `family_join`). `family_count` is always the member rows of the family.
     """
     root = Path(root)
     if resolution is not None and not MIN_RESOLUTION <= resolution <= 1024:
@@ -205,7 +205,7 @@ def load_imagefolder(root: Path, resolution: int | None = None) -> ImageDataset:
     if "dup_kind" not in table.columns:  # only diffaudit's own datasets plant duplicates on purpose
         table["dup_kind"] = "unlabelled"
     if "family" not in table.columns:  # a user's data: near-duplicate families by image distance alone
-        labels = join_families(stack, table["sha256"].tolist(), CARLINI_DELTA)
+        labels = join_families(stack, table["sha256"].tolist(), family_join)
         table["family"] = table["id"].to_numpy()[labels]
     table["family"] = table["family"].astype(str)
     member_rows = table["family"][table["split"] == "member"].value_counts()

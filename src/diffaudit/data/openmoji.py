@@ -121,14 +121,17 @@ def family_splits(renders: list[tuple[Glyph, np.ndarray]], family: np.ndarray, c
     order = [groups[k] for k in rng.permutation(sorted(groups))]
     taken: dict[str, list[int]] = {name: [] for name in need}
     used = np.zeros(len(order), dtype=bool)
+    by_size = sorted(range(len(order)), key=lambda k: len(order[k]))
     for name, n in need.items():
-        for k, members in enumerate(order):
+        # First fit in random order; then smallest families first, which fills any split that can be filled
+        # from families of size 1 and closes most other gaps.
+        for k in [*range(len(order)), *by_size]:
             room = n - len(taken[name])
             if room == 0:
                 break
-            if used[k] or len(members) > room:
+            if used[k] or len(order[k]) > room:
                 continue
-            taken[name] += members
+            taken[name] += order[k]
             used[k] = True
         if len(taken[name]) < n:
             raise DatasetError(f"only {len(taken[name])} images left for the {name} split after keeping "

@@ -29,8 +29,10 @@ ATTACK_NAMES = {"loss": "loss threshold", "pia": "PIA", "secmi": "SecMI", "clid"
                 "lira-offline": "offline LiRA"}
 GLOSSARY = [
     ("Extraction", "getting the model to output a near-exact copy of a picture it was trained on."),
-    ("Extraction rate", "the number of different training pictures copied, divided by the number of captions "
-     "tried. This is how the published study counts."),
+    ("Extraction rate", "the share of captions tried for which the model made a near-exact copy of that caption's "
+     "own training picture. Copies of a look-alike picture (the same emoji in another skin tone, say) are "
+     "counted apart."),
+    ("Subject", "a group of look-alike training pictures, such as one emoji in its five skin tones."),
     ("Caption", "the short text that came with each training picture; we use it as the request to the model."),
     ("95% range", "the span in which the true rate lies with 95% confidence, given how many cases we tested."),
     ("p", "how often chance alone would give a difference at least this large. Below 0.05 we call a change clear."),
@@ -127,12 +129,14 @@ class MemoWriter:
         if b["extracted"] == 0:
             return (f"{asked} Our test found no copies of training pictures. With this many tries, the true "
                     f"extraction rate could still be as high as {pct(b['ci_high'])}.")
-        pictures = "picture" if b["extracted"] == 1 else "pictures"
+        captions = "caption" if b["extracted"] == 1 else "captions"
         total = " in total" if seeds > 1 else ""
-        return (f"{asked} It gave back near-exact copies of {b['extracted']} different training {pictures}{total}. "
-                f"That is an extraction rate of {pct(b['rate'])}, with a 95% range of "
-                f"{span(b['ci_low'], b['ci_high'])}. Put simply: for every 100 training captions someone tries, "
-                f"expect about {round(100 * b['rate'])} copied pictures.")
+        pictures = "picture" if b["images"] == 1 else "different pictures"
+        subjects = "subject" if b["families"] == 1 else "subjects"
+        return (f"{asked} For {b['extracted']} {captions}{total} it gave back a near-exact copy of the caption's own "
+                f"training picture: {b['images']} {pictures} of {b['families']} {subjects}. That is an "
+                f"extraction rate of {pct(b['rate'])}, with a 95% range of {span(b['ci_low'], b['ci_high'])}, for "
+                "these most repeated captions only.")
 
     def intro(self) -> list[str]:
         out = []
@@ -250,25 +254,43 @@ class MemoWriter:
                    "the published study, and keep its results with the release record.")
         return out
 
+    def _threshold_sentence(self) -> str:
+        cal = self.res.calibration
+        if not cal["calibrated"]:
+            return "That distance was set by hand, not checked against pictures the model never saw. " + \
+                _null_sentence(cal)
+        if cal["met"]:
+            return (f"We chose that distance so that, for captions the model never saw, at most "
+                    f"{pct(cal['target'])} get a 'copy' by chance. " + _null_sentence(cal))
+        return ("No distance we tried kept chance 'copies' of never-seen pictures low enough, so we used the "
+                "strictest one. " + _null_sentence(cal))
+
     def assumptions(self) -> list[str]:
         s, auc = self.study, self.base.get("split_check_auc")
         if auc is None:
             split = "We did not run the membership test, so we did not check the held-out pictures."
         elif abs(auc - 0.5) < 0.05:
             split = (f"The pictures held out for the membership test came from the same pool as the training "
-                     f"pictures, drawn at random. A check that looks only at the pictures could not tell the two "
-                     f"groups apart (score {auc:.2f}; 0.50 means alike).")
+                     f"pictures, with look-alike pictures always kept on one side. A check that looks only at the "
+                     f"pictures could not tell the two groups apart (score {auc:.2f}; 0.50 means alike).")
         else:
             split = (f"Warning: a check that looks only at the pictures could tell the held-out and training "
                      f"pictures apart (score {auc:.2f}; 0.50 means alike), so membership results may be overstated.")
         return [
             "The attacker can ask the model for pictures and knows, or can guess, captions from the training data.",
-            f"A picture counts as a copy when it is within a small pixel distance ({s['delta']}) of a training "
-            "picture in every part of the image, as in the published study.",
+            f"A picture counts as a copy when it is within a small pixel distance ({self.base['delta']:g}) of the "
+            "caption's own training picture in every part of the image, as in the published study. "
+            + self._threshold_sentence(),
             f"We attacked the {s['prompts_top']} captions whose pictures were repeated most often.",
             split,
             "Every threshold was fixed before any fix was tested. The full list is in the technical report.",
         ]
+
+
+def _null_sentence(cal: dict) -> str:
+    null = cal["model_null"]
+    return (f"For captions the model never saw, {pct(null['rate'])} got such a 'copy' of their unseen picture by "
+            f"chance ({null['hits']} of {null['n']}).")
 
 
 def _figures(w: MemoWriter, out: Path) -> bool:
@@ -276,7 +298,7 @@ def _figures(w: MemoWriter, out: Path) -> bool:
     dup_rate_figure(w.buckets.to_dict("records"), out / "fig_dup.png")
     arms_figure(w.arms.reset_index(), out / "fig_arms.png")
     folder = w.res.run / f"seed{w.base['seed']}" / "base" / "extraction"
-    pairs = pd.read_parquet(folder / "pairs.parquet")
+    pairs = pd.read_parquet(folder / "pairs.parquet").query("kind == 'own'")
     files = [folder / "pairs" / f"{int(i):05d}.png" for i in
              pairs.sort_values("distance").drop_duplicates("train_idx")["train_idx"].head(6)]
     return pairs_montage([f for f in files if f.exists()], out / "fig_pairs.png") is not None

@@ -20,6 +20,7 @@ class StudyResults:
     preset: str
     config: dict  # the preset as run, from run.json
     record: dict  # hashes and package versions
+    calibration: dict  # the copy threshold and the nulls it was chosen against
 
     @classmethod
     def load(cls, run: Path) -> "StudyResults":
@@ -31,23 +32,28 @@ class StudyResults:
         results = json.loads((run / "results.json").read_text())
         record = json.loads((run / "run.json").read_text())
         return cls(run, results["rows"], json.loads((run / "assumptions.json").read_text()), results["preset"],
-                   record["config"], record)
+                   record["config"], record, results["calibration"])
 
     @property
     def seeds(self) -> list[int]:
         return sorted({r["seed"] for r in self.rows})
 
     def arms(self) -> pd.DataFrame:
-        """One row per arm, pooled over seeds: extraction rate with its exact interval and the seed spread."""
+        """One row per arm, pooled over seeds: extraction rate (prompts that copied their own image / prompts
+        attacked) with its exact interval and the seed spread; unique images and subjects (families) beside it,
+        summed over seeds."""
         out = []
         for arm, group in pd.DataFrame([r for r in self.rows if r.get("kind") != "detection"]).groupby(
                 "arm", sort=False):
-            k, n = int(group["extracted_images"].sum()), int(group["attacked_prompts"].sum())
+            k, n = int(group["prompts_with_copy"].sum()), int(group["attacked_prompts"].sum())
             low, high = clopper_pearson(min(k, n), n)
             mia = [max(m.values(), key=lambda v: v["auc"]) for m in group.get("mia", pd.Series(dtype=object))
                    if isinstance(m, dict) and m]
             out.append({"arm": arm, "kind": group["kind"].iloc[0], "guidance": group["guidance"].iloc[0],
                         "extracted": k, "prompts": n, "rate": k / n, "ci_low": low, "ci_high": high,
+                        "images": int(group["extracted_images"].sum()),
+                        "families": int(group["extracted_families"].sum()),
+                        "family_prompts": int(group["family_prompts"].sum()),
                         "seed_min": group["extraction_rate"].min(), "seed_max": group["extraction_rate"].max(),
                         "mia_auc": float(np.mean([m["auc"] for m in mia])) if mia else None,
                         "frechet_distance": group["frechet_distance"].mean(),

@@ -20,16 +20,26 @@ from diffaudit.report.results import StudyResults, by_dup
 METHODS = [
     ("Extraction probe", "Carlini et al. 2023: for each attacked caption, N generations with seeds 0..N-1; a "
      "prompt is flagged when its generations contain a clique of pairwise tiled-RMS distance below the edge "
-     "threshold; clique members are matched to their nearest training image (faiss, then exact tiled distance) "
-     "and a training image counts as extracted when a member lies within delta of it. The oracle compares every "
-     "generation with the whole training set (no clique filter) and gives the true memorized set, so the probe's "
-     "recall is measured; the filter's own precision is flagged-and-memorized / flagged (per-prompt table)."),
+     "threshold; clique members are compared with the training set (faiss candidates, exact tiled distance). A "
+     "prompt is extracted when a clique member lies within delta of the caption's own training image; copies of "
+     "a near-duplicate sibling (same family) or of another subject are counted separately. The rate is prompts "
+     "extracted / prompts attacked (exact interval); unique images and families are counted beside it. The "
+     "oracle applies the same copy test to every generation, without the clique filter, and gives the true "
+     "memorized set, so the probe's recall is measured."),
+    ("Copy threshold", "One copy test (diffaudit.attacks.copies) for every caller. delta is calibrated before "
+     "any arm runs: the base model generates N samples for never-trained, family-disjoint captions, and delta "
+     "is the largest grid value (up to Carlini's 0.15) at which the share of those captions with a sample within "
+     "delta of their own unseen image (the model null) meets the target. The image null (never-trained images "
+     "within delta of a member image) is reported beside it; families make it ~0 by construction."),
+    ("Near-duplicate families", "Codepoint variants (skin tone, gender, hair) and images within the join "
+     "threshold (connected components over the whole pool) form one family; splits take whole families."),
     ("Tiered detection", "A one-step memorization detector (Wen et al. 2024 text-conditional noise norm, or "
      "Webster 2023 edge consistency) scores every prompt; only the top fraction goes to the full probe. Cost is "
      "counted in UNet evaluations, exactly, by a counter around the denoiser."),
     ("Membership inference", "Loss (Carlini et al. 2022 threshold on denoising error), PIA (Kong et al. 2024), "
      "SecMI (Duan et al. 2023), CLiD (Zhai et al. 2024) and, when shadows are trained, LiRA (Carlini et al. 2022). "
-     "Members are unique training images with their most frequent caption; non-members an IID hold-out. A "
+     "Members are unique training images with their most frequent caption; non-members a family-disjoint "
+     "hold-out. A "
      "model-free classifier on pixels and caption embeddings checks the split is at chance (Dubiński et al. 2024)."),
     ("Paired test", "Arms are compared with the base model on the same prompts with an exact McNemar test "
      f"(binomial on the prompts whose outcome changed); 'changed beyond chance' means p < {ALPHA}."),
@@ -65,10 +75,47 @@ def _mia_table(row: dict, run: Path) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _by_delta(row: dict) -> pd.DataFrame:
+    probe = pd.DataFrame(row["extraction_by_delta"]).set_index("delta")
+    oracle = pd.DataFrame(row["oracle_by_delta"]).set_index("delta")
+    return pd.DataFrame({"delta": probe.index, "probe prompts": probe["hits"].to_numpy(),
+                         "probe rate": probe["rate"].to_numpy(), "probe 95% CI": [
+                             f"{lo:.3f}–{hi:.3f}" for lo, hi in zip(probe["ci_low"], probe["ci_high"], strict=True)],
+                         "oracle prompts": oracle["hits"].to_numpy(), "oracle rate": oracle["rate"].to_numpy(),
+                         "oracle 95% CI": [f"{lo:.3f}–{hi:.3f}"
+                                           for lo, hi in zip(oracle["ci_low"], oracle["ci_high"], strict=True)]})
+
+
+def _calibration(res: StudyResults) -> str:
+    cal = res.calibration
+    null = cal["model_null"]
+    manifest = res.run / "data" / "manifest.json"
+    families = json.loads(manifest.read_text()).get("families", {}) if manifest.exists() else {}
+    following = cal["caption_following_nonmember"]
+    text = (f"<p>delta = {cal['delta']:g} ({'calibrated' if cal['calibrated'] else 'fixed by the config'}; cap "
+            f"{cal['cap']:g}; target model null &le; {cal['target']:.0%}, upper bound &le; {cal['bound']:.0%}: "
+            f"{'met' if cal['met'] else 'NOT met'}). Model null at delta: {null['hits']} of {null['n']} never-trained "
+            f"captions ({null['rate']:.3f}, 95% CI {null['ci_low']:.3f}–{null['ci_high']:.3f}), "
+            f"{cal['samples_per_prompt']} samples each at guidance {cal['guidance']:g}, model "
+            f"{cal['model_hash'][:12]}. Image null (never-trained images within delta of a member): "
+            + ", ".join(f"{v:.3f} at {k}" for k, v in cal["image_null"].items()) + ".</p>")
+    if families:
+        text += (f"<p>Families: {families['families']} over {families['distinct_renders']} distinct renders, joined "
+                 f"at {families['family_join']:g}, the largest {families['largest_family']} images. An IID split of "
+                 f"the same pool would put {families['iid_false_copy_rate']:.1%} of the non-members within "
+                 f"{families['family_join']:g} of a member; the family-disjoint split "
+                 f"{families['false_copy_rate']:.1%}.</p>")
+    text += (f"<p>Caption following on never-trained captions: same-seed/other-caption RMS "
+             f"{following['same_seed_other_caption']:.3f} over same-caption/other-seed "
+             f"{following['same_caption_other_seed']:.3f} = {following['ratio']:.2f} (&ge; 1: the caption decides "
+             "the picture more than the seed).</p>")
+    return text + _table(pd.DataFrame(cal["model_null_by_delta"]))
+
+
 def write_technical(run: Path, out: Path | None = None) -> Path:
     res = StudyResults.load(run)
     out = Path(out or Path(run) / "technical_report.html")
-    sections = []
+    sections = [("Copy threshold and its nulls", _calibration(res))]
     arms = res.arms()
     sections.append(("Extraction before and after each mitigation (pooled over seeds)", _table(arms)))
     sections.append(("Paired comparison with the base model", _table(pd.DataFrame(
@@ -78,11 +125,19 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
     for row in [r for r in res.rows if r.get("kind") != "detection"]:
         summary = json.loads((res.run / f"seed{row['seed']}" / row["arm"] / "extraction" / "summary.json").read_text())
         buckets = by_dup(summary).merge(by_dup(summary, "oracle_by_dup"), on="dup_bucket", suffixes=("", "_oracle"))
-        body = (f"<p>Probe precision {_num(row['probe_precision'])}, recall {_num(row['probe_recall'])} against "
-                f"the oracle "
-                f"({row['oracle_memorized_prompts']} memorized prompts); guidance {row['guidance']:g}; "
-                f"{row['extraction_unet_evals']} UNet evaluations; model {row['model_hash'][:12]}.</p>"
-                + _table(buckets))
+        body = (f"<p>At delta {row['delta']:g}: {row['prompts_with_copy']} of {row['attacked_prompts']} prompts "
+                f"copied their own image ({row['extracted_images']} images, {row['extracted_families']} families); "
+                f"{row['family_prompts']} prompts copied a near-duplicate sibling and {row['other_prompts']} another "
+                f"subject. Oracle: {row['oracle_memorized_prompts']} prompts memorized "
+                f"({_num(row['oracle_rate'])}, 95% CI {_num(row['oracle_ci'][0])}–{_num(row['oracle_ci'][1])}), "
+                f"{row['oracle_family_hit_prompts']} more with a family hit only. Probe precision "
+                f"{_num(row['probe_precision'])}, recall {_num(row['probe_recall'])} against the oracle; guidance "
+                f"{row['guidance']:g}; {row['extraction_unet_evals']} UNet evaluations; model "
+                f"{row['model_hash'][:12]}.</p>" + _table(buckets)
+                + "<h4>Sensitivity to delta (rate of prompts; probe and oracle)</h4>" + _table(_by_delta(row)))
+        if row["arm"] == "base":
+            body += ("<h4>Probe recall against the oracle by generations per prompt N and clique size</h4>"
+                     + _table(pd.DataFrame(row["probe_sweep"])))
         if row.get("mia"):
             roc = _uri(res.run / f"seed{row['seed']}" / row["arm"] / "mia" / "roc.png")
             body += f"<p>Split check (model-free AUC): {row['split_check_auc']:.3f}</p>" + _table(

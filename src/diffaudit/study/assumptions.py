@@ -6,7 +6,7 @@ exactly what "extracted" or "member" meant for the numbers beside it.
 
 import json
 
-from diffaudit.config import Preset
+from diffaudit.config import CARLINI_DELTA, Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.pipeline import AuditPipeline
 
@@ -27,13 +27,14 @@ def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline, calibratio
         ("extraction", "What counts as extracted", f"A generation within tiled-RMS distance delta = "
          f"{calibration['delta']:g} (max over 4x4 tiles, pixels in [0,1]) of the prompt's own training image; "
          "copies of a near-duplicate sibling (same family) or of another subject are counted separately.",
-         "Carlini et al. 2023 §4.2 (delta = 0.15), lowered by calibration"),
+         f"Carlini et al. 2023 §4.2 (delta = {CARLINI_DELTA})" + (", lowered by calibration"
+                                                                   if calibration["delta"] < s.delta else "")),
         ("extraction", "Copy threshold calibration", (f"delta is the largest value up to {s.delta:g} at which the "
          f"model null stays <= {s.null_target:.0%} (upper 95% bound <= {s.null_bound:.0%})" if s.calibrate else
          "delta is fixed by the config (study.calibrate = false), not calibrated") + ": at delta = "
          f"{calibration['delta']:g}, {null['hits']} of {null['n']} never-trained captions ({null['rate']:.1%}, 95% CI "
          f"{null['ci_low']:.1%}-{null['ci_high']:.1%}) had a generation within delta of their own unseen image"
-         + ("" if calibration["met"] else "; the null target is NOT met at this delta") + ".",
+         + ("" if calibration["met"] else f"; the null target is NOT met ({calibration['reason']})") + ".",
          "diffaudit; thresholds calibrated on never-trained data"),
         ("extraction", "Image null", "Never-trained images within delta of some member image: "
          + ", ".join(f"{v:.1%} at {k}" for k, v in calibration["image_null"].items())

@@ -33,8 +33,9 @@ def calibrate_copy_test(pipe: AuditPipeline, data: ImageDataset, preset: Preset,
     chosen = calibrate_delta(null, cap=s.delta, target=s.null_target, bound=s.null_bound)
     if not s.calibrate:
         fixed = model_null(images, index, own, (s.delta,))[0]
-        chosen = {**chosen, "delta": s.delta, "model_null": fixed,
-                  "met": fixed["rate"] <= s.null_target and fixed["ci_high"] <= s.null_bound}
+        met = fixed["rate"] <= s.null_target and fixed["ci_high"] <= s.null_bound
+        chosen = {**chosen, "delta": s.delta, "model_null": fixed, "met": met,
+                  "reason": "met" if met else "delta fixed by the config (study.calibrate = false)"}
     chosen["calibrated"] = s.calibrate
     held, members = data.split("nonmember").images, data.split("member").images
     image_null = {f"{d:g}": float(near_copies(held, members, d).mean()) for d in (chosen["delta"], s.delta)}

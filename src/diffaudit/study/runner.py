@@ -211,7 +211,8 @@ def _check_same_config(run: Path, preset: Preset) -> None:
 
 
 def comparison_table(rows: list[dict]) -> pd.DataFrame:
-    """One row per (arm, seed): extraction before/after with its interval, best MIA, utility, compute."""
+    """One row per (arm, seed): extraction before/after with its interval (prompts that copied their own image),
+    the unique images and subjects copied, best MIA, utility, compute."""
     out = []
     for r in rows:
         if r.get("kind") == "detection":
@@ -221,7 +222,8 @@ def comparison_table(rows: list[dict]) -> pd.DataFrame:
         out.append({
             "arm": r["arm"], "seed": r["seed"], "guidance": r["guidance"], "extraction_rate": r["extraction_rate"],
             "ci_low": r["extraction_ci"][0], "ci_high": r["extraction_ci"][1],
-            "extracted": r["extracted_images"], "prompts": r["attacked_prompts"],
+            "extracted": r["prompts_with_copy"], "prompts": r["attacked_prompts"], "images": r["extracted_images"],
+            "families": r["extracted_families"], "family_hits": r["family_prompts"], "delta": r["delta"],
             "best_mia": best[0], "mia_auc": best[1].get("auc"), "mia_tpr_1pct": best[1].get("tpr_at_1pct_fpr"),
             "heldout_loss": r["heldout_loss"], "frechet_distance": r["frechet_distance"],
             "train_seconds": r.get("train_seconds", 0.0),
