@@ -61,8 +61,8 @@ def test_memo_is_four_pages_and_every_percentage_comes_from_the_results(edited_s
     assert found and set(found) <= allowed, set(found) - allowed
     assert "17%" in text and "67%" in text
     assert f"{base['attacked_prompts']} captions from its own training data" in text
-    assert "For 1 caption it gave back a near-exact copy of the caption's own training picture: 1 picture of 1 " \
-        "subject" in text
+    assert "For 1 caption it gave back a near-exact copy of the caption" in text  # the PDF's apostrophe is typeset
+    assert "own training picture: 1 picture of 1 subject" in text
     meta = json.loads((memo.pdf.parent / "memo_meta.json").read_text())
     assert meta["pages"] == 4 and meta["flesch_kincaid_grade"] <= 12, "the memo must read at grade 12 or below"
 

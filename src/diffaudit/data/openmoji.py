@@ -118,7 +118,7 @@ def family_splits(renders: list[tuple[Glyph, np.ndarray]], family: np.ndarray, c
     groups: dict[int, list[int]] = {}
     for i, label in enumerate(family):
         groups.setdefault(int(label), []).append(i)
-    order = [groups[k] for k in rng.permutation(sorted(groups))]
+    order = [groups[k] for k in rng.permutation(sorted(groups)) if len(groups[k]) <= cfg.max_family]
     taken: dict[str, list[int]] = {name: [] for name in need}
     used = np.zeros(len(order), dtype=bool)
     by_size = sorted(range(len(order)), key=lambda k: len(order[k]))

@@ -36,7 +36,7 @@ def evaluation_set(data: ImageDataset, per_side: int, seed: int = 0) -> tuple[np
         raise ConfigError("membership inference needs member and nonmember rows in the dataset")
     rows = np.concatenate([rng.choice(members["row"].to_numpy(), n, replace=False),
                            rng.choice(nonmembers["row"].to_numpy(), n, replace=False)])
-    chosen = table.iloc[rows][["id", "sha256", "text", "split", "dup_count"]].reset_index(drop=True)
+    chosen = table.iloc[rows][["id", "sha256", "text", "split", "dup_count", "family"]].reset_index(drop=True)
     chosen["label"] = (chosen["split"] == "member").astype(int)
     return data.images[rows], chosen
 
@@ -78,7 +78,7 @@ def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[st
     images, table = evaluation_set(data, per_side, seed)
     batch = query_batch(pipe, images, table["text"].tolist())
     labels = table["label"].to_numpy()
-    split_check = model_free_auc(images, batch.cond.mean(1).numpy(), labels, seed)
+    split_check = model_free_auc(images, batch.cond.mean(1).numpy(), labels, seed, groups=table["family"].to_numpy())
     results: dict = {}
     task = progress.add_task("membership inference", total=len(attacks)) if progress else None
     for name in attacks:
