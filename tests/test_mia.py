@@ -74,3 +74,20 @@ def test_split_check_detects_a_shift_and_accepts_iid() -> None:
     shifted[:100] //= 2  # members darker: a distribution shift
     result = model_free_auc(shifted, text, labels)
     assert not result["at_chance"] and result["auc"] > 0.9
+
+
+def test_split_check_reads_family_disjoint_splits_by_family() -> None:
+    """Negative control: family-disjoint sides with no shift in subjects. Random folds see family identity and
+    'separate' them; family folds with a family bootstrap do not. Positive control: a real shift is still caught."""
+    rng = np.random.default_rng(1)
+    centres = rng.integers(30, 226, (120, 4, 4, 3))
+    families = np.repeat(np.arange(120), 5)  # 120 families of 5 near-identical siblings, alternate sides
+    images = np.clip(centres[families] + rng.integers(-2, 3, (600, 4, 4, 3)), 0, 255).astype(np.uint8)
+    labels = families % 2
+    text = rng.normal(size=(600, 8))
+    assert not model_free_auc(images, text, labels)["at_chance"], "random folds read family identity"
+    grouped = model_free_auc(images, text, labels, groups=families)
+    assert grouped["at_chance"] and grouped["interval"] == "family bootstrap"
+    shifted = images.copy()
+    shifted[labels == 1] //= 2
+    assert model_free_auc(shifted, text, labels, groups=families)["auc"] > 0.9
