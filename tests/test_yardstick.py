@@ -101,9 +101,12 @@ def test_model_null_moves_delta_when_generations_loosen() -> None:
 
 
 def test_calibration_reports_a_miss_when_no_delta_qualifies() -> None:
-    null = [{"delta": d, "rate": 0.5, "ci_high": 0.6} for d in DELTA_GRID]
+    null = [{"delta": d, "rate": 0.5, "ci_high": 0.6, "n": 300} for d in DELTA_GRID]
     chosen = calibrate_delta(null, cap=0.15, target=0.02, bound=0.04)
     assert not chosen["met"] and chosen["delta"] == min(DELTA_GRID)
+    assert chosen["reason"] == "no delta of the grid keeps the model null within the target"
+    few = [{"delta": d, "rate": 0.0, "ci_high": 0.37, "n": 8} for d in DELTA_GRID]
+    assert "too few never-trained captions (8 < 91)" in calibrate_delta(few, 0.15, 0.02, 0.04)["reason"]
 
 
 def _members() -> ImageDataset:
