@@ -83,10 +83,12 @@ def match_generations(images: np.ndarray, index: pd.DataFrame, members: "ImageDa
         "family_distance": fam, "gu_ratio": nearest / second, "kind": verdict(own, fam, nearest, delta)})
 
 
-def matched_image(matches: pd.DataFrame) -> np.ndarray:
-    """The training image a generation's verdict is about: its own image, the sibling, or the nearest."""
-    return np.select([matches["kind"] == "own", matches["kind"] == "family"],
-                     [matches["own_idx"], matches["family_idx"]], matches["nearest_idx"])
+def matched_image(matches: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The training image a generation's verdict is about (its own image, the sibling, or the nearest) and
+    the distance to it."""
+    which = [matches["kind"] == "own", matches["kind"] == "family"]
+    return (np.select(which, [matches["own_idx"], matches["family_idx"]], matches["nearest_idx"]),
+            np.select(which, [matches["own_distance"], matches["family_distance"]], matches["nearest_distance"]))
 
 
 def per_prompt_verdicts(matches: pd.DataFrame, delta: float) -> pd.DataFrame:

@@ -60,9 +60,8 @@ def probe(matches: pd.DataFrame, clique: np.ndarray, cfg: ExtractionConfig) -> t
     n = m.groupby("prompt", sort=False)["sample"].transform("size")
     m["flagged"] = m.groupby("prompt", sort=False)["clique"].transform("max") >= [cfg.clique_size(k) for k in n]
     confirmed = m[m["flagged"] & (m["clique"] > 0)]
-    pairs = confirmed[confirmed["kind"] != "none"].assign(train_idx=lambda f: matched_image(f))
-    pairs["distance"] = np.select([pairs["kind"] == "own", pairs["kind"] == "family"],
-                                  [pairs["own_distance"], pairs["family_distance"]], pairs["nearest_distance"])
+    pairs = confirmed[confirmed["kind"] != "none"].copy()
+    pairs["train_idx"], pairs["distance"] = matched_image(pairs)
     per_prompt = m.groupby("prompt", sort=False).agg(generations=("sample", "size"), clique=("clique", "max"),
                                                      flagged=("flagged", "first")).reset_index()
     for kind in ("own", "family", "other"):
