@@ -17,15 +17,23 @@ from diffaudit.study.mia_audit import evaluation_set, load_scores, run_mia, trai
 def test_evaluation_set_is_balanced_and_unique(tiny_data: ImageDataset) -> None:
     images, table = evaluation_set(tiny_data, 6)
     assert table["label"].sum() == 6 and len(table) == 12 and len(images) == 12
-    assert table["sha256"].is_unique
+    assert table["sha256"].is_unique and set(table["role"]) == {"eval"}
     assert set(table.loc[table["label"] == 0, "split"]) == {"nonmember"}
+
+
+def test_evaluation_set_keeps_tuning_families_apart(tiny_data: ImageDataset) -> None:
+    images, table = evaluation_set(tiny_data, 4, tune_per_side=2)
+    scored, tuning = table[table["role"] == "eval"], table[table["role"] == "tune"]
+    assert scored["label"].sum() == len(scored) / 2 == 4 and len(images) == len(table)
+    assert 0 < tuning["label"].sum() < len(tuning) and table["sha256"].is_unique
+    assert not set(scored["family"]) & set(tuning["family"])
 
 
 def test_every_attack_scores_with_its_declared_query_cost(tmp_path: Path, tiny: Preset, tiny_pipe: AuditPipeline,
                                                           tiny_data: ImageDataset) -> None:
-    images, table = evaluation_set(tiny_data, 6)
-    shadows = train_shadows(images, table, tiny, 2, tmp_path / "shadows")
-    assert all(s.in_mask.any() and not s.in_mask.all() for s in shadows)
+    shadows = train_shadows(tiny_data, tiny, 2, tmp_path / "shadows")
+    pool = set(tiny_data.table.loc[tiny_data.table["split"] != "calibration", "sha256"])
+    assert all(s.trained and s.trained < pool for s in shadows)
     summary = run_mia(tiny_pipe, tiny_data, tmp_path, [*ATTACKS, "lira-online", "lira-offline"], 6, shadows)
     for name in ATTACKS:
         assert summary["attacks"][name]["queries_per_sample"] == ATTACKS[name]().queries
@@ -37,6 +45,9 @@ def test_every_attack_scores_with_its_declared_query_cost(tmp_path: Path, tiny: 
     assert {f"score_{a}" for a in ATTACKS} <= set(scores.columns)
     assert np.isfinite(scores.filter(like="score_").to_numpy()).all()
     assert 0 <= summary["attacks"]["loss"]["all"]["auc"] <= 1
+    assert summary["attacks"]["secmi"]["choice"] == {"tuned": False, "t": 100, "sign": 1}
+    assert set(summary["paired"]) == {f"{a} - loss" for a in [*ATTACKS, "lira-online", "lira-offline"] if a != "loss"}
+    assert summary["loss_gap"]["nonmember_loss"] > 0
     assert (tmp_path / "roc.png").stat().st_size > 0
 
 

@@ -6,6 +6,7 @@ import pytest
 from conftest import loose_study
 
 from diffaudit.config import Preset
+from diffaudit.data.imagefolder import load_imagefolder
 from diffaudit.study import runner
 from diffaudit.study.runner import run_study
 
@@ -24,13 +25,23 @@ def test_study_runs_every_arm_and_resumes(tiny_study_dir: Path, tiny: Preset, mo
     assert any("calibration data, not the original training set" in a["statement"] for a in assumptions)
     results = json.loads((run / "results.json").read_text())
     dp = next(r for r in results["rows"] if r["arm"] == "dp-eps8")
-    assert dp["dp"]["epsilon_spent"] <= 8.0 + 1e-6
+    assert dp["dp"]["epsilon_spent"] <= 8.0 + 1e-6 and dp["dp"]["delta"] == dp["dp_audit"]["delta"] == 1e-5
+    assert dp["dp_audit"]["theoretical_epsilon"] == 8.0
+    assert results["dp_controls"]["0"]["dp"]["noise_multiplier"] == 0, "the audit's non-private control ran"
+    controls = results["mia_controls"]
+    assert controls["positive"]["preset"] == "tiny-overfit" and len(controls["positive"]["exposure"]) >= 4 * 4
+    assert set(controls["negative"]["attacks"]) == set(tiny.study.mia_attacks)
+    assert all(v["choice"]["tuned"] for v in next(r for r in results["rows"] if r["arm"] == "base")["mia"].values())
     assert results["calibration"]["delta"] == 1.0 and not results["calibration"]["calibrated"]
     assert any(a["item"] == "Copy threshold calibration" and "fixed by the config" in a["statement"]
                for a in assumptions)
     base = next(r for r in results["rows"] if r["arm"] == "base")
     assert base["delta"] == 1.0 and base["extracted_families"] <= base["extracted_images"]
     assert (run / "mlruns").is_dir()
+    kept = load_imagefolder(run / "seed0" / "dedup-caption" / "data").table
+    scored = pd.read_parquet(run / "seed0" / "dedup-caption" / "mia" / "scores.parquet")
+    assert set(scored.loc[scored["label"] == 1, "sha256"]) <= set(kept.loc[kept["split"] == "member", "sha256"]), \
+        "a dedup arm scores only the members it kept"
     record = json.loads((run / "run.json").read_text())
     assert record["hashes"]["base_model"] and record["versions"]["torch"]
 

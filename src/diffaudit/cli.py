@@ -259,16 +259,22 @@ def mia(
     attack: Annotated[list[str] | None, typer.Option(help="Attack name; repeat. Default: all.")] = None,
     per_side: Annotated[int | None, typer.Option(help="Members and non-members evaluated (each).")] = None,
     shadows: Annotated[int, typer.Option(min=0, help="Shadow models for LiRA (0: skip LiRA).")] = 0,
-    shadow_steps: Annotated[int | None, typer.Option(help="Training steps of each shadow model.")] = None,
+    shadow_steps: Annotated[int | None, typer.Option(help="Training steps of each shadow model (default: the "
+                                                          "preset's, the target's recipe).")] = None,
+    tune_per_side: Annotated[int | None, typer.Option(min=0, help="Labelled samples per side, family-disjoint from "
+                                                                  "the scored ones, that choose each attack's "
+                                                                  "settings (0: the papers' settings).")] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
 ) -> None:
     """Membership inference: loss, PIA, SecMI, CLiD and LiRA, side by side on one honest split."""
     from diffaudit.attacks.mia import ATTACKS
+    from diffaudit.attacks.mia.tuning import settings
     from diffaudit.data.imagefolder import load_imagefolder
     from diffaudit.model.pipeline import AuditPipeline
-    from diffaudit.study.mia_audit import check_attacks, evaluation_set, run_mia, train_shadows
+    from diffaudit.study.mia_audit import check_attacks, run_mia, train_shadows
 
-    cfg = _preset(preset, config, train={"steps": shadow_steps}, study={"mia_per_side": per_side})
+    cfg = _preset(preset, config, train={"steps": shadow_steps},
+                  study={"mia_per_side": per_side, "mia_tune_per_side": tune_per_side})
     per_side = cfg.study.mia_per_side
     names = list(attack or [*ATTACKS, *(["lira-online", "lira-offline"] if shadows else [])])
     check_attacks(names, shadows)
@@ -278,23 +284,30 @@ def mia(
     with _progress() as progress:
         shadow_models = None
         if shadows:
-            images, table = evaluation_set(dataset, per_side)
-            shadow_models = train_shadows(images, table, cfg, shadows, out / "shadows", progress)
-        summary = run_mia(pipe, dataset, out, names, per_side, shadow_models, progress)
+            shadow_models = train_shadows(dataset, cfg, shadows, out / "shadows", progress)
+        summary = run_mia(pipe, dataset, out, names, per_side, shadow_models, progress,
+                          tune_per_side=cfg.study.mia_tune_per_side)
     check = summary["split_check"]
     console.print(f"split check (no model access): AUC {check['auc']:.3f} "
                   f"[{check['auc_ci'][0]:.3f}, {check['auc_ci'][1]:.3f}]" + ("" if check["at_chance"] else
                                                                                "  [red]NOT at chance[/red]"))
     table = Table(title=f"Membership inference, {summary['per_side']} members vs {summary['per_side']} non-members")
-    for col in ("attack", "AUC [95% CI]", "TPR@1%FPR [95% CI]", "TPR@0.1%FPR", "queries/sample"):
+    for col in ("attack", "AUC [95% CI]", "TPR@1%FPR [95% CI]", "TPR@0.1%FPR", "AUC - loss [95% CI]", "chosen",
+                "queries/sample"):
         table.add_column(col)
     for name, res in summary["attacks"].items():
-        a = res["all"]
+        a, vs = res["all"], summary["paired"].get(f"{name} - loss")
+        choice = settings(res["choice"])
         table.add_row(name, f"{a['auc']:.3f} [{a['auc_ci'][0]:.3f}, {a['auc_ci'][1]:.3f}]",
                       f"{a['tpr_at_1pct_fpr']:.3f} [{a['tpr_at_1pct_fpr_ci'][0]:.3f}, "
-                      f"{a['tpr_at_1pct_fpr_ci'][1]:.3f}]", f"{a['tpr_at_0.1pct_fpr']:.3f}",
-                      f"{res['queries_per_sample']:g}")
+                      f"{a['tpr_at_1pct_fpr_ci'][1]:.3f}]",
+                      f"{a['tpr_at_0.1pct_fpr']:.3f}" if "tpr_at_0.1pct_fpr" in a else "- (< 1,000 non-members)",
+                      f"{vs['difference']:+.3f} [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" if vs else "-",
+                      escape(json.dumps(choice)), f"{res['queries_per_sample']:g}")
     console.print(table)
+    gap = summary["loss_gap"]
+    console.print(f"held-out loss gap: non-members {gap['nonmember_loss']:.4f} vs members {gap['member_loss']:.4f} "
+                  f"({gap['relative_gap']:+.1%})")
     console.print(f"scores and ROC in {out}")
 
 

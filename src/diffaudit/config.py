@@ -138,6 +138,12 @@ class StudyConfig(_Frozen):
     confirm_fraction: OpenFraction = 0.1
     mia_attacks: tuple[str, ...] = ("loss", "pia", "secmi", "clid")
     mia_per_side: AtLeastTwo = 200  # an ROC needs at least two of each
+    # Labelled members and non-members per side, family-disjoint from the scored ones, on which each attack's
+    # timestep, direction and (CLiD) alpha are chosen; 0 runs every attack with its paper's settings.
+    mia_tune_per_side: NonNegative = 64
+    # The positive control: a preset whose model must leak membership (few images seen hundreds of times); its
+    # exposure curve and the attacks' verdicts go into the report. None skips it.
+    mia_control_preset: str | None = "overfit"
     guidance_sweep: tuple[Guidance, ...] = Field(default=(1.0, 3.0, 5.0, 7.5, 10.0, 15.0), min_length=1)
     dedup_methods: tuple[str, ...] = ("exact", "normalized", "minhash", "embedding")
     dp_epsilons: tuple[PositiveFloat, ...] = (1.0, 8.0)
@@ -145,6 +151,10 @@ class StudyConfig(_Frozen):
     dp_expected_batch: Positive = 16
     dp_multiplicity: Positive = 4
     dp_lr: Rate = 1e-4
+    dp_delta: OpenFraction = 1e-5  # well below 1/n for any calibration split diffaudit builds
+    # The DP audit's positive control: the same fine-tune with no clipping and no noise must be caught by the
+    # audit, or the audit has no power and the report says so.
+    dp_control: bool = True
 
 
 class Preset(_Frozen):
@@ -168,9 +178,21 @@ PRESETS: dict[str, Preset] = {
     # 14 images per exact copy count plant 30 images with >= 32 copies, so that bucket's interval means something.
     # 1,300 unique members leave ~340 singletons alone in their family for the control group; 1,200 steps
     # (~11 min on 2 cores) show a 32-copy image ~780 times and a singleton ~24 times.
-    "quick": Preset(name="quick", data=DataConfig(resolution=16, n_member=1300, exact_per_count=14),
+    # 256 calibration images (and the nonmembers) give the DP audit power: an empirical epsilon above 1 needs a
+    # Clopper-Pearson TPR/FPR ratio above e, out of reach with the default 64.
+    "quick": Preset(name="quick", data=DataConfig(resolution=16, n_member=1300, exact_per_count=14,
+                                                  n_calibration=256),
                     train=TrainConfig(steps=1200),
-                    study=StudyConfig(guidance_sweep=(1.0, 3.0, 7.5))),
+                    study=StudyConfig(guidance_sweep=(1.0, 3.0, 7.5), dp_steps=300)),
+    # Positive control for membership inference: 64 images, no planted duplicates, each seen 200 times (400 steps of
+    # 32) by the quick model's architecture. Every attack must find membership here (~2 min on 2 cores).
+    "overfit": Preset(
+        name="overfit",
+        data=DataConfig(resolution=16, n_member=64, n_nonmember=64, n_calibration=8, exact_per_count=0,
+                        image_per_count=0, caption_per_count=0),
+        train=TrainConfig(steps=400, batch_size=32, warmup_steps=20, checkpoint_every=50),
+        study=StudyConfig(mia_per_side=48, mia_tune_per_side=16, mia_control_preset=None),
+    ),
     "full": Preset(
         name="full",
         data=DataConfig(resolution=32, n_member=1000, n_nonmember=1000, n_calibration=128),
@@ -190,8 +212,19 @@ PRESETS: dict[str, Preset] = {
         model=ModelConfig(block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=4),
         train=TrainConfig(steps=4, batch_size=8, checkpoint_every=2, log_every=1, warmup_steps=1),
         sample=SampleConfig(steps=3, batch_size=16),
-        study=StudyConfig(prompts_top=6, samples_per_prompt=3, mia_per_side=6, guidance_sweep=(1.0, 3.0),
-                          dp_epsilons=(8.0,), dp_steps=2, dp_expected_batch=2, dp_multiplicity=2),
+        study=StudyConfig(prompts_top=6, samples_per_prompt=3, mia_per_side=6, mia_tune_per_side=2,
+                          mia_control_preset="tiny-overfit", guidance_sweep=(1.0, 3.0), dp_epsilons=(8.0,),
+                          dp_steps=2, dp_expected_batch=2, dp_multiplicity=2),
+    ),
+    # The positive control at test scale: 24 images at 8 px, each seen 300 times (seconds on CPU); 64 held-out images
+    # give the negative control two halves of 32.
+    "tiny-overfit": Preset(
+        name="tiny-overfit",
+        data=DataConfig(resolution=8, n_member=24, n_nonmember=64, n_calibration=2, family_join=0.08,
+                        exact_per_count=0, image_per_count=0, caption_per_count=0),
+        model=ModelConfig(block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=4),
+        train=TrainConfig(steps=300, batch_size=24, warmup_steps=10, checkpoint_every=100),
+        study=StudyConfig(mia_per_side=16, mia_tune_per_side=8, mia_control_preset=None),
     ),
 }
 

@@ -37,7 +37,7 @@ VMAP_CHUNK = 4
 
 @dataclass(frozen=True)
 class DPConfig:
-    epsilon: float = 8.0
+    epsilon: float = 8.0  # inf: the same fine-tune without clipping or noise (the DP audit's positive control)
     delta: float | None = None  # None: 1 / (10 n), below 1/n as DP practice requires
     steps: int = 100
     expected_batch: int = 16
@@ -60,15 +60,19 @@ def dp_finetune(pipe: AuditPipeline, calibration: ImageDataset, cfg: DPConfig, o
         raise ConfigError("DP fine-tuning needs a calibration split with at least 2 images")
     delta = cfg.delta if cfg.delta is not None else 1 / (10 * n)
     rate = min(1.0, cfg.expected_batch / n)
+    private = np.isfinite(cfg.epsilon)
     sigma = get_noise_multiplier(target_epsilon=cfg.epsilon, target_delta=delta, sample_rate=rate, steps=cfg.steps,
-                                 accountant=cfg.accountant)
-    unet = pipe.unet.train()
+                                 accountant=cfg.accountant) if private else 0.0
+    # A model fresh from `train` or `from_pretrained` has its gradients switched off: Opacus would find nothing to
+    # optimise.
+    unet = pipe.unet.train().requires_grad_(True)
     # Plain (non-fused) attention: vmap has batching rules for it, not for the fused CPU kernel.
     unet.set_attn_processor(AttnProcessor())
     params = dict(unet.named_parameters())
     buffers = dict(unet.named_buffers())
+    clip = cfg.max_grad_norm if private else 1e30  # never binds; finite, since Opacus scales its noise by it
     opt = DPOptimizer(torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=0.0), noise_multiplier=sigma,
-                      max_grad_norm=cfg.max_grad_norm, expected_batch_size=cfg.expected_batch,
+                      max_grad_norm=clip, expected_batch_size=cfg.expected_batch,
                       generator=torch.Generator().manual_seed(cfg.seed))
     accountant = ACCOUNTANTS[cfg.accountant]()
     schedule = pipe.scheduler
@@ -97,14 +101,16 @@ def dp_finetune(pipe: AuditPipeline, calibration: ImageDataset, cfg: DPConfig, o
             p.grad_sample = grads[name] if len(idx) else torch.zeros(1, *p.shape)
         opt.step()
         opt.zero_grad()
-        accountant.step(noise_multiplier=sigma, sample_rate=rate)
+        if private:
+            accountant.step(noise_multiplier=sigma, sample_rate=rate)
         if task is not None:
             progress.advance(task)
     unet.set_default_attn_processor()
     unet.eval().requires_grad_(False)
     pipe.save_pretrained(Path(out) / "model")
     report = {**asdict(cfg), "delta": delta, "noise_multiplier": sigma, "sample_rate": rate,
-              "epsilon_spent": float(accountant.get_epsilon(delta)), "calibration_examples": n,
+              "epsilon_spent": float(accountant.get_epsilon(delta)) if private else float("inf"),
+              "calibration_examples": n,
               "seconds": round(time.perf_counter() - start, 1), "model_hash": pipe.model_hash(),
               "scope": "DP guarantee covers the calibration split only, not the base model's training set"}
     write_json(Path(out) / "dp_report.json", report)

@@ -90,6 +90,22 @@ def _resume(out: Path, pipe: AuditPipeline, ema: EMAModel, opt: torch.optim.Opti
                               "output folder") from exc
 
 
+def _save_snapshot(out: Path, step: int, pipe: AuditPipeline, ema: EMAModel) -> None:
+    """Save the EMA weights at `step` as a loadable model, then put the training weights back."""
+    params = list(pipe.unet.parameters())
+    ema.store(params)
+    ema.copy_to(params)
+    try:
+        pipe.save_pretrained(out / "snapshots" / f"step-{step:06d}")
+    finally:
+        ema.restore(params)
+
+
+def snapshot_models(out: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every snapshot `train` kept in `out`, oldest first."""
+    return [(int(p.name.split("-")[1]), p) for p in sorted((Path(out) / "snapshots").glob("step-*"))]
+
+
 def _logged_step(line: str) -> float:
     """The step of a log line; a line cut short by a kill mid-write counts as not logged."""
     try:
@@ -99,10 +115,12 @@ def _logged_step(line: str) -> float:
 
 
 def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, progress: Progress | None = None,
-          stop_after: int | None = None) -> AuditPipeline:
+          stop_after: int | None = None, snapshots: tuple[int, ...] = ()) -> AuditPipeline:
     """Train on `data` (its member rows), checkpointing into `out`; the EMA model goes to `out/model`.
 
-    `stop_after` ends the run early after that many steps (as a crash would), for resume tests.
+    `snapshots` are steps whose EMA model is also kept, as `out/snapshots/step-NNNNNN`, for exposure curves
+    (how membership becomes visible with training). `stop_after` ends the run early after that many steps (as a
+    crash would), for resume tests.
     """
     out = Path(out)
     members = data.split("member")
@@ -148,6 +166,8 @@ def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, 
                                       "seconds": round(spent + time.perf_counter() - t0, 2)}) + "\n")
                 log.flush()
                 running = []
+            if done in snapshots:
+                _save_snapshot(out, done, pipe, ema)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 _save_checkpoint(out, done, pipe, ema, opt, lr_sched, meta, cfg.keep_checkpoints,
                                  spent + time.perf_counter() - t0)

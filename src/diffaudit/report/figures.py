@@ -114,3 +114,16 @@ def pairs_montage(pair_files: list[Path], out: Path, columns: int = 3) -> Path |
     picture = Image.fromarray(canvas)
     write_atomic(out, lambda tmp: picture.save(tmp, format="PNG"))
     return out
+
+
+def exposure_figure(exposure: pd.DataFrame, out: Path) -> Path:
+    """AUC (with its 95% interval) of each attack against epochs per training image."""
+    fig, ax = _plt().subplots(figsize=(5.5, 3.8))
+    for attack, rows in exposure.groupby("attack", sort=False):
+        line = ax.plot(rows["epochs"], rows["auc"], marker="o", label=attack)[0]
+        ax.fill_between(rows["epochs"], rows["auc_low"], rows["auc_high"], color=line.get_color(), alpha=0.15)
+    ax.axhline(0.5, color="k", ls=":", lw=1, label="chance")
+    ax.set(xscale="log", ylim=(0, 1.02), xlabel="epochs per training image", ylabel="membership AUC",
+           title="How much training makes membership visible")
+    ax.legend(fontsize=8)
+    return _save(fig, out)

@@ -182,7 +182,9 @@ class MemoWriter:
                        f"it? The best of {len(mia)} published tests ({ATTACK_NAMES.get(name, name)}) scored "
                        f"{best['auc']:.2f} on a scale where 0.50 is a coin toss and 1.00 is always right (95% "
                        f"range {lo:.2f} to {hi:.2f}): {verdict}. When it may wrongly accuse only 1 in 100 outsiders, "
-                       f"it caught {pct(best['tpr_at_1pct_fpr'])} of the real training pictures.")
+                       f"it caught {pct(best['tpr_at_1pct_fpr'])} of the real training pictures. These tests read "
+                       "the model's internal predictions, so they need the model file itself; a user of a hosted "
+                       "service could not run them." + self._controls_sentence())
         tiered = next((r for r in self.res.rows if r.get("kind") == "detection" and r["seed"] == row["seed"]), None)
         if tiered and tiered.get("full_probe_extracted_prompts"):
             out.append(f"A cheap screening test, then the full test on the top {tiered['prompts_confirmed']} "
@@ -253,6 +255,21 @@ class MemoWriter:
         out.append("Run this audit on the production model before each release, with 500 tries per caption as in "
                    "the published study, and keep its results with the release record.")
         return out
+
+    def _controls_sentence(self) -> str:
+        """Whether the membership tests were shown to work, in one sentence (empty when no controls ran)."""
+        controls = self.res.mia_controls
+        parts = []
+        if "positive" in controls:
+            failed = [n for n, ok in controls["positive"]["verdict"]["passed"].items() if not ok]
+            parts.append("on a small model built to leak, " + (
+                "every test found the training pictures" if not failed else
+                f"{len(failed)} of {len(controls['positive']['verdict']['passed'])} tests did not clearly find them"))
+        if "negative" in controls:
+            parts.append("on two groups of pictures no model had seen, " + (
+                "none wrongly told them apart" if controls["negative"]["passed"] else
+                "at least one test wrongly told them apart"))
+        return f" We checked the tests first: {'; '.join(parts)}." if parts else ""
 
     def _threshold_sentence(self) -> str:
         cal = self.res.calibration

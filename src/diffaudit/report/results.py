@@ -21,6 +21,8 @@ class StudyResults:
     config: dict  # the preset as run, from run.json
     record: dict  # hashes and package versions
     calibration: dict  # the copy threshold and the nulls it was chosen against
+    mia_controls: dict  # the attacks' positive control (with its exposure curve) and negative control
+    dp_controls: dict  # per seed: the non-private fine-tune that checks the DP audit's power
 
     @classmethod
     def load(cls, run: Path) -> "StudyResults":
@@ -32,7 +34,8 @@ class StudyResults:
         results = json.loads((run / "results.json").read_text())
         record = json.loads((run / "run.json").read_text())
         return cls(run, results["rows"], json.loads((run / "assumptions.json").read_text()), results["preset"],
-                   record["config"], record, results["calibration"])
+                   record["config"], record, results["calibration"], results.get("mia_controls", {}),
+                   results.get("dp_controls", {}))
 
     @property
     def seeds(self) -> list[int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from diffaudit.attacks.mia.tuning import settings
 from diffaudit.io import write_text
 from diffaudit.report.findings import ALPHA, arm_effects
 from diffaudit.report.results import StudyResults, by_dup
@@ -43,7 +44,14 @@ METHODS = [
      "model-free classifier on pixels and caption embeddings checks the split is at chance (Dubiński et al. 2024)."),
     ("Paired test", "Arms are compared with the base model on the same prompts with an exact McNemar test "
      f"(binomial on the prompts whose outcome changed); 'changed beyond chance' means p < {ALPHA}."),
-    ("Intervals", "Rates: exact Clopper-Pearson 95%. AUC and TPR at fixed FPR: percentile bootstrap 95% (scipy)."),
+    ("Membership settings", "Published timesteps are for DDPM's linear schedule; each is matched to the audited "
+     "model's schedule by noise level (alpha-bar). Each attack's timestep, direction and CLiD's alpha and scalers "
+     "are chosen on a labelled tuning set whose near-duplicate families are disjoint from the scored samples."),
+    ("DP audit", "Jagielski et al. 2020: Clopper-Pearson bounds on a membership test's TPR and FPR on the "
+     "DP-protected calibration images give an empirical lower bound on epsilon; a non-private fine-tune checks "
+     "that the audit could see a violation."),
+    ("Intervals", "Rates: exact Clopper-Pearson 95%. AUC and TPR at fixed FPR: percentile bootstrap 95%, members "
+     "and non-members resampled separately. Attack against attack: paired bootstrap of the AUC difference."),
     ("Utility", "Held-out denoising loss on the non-member split, and a Fréchet distance between generated and "
      "real glyphs in the features of an autoencoder trained only on OpenMoji glyphs outside every split."),
 ]
@@ -69,10 +77,95 @@ def _mia_table(row: dict, run: Path) -> pd.DataFrame:
         for subset in ("all", "singleton_members"):
             r = res[subset]
             out.append({"attack": attack, "members": subset, "n": f"{r['members']}+{r['nonmembers']}",
-                        "AUC": r["auc"], "AUC 95% CI": "{:.3f}–{:.3f}".format(*r["auc_ci"]),
-                        "TPR@1%FPR": r["tpr_at_1pct_fpr"], "TPR@0.1%FPR": r["tpr_at_0.1pct_fpr"],
+                        "AUC": r["auc"], "AUC 95% CI": _ci(r["auc_ci"]),
+                        "TPR@1%FPR": r["tpr_at_1pct_fpr"], "TPR@1%FPR 95% CI": _ci(r["tpr_at_1pct_fpr_ci"]),
+                        "AUC - loss [95% CI]": _paired(summary["paired"].get(f"{attack} - loss")),
+                        "chosen on tuning set": _choice(res["choice"]),
                         "UNet queries/sample": res["queries_per_sample"]})
     return pd.DataFrame(out)
+
+
+def _ci(pair: list[float | None]) -> str:
+    return "n/a" if None in pair else "{:.3f}–{:.3f}".format(*pair)
+
+
+def _paired(p: dict | None) -> str:
+    if p is None:
+        return "–"
+    return f"{p['difference']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}], p = {p['p_value']:.3g}"
+
+
+def _choice(choice: dict) -> str:
+    """An attack's settings as scored: tuned ones, or the paper's."""
+    shown = settings(choice)
+    return ("tuned: " if choice.get("tuned") else "paper: ") + ", ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def _mia_controls(res: StudyResults) -> str:
+    """Positive control with its exposure curve, and negative control: whether the attacks can be trusted."""
+    controls = res.mia_controls
+    text = ""
+    if "positive" in controls:
+        pos = controls["positive"]
+        v = pos["verdict"]
+        bar = v["bar"]
+        text += (f"<h4>Positive control: preset '{pos['preset']}'</h4><p>{pos['members']} member images, no planted "
+                 f"duplicates, {pos['train_steps']} steps of {pos['batch_size']} ({pos['epochs']:.0f} epochs per "
+                 f"image), the audited architecture. The bar: every attack's AUC lower 95% bound &ge; "
+                 f"{bar['every_attack_auc_lower_bound']}, the best AUC &ge; {bar['best_auc']} and TPR@1%FPR &ge; "
+                 f"{bar['best_tpr_at_1pct_fpr']}. Attacks that pass: "
+                 f"{', '.join(n for n, ok in v['passed'].items() if ok) or 'none'}; that fail: "
+                 f"{', '.join(n for n, ok in v['passed'].items() if not ok) or 'none'}. Best: {v['best']} "
+                 f"(AUC {v['best_auc']:.3f}; bar {'met' if v['best_passed'] else 'NOT met'}).</p>")
+        final = pos["final"]
+        text += _table(pd.DataFrame([{"attack": a, "AUC": r["all"]["auc"], "AUC 95% CI": _ci(r["all"]["auc_ci"]),
+                                      "TPR@1%FPR": r["all"]["tpr_at_1pct_fpr"],
+                                      "AUC - loss [95% CI]": _paired(final["paired"].get(f"{a} - loss")),
+                                      "chosen on tuning set": _choice(r["choice"])}
+                                     for a, r in final["attacks"].items()]))
+        exposure = pd.DataFrame(pos["exposure"])
+        wide = exposure.pivot_table(index=["step", "epochs", "relative_loss_gap"], columns="attack",
+                                    values="auc").reset_index()
+        text += ("<h4>Exposure: AUC against epochs per image (snapshots of the positive control's run)</h4>"
+                 + _table(wide))
+        figure = _uri(res.run / "mia-controls" / pos["figure"])
+        text += f'<img src="{figure}" alt="exposure curve" width="520">' if figure else ""
+    if "negative" in controls:
+        neg = controls["negative"]
+        text += (f"<h4>Negative control: never-trained halves on the base model</h4><p>{neg['per_side']} vs "
+                 f"{neg['per_side']} held-out images in family-disjoint halves (settings tuned on "
+                 f"{neg['tune_per_side']} per side, as for real members). Every 99% interval must cover 0.5: "
+                 f"{'passed' if neg['passed'] else 'FAILED'}.</p>")
+        text += _table(pd.DataFrame([{"attack": a, "AUC": r["auc"], "AUC 99% CI": _ci(r["auc_ci_99"]),
+                                      "covers 0.5": r["covers_half"], "chosen on tuning set": _choice(r["choice"])}
+                                     for a, r in neg["attacks"].items()]))
+    return text or "<p>No controls were run (study.mia_control_preset unset).</p>"
+
+
+def _dp_audit(res: StudyResults) -> str:
+    """Empirical epsilon of every DP arm and of the non-private control, beside the theoretical one."""
+    audits = [(r["arm"], r["seed"], r["dp_audit"]) for r in res.rows if "dp_audit" in r]
+    audits += [("dp-nonprivate (control)", int(seed), c["dp_audit"]) for seed, c in res.dp_controls.items()]
+    rows = [{"arm": arm, "seed": seed, "theoretical epsilon": a["theoretical_epsilon"], "delta": a["delta"],
+             "test": test, "AUC": t["auc"], "AUC 95% CI": _ci(t["auc_ci"]), "TPR": t["tpr"], "FPR": t["fpr"],
+             "measured on": f"{t['measured_members']}+{t['measured_heldout']}",
+             "empirical epsilon (95%)": t["epsilon_lower_bound"]}
+            for arm, seed, a in audits for test, t in a["tests"].items()]
+    if not rows:
+        return "<p>No DP arm was run.</p>"
+    text = ("<p>Calibration images (the data DP protects) against family-disjoint held-out images. The threshold "
+            "is chosen on half of the families and the Clopper-Pearson bounds on TPR and FPR are measured on the "
+            "other half; the empirical epsilon is the largest value those bounds rule out.</p>")
+    for seed, c in res.dp_controls.items():
+        a = c["dp_audit"]
+        eps1 = min((r["dp_audit"]["theoretical_epsilon"] for r in res.rows if "dp_audit" in r), default=None)
+        power = eps1 is not None and a["empirical_epsilon"] > eps1
+        text += (f"<p>Power check (seed {seed}): the non-private fine-tune reaches an empirical epsilon of "
+                 f"{a['empirical_epsilon']:.2f}; " + (f"above the smallest theoretical epsilon ({eps1:g}), so the "
+                 "audit can see a violation of that size." if power else
+                 f"not above the smallest theoretical epsilon ({eps1}): this audit has NO power to show that bound "
+                 "is violated, and its results below say nothing either way.") + "</p>")
+    return text + _table(pd.DataFrame(rows))
 
 
 def _by_delta(row: dict) -> pd.DataFrame:
@@ -115,7 +208,9 @@ def _calibration(res: StudyResults) -> str:
 def write_technical(run: Path, out: Path | None = None) -> Path:
     res = StudyResults.load(run)
     out = Path(out or Path(run) / "technical_report.html")
-    sections = [("Copy threshold and its nulls", _calibration(res))]
+    sections = [("Copy threshold and its nulls", _calibration(res)),
+                ("Membership inference: positive and negative controls, exposure", _mia_controls(res)),
+                ("DP fine-tuning: empirical against theoretical epsilon", _dp_audit(res))]
     arms = res.arms()
     sections.append(("Extraction before and after each mitigation (pooled over seeds)", _table(arms)))
     sections.append(("Paired comparison with the base model", _table(pd.DataFrame(
@@ -140,9 +235,12 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
                      + _table(pd.DataFrame(row["probe_sweep"])))
         if row.get("mia"):
             roc = _uri(res.run / f"seed{row['seed']}" / row["arm"] / "mia" / "roc.png")
-            body += f"<p>Split check (model-free AUC): {row['split_check_auc']:.3f}</p>" + _table(
+            gap = row["mia_loss_gap"]
+            body += (f"<p>Split check (model-free AUC): {row['split_check_auc']:.3f}. Held-out loss gap: non-members "
+                     f"{gap['nonmember_loss']:.4f} vs members {gap['member_loss']:.4f} ({gap['relative_gap']:+.1%})."
+                     "</p>") + _table(
                 _mia_table(row, res.run)) + (f'<img src="{roc}" alt="ROC curves" width="420">' if roc else "")
-        for key in ("dedup", "dp"):
+        for key in ("dedup", "dp", "dp_audit"):
             if key in row:
                 body += f"<h4>{key} report</h4><pre>{html.escape(json.dumps(row[key], indent=2))}</pre>"
         sections.append((f"Arm {row['arm']} (seed {row['seed']}): extraction by duplication bucket", body))

@@ -6,6 +6,8 @@ exactly what "extracted" or "member" meant for the numbers beside it.
 
 import json
 
+from diffaudit.attacks.metrics import BOOTSTRAP_RESAMPLES, MIN_NONMEMBERS_PER_MILLE
+from diffaudit.attacks.mia import ACCESS
 from diffaudit.config import CARLINI_DELTA, Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.pipeline import AuditPipeline
@@ -21,9 +23,11 @@ def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline, calibratio
         ("threat model", "Extraction attacker", "Black-box: can prompt the model and see images; knows (or guesses) "
          "training captions; uses the training set only to confirm candidate copies, as Carlini et al. did.",
          "Carlini et al. 2023 §4"),
-        ("threat model", "Membership attacker", "Queries the model's noise predictions for an (image, caption) "
-         "pair (white-box loss access); LiRA also knows the training recipe and trains shadow models.",
-         "Carlini et al. 2022; Duan et al. 2023; Kong et al. 2024"),
+        ("threat model", "Membership attacker", "White-box: reads the model's noise predictions for an (image, "
+         "caption) pair; per attack, " + "; ".join(f"{a}: {ACCESS[a].removeprefix('white-box: ')}"
+                                                   for a in s.mia_attacks) + ". LiRA also knows the training recipe "
+         "and trains shadow models. None of this is available to a user of a hosted image generator.",
+         "Carlini et al. 2022; Duan et al. 2023; Kong et al. 2024; Zhai et al. 2024"),
         ("extraction", "What counts as extracted", f"A generation within tiled-RMS distance delta = "
          f"{calibration['delta']:g} (max over 4x4 tiles, pixels in [0,1]) of the prompt's own training image; "
          "copies of a near-duplicate sibling (same family) or of another subject are counted separately.",
@@ -51,7 +55,19 @@ def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline, calibratio
          f"variants joined with images within {preset.data.family_join:g}) go to one split, in seeded random order: "
          f"{splits}. A model-free classifier checks the split is at chance.", "Dubiński et al. 2024; diffaudit"),
         ("membership", "Evaluation set", f"{s.mia_per_side} unique member images vs {s.mia_per_side} "
-         "non-members; members carry their most frequent training caption.", "diffaudit"),
+         "non-members; members carry their most frequent training caption. Deduplicated arms score the members "
+         "they kept.", "diffaudit"),
+        ("membership", "Settings chosen without the evaluation labels", (
+            f"Timesteps are the papers' (linear schedule) matched to this model's schedule by noise level. Each "
+            f"attack's timestep, direction and (CLiD) alpha and scalers are chosen on {s.mia_tune_per_side} labelled "
+            "members and non-members per side whose near-duplicate families are disjoint from the scored samples; "
+            "the choice is recorded beside each AUC." if s.mia_tune_per_side else "Timesteps are the papers' matched "
+            "to this model's schedule by noise level; directions as published; no tuning."),
+         "Kong et al. 2024; Duan et al. 2023; Zhai et al. 2024"),
+        ("membership", "Controls", (f"Positive control: the '{s.mia_control_preset}' preset (few images seen hundreds "
+         "of times, same architecture) must be found by every attack. " if s.mia_control_preset else
+         "No positive control configured. ") + "Negative control: two family-disjoint halves of never-trained "
+         "images must score at chance (99% interval covers 0.5).", "diffaudit"),
         ("model scale", "Miniature model", f"{params / 1e6:.1f} M-parameter pixel-space UNet at "
          f"{pipe.resolution}x{pipe.resolution}, MiniLM text encoder, trained on {int(splits.get('member', 0))} "
          "rows. Stable Diffusion v1 has ~860 M UNet parameters, 512x512 latents and ~2 B LAION images: "
@@ -61,11 +77,15 @@ def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline, calibratio
         ("mitigation", "Guidance", f"Scales {list(s.guidance_sweep)} applied to the base model at sampling.",
          "Ho & Salimans 2022"),
         ("mitigation", "DP fine-tuning scope", f"DP-SGD on the calibration split only (epsilons {list(s.dp_epsilons)}, "
-         "delta = 1/(10 n)). The guarantee covers the calibration data, not the original training set.",
-         "Dockhorn et al. 2023; Opacus"),
+         f"delta = {s.dp_delta:g}, {s.dp_steps} steps). The guarantee covers the calibration data, not the original "
+         "training set; it is audited on calibration images vs held-out images (empirical epsilon, Clopper-Pearson)"
+         + (", with a non-private fine-tune as the audit's positive control." if s.dp_control else "."),
+         "Dockhorn et al. 2023; Jagielski et al. 2020; Opacus"),
         ("utility", "Quality measures", "Held-out denoising loss on the non-member split and a Fréchet distance in "
          "the features of an autoencoder trained only on OpenMoji glyphs outside every split.", "diffaudit"),
-        ("statistics", "Intervals", "Rates: exact Clopper-Pearson 95%; AUC and TPR: percentile bootstrap 95%.",
+        ("statistics", "Intervals", f"Rates: exact Clopper-Pearson 95%; AUC and TPR: percentile bootstrap 95% "
+         f"({BOOTSTRAP_RESAMPLES} resamples, members and non-members resampled separately); attack vs attack: paired "
+         f"bootstrap of the AUC difference; TPR at 0.1% FPR only with >= {MIN_NONMEMBERS_PER_MILLE} non-members.",
          "Clopper & Pearson 1934"),
     ]
     return [{"category": c, "item": i, "statement": st, "source": src} for c, i, st, src in rows]

@@ -1,4 +1,8 @@
-"""`diffaudit mia`: score members and non-members with every attack on one model and one split."""
+"""`diffaudit mia`: score members and non-members with every attack on one model and one split.
+
+Free settings (timestep, direction, CLiD's alpha) are chosen on a labelled tuning set whose near-duplicate
+families are disjoint from the scored samples; every choice is written into the summary beside its AUC.
+"""
 
 import json
 from pathlib import Path
@@ -6,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diffaudit.attacks.metrics import roc_summary
-from diffaudit.attacks.mia import ATTACKS
+from diffaudit.attacks.metrics import paired_auc_difference, roc_summary
+from diffaudit.attacks.mia import ACCESS, ATTACKS
 from diffaudit.attacks.mia.common import query_batch
-from diffaudit.attacks.mia.lira import LiRA, Shadow
+from diffaudit.attacks.mia.lira import LiRA, Shadow, leave_one_shadow_out
+from diffaudit.attacks.mia.loss import paper_loss
 from diffaudit.attacks.mia.split_check import model_free_auc
+from diffaudit.attacks.mia.tuning import Oriented, paper_default, tune
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
@@ -23,42 +29,75 @@ from diffaudit.report.figures import roc_figure
 LIRA = ("lira-online", "lira-offline")
 
 
-def evaluation_set(data: ImageDataset, per_side: int, seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
-    """Unique member images (with their most frequent caption) and non-members, `per_side` of each, IID."""
+def _unique_members(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per member image, with its most frequent training caption."""
+    members = table[table["split"] == "member"]
+    return (members.groupby(["sha256", "text"], sort=False).agg(row=("row", "first"), n=("row", "size"))
+            .reset_index().sort_values("n", ascending=False, kind="stable").drop_duplicates("sha256")
+            .merge(table[["row", "family"]], on="row"))
+
+
+def _by_family(side: pd.DataFrame, rng: np.random.Generator, tune_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of one side in a seeded random family order; whole families fill the tuning set first-fit (one that
+    would overshoot it is skipped), the rest are for evaluation."""
+    families = side["family"].unique()
+    ordered = side.assign(rank=side["family"].map(dict(zip(families, rng.permutation(len(families)), strict=True))))
+    ordered = ordered.sort_values(["rank", "row"], kind="stable")
+    chosen, room = [], tune_rows
+    for rank, size in ordered.groupby("rank", sort=True).size().items():
+        if size <= room:
+            chosen.append(rank)
+            room -= size
+    in_tune = ordered["rank"].isin(chosen).to_numpy()
+    rows = ordered["row"].to_numpy()
+    return rows[in_tune], rows[~in_tune]
+
+
+def evaluation_set(data: ImageDataset, per_side: int, seed: int = 0,
+                   tune_per_side: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
+    """Unique member images (with their most frequent caption) and non-members: up to `tune_per_side` of each for
+    tuning (`role` "tune") and `per_side` of each, balanced, for scoring ("eval"). Whole near-duplicate families go
+    to one role, so no sibling of a tuning image is scored."""
     table = data.table.assign(row=np.arange(len(data)))
-    members = (table[table["split"] == "member"].groupby(["sha256", "text"], sort=False).agg(
-        row=("row", "first"), n=("row", "size")).reset_index().sort_values("n", ascending=False, kind="stable")
-        .drop_duplicates("sha256"))
-    nonmembers = table[table["split"] == "nonmember"]
     rng = np.random.default_rng(seed)
-    n = min(per_side, len(members), len(nonmembers))
-    if n == 0:
-        raise ConfigError("membership inference needs member and nonmember rows in the dataset")
-    rows = np.concatenate([rng.choice(members["row"].to_numpy(), n, replace=False),
-                           rng.choice(nonmembers["row"].to_numpy(), n, replace=False)])
+    members = _unique_members(table)
+    nonmembers = table[table["split"] == "nonmember"]
+    tune_m, eval_m = _by_family(members, rng, tune_per_side)
+    tune_n, eval_n = _by_family(nonmembers, rng, tune_per_side)
+    n = min(per_side, len(eval_m), len(eval_n))
+    if n < 2 or (tune_per_side and min(len(tune_m), len(tune_n)) < 2):
+        raise ConfigError(f"membership inference needs at least 2 member and 2 nonmember rows to score (and to tune "
+                          f"on when tuning): the dataset has {len(members)} unique members and {len(nonmembers)} "
+                          f"nonmembers for {per_side} per side plus {tune_per_side} per side of tuning")
+    rows = np.concatenate([rng.choice(eval_m, n, replace=False), rng.choice(eval_n, n, replace=False), tune_m, tune_n])
     chosen = table.iloc[rows][["id", "sha256", "text", "split", "dup_count", "family"]].reset_index(drop=True)
     chosen["label"] = (chosen["split"] == "member").astype(int)
+    chosen["role"] = ["eval"] * (2 * n) + ["tune"] * (len(tune_m) + len(tune_n))
     return data.images[rows], chosen
 
 
-def train_shadows(images: np.ndarray, table: pd.DataFrame, preset: Preset, count: int, out: Path,
+def train_shadows(data: ImageDataset, preset: Preset, count: int, out: Path,
                   progress: Progress | None = None) -> list[Shadow]:
-    """Shadow k trains on a seeded random half of the evaluation pool with the target's recipe
-    (the LiRA threat model: the attacker knows the training recipe and can sample the data distribution)."""
+    """Shadow k trains with the target's recipe (steps, batch, learning rate) on a seeded random half of the
+    candidate pool: every unique member and non-member image. With as many non-members as members, a half is
+    the size of the target's training set, so each shadow sees its images as often as the target saw its own."""
+    pool = pd.concat([_unique_members(data.table.assign(row=np.arange(len(data))))[["row"]],
+                      pd.DataFrame({"row": np.flatnonzero((data.table["split"] == "nonmember").to_numpy())})])
+    rows = pool["row"].to_numpy()
     shadows = []
     for k in range(count):
         folder = out / f"shadow-{k}"
-        in_mask = np.random.default_rng([preset.train.seed, 7919, k]).random(len(table)) < 0.5
-        part = table[in_mask].assign(split="member", dup_count=1).reset_index(drop=True)
-        data = ImageDataset(folder, images[in_mask], part)
+        chosen = rows[np.random.default_rng([preset.train.seed, 7919, k]).random(len(rows)) < 0.5]
+        part = data.table.iloc[chosen].assign(split="member", dup_count=1).reset_index(drop=True)
+        shadow_data = ImageDataset(folder, data.images[chosen], part)
         model_dir = folder / "model"
         if (model_dir / "training_manifest.json").exists():
             pipe = AuditPipeline.from_pretrained(model_dir)
         else:
             cfg = preset.train.model_copy(update={"seed": preset.train.seed + 1 + k})
-            pipe = train(build_pipeline(preset.model, preset.data.resolution, seed=cfg.seed), data, cfg, folder,
-                         progress)
-        shadows.append(Shadow(pipe, in_mask))
+            pipe = train(build_pipeline(preset.model, preset.data.resolution, seed=cfg.seed), shadow_data, cfg,
+                         folder, progress)
+        shadows.append(Shadow(pipe, frozenset(part["sha256"])))
     return shadows
 
 
@@ -72,42 +111,66 @@ def check_attacks(attacks: list[str], shadows: int) -> None:
 
 
 def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[str], per_side: int,
-            shadows: list[Shadow] | None = None, progress: Progress | None = None, seed: int = 0) -> dict:
-    """Score the evaluation set with each attack; write per-sample scores, ROC summaries and a figure."""
+            shadows: list[Shadow] | None = None, progress: Progress | None = None, seed: int = 0,
+            tune_per_side: int = 0) -> dict:
+    """Tune (when `tune_per_side` > 0) and score the evaluation set with each attack; write per-sample scores,
+    ROC summaries with intervals, paired comparisons with the loss attack, and a figure."""
     check_attacks(attacks, len(shadows or []))
-    images, table = evaluation_set(data, per_side, seed)
-    batch = query_batch(pipe, images, table["text"].tolist())
+    images, table = evaluation_set(data, per_side, seed, tune_per_side)
+    is_eval = (table["role"] == "eval").to_numpy()
+    table, tuning = table[is_eval].reset_index(drop=True), table[~is_eval].reset_index(drop=True)
+    batch = query_batch(pipe, images[is_eval], table["text"].tolist())
+    tune_batch = query_batch(pipe, images[~is_eval], tuning["text"].tolist()) if len(tuning) else None
     labels = table["label"].to_numpy()
-    split_check = model_free_auc(images, batch.cond.mean(1).numpy(), labels, seed, groups=table["family"].to_numpy())
+    split_check = model_free_auc(images[is_eval], batch.cond.mean(1).numpy(), labels, seed,
+                                 groups=table["family"].to_numpy())
+    loss = paper_loss(pipe, batch, (100,), 4)
+    gap = {"member_loss": float(loss[labels == 1].mean()), "nonmember_loss": float(loss[labels == 0].mean())}
+    gap["gap"] = gap["nonmember_loss"] - gap["member_loss"]
+    gap["relative_gap"] = gap["gap"] / gap["nonmember_loss"]
     results: dict = {}
     task = progress.add_task("membership inference", total=len(attacks)) if progress else None
     for name in attacks:
-        attack = LiRA(shadows, online=name == "lira-online") if name.startswith("lira") else ATTACKS[name]()
+        if name in LIRA:
+            masks = np.stack([table["sha256"].isin(s.trained).to_numpy() for s in shadows or []])
+            attack: object = LiRA(shadows or [], masks, online=name == "lira-online")
+        elif tune_batch is not None:
+            attack = tune(name, pipe, tune_batch, tuning["label"].to_numpy())
+        else:
+            attack = paper_default(name)
         with pipe.denoiser.counting() as spent:
-            scores = attack.score(pipe, batch)
+            scores = attack.score(pipe, batch)  # type: ignore[attr-defined]
         table[f"score_{name}"] = scores
         singles = (table["label"] == 0) | (table["dup_count"] == 1)
         results[name] = {
             "all": roc_summary(labels, scores, seed=seed),
             "singleton_members": roc_summary(labels[singles], scores[singles], seed=seed),
-            "queries_per_sample": spent.evaluations / len(table),
+            "queries_per_sample": spent.evaluations / len(table), "access": ACCESS[name],
+            "choice": attack.choice if isinstance(attack, Oriented) else {"tuned": False, "shadows": len(shadows)},
         }
+        if isinstance(attack, LiRA):
+            results[name]["leave_one_shadow_out"] = leave_one_shadow_out(attack)
         if progress is not None:
             progress.advance(task)
+    paired = {f"{name} - loss": paired_auc_difference(labels, table[f"score_{name}"], table["score_loss"], seed)
+              for name in attacks if name != "loss" and "loss" in attacks}
     write_atomic(out / "scores.parquet", lambda p: table.to_parquet(p, index=False))
     summary = {"model_hash": pipe.model_hash(), "dataset_version": data.version, "per_side": len(table) // 2,
-               "seed": seed, "split_check": split_check, "attacks": results,
-               "shadows": len(shadows or []),
+               "tune_per_side": len(tuning) // 2, "seed": seed, "split_check": split_check, "loss_gap": gap,
+               "attacks": results, "paired": paired, "shadows": len(shadows or []),
                "assumptions": {
                    "members": "unique training images, each with its most frequent training caption",
-                   "nonmembers": "held-out split drawn IID from the same OpenMoji pool",
-                   "attacker": "white-box noise predictions on (image, caption) pairs; LiRA also knows the recipe"}}
+                   "nonmembers": "held-out split, family-disjoint from the members",
+                   "tuning": (f"{len(tuning)} labelled samples, family-disjoint from the scored ones, choose each "
+                              "attack's timestep, direction and (CLiD) alpha and scalers" if len(tuning) else
+                              "none: every attack runs with its paper's settings and direction"),
+                   "attacker": {name: ACCESS[name] for name in attacks}}}
     if not split_check["at_chance"]:
         summary["warning"] = (f"model-free classifier separates the split (AUC {split_check['auc']:.2f}): "
                               "distribution shift may inflate every attack below")
     write_json(out / "summary.json", summary)
     roc_figure(table, [f"score_{a}" for a in attacks], out / "roc.png")
-    return summary
+    return json.loads((out / "summary.json").read_text())  # as every later reader sees it (tuples as lists)
 
 
 def load_scores(out: Path) -> tuple[pd.DataFrame, dict]:

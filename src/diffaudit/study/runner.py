@@ -20,6 +20,7 @@ from diffaudit.demo import prepare_data, prepare_model
 from diffaudit.errors import ConfigError
 from diffaudit.io import jsonable, remove_stale_temps, write_json
 from diffaudit.mitigations.dedup import DedupConfig, deduplicate
+from diffaudit.mitigations.dp_audit import dp_audit
 from diffaudit.mitigations.dp_finetune import DPConfig, dp_finetune
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
@@ -29,6 +30,7 @@ from diffaudit.study.calibration import calibrate_copy_test
 from diffaudit.study.cost import measured
 from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
 from diffaudit.study.mia_audit import run_mia
+from diffaudit.study.mia_controls import control_preset, negative_control, never_trained_halves, positive_control
 from diffaudit.study.tracking import log_to_mlflow, write_run_record
 from diffaudit.study.utility import UtilityProbe
 
@@ -52,6 +54,8 @@ def check_names(cfg: StudyConfig) -> None:
     from diffaudit.attacks.mia import ATTACKS
     from diffaudit.mitigations.dedup import METHODS
 
+    if cfg.mia_control_preset is not None:
+        control_preset(cfg.mia_control_preset)
     for field, names, known in (("mia_attacks", cfg.mia_attacks, ATTACKS), ("detector", [cfg.detector], DETECTORS),
                                 ("dedup_methods", cfg.dedup_methods, METHODS)):
         unknown = [n for n in names if n not in known]
@@ -83,14 +87,33 @@ class Study:
             base, self.data, self.preset, self.run / f"seed{seed}" / "null" / "samples", self.progress))
         return self.calibration
 
+    def mia_controls(self, base: AuditPipeline) -> dict:
+        """The attacks' positive control (its own small model and exposure curve) and negative control (never-trained
+        halves on the base model), once per study, before any arm's membership numbers are read."""
+        s = self.preset.study
+
+        def run() -> dict:
+            folder = self.run / "mia-controls"
+            out = {"negative": negative_control(base, never_trained_halves(self.data), list(s.mia_attacks),
+                                                s.mia_per_side, s.mia_tune_per_side, folder / "negative",
+                                                self.progress)}
+            if s.mia_control_preset:
+                out["positive"] = positive_control(control_preset(s.mia_control_preset), list(s.mia_attacks),
+                                                   folder / "positive", self.progress)
+            return out
+
+        return _step(self.run, "mia-controls", run)
+
     @property
     def utility(self) -> UtilityProbe:
         if self._utility is None:
             self._utility = UtilityProbe.build(self.data, self.preset.sample.steps, self.preset.sample.sampler)
         return self._utility
 
-    def audit(self, pipe: AuditPipeline, folder: Path, guidance: float, mia: bool = True) -> dict:
-        """Extraction (against the original training set and prompts), membership inference, utility."""
+    def audit(self, pipe: AuditPipeline, folder: Path, guidance: float, mia: bool = True,
+              members: ImageDataset | None = None) -> dict:
+        """Extraction (against the original training set and prompts), membership inference (on `members`, the
+        arm's own training set when it differs from the study's), utility."""
         s = self.preset.study
         ext = run_extraction(pipe, self.data, folder / "extraction", self.prompts, s.samples_per_prompt, guidance,
                              self.preset.sample, self.probe_cfg, self.progress)
@@ -105,9 +128,13 @@ class Study:
                "probe_recall": ext["recall"], "by_dup": ext["by_dup"], "extraction_unet_evals": ext["unet_evaluations"],
                "guidance": guidance, "model_hash": pipe.model_hash()}
         if mia:
-            res = run_mia(pipe, self.data, folder / "mia", list(s.mia_attacks), s.mia_per_side, progress=self.progress)
+            res = run_mia(pipe, members or self.data, folder / "mia", list(s.mia_attacks), s.mia_per_side,
+                          progress=self.progress, tune_per_side=s.mia_tune_per_side)
             row["mia"] = {k: {"auc": v["all"]["auc"], "auc_ci": v["all"]["auc_ci"],
-                              "tpr_at_1pct_fpr": v["all"]["tpr_at_1pct_fpr"]} for k, v in res["attacks"].items()}
+                              "tpr_at_1pct_fpr": v["all"]["tpr_at_1pct_fpr"], "choice": v["choice"]}
+                          for k, v in res["attacks"].items()}
+            row["mia_loss_gap"] = res["loss_gap"]
+            row["mia_paired"] = res["paired"]
             row["split_check_auc"] = res["split_check"]["auc"]
         row |= self.utility.measure(pipe, guidance)
         return row
@@ -152,20 +179,29 @@ class Study:
         data = load_imagefolder(folder / "data")
         pipe, seconds = self.retrain(data, folder / "train", seed)
         return {"kind": "dedup", "dataset_version": data.version, "dedup": report, "train_seconds": seconds,
-                **self.audit(pipe, folder, self.preset.sample.guidance)}
+                **self.audit(pipe, folder, self.preset.sample.guidance, members=data)}
 
     def _dp_arm(self, eps: float, root: Path, seed: int) -> dict:
+        """DP fine-tune at `eps` and its privacy audit; eps = inf is the audit's positive control (the same
+        fine-tune without clipping or noise), which is audited only."""
         s = self.preset.study
-        folder = root / f"dp-eps{eps:g}"
-        cfg = DPConfig(epsilon=eps, steps=s.dp_steps, expected_batch=s.dp_expected_batch,
+        private = eps != float("inf")
+        folder = root / (f"dp-eps{eps:g}" if private else "dp-nonprivate")
+        cfg = DPConfig(epsilon=eps, delta=s.dp_delta, steps=s.dp_steps, expected_batch=s.dp_expected_batch,
                        multiplicity=s.dp_multiplicity, lr=s.dp_lr, seed=seed)
+        calibration = self.data.split("calibration")
         if (folder / "dp_report.json").exists():
             pipe, report = AuditPipeline.from_pretrained(folder / "model"), json.loads(
                 (folder / "dp_report.json").read_text())
         else:
-            pipe, report = dp_finetune(self.base(seed), self.data.split("calibration"), cfg, folder, self.progress)
-        return {"kind": "dp", "dp": report, "train_seconds": report["seconds"],
-                **self.audit(pipe, folder, self.preset.sample.guidance)}
+            pipe, report = dp_finetune(self.base(seed), calibration, cfg, folder, self.progress)
+        audit = dp_audit(self.base(seed), pipe, calibration, self.data.split("nonmember"), eps, s.dp_delta, seed)
+        row = {"kind": "dp", "dp": report, "dp_audit": audit, "train_seconds": report["seconds"]}
+        return row | self.audit(pipe, folder, self.preset.sample.guidance) if private else row
+
+    def dp_control(self, seed: int) -> dict:
+        """The DP audit's positive control: not a mitigation arm, so it is kept out of the comparison."""
+        return self._dp_arm(float("inf"), self.run / f"seed{seed}", seed)
 
 
 def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
@@ -180,18 +216,23 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
         write_json(study.run / "steps" / "prepare.cost.json", prepared)  # data and base model, first run only
     write_run_record(study.run, preset.model_dump(), {"dataset": study.data.version, "base_model": base.model_hash()})
     calibration = study.calibrate(base)
+    controls = study.mia_controls(base)
     if not (study.run / "assumptions.json").exists():
         write_json(study.run / "assumptions.json", register(preset, study.data, base, calibration))
-    rows = []
+    rows, dp_controls = [], {}
     for seed in preset.study.seeds:
         for name, fn in study.arms(seed):
             result = _step(study.run, f"seed{seed}-{name}", fn)
             rows.append({"arm": name, "seed": seed, **result})
             _log_arm(study.run, preset, name, seed, result)
+        if preset.study.dp_control:
+            dp_controls[str(seed)] = _step(study.run, f"seed{seed}-dp-nonprivate",
+                                           lambda seed=seed: study.dp_control(seed))
     table = comparison_table(rows)
     table.to_parquet(study.run / "comparison.parquet", index=False)
     write_json(study.run / "results.json", {"rows": rows, "preset": preset.name, "dataset_version": study.data.version,
-                                            "calibration": calibration})
+                                            "calibration": calibration, "mia_controls": controls,
+                                            "dp_controls": dp_controls})
     return table
 
 

@@ -3,16 +3,20 @@
 A text-to-image model overfits the *pairing* of an image with its caption, so for a member the loss
 with the true caption is much lower than with reduced captions. Following the public code's simple
 variant: the reduced captions are the first, middle and last character-thirds of the caption plus the
-empty caption; t in {485, 495, 505} with one noise draw each, shared by every condition.
+empty caption; t in {485, 495, 505} of Stable Diffusion's schedule (matched by noise level), one noise draw each,
+shared by every condition.
 """
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import RobustScaler
 
-from diffaudit.attacks.mia.common import QueryBatch, batched, fixed_noise, noised, per_sample
+from diffaudit.attacks.mia.common import QueryBatch, batched, fixed_noise, matched_timestep, noised, per_sample
 from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
+
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # weights of the discrepancy tried when CLiD is fitted with labels
 
 
 def reduced_captions(caption: str) -> list[str]:
@@ -24,9 +28,11 @@ def reduced_captions(caption: str) -> list[str]:
 
 class CLiD:
     def __init__(self, timesteps: tuple[int, ...] = (485, 495, 505), alpha: float = 0.5, seed: int = 0):
-        # alpha weighs the discrepancy against the plain loss (CLiD_th). The authors pick it on shadow
-        # models; without labels we fix it at 0.5 and scale both terms robustly on the evaluated set itself.
-        self.timesteps, self.alpha, self.seed = timesteps, alpha, seed
+        # alpha weighs the discrepancy against the plain loss (CLiD_th). The authors pick it, and fit the robust
+        # scalers, on shadow data: `fit` does both on a labelled tuning set; unfitted, the scalers come from the
+        # scored set itself and alpha stays 0.5.
+        self.timesteps, self.alpha, self.seed = tuple(timesteps), alpha, seed
+        self.scalers: tuple[RobustScaler, RobustScaler] | None = None
 
     @property
     def queries(self) -> int:
@@ -38,7 +44,8 @@ class CLiD:
         reduced = [reduced_captions(c) for c in batch.captions]
         conds = [batch.cond] + [pipe.encode_text([r[i] for r in reduced]) for i in range(4)]
         losses = torch.zeros(5, len(batch))
-        for j, t in enumerate(self.timesteps):
+        for j, t_paper in enumerate(self.timesteps):
+            t = matched_timestep(pipe, t_paper, "scaled_linear")
             eps_all = fixed_noise(batch.latents.shape, self.seed * 1000 + j)
             for sl, x0, _ in batched(batch, batch_size):
                 x_t = noised(pipe, x0, eps_all[sl], t)
@@ -47,8 +54,23 @@ class CLiD:
         losses = (losses / len(self.timesteps)).numpy()
         return np.stack([losses[0], *(losses[1:] - losses[0])], axis=1)
 
-    def score(self, pipe: AuditPipeline, batch: QueryBatch) -> np.ndarray:
+    def fit(self, pipe: AuditPipeline, batch: QueryBatch, labels: np.ndarray) -> dict:
+        """Fit the scalers on a labelled tuning set and choose alpha there by AUC (never on the scored set)."""
         f = self.features(pipe, batch)
-        loss = RobustScaler().fit_transform(f[:, :1])[:, 0]
-        discrepancy = RobustScaler().fit_transform(f[:, 1:].mean(1, keepdims=True))[:, 0]
-        return -((1 - self.alpha) * loss - self.alpha * discrepancy)
+        self.scalers = _scalers(f)
+        aucs = {a: roc_auc_score(labels, self._combine(f, a)) for a in ALPHAS}
+        self.alpha = max(aucs, key=lambda a: abs(aucs[a] - 0.5))
+        return {"alpha": self.alpha, "scaler": "fitted on the tuning set"}
+
+    def score(self, pipe: AuditPipeline, batch: QueryBatch) -> np.ndarray:
+        return self._combine(self.features(pipe, batch), self.alpha)
+
+    def _combine(self, f: np.ndarray, alpha: float) -> np.ndarray:
+        loss_scaler, gap_scaler = self.scalers or _scalers(f)
+        loss = loss_scaler.transform(f[:, :1])[:, 0]
+        discrepancy = gap_scaler.transform(f[:, 1:].mean(1, keepdims=True))[:, 0]
+        return -((1 - alpha) * loss - alpha * discrepancy)
+
+
+def _scalers(f: np.ndarray) -> tuple[RobustScaler, RobustScaler]:
+    return RobustScaler().fit(f[:, :1]), RobustScaler().fit(f[:, 1:].mean(1, keepdims=True))

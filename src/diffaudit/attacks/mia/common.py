@@ -1,6 +1,7 @@
 """What every membership-inference attack needs: the query batch and the forward-noising formula."""
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
@@ -27,6 +28,34 @@ def query_batch(pipe: AuditPipeline, images: np.ndarray, captions: list[str]) ->
 
 def alpha_bar(pipe: AuditPipeline, t: int) -> torch.Tensor:
     return pipe.scheduler.alphas_cumprod[t]
+
+
+# The schedules the attacks' papers were tuned on, 1,000 steps each: DDPM's linear betas 1e-4..0.02 (Ho et al. 2020;
+# loss, PIA and SecMI on CIFAR-10) and Stable Diffusion's "scaled linear" sqrt-spaced 0.00085..0.012 (CLiD).
+PAPER_SCHEDULES = ("linear", "scaled_linear")
+
+
+@cache
+def _papers_alpha_bar(schedule: str) -> np.ndarray:
+    if schedule == "linear":
+        betas = np.linspace(1e-4, 0.02, 1000)
+    elif schedule == "scaled_linear":
+        betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2
+    else:
+        raise ValueError(f"unknown paper schedule {schedule!r}; choose from {PAPER_SCHEDULES}")
+    return np.cumprod(1 - betas)
+
+
+def matched_timestep(pipe: AuditPipeline, t_paper: int, schedule: str = "linear") -> int:
+    """The step of `pipe`'s schedule with the noise level (alpha-bar) of step `t_paper` in the paper's `schedule`.
+
+    An index means a different noise level in another schedule: on our cosine schedule t = 100 has alpha-bar 0.972,
+    while DDPM's linear t = 100 (0.895) sits at our t = 203 and CLiD's Stable Diffusion t = 495 (0.283) at our 639.
+    t = 0 is the clean image in every schedule and stays 0."""
+    if t_paper == 0:
+        return 0
+    ours = pipe.scheduler.alphas_cumprod.double().numpy()
+    return int(np.abs(ours - _papers_alpha_bar(schedule)[t_paper]).argmin())
 
 
 def noised(pipe: AuditPipeline, x0: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from diffaudit.attacks.mia.common import QueryBatch, batched, fixed_noise, noised, per_sample
+from diffaudit.attacks.mia.common import QueryBatch, batched, fixed_noise, matched_timestep, noised, per_sample
 from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
 
@@ -11,7 +11,7 @@ from diffaudit.model.pipeline import AuditPipeline
 @torch.inference_mode()
 def denoising_loss(pipe: AuditPipeline, batch: QueryBatch, timesteps: tuple[int, ...], draws: int,
                    seed: int = 0, batch_size: int = UNET_ROWS) -> np.ndarray:
-    """Per-sample epsilon-MSE averaged over timesteps and fixed noise draws (timesteps x draws queries)."""
+    """Per-sample epsilon-MSE averaged over `pipe`'s timesteps and fixed noise draws (timesteps x draws queries)."""
     total = torch.zeros(len(batch))
     for t in timesteps:
         for d in range(draws):
@@ -22,15 +22,21 @@ def denoising_loss(pipe: AuditPipeline, batch: QueryBatch, timesteps: tuple[int,
     return (total / (len(timesteps) * draws)).numpy()
 
 
+def paper_loss(pipe: AuditPipeline, batch: QueryBatch, timesteps: tuple[int, ...], draws: int) -> np.ndarray:
+    """`denoising_loss` at the papers' timesteps, matched to `pipe`'s schedule by noise level."""
+    return denoising_loss(pipe, batch, tuple(matched_timestep(pipe, t) for t in timesteps), draws)
+
+
 class LossAttack:
-    """Score = minus the loss at one timestep (`loss`) or averaged over many (`loss-avg`)."""
+    """Score = minus the loss at one timestep (`loss`) or averaged over many (`loss-avg`); timesteps in the
+    papers' (linear-schedule) units."""
 
     def __init__(self, timesteps: tuple[int, ...] = (100,), draws: int = 4):
-        self.timesteps, self.draws = timesteps, draws
+        self.timesteps, self.draws = tuple(timesteps), draws
 
     @property
     def queries(self) -> int:
         return len(self.timesteps) * self.draws
 
     def score(self, pipe: AuditPipeline, batch: QueryBatch) -> np.ndarray:
-        return -denoising_loss(pipe, batch, self.timesteps, self.draws)
+        return -paper_loss(pipe, batch, self.timesteps, self.draws)

@@ -4,10 +4,12 @@ Invert x_0 to x_{t-k} with DDIM steps of size k, take one deterministic step up 
 to t-k. Members, fitted closely, come back nearer to where they started (smaller "t-error").
 """
 
+from itertools import pairwise
+
 import numpy as np
 import torch
 
-from diffaudit.attacks.mia.common import QueryBatch, alpha_bar, batched, per_sample
+from diffaudit.attacks.mia.common import QueryBatch, alpha_bar, batched, matched_timestep, per_sample
 from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
 
@@ -21,22 +23,24 @@ def ddim_move(pipe: AuditPipeline, x: torch.Tensor, t_from: int, t_to: int, cond
 
 
 class SecMI:
-    def __init__(self, t: int = 100, interval: int = 10):
-        # Duan et al. (public code, DDPM): t_SEC = 100, k = 10; the error is measured at t_SEC - k.
-        self.t, self.k = t, interval
+    def __init__(self, t: int = 100, steps: int = 10):
+        # Duan et al. (public code, DDPM, linear schedule): t_SEC = 100 reached in 10 steps of k = 10; the error
+        # is measured at t_SEC - k. Every node of that path is matched to our schedule by noise level.
+        self.t, self.steps = t, steps
 
     @property
     def queries(self) -> int:
-        return (self.t - self.k) // self.k + 2
+        return self.steps + 1
 
     @torch.inference_mode()
     def score(self, pipe: AuditPipeline, batch: QueryBatch, batch_size: int = UNET_ROWS) -> np.ndarray:
+        nodes = [matched_timestep(pipe, round(self.t * i / self.steps)) for i in range(self.steps + 1)]
         out = torch.empty(len(batch))
         for sl, x0, cond in batched(batch, batch_size):
             x = x0
-            for s in range(0, self.t - self.k, self.k):
-                x = ddim_move(pipe, x, s, s + self.k, cond)
-            up = ddim_move(pipe, x, self.t - self.k, self.t, cond)
-            back = ddim_move(pipe, up, self.t, self.t - self.k, cond)
+            for a, b in pairwise(nodes[:-1]):
+                x = ddim_move(pipe, x, a, b, cond)
+            up = ddim_move(pipe, x, nodes[-2], nodes[-1], cond)
+            back = ddim_move(pipe, up, nodes[-1], nodes[-2], cond)
             out[sl] = -per_sample(back - x)
         return out.numpy()

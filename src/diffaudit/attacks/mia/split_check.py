@@ -6,12 +6,11 @@ attacks look strong for the wrong reason; this check detects such a shift from t
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from diffaudit.attacks.metrics import roc_summary
+from diffaudit.attacks.metrics import auc, roc_summary
 
 
 def model_free_auc(images: np.ndarray, text_features: np.ndarray, labels: np.ndarray, seed: int = 0,
@@ -50,5 +49,5 @@ def family_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndar
     for _ in range(resamples):
         rows = np.concatenate([members[k] for k in rng.integers(0, len(names), len(names))])
         if 0 < labels[rows].sum() < len(rows):
-            aucs.append(roc_auc_score(labels[rows], scores[rows]))
+            aucs.append(auc(labels[rows], scores[rows]))
     return [float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))]

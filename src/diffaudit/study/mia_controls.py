@@ -1,0 +1,108 @@
+"""Controls that decide whether the membership-inference attacks can be trusted on this model family.
+
+Positive control: a model that must leak membership (few images, hundreds of epochs, the audited architecture);
+every attack has to find it. Negative control: two family-disjoint halves of never-trained images scored on the
+audited model; every attack has to stay at chance. Between them, the exposure curve: the same attacks on
+snapshots of the positive control's training run, answering "how much training makes membership visible?".
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from diffaudit.attacks.metrics import roc_summary
+from diffaudit.config import PRESETS, Preset
+from diffaudit.data.imagefolder import ImageDataset
+from diffaudit.demo import prepare_data
+from diffaudit.errors import ConfigError
+from diffaudit.model.pipeline import AuditPipeline, build_pipeline
+from diffaudit.model.train import snapshot_models, train
+from diffaudit.progress import Progress
+from diffaudit.report.figures import exposure_figure
+from diffaudit.study.mia_audit import load_scores, run_mia
+
+# What the positive control demands (the issue's bar, from the papers' AUCs of 0.88-0.999 on over-trained models).
+POSITIVE_MIN_LOWER_BOUND = 0.8  # every attack: lower end of the AUC's 95% interval
+POSITIVE_BEST_AUC = 0.95  # the best attack
+POSITIVE_BEST_TPR = 0.3  # the best attack's TPR at 1% FPR
+NEGATIVE_CONFIDENCE = 0.99  # the negative control's interval must cover 0.5 at this level
+
+
+def control_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"study.mia_control_preset: unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def exposure_steps(total: int, points: int = 5) -> tuple[int, ...]:
+    """A doubling ladder of training steps ending at `total` (e.g. 25, 50, 100, 200, 400)."""
+    return tuple(sorted({max(1, total >> k) for k in range(points)}))
+
+
+def positive_verdict(attacks: dict) -> dict:
+    """Per attack, whether its AUC's lower bound clears the bar; and whether the best attack clears its own."""
+    lows = {name: r["all"]["auc_ci"][0] for name, r in attacks.items()}
+    best = max(attacks, key=lambda n: attacks[n]["all"]["auc"])
+    return {"passed": {n: bool(low >= POSITIVE_MIN_LOWER_BOUND) for n, low in lows.items()},
+            "best": best, "best_auc": attacks[best]["all"]["auc"],
+            "best_tpr_at_1pct_fpr": max(r["all"]["tpr_at_1pct_fpr"] for r in attacks.values()),
+            "best_passed": bool(attacks[best]["all"]["auc"] >= POSITIVE_BEST_AUC and
+                                max(r["all"]["tpr_at_1pct_fpr"] for r in attacks.values()) >= POSITIVE_BEST_TPR),
+            "bar": {"every_attack_auc_lower_bound": POSITIVE_MIN_LOWER_BOUND, "best_auc": POSITIVE_BEST_AUC,
+                    "best_tpr_at_1pct_fpr": POSITIVE_BEST_TPR}}
+
+
+def positive_control(preset: Preset, attacks: list[str], out: Path, progress: Progress,
+                     seed: int = 0) -> dict:
+    """Train `preset`'s model (kept snapshots: the exposure curve), attack every snapshot, judge the last one."""
+    data = prepare_data(preset, out / "data", progress)
+    members = int((data.table["split"] == "member").sum())
+    steps = exposure_steps(preset.train.steps)
+    if not (out / "train" / "model" / "training_manifest.json").exists():
+        train(build_pipeline(preset.model, preset.data.resolution, seed=preset.train.seed), data, preset.train,
+              out / "train", progress, snapshots=steps)
+    rows, final = [], {}
+    for step, folder in snapshot_models(out / "train"):
+        summary = run_mia(AuditPipeline.from_pretrained(folder), data, out / f"mia-step-{step:06d}", attacks,
+                          preset.study.mia_per_side, progress=progress, seed=seed,
+                          tune_per_side=preset.study.mia_tune_per_side)
+        for name, r in summary["attacks"].items():
+            rows.append({"step": step, "epochs": step * preset.train.batch_size / members, "attack": name,
+                         "auc": r["all"]["auc"], "auc_low": r["all"]["auc_ci"][0], "auc_high": r["all"]["auc_ci"][1],
+                         "tpr_at_1pct_fpr": r["all"]["tpr_at_1pct_fpr"], "loss_gap": summary["loss_gap"]["gap"],
+                         "relative_loss_gap": summary["loss_gap"]["relative_gap"]})
+        final = summary
+    exposure = pd.DataFrame(rows)
+    exposure_figure(exposure, out / "exposure.png")
+    return {"preset": preset.name, "members": members, "train_steps": preset.train.steps,
+            "batch_size": preset.train.batch_size, "epochs": preset.train.steps * preset.train.batch_size / members,
+            "exposure": exposure.to_dict("records"), "final": final, "verdict": positive_verdict(final["attacks"]),
+            "figure": str((out / "exposure.png").relative_to(out.parent))}
+
+
+def never_trained_halves(data: ImageDataset, seed: int = 0) -> ImageDataset:
+    """The held-out split, its near-duplicate families cut into two random halves labelled member and non-member:
+    no model saw either half, so no attack should tell them apart."""
+    held = data.split("nonmember")
+    families = held.table["family"].unique()
+    fake = set(np.random.default_rng([seed, 4099]).permutation(families)[: len(families) // 2])
+    table = held.table.assign(split=np.where(held.table["family"].isin(fake), "member", "nonmember"), dup_count=1)
+    return ImageDataset(held.root, held.images, table)
+
+
+def negative_control(pipe: AuditPipeline, halves: ImageDataset, attacks: list[str], per_side: int,
+                     tune_per_side: int, out: Path, progress: Progress | None = None, seed: int = 0) -> dict:
+    """Every attack, tuned and scored exactly as on real members, on `halves` (`never_trained_halves`): each 99%
+    interval must cover 0.5."""
+    summary = run_mia(pipe, halves, out, attacks, per_side, progress=progress, seed=seed, tune_per_side=tune_per_side)
+    scores, _ = load_scores(out)
+    results = {}
+    for name in attacks:
+        wide = roc_summary(scores["label"].to_numpy(), scores[f"score_{name}"].to_numpy(), seed=seed,
+                           confidence=NEGATIVE_CONFIDENCE)
+        low, high = wide["auc_ci"]
+        results[name] = {"auc": wide["auc"], "auc_ci_99": [low, high], "covers_half": bool(low <= 0.5 <= high),
+                         "choice": summary["attacks"][name]["choice"]}
+    return {"per_side": summary["per_side"], "tune_per_side": summary["tune_per_side"], "attacks": results,
+            "passed": all(r["covers_half"] for r in results.values()), "loss_gap": summary["loss_gap"]}
