@@ -1,11 +1,12 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
-from diffaudit.mitigations.dp_audit import dp_audit, epsilon_lower_bound
+from diffaudit.mitigations.dp_audit import audit_statistic, dp_audit, epsilon_lower_bound
 from diffaudit.mitigations.dp_finetune import DPConfig, dp_finetune
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
@@ -66,6 +67,17 @@ def test_epsilon_lower_bound_follows_the_dp_inequalities() -> None:
     assert epsilon_lower_bound(90, 100, 10, 100, 1e-5) > 1  # TPR 0.9 at FPR 0.1 breaks eps = 1
 
 
+def test_audit_statistic_measures_on_the_half_it_did_not_choose_on() -> None:
+    """Positive: well-separated scores break eps = 1 on the measured half. Negative: identical distributions give
+    a bound of 0, however the threshold was picked."""
+    rng = np.random.default_rng(0)
+    select_m, select_h = np.arange(300) < 150, np.arange(300) < 150
+    separated = audit_statistic(rng.normal(3, 1, 300), rng.normal(0, 1, 300), select_m, select_h, 1e-5)
+    assert separated["epsilon_lower_bound"] > 1 and separated["measured_members"] == 150
+    alike = audit_statistic(rng.normal(0, 1, 300), rng.normal(0, 1, 300), select_m, select_h, 1e-5)
+    assert alike["epsilon_lower_bound"] == 0
+
+
 def test_dp_audit_negative_and_positive(tmp_path: Path, tiny_model_dir: Path, tiny_data: ImageDataset) -> None:
     """Before any fine-tune the base model cannot tell calibration from held-out images (empirical eps 0); the
     report carries every test with the theoretical eps beside it."""
@@ -74,3 +86,4 @@ def test_dp_audit_negative_and_positive(tmp_path: Path, tiny_model_dir: Path, ti
     assert audit["tests"]["loss drop from the fine-tune"]["epsilon_lower_bound"] == 0
     assert set(audit["tests"]) == {"base model loss (before)", "fine-tuned model loss", "loss drop from the fine-tune"}
     assert audit["theoretical_epsilon"] == 8.0 and not audit["violates_theory"]
+    assert audit["chosen_test"] != "base model loss (before)" and audit["empirical_epsilon"] == 0

@@ -8,15 +8,16 @@ import pytest
 from sklearn.metrics import roc_curve
 
 from diffaudit.attacks.metrics import paired_auc_difference, roc_summary, tpr_at_fpr
-from diffaudit.attacks.mia import ATTACKS
-from diffaudit.attacks.mia.common import matched_timestep, query_batch
+from diffaudit.attacks.mia import ATTACKS, GRIDS
+from diffaudit.attacks.mia.common import QueryBatch, matched_timestep, query_batch
 from diffaudit.attacks.mia.lira import LiRA, Shadow, leave_one_shadow_out
-from diffaudit.attacks.mia.tuning import Oriented, paper_default, tune
-from diffaudit.config import PRESETS, ModelConfig, Preset
+from diffaudit.attacks.mia.loss import LossAttack
+from diffaudit.attacks.mia.tuning import tune
+from diffaudit.config import PRESETS, ModelConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.progress import make_progress
-from diffaudit.study.mia_audit import evaluation_set
+from diffaudit.study.mia_audit import evaluation_set, run_mia
 from diffaudit.study.mia_controls import negative_control, never_trained_halves, positive_control, positive_verdict
 
 STUDY_ATTACKS = ["loss", "pia", "secmi", "clid"]
@@ -48,23 +49,29 @@ def test_every_attack_finds_the_positive_control(overfit_run: tuple[dict, Path])
     for name in STUDY_ATTACKS:
         assert final[name]["all"]["auc"] >= MARGIN, (name, final[name]["all"]["auc"], final[name]["choice"])
     assert result["verdict"]["best_auc"] >= 0.95
+    assert set(result["verdict"]["direction"]) == set(STUDY_ATTACKS)
     assert result["final"]["loss_gap"]["gap"] > 0  # members fit better: the regime really is leaky
 
 
-def test_a_flipped_attack_fails_the_positive_control(overfit_run: tuple[dict, Path], tiny: Preset) -> None:
-    """The control has teeth: the loss attack with its sign flipped (and not re-tuned) must fail it."""
+@pytest.mark.parametrize("defect", ["flipped sign", "wrong timestep"])
+def test_a_defective_attack_fails_the_positive_control(overfit_run: tuple[dict, Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch, defect: str) -> None:
+    """The control has teeth. With the papers' settings (no tuning to hide a defect), the loss attack passes;
+    the same attack with its sign flipped, or at a timestep where the image is all noise, fails."""
     _, out = overfit_run
     pipe, data = _final_model(out), _data(out)
-    images, table = evaluation_set(data, 16, tune_per_side=8)
-    scored = (table["role"] == "eval").to_numpy()
-    batch = query_batch(pipe, images[scored], table.loc[scored, "text"].tolist())
-    labels = table.loc[scored, "label"].to_numpy()
-    right = paper_default("loss").score(pipe, batch)
-    flipped = Oriented(ATTACKS["loss"](), -1).score(pipe, batch)
-    summaries = {"loss": {"all": roc_summary(labels, right)}, "flipped": {"all": roc_summary(labels, flipped)}}
-    assert summaries["loss"]["all"]["auc"] >= MARGIN > summaries["flipped"]["all"]["auc"]
-    verdict = positive_verdict(summaries)
-    assert verdict["passed"]["loss"] and not verdict["passed"]["flipped"]
+    sound = run_mia(pipe, data, tmp_path / "sound", ["loss"], 16)
+    assert positive_verdict(sound["attacks"])["passed"]["loss"]
+    if defect == "flipped sign":
+        class Flipped(LossAttack):
+            def score(self, pipe: AuditPipeline, batch: QueryBatch) -> np.ndarray:
+                return -super().score(pipe, batch)
+
+        monkeypatch.setitem(ATTACKS, "loss", Flipped)
+    else:
+        monkeypatch.setitem(GRIDS, "loss", [{"timesteps": (999,)}])
+    broken = run_mia(pipe, data, tmp_path / "broken", ["loss"], 16)
+    assert not positive_verdict(broken["attacks"])["passed"]["loss"], broken["attacks"]["loss"]["all"]
 
 
 def test_tuning_recovers_a_direction_from_labels_kept_apart(overfit_run: tuple[dict, Path]) -> None:

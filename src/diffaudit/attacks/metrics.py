@@ -79,8 +79,10 @@ def roc_summary(labels: np.ndarray, scores: np.ndarray, seed: int = 0, confidenc
     if len(neg) >= MIN_NONMEMBERS_PER_MILLE:
         stats["tpr_at_0.1pct_fpr"] = lambda p, n: _tpr_at(p, n, 0.001)
     tail = 100 * (1 - confidence) / 2
+    # With fewer than 100 non-members, "TPR at 1% FPR" is the TPR at zero false positives: say so beside it.
     out: dict = {"members": len(pos), "nonmembers": len(neg), "confidence": confidence,
-                 "interval": f"stratified percentile bootstrap, {resamples} resamples"}
+                 "interval": f"stratified percentile bootstrap, {resamples} resamples",
+                 "tpr_at_1pct_fpr_is_zero_fp": len(neg) < 100}
     for name, fn in stats.items():
         draws = fn(boot_pos, boot_neg)
         out[name] = float(fn(pos[None], neg[None])[0])
@@ -100,7 +102,8 @@ def paired_auc_difference(labels: np.ndarray, first: np.ndarray, second: np.ndar
     ip, ineg = _resampled(pos, rng, resamples), _resampled(neg, rng, resamples)
     diff = _auc(a[ip], a[ineg]) - _auc(b[ip], b[ineg])
     point = float(_auc(a[pos][None], a[neg][None])[0] - _auc(b[pos][None], b[neg][None])[0])
-    p = min(1.0, 2 * min((diff <= 0).mean(), (diff >= 0).mean()))
+    # (k + 1) / (B + 1): a bootstrap p-value is never exactly 0 (Davison & Hinkley 1997)
+    p = min(1.0, 2 * (min((diff <= 0).sum(), (diff >= 0).sum()) + 1) / (resamples + 1))
     return {"difference": point, "ci": [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))],
             "p_value": float(p), "samples": len(labels)}
 

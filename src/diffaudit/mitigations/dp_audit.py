@@ -41,41 +41,55 @@ def _best_threshold(pos: np.ndarray, neg: np.ndarray, delta: float) -> float:
 
 def audit_statistic(member_scores: np.ndarray, heldout_scores: np.ndarray, member_select: np.ndarray,
                     heldout_select: np.ndarray, delta: float, seed: int = 0) -> dict:
-    """AUC with its interval, and the empirical eps bound: threshold from the `select` halves, bound on the rest."""
-    cut = _best_threshold(member_scores[member_select], heldout_scores[heldout_select], delta)
+    """AUC with its interval; the threshold (and its bound) on the `select` halves, and the bound that threshold
+    gives on the other halves, which it never saw."""
+    pos_sel, neg_sel = member_scores[member_select], heldout_scores[heldout_select]
+    cut = _best_threshold(pos_sel, neg_sel, delta)
     pos, neg = member_scores[~member_select], heldout_scores[~heldout_select]
     tp, fp = int((pos >= cut).sum()), int((neg >= cut).sum())
     labels = np.r_[np.ones(len(member_scores)), np.zeros(len(heldout_scores))]
     summary = roc_summary(labels, np.r_[member_scores, heldout_scores], seed=seed)
     return {"auc": summary["auc"], "auc_ci": summary["auc_ci"], "tpr": tp / len(pos), "fpr": fp / len(neg),
             "measured_members": len(pos), "measured_heldout": len(neg),
+            "selection_bound": epsilon_lower_bound(int((pos_sel >= cut).sum()), len(pos_sel),
+                                                   int((neg_sel >= cut).sum()), len(neg_sel), delta),
             "epsilon_lower_bound": epsilon_lower_bound(tp, len(pos), fp, len(neg), delta)}
 
 
 def _select_half(data: ImageDataset, seed: int) -> np.ndarray:
-    """Whole near-duplicate families, half of them at random, choose the threshold."""
+    """Whole near-duplicate families, half of them at random, choose the test and its threshold."""
     families = data.table["family"].unique()
     chosen = set(np.random.default_rng(seed).permutation(families)[: len(families) // 2])
     return data.table["family"].isin(chosen).to_numpy()
 
 
+SANITY = "base model loss (before)"
+
+
 def dp_audit(before: AuditPipeline, after: AuditPipeline, members: ImageDataset, heldout: ImageDataset,
              epsilon: float, delta: float, seed: int = 0) -> dict:
-    """Three tests of calibration membership: the base model's loss (it never saw either side: must find
-    nothing), the fine-tuned model's loss, and the drop in loss the fine-tune gave each image (the base model as a
-    per-image reference, the strongest test the auditor can run)."""
+    """Two tests of calibration membership, the fine-tuned model's loss and the drop in loss the fine-tune gave
+    each image (the base model as a per-image reference); the one with the higher bound on the selection half is
+    measured on the other half, so one bound is reported, not the best of several. The base model's loss (it saw
+    neither side) is a sanity check for a shift between the two splits and never counts as a violation."""
     def losses(pipe: AuditPipeline, data: ImageDataset) -> np.ndarray:
         return paper_loss(pipe, query_batch(pipe, data.images, data.texts), AUDIT_TIMESTEPS, 2)
 
     base_m, base_h = losses(before, members), losses(before, heldout)
     tuned_m, tuned_h = losses(after, members), losses(after, heldout)
     sel_m, sel_h = _select_half(members, seed), _select_half(heldout, seed + 1)
-    tests = {"base model loss (before)": (-base_m, -base_h), "fine-tuned model loss": (-tuned_m, -tuned_h),
+    tests = {SANITY: (-base_m, -base_h), "fine-tuned model loss": (-tuned_m, -tuned_h),
              "loss drop from the fine-tune": (base_m - tuned_m, base_h - tuned_h)}
     results = {name: audit_statistic(m, h, sel_m, sel_h, delta, seed) for name, (m, h) in tests.items()}
-    best = max(r["epsilon_lower_bound"] for r in results.values())
+    chosen = max((n for n in results if n != SANITY), key=lambda n: results[n]["selection_bound"])
+    empirical = results[chosen]["epsilon_lower_bound"]
     return {"theoretical_epsilon": epsilon, "delta": delta, "members": len(members), "heldout": len(heldout),
-            "tests": results, "empirical_epsilon": best,
-            "violates_theory": bool(np.isfinite(epsilon) and best > epsilon),
+            "tests": results, "chosen_test": chosen, "empirical_epsilon": empirical,
+            "violates_theory": bool(np.isfinite(epsilon) and empirical > epsilon),
+            "split_shift": results[SANITY]["epsilon_lower_bound"] > 0,
             "scope": "calibration images (DP-protected) vs held-out images from families in no split seen by "
-                     "either model"}
+                     "either model",
+            "assumption": "each image's outcome is treated as an independent trial, as in Jagielski et al. 2020; "
+                          "the splits are fixed, not a per-image coin flip, so the bound is an estimate rather "
+                          "than a proof (Steinke et al. 2023 give the one-run bound that needs randomised "
+                          "inclusion)"}

@@ -58,11 +58,13 @@ def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline, calibratio
          "non-members; members carry their most frequent training caption. Deduplicated arms score the members "
          "they kept.", "diffaudit"),
         ("membership", "Settings chosen without the evaluation labels", (
-            f"Timesteps are the papers' (linear schedule) matched to this model's schedule by noise level. Each "
-            f"attack's timestep, direction and (CLiD) alpha and scalers are chosen on {s.mia_tune_per_side} labelled "
-            "members and non-members per side whose near-duplicate families are disjoint from the scored samples; "
-            "the choice is recorded beside each AUC." if s.mia_tune_per_side else "Timesteps are the papers' matched "
-            "to this model's schedule by noise level; directions as published; no tuning."),
+            f"Timesteps are the papers' (DDPM linear; Stable Diffusion's for CLiD) matched to this model's schedule "
+            f"by noise level. Each attack's timestep, direction and (CLiD) alpha and scalers are chosen on "
+            f"{s.mia_tune_per_side} labelled members and non-members per side whose near-duplicate families are "
+            "disjoint from the scored samples; the choice is recorded beside each AUC and, per arm, at the end of "
+            "this register. A direction is reversed only when the tuning AUC's upper 95% bound is below 0.5."
+            if s.mia_tune_per_side else "Timesteps are the papers' matched to this model's schedule by noise level; "
+            "directions as published; no tuning."),
          "Kong et al. 2024; Duan et al. 2023; Zhai et al. 2024"),
         ("membership", "Controls", (f"Positive control: the '{s.mia_control_preset}' preset (few images seen hundreds "
          "of times, same architecture) must be found by every attack. " if s.mia_control_preset else

@@ -79,16 +79,17 @@ def evaluation_set(data: ImageDataset, per_side: int, seed: int = 0,
 def train_shadows(data: ImageDataset, preset: Preset, count: int, out: Path,
                   progress: Progress | None = None) -> list[Shadow]:
     """Shadow k trains with the target's recipe (steps, batch, learning rate) on a seeded random half of the
-    candidate pool: every unique member and non-member image. With as many non-members as members, a half is
-    the size of the target's training set, so each shadow sees its images as often as the target saw its own."""
-    pool = pd.concat([_unique_members(data.table.assign(row=np.arange(len(data))))[["row"]],
-                      pd.DataFrame({"row": np.flatnonzero((data.table["split"] == "nonmember").to_numpy())})])
-    rows = pool["row"].to_numpy()
+    candidate pool, every distinct member and non-member image, each with all of its training rows (a planted
+    duplicate keeps its copies and captions). With as many non-members as unique members and no duplication (the
+    overfit preset), a half is the size of the target's training set."""
+    pool = data.table["split"].isin(["member", "nonmember"]).to_numpy()
+    images = data.table.loc[pool, "sha256"].unique()
     shadows = []
     for k in range(count):
         folder = out / f"shadow-{k}"
-        chosen = rows[np.random.default_rng([preset.train.seed, 7919, k]).random(len(rows)) < 0.5]
-        part = data.table.iloc[chosen].assign(split="member", dup_count=1).reset_index(drop=True)
+        half = set(images[np.random.default_rng([preset.train.seed, 7919, k]).random(len(images)) < 0.5])
+        chosen = np.flatnonzero(pool & data.table["sha256"].isin(half).to_numpy())
+        part = data.table.iloc[chosen].assign(split="member").reset_index(drop=True)
         shadow_data = ImageDataset(folder, data.images[chosen], part)
         model_dir = folder / "model"
         if (model_dir / "training_manifest.json").exists():

@@ -8,12 +8,14 @@ assumptions register before any arm runs; no arm may change them.
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
 from diffaudit import faults
 from diffaudit.attacks.extraction import ExtractionConfig
+from diffaudit.attacks.mia.tuning import settings
 from diffaudit.config import Preset, StudyConfig
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
 from diffaudit.demo import prepare_data, prepare_model
@@ -98,8 +100,8 @@ class Study:
                                                 s.mia_per_side, s.mia_tune_per_side, folder / "negative",
                                                 self.progress)}
             if s.mia_control_preset:
-                out["positive"] = positive_control(control_preset(s.mia_control_preset), list(s.mia_attacks),
-                                                   folder / "positive", self.progress)
+                control = control_preset(s.mia_control_preset, self.preset)
+                out["positive"] = positive_control(control, list(s.mia_attacks), folder / "positive", self.progress)
             return out
 
         return _step(self.run, "mia-controls", run)
@@ -190,9 +192,9 @@ class Study:
         cfg = DPConfig(epsilon=eps, delta=s.dp_delta, steps=s.dp_steps, expected_batch=s.dp_expected_batch,
                        multiplicity=s.dp_multiplicity, lr=s.dp_lr, seed=seed)
         calibration = self.data.split("calibration")
-        if (folder / "dp_report.json").exists():
-            pipe, report = AuditPipeline.from_pretrained(folder / "model"), json.loads(
-                (folder / "dp_report.json").read_text())
+        saved = json.loads((folder / "dp_report.json").read_text()) if (folder / "dp_report.json").exists() else {}
+        if saved and all(saved.get(k) == v for k, v in jsonable(asdict(cfg)).items()):  # else redone, not reused
+            pipe, report = AuditPipeline.from_pretrained(folder / "model"), saved
         else:
             pipe, report = dp_finetune(self.base(seed), calibration, cfg, folder, self.progress)
         audit = dp_audit(self.base(seed), pipe, calibration, self.data.split("nonmember"), eps, s.dp_delta, seed)
@@ -228,12 +230,31 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
         if preset.study.dp_control:
             dp_controls[str(seed)] = _step(study.run, f"seed{seed}-dp-nonprivate",
                                            lambda seed=seed: study.dp_control(seed))
+    _record_choices(study.run / "assumptions.json", rows, controls)
     table = comparison_table(rows)
     table.to_parquet(study.run / "comparison.parquet", index=False)
     write_json(study.run / "results.json", {"rows": rows, "preset": preset.name, "dataset_version": study.data.version,
                                             "calibration": calibration, "mia_controls": controls,
                                             "dp_controls": dp_controls})
     return table
+
+
+def _record_choices(path: Path, rows: list[dict], controls: dict) -> None:
+    """Append to the assumptions register the settings each membership attack was scored with, per arm (they are
+    chosen on each arm's tuning set, after the register was first written)."""
+    def line(mia: dict) -> str:
+        return "; ".join(f"{a}: " + ", ".join(f"{k}={v}" for k, v in settings(r["choice"]).items())
+                         for a, r in mia.items())
+
+    chosen = [(f"{r['arm']}, seed {r['seed']}", line(r["mia"])) for r in rows if r.get("mia")]
+    if "negative" in controls:
+        chosen.append(("negative control", line(controls["negative"]["attacks"])))
+    if "positive" in controls:
+        chosen.append(("positive control", line(controls["positive"]["final"]["attacks"])))
+    kept = [a for a in json.loads(path.read_text()) if not a["item"].startswith("Settings chosen")]
+    write_json(path, kept + [{"category": "membership", "item": f"Settings chosen ({where})", "statement": text,
+                              "source": "labelled tuning set, family-disjoint from the scored samples"}
+                             for where, text in chosen])
 
 
 def _check_same_config(run: Path, preset: Preset) -> None:

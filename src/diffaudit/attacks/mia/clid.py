@@ -9,9 +9,9 @@ shared by every condition.
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import RobustScaler
 
+from diffaudit.attacks.metrics import auc
 from diffaudit.attacks.mia.common import QueryBatch, batched, fixed_noise, matched_timestep, noised, per_sample
 from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
@@ -55,11 +55,12 @@ class CLiD:
         return np.stack([losses[0], *(losses[1:] - losses[0])], axis=1)
 
     def fit(self, pipe: AuditPipeline, batch: QueryBatch, labels: np.ndarray) -> dict:
-        """Fit the scalers on a labelled tuning set and choose alpha there by AUC (never on the scored set)."""
+        """Fit the scalers on a labelled tuning set and choose alpha there by AUC in the paper's direction (never on
+        the scored set); `tuning.tune` decides the direction."""
         f = self.features(pipe, batch)
         self.scalers = _scalers(f)
-        aucs = {a: roc_auc_score(labels, self._combine(f, a)) for a in ALPHAS}
-        self.alpha = max(aucs, key=lambda a: abs(aucs[a] - 0.5))
+        aucs = {a: auc(labels, self._combine(f, a)) for a in ALPHAS}
+        self.alpha = max(aucs, key=aucs.__getitem__)
         return {"alpha": self.alpha, "scaler": "fitted on the tuning set"}
 
     def score(self, pipe: AuditPipeline, batch: QueryBatch) -> np.ndarray:
