@@ -98,7 +98,7 @@ def test_split_check_reads_family_disjoint_splits_by_family() -> None:
     text = rng.normal(size=(600, 8))
     assert not model_free_auc(images, text, labels)["at_chance"], "random folds read family identity"
     grouped = model_free_auc(images, text, labels, groups=families)
-    assert grouped["at_chance"] and grouped["interval"] == "family bootstrap"
+    assert grouped["at_chance"] and "family bootstrap" in grouped["interval"]
     shifted = images.copy()
     shifted[labels == 1] //= 2
     assert model_free_auc(shifted, text, labels, groups=families)["auc"] > 0.9

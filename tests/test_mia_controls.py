@@ -158,3 +158,18 @@ def _data(out: Path) -> ImageDataset:
     from diffaudit.data.imagefolder import load_imagefolder
 
     return load_imagefolder(out / "data")
+
+
+def test_family_bootstrap_widens_intervals_for_clustered_samples() -> None:
+    """Negative control for the interval itself: two sides of 30 families x 8 near-identical siblings with no real
+    difference. Resampling samples treats 240 siblings as 240 draws and excludes 0.5 too often; resampling
+    families does not."""
+    rng = np.random.default_rng(3)
+    families = np.repeat(np.arange(60), 8)
+    labels = (families % 2).astype(int)
+    scores = rng.normal(0, 1, 60)[families] + rng.normal(0, 0.05, len(families))
+    naive, grouped = roc_summary(labels, scores), roc_summary(labels, scores, groups=families)
+    assert grouped["auc"] == naive["auc"] and "family" in grouped["interval"]
+    width = lambda s: s["auc_ci"][1] - s["auc_ci"][0]  # noqa: E731
+    assert width(grouped) > 2 * width(naive)
+    assert grouped["auc_ci"][0] <= 0.5 <= grouped["auc_ci"][1]

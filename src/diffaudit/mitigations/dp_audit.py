@@ -40,7 +40,7 @@ def _best_threshold(pos: np.ndarray, neg: np.ndarray, delta: float) -> float:
 
 
 def audit_statistic(member_scores: np.ndarray, heldout_scores: np.ndarray, member_select: np.ndarray,
-                    heldout_select: np.ndarray, delta: float, seed: int = 0) -> dict:
+                    heldout_select: np.ndarray, delta: float, seed: int = 0, groups: np.ndarray | None = None) -> dict:
     """AUC with its interval; the threshold (and its bound) on the `select` halves, and the bound that threshold
     gives on the other halves, which it never saw."""
     pos_sel, neg_sel = member_scores[member_select], heldout_scores[heldout_select]
@@ -48,7 +48,7 @@ def audit_statistic(member_scores: np.ndarray, heldout_scores: np.ndarray, membe
     pos, neg = member_scores[~member_select], heldout_scores[~heldout_select]
     tp, fp = int((pos >= cut).sum()), int((neg >= cut).sum())
     labels = np.r_[np.ones(len(member_scores)), np.zeros(len(heldout_scores))]
-    summary = roc_summary(labels, np.r_[member_scores, heldout_scores], seed=seed)
+    summary = roc_summary(labels, np.r_[member_scores, heldout_scores], seed=seed, groups=groups)
     return {"auc": summary["auc"], "auc_ci": summary["auc_ci"], "tpr": tp / len(pos), "fpr": fp / len(neg),
             "measured_members": len(pos), "measured_heldout": len(neg),
             "selection_bound": epsilon_lower_bound(int((pos_sel >= cut).sum()), len(pos_sel),
@@ -80,7 +80,8 @@ def dp_audit(before: AuditPipeline, after: AuditPipeline, members: ImageDataset,
     sel_m, sel_h = _select_half(members, seed), _select_half(heldout, seed + 1)
     tests = {SANITY: (-base_m, -base_h), "fine-tuned model loss": (-tuned_m, -tuned_h),
              "loss drop from the fine-tune": (base_m - tuned_m, base_h - tuned_h)}
-    results = {name: audit_statistic(m, h, sel_m, sel_h, delta, seed) for name, (m, h) in tests.items()}
+    families = np.r_[members.table["family"].to_numpy(), heldout.table["family"].to_numpy()]
+    results = {name: audit_statistic(m, h, sel_m, sel_h, delta, seed, families) for name, (m, h) in tests.items()}
     chosen = max((n for n in results if n != SANITY), key=lambda n: results[n]["selection_bound"])
     empirical = results[chosen]["epsilon_lower_bound"]
     return {"theoretical_epsilon": epsilon, "delta": delta, "members": len(members), "heldout": len(heldout),

@@ -122,7 +122,7 @@ def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[st
     table, tuning = table[is_eval].reset_index(drop=True), table[~is_eval].reset_index(drop=True)
     batch = query_batch(pipe, images[is_eval], table["text"].tolist())
     tune_batch = query_batch(pipe, images[~is_eval], tuning["text"].tolist()) if len(tuning) else None
-    labels = table["label"].to_numpy()
+    labels, families = table["label"].to_numpy(), table["family"].to_numpy()
     split_check = model_free_auc(images[is_eval], batch.cond.mean(1).numpy(), labels, seed,
                                  groups=table["family"].to_numpy())
     loss = paper_loss(pipe, batch, (100,), 4)
@@ -142,10 +142,10 @@ def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[st
         with pipe.denoiser.counting() as spent:
             scores = attack.score(pipe, batch)  # type: ignore[attr-defined]
         table[f"score_{name}"] = scores
-        singles = (table["label"] == 0) | (table["dup_count"] == 1)
+        singles = ((table["label"] == 0) | (table["dup_count"] == 1)).to_numpy()
         results[name] = {
-            "all": roc_summary(labels, scores, seed=seed),
-            "singleton_members": roc_summary(labels[singles], scores[singles], seed=seed),
+            "all": roc_summary(labels, scores, seed=seed, groups=families),
+            "singleton_members": roc_summary(labels[singles], scores[singles], seed=seed, groups=families[singles]),
             "queries_per_sample": spent.evaluations / len(table), "access": ACCESS[name],
             "choice": attack.choice if isinstance(attack, Oriented) else {"tuned": False, "shadows": len(shadows)},
         }
@@ -153,7 +153,8 @@ def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[st
             results[name]["leave_one_shadow_out"] = leave_one_shadow_out(attack)
         if progress is not None:
             progress.advance(task)
-    paired = {f"{name} - loss": paired_auc_difference(labels, table[f"score_{name}"], table["score_loss"], seed)
+    paired = {f"{name} - loss": paired_auc_difference(labels, table[f"score_{name}"], table["score_loss"], seed,
+                                                      groups=families)
               for name in attacks if name != "loss" and "loss" in attacks}
     write_atomic(out / "scores.parquet", lambda p: table.to_parquet(p, index=False))
     summary = {"model_hash": pipe.model_hash(), "dataset_version": data.version, "per_side": len(table) // 2,

@@ -115,7 +115,7 @@ def negative_control(pipe: AuditPipeline, halves: ImageDataset, attacks: list[st
     results = {}
     for name in attacks:
         wide = roc_summary(scores["label"].to_numpy(), scores[f"score_{name}"].to_numpy(), seed=seed,
-                           confidence=NEGATIVE_CONFIDENCE)
+                           confidence=NEGATIVE_CONFIDENCE, groups=scores["family"].to_numpy())
         low, high = wide["auc_ci"]
         results[name] = {"auc": wide["auc"], "auc_ci_99": [low, high], "covers_half": bool(low <= 0.5 <= high),
                          "choice": summary["attacks"][name]["choice"]}

@@ -10,7 +10,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from diffaudit.attacks.metrics import auc, roc_summary
+from diffaudit.attacks.metrics import roc_summary
 
 
 def model_free_auc(images: np.ndarray, text_features: np.ndarray, labels: np.ndarray, seed: int = 0,
@@ -30,24 +30,8 @@ def model_free_auc(images: np.ndarray, text_features: np.ndarray, labels: np.nda
     else:
         folds, groups = StratifiedKFold(k, shuffle=True, random_state=seed), None
     scores = cross_val_predict(clf, features, labels, groups=groups, cv=folds, method="predict_proba")[:, 1]
-    summary = roc_summary(labels, scores, seed=seed)
-    if groups is not None:  # siblings are not independent draws: resample whole families for the interval
-        summary["auc_ci"] = family_bootstrap_auc(labels, scores, groups, seed)
-        summary["interval"] = "family bootstrap"
+    # siblings are not independent draws: with families, the interval resamples whole families
+    summary = roc_summary(labels, scores, seed=seed, groups=groups)
     low, high = summary["auc_ci"]
     summary["at_chance"] = bool(low <= 0.5 <= high or abs(summary["auc"] - 0.5) < 0.05)
     return summary
-
-
-def family_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, seed: int,
-                         resamples: int = 1000) -> list[float]:
-    """Percentile 95% interval of the AUC with whole families resampled (a cluster bootstrap)."""
-    rng = np.random.default_rng(seed)
-    names, index = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(index == k) for k in range(len(names))]
-    aucs = []
-    for _ in range(resamples):
-        rows = np.concatenate([members[k] for k in rng.integers(0, len(names), len(names))])
-        if 0 < labels[rows].sum() < len(rows):
-            aucs.append(auc(labels[rows], scores[rows]))
-    return [float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))]
