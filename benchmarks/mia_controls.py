@@ -6,6 +6,7 @@ TPR@1%FPR >= 0.3; LiRA's leave-one-shadow-out AUC well above chance. The negativ
 (results.json: mia_controls.negative). Usage:
     python benchmarks/mia_controls.py [--out runs/mia-controls] [--shadows 16]
 A finished positive control in OUT/positive (e.g. a study's mia-controls/positive) is reused, not retrained.
+`--diagnose-secmi` prints why SecMI points the wrong way on the control model (issue 13's "find out why").
 """
 
 import argparse
@@ -23,12 +24,43 @@ from diffaudit.study.mia_audit import run_mia, train_shadows
 from diffaudit.study.mia_controls import positive_control
 
 
+def diagnose_secmi(out: Path, console: Console) -> None:
+    """SecMI starts from the DDIM inversion of x_0, which uses the model's own noise prediction at t = 0. A memorized
+    image gets a near-zero prediction there, so its inverted x_t carries almost no noise: an input the model never
+    trained on. Compare SecMI as published with the same one-step error from a genuinely noised x_t."""
+    import torch
+    from scipy.stats import spearmanr
+
+    from diffaudit.attacks.metrics import auc
+    from diffaudit.attacks.mia.common import matched_timestep, noised, per_sample, query_batch
+    from diffaudit.attacks.mia.secmi import SecMI, ddim_move
+    from diffaudit.study.mia_audit import evaluation_set
+
+    pipe = AuditPipeline.from_pretrained(out / "positive" / "train" / "model")
+    images, table = evaluation_set(load_imagefolder(out / "positive" / "data"), 48)
+    batch, labels = query_batch(pipe, images, table["text"].tolist()), table["label"].to_numpy()
+    with torch.inference_mode():
+        norm0 = per_sample(pipe.denoiser(batch.latents, 0, batch.cond)).numpy()
+        console.print(f"||eps_0||^2: members {norm0[labels == 1].mean():.4f}, non-members "
+                      f"{norm0[labels == 0].mean():.4f} (AUC of -||eps_0||: {auc(labels, -norm0):.3f})")
+        for t in (20, 50, 100, 200):
+            secmi = SecMI(t=t).score(pipe, batch)
+            hi, lo = matched_timestep(pipe, t), matched_timestep(pipe, round(t * 0.9))
+            noise = torch.randn(batch.latents.shape, generator=torch.Generator().manual_seed(0))
+            x = noised(pipe, batch.latents, noise, lo)
+            back = ddim_move(pipe, ddim_move(pipe, x, lo, hi, batch.cond), hi, lo, batch.cond)
+            console.print(f"t={t}: SecMI AUC {auc(labels, secmi):.3f}; Spearman(error, ||eps_0||) "
+                          f"{spearmanr(-secmi, norm0).statistic:.2f}; from a noised start "
+                          f"{auc(labels, -per_sample(back - x).numpy()):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("runs/mia-controls"))
     parser.add_argument("--preset", default="overfit")
     parser.add_argument("--shadows", type=int, default=16, help="LiRA shadow models (0: skip LiRA)")
     parser.add_argument("--attacks", nargs="+", default=["loss", "pia", "secmi", "clid"])
+    parser.add_argument("--diagnose-secmi", action="store_true")
     args = parser.parse_args()
     console, preset = Console(width=150), PRESETS[args.preset]
     with make_progress(console) as progress:
@@ -62,6 +94,8 @@ def main() -> None:
             console.print(f"{name}: AUC {a['auc']:.3f} [{a['auc_ci'][0]:.3f}, {a['auc_ci'][1]:.3f}] TPR@1%FPR "
                           f"{a['tpr_at_1pct_fpr']:.3f}; leave-one-shadow-out AUC mean "
                           f"{r['leave_one_shadow_out']['mean']:.3f}, min {r['leave_one_shadow_out']['min']:.3f}")
+    if args.diagnose_secmi:
+        diagnose_secmi(args.out, console)
 
 
 if __name__ == "__main__":
