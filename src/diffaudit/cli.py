@@ -91,7 +91,8 @@ def data_check(
     strict: Annotated[bool, typer.Option(help="Refuse a dataset whose held-out images have near-copies among "
                                                "the members.")] = False,
     delta: Annotated[float | None, typer.Option(min=0, help="Near-copy distance (tiled RMS); default: the dataset "
-                                                          "manifest's copy_delta, else Carlini's 0.15.")] = None,
+                                                          f"manifest's copy_delta, else Carlini's "
+                                                          f"{CARLINI_DELTA}.")] = None,
 ) -> None:
     """Validate an imagefolder (metadata.jsonl/.csv/.parquet), summarise it, and report held-out images that a
     copy test could not tell from a member (their family or a near-copy is in the member split)."""

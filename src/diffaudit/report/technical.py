@@ -14,6 +14,7 @@ import jinja2
 import pandas as pd
 
 from diffaudit.attacks.mia.tuning import settings
+from diffaudit.config import CARLINI_DELTA
 from diffaudit.io import write_text
 from diffaudit.mitigations.dp_audit import SANITY
 from diffaudit.report.findings import ALPHA, arm_effects
@@ -30,9 +31,10 @@ METHODS = [
      "memorized set, so the probe's recall is measured."),
     ("Copy threshold", "One copy test (diffaudit.attacks.copies) for every caller. delta is calibrated before "
      "any arm runs: the base model generates N samples for never-trained, family-disjoint captions, and delta "
-     "is the largest grid value (up to Carlini's 0.15) at which the share of those captions with a sample within "
-     "delta of their own unseen image (the model null) meets the target. The image null (never-trained images "
-     "within delta of a member image) is reported beside it; families make it ~0 by construction."),
+     f"is the largest grid value (up to Carlini's {CARLINI_DELTA}) at which the share of those captions with a "
+     "sample within delta of their own unseen image (the model null) meets the target. The image null "
+     "(never-trained images within delta of a member image) is reported beside it; families make it ~0 by "
+     "construction."),
     ("Near-duplicate families", "Codepoint variants (skin tone, gender, hair) and images within the join "
      "threshold (connected components over the whole pool) form one family; splits take whole families."),
     ("Tiered detection", "A one-step memorization detector (Wen et al. 2024 text-conditional noise norm, or "
