@@ -12,7 +12,7 @@ import pandas as pd
 
 from diffaudit.attacks.memorization import caption_following, memorization_scores, target_prompts
 from diffaudit.attacks.metrics import rate_table
-from diffaudit.config import Preset
+from diffaudit.config import Preset, TrainConfig
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
 from diffaudit.data.openmoji import build_openmoji
 from diffaudit.io import write_json
@@ -41,17 +41,25 @@ def prepare_data(preset: Preset, out: Path, progress: Progress) -> ImageDataset:
     return load_imagefolder(out)
 
 
+def trained_record(folder: Path | None, train_cfg: TrainConfig, data: ImageDataset) -> dict | None:
+    """The training manifest of `folder` when it holds a model trained with `train_cfg` on exactly `data`."""
+    manifest = folder / "training_manifest.json" if folder else None
+    if manifest is None or not manifest.exists():
+        return None
+    record = json.loads(manifest.read_text())
+    matches = record["dataset_version"] == data.version and record["train_config"] == train_cfg.model_dump()
+    return record if matches else None
+
+
 def prepare_model(preset: Preset, data: ImageDataset, out: Path, reference: Path | None,
                   progress: Progress) -> AuditPipeline:
     """Use the committed reference model when it was trained by this preset on this exact dataset;
     otherwise train (resuming from checkpoints in `out`)."""
     for folder in (reference, out / "model"):
-        manifest = folder / "training_manifest.json" if folder else None
-        if manifest and manifest.exists():
-            record = json.loads(manifest.read_text())
-            if record["dataset_version"] == data.version and record["train_config"] == preset.train.model_dump():
-                progress.console.print(f"model: {folder} (dataset {data.version}, hash {record['model_hash']})")
-                return AuditPipeline.from_pretrained(folder)
+        record = trained_record(folder, preset.train, data)
+        if record is not None:
+            progress.console.print(f"model: {folder} (dataset {data.version}, hash {record['model_hash']})")
+            return AuditPipeline.from_pretrained(folder)
     pipe = build_pipeline(preset.model, preset.data.resolution, seed=preset.train.seed)
     return train(pipe, data, preset.train, out, progress)
 

@@ -23,6 +23,13 @@ _PERSON = {"1F468": "P", "1F469": "P", "1F9D1": "P", "1F466": "C", "1F467": "C",
            "1F475": "O", "1F9D3": "O"}
 
 
+def half_of_families(family: pd.Series, rng: np.random.Generator) -> np.ndarray:
+    """Mask of the rows whose near-duplicate family is in a random half of the families (whole families only, so
+    no sibling lands on both sides)."""
+    names = family.unique()
+    return family.isin(set(rng.permutation(names)[: len(names) // 2])).to_numpy()
+
+
 def codepoint_family(code: str) -> str:
     """'1F469-1F3FD-200D-2695-FE0F' (woman health worker, medium skin tone) -> 'P-2695' (health worker)."""
     parts = [_PERSON.get(p, p) for p in code.upper().split("-") if p not in _DROPPED]

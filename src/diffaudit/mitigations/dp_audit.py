@@ -12,6 +12,7 @@ import numpy as np
 from diffaudit.attacks.metrics import clopper_pearson, roc_summary
 from diffaudit.attacks.mia.common import query_batch
 from diffaudit.attacks.mia.loss import paper_loss
+from diffaudit.data.families import half_of_families
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.pipeline import AuditPipeline
 
@@ -31,36 +32,28 @@ def epsilon_lower_bound(tp: int, members: int, fp: int, nonmembers: int, delta: 
     return float(max(bounds))
 
 
-def _best_threshold(pos: np.ndarray, neg: np.ndarray, delta: float) -> float:
-    """The threshold (score >= t means member) with the highest bound on these samples."""
+def _best_threshold(pos: np.ndarray, neg: np.ndarray, delta: float) -> tuple[float, float]:
+    """The threshold (score >= t means member) with the highest bound on these samples, and that bound."""
     cuts = np.unique(np.concatenate([pos, neg]))
     bounds = [epsilon_lower_bound(int((pos >= c).sum()), len(pos), int((neg >= c).sum()), len(neg), delta)
               for c in cuts]
-    return float(cuts[int(np.argmax(bounds))])
+    best = int(np.argmax(bounds))
+    return float(cuts[best]), bounds[best]
 
 
 def audit_statistic(member_scores: np.ndarray, heldout_scores: np.ndarray, member_select: np.ndarray,
                     heldout_select: np.ndarray, delta: float, seed: int = 0, groups: np.ndarray | None = None) -> dict:
     """AUC with its interval; the threshold (and its bound) on the `select` halves, and the bound that threshold
     gives on the other halves, which it never saw."""
-    pos_sel, neg_sel = member_scores[member_select], heldout_scores[heldout_select]
-    cut = _best_threshold(pos_sel, neg_sel, delta)
+    cut, selection_bound = _best_threshold(member_scores[member_select], heldout_scores[heldout_select], delta)
     pos, neg = member_scores[~member_select], heldout_scores[~heldout_select]
     tp, fp = int((pos >= cut).sum()), int((neg >= cut).sum())
     labels = np.r_[np.ones(len(member_scores)), np.zeros(len(heldout_scores))]
     summary = roc_summary(labels, np.r_[member_scores, heldout_scores], seed=seed, groups=groups)
     return {"auc": summary["auc"], "auc_ci": summary["auc_ci"], "tpr": tp / len(pos), "fpr": fp / len(neg),
             "measured_members": len(pos), "measured_heldout": len(neg),
-            "selection_bound": epsilon_lower_bound(int((pos_sel >= cut).sum()), len(pos_sel),
-                                                   int((neg_sel >= cut).sum()), len(neg_sel), delta),
+            "selection_bound": selection_bound,
             "epsilon_lower_bound": epsilon_lower_bound(tp, len(pos), fp, len(neg), delta)}
-
-
-def _select_half(data: ImageDataset, seed: int) -> np.ndarray:
-    """Whole near-duplicate families, half of them at random, choose the test and its threshold."""
-    families = data.table["family"].unique()
-    chosen = set(np.random.default_rng(seed).permutation(families)[: len(families) // 2])
-    return data.table["family"].isin(chosen).to_numpy()
 
 
 SANITY = "base model loss (before)"
@@ -77,7 +70,9 @@ def dp_audit(before: AuditPipeline, after: AuditPipeline, members: ImageDataset,
 
     base_m, base_h = losses(before, members), losses(before, heldout)
     tuned_m, tuned_h = losses(after, members), losses(after, heldout)
-    sel_m, sel_h = _select_half(members, seed), _select_half(heldout, seed + 1)
+    # half of each side's families choose the test and its threshold
+    sel_m = half_of_families(members.table["family"], np.random.default_rng(seed))
+    sel_h = half_of_families(heldout.table["family"], np.random.default_rng(seed + 1))
     tests = {SANITY: (-base_m, -base_h), "fine-tuned model loss": (-tuned_m, -tuned_h),
              "loss drop from the fine-tune": (base_m - tuned_m, base_h - tuned_h)}
     families = np.r_[members.table["family"].to_numpy(), heldout.table["family"].to_numpy()]

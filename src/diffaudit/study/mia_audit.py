@@ -123,8 +123,7 @@ def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[st
     batch = query_batch(pipe, images[is_eval], table["text"].tolist())
     tune_batch = query_batch(pipe, images[~is_eval], tuning["text"].tolist()) if len(tuning) else None
     labels, families = table["label"].to_numpy(), table["family"].to_numpy()
-    split_check = model_free_auc(images[is_eval], batch.cond.mean(1).numpy(), labels, seed,
-                                 groups=table["family"].to_numpy())
+    split_check = model_free_auc(images[is_eval], batch.cond.mean(1).numpy(), labels, seed, groups=families)
     loss = paper_loss(pipe, batch, (100,), 4)
     gap = {"member_loss": float(loss[labels == 1].mean()), "nonmember_loss": float(loss[labels == 0].mean())}
     gap["gap"] = gap["nonmember_loss"] - gap["member_loss"]

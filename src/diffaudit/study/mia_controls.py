@@ -6,7 +6,6 @@ audited model; every attack has to stay at chance. Between them, the exposure cu
 snapshots of the positive control's training run, answering "how much training makes membership visible?".
 """
 
-import json
 import shutil
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import pandas as pd
 
 from diffaudit.attacks.metrics import roc_summary
 from diffaudit.config import PRESETS, Preset
+from diffaudit.data.families import half_of_families
 from diffaudit.data.imagefolder import ImageDataset
-from diffaudit.demo import prepare_data
+from diffaudit.demo import prepare_data, trained_record
 from diffaudit.errors import ConfigError
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import snapshot_models, train
@@ -70,9 +70,7 @@ def positive_control(preset: Preset, attacks: list[str], out: Path, progress: Pr
     data = prepare_data(preset, out / "data", progress)
     members = int((data.table["split"] == "member").sum())
     steps = exposure_steps(preset.train.steps)
-    manifest = out / "train" / "model" / "training_manifest.json"
-    record = json.loads(manifest.read_text()) if manifest.exists() else {}
-    if record.get("train_config") != preset.train.model_dump() or record.get("dataset_version") != data.version:
+    if trained_record(out / "train" / "model", preset.train, data) is None:
         shutil.rmtree(out / "train", ignore_errors=True)  # a stale control (other recipe or data) is not reused
         train(build_pipeline(preset.model, preset.data.resolution, seed=preset.train.seed), data, preset.train,
               out / "train", progress, snapshots=steps)
@@ -100,9 +98,8 @@ def never_trained_halves(data: ImageDataset, seed: int = 0) -> ImageDataset:
     """The held-out split, its near-duplicate families cut into two random halves labelled member and non-member:
     no model saw either half, so no attack should tell them apart."""
     held = data.split("nonmember")
-    families = held.table["family"].unique()
-    fake = set(np.random.default_rng([seed, 4099]).permutation(families)[: len(families) // 2])
-    table = held.table.assign(split=np.where(held.table["family"].isin(fake), "member", "nonmember"), dup_count=1)
+    fake = half_of_families(held.table["family"], np.random.default_rng([seed, 4099]))
+    table = held.table.assign(split=np.where(fake, "member", "nonmember"), dup_count=1)
     return ImageDataset(held.root, held.images, table)
 
 
