@@ -44,7 +44,7 @@ def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *a
     (["extract", "{model}", "{data}", "{tmp}/e", "--top", "0"], None, "study.prompts_top"),
     (["extract", "{model}", "{data}", "{tmp}/e", "--samples", "1"], None, "study.samples_per_prompt"),
     (["extract", "{model}", "{data}", "{tmp}/e", "--detector", "oracle", "--tiered"], None, "study.detector"),
-    (["data", "check", "{data}", "--resolution", "0"], None, "resolution 0 is out of range"),
+    (["data", "check", "{data}", "--resolution", "0"], None, "data.resolution"),
     (["mia", "{model}", "{data}", "{tmp}/m", "--per-side", "0"], None, "study.mia_per_side"),
     (["mia", "{model}", "{data}", "{tmp}/m", "--attack", "lira-online"], None, "LiRA needs shadow models"),
     (["study", "--out", "{tmp}/s"], "[study]\nmia_attacks = ['loss', 'telepathy']\n", "telepathy"),

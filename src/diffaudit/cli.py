@@ -2,14 +2,14 @@
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_type_hints
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from diffaudit.config import CARLINI_DELTA, MAX_SEED, Preset, load_preset, validated
+from diffaudit.config import Preset, load_preset, validated
 from diffaudit.errors import ConfigError, DatasetError, DiffauditError
 from diffaudit.io import jsonable
 
@@ -25,12 +25,42 @@ err_console = Console(stderr=True)
 
 PresetOpt = Annotated[str, typer.Option(help="Preset: quick, full or tiny.")]
 ConfigOpt = Annotated[Path | None, typer.Option(
-    help=r"TOML file with \[data], \[model], \[train], \[sample] and \[study] sections overriding the preset.")]
+    help=r"TOML file with \[runtime], \[data], \[model], \[train], \[sample] and \[study] sections overriding the "
+         "preset.")]
 
 
-def _preset(name: str, config: Path | None, **sections: dict) -> Preset:
-    overrides = {k: {f: v for f, v in fields.items() if v is not None} for k, fields in sections.items()}
-    return load_preset(name, config, {k: v for k, v in overrides.items() if v})
+def setting(field: str, help: str, **kwargs: Any) -> Any:
+    """A CLI option that overrides config field `field` ("section.name"). Its default is None, meaning the config's:
+    defaults live in the config alone (tests/test_cli_config.py walks every command to hold this)."""
+    info = typer.Option(help=f"{help} Config: {field}.", **kwargs)
+    info.config_field = field
+    return info
+
+
+def setting_fields(command: Any) -> dict[str, str]:
+    """{parameter: "section.field"} for a command's `setting` options."""
+    hints = get_type_hints(command, include_extras=True)
+    return {name: meta.config_field for name, hint in hints.items() for meta in getattr(hint, "__metadata__", ())
+            if hasattr(meta, "config_field")}
+
+
+def _configured(command: Any, values: dict[str, Any]) -> Preset:
+    """The preset, then the --config file's sections, then the command's flags that were given."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for name, field in setting_fields(command).items():
+        value = values[name]
+        if value is None or value == []:
+            continue
+        section, key = field.split(".")
+        scalar = not isinstance(Preset.model_fields[section].default.model_dump()[key], tuple | list)
+        if isinstance(value, list) and scalar:  # a repeated flag (a guidance sweep): each is checked by the command
+            value = value[0]
+        overrides.setdefault(section, {})[key] = value
+    return load_preset(values.get("preset", "quick"), values.get("config"), overrides)
+
+
+DeviceOpt = Annotated[str | None, setting("runtime.device", "auto (CUDA when present), cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[str | None, setting("runtime.dtype", "float32, bfloat16 or float16 (GPU only).")]
 
 
 def _read_prompts(prompt: list[str] | None, prompts_file: Path | None) -> list[str]:
@@ -63,6 +93,11 @@ def _out_dir(out: Path) -> Path:
     return out
 
 
+def _sides(data: Any) -> str:
+    low, high = int(data.table["source_side"].min()), int(data.table["source_side"].max())
+    return f"{low} px" if low == high else f"{low}-{high} px"
+
+
 def _progress():
     from diffaudit.progress import make_progress
 
@@ -72,14 +107,14 @@ def _progress():
 @data_app.command("openmoji")
 def data_openmoji(
     out: Path, preset: PresetOpt = "quick", config: ConfigOpt = None,
-    resolution: Annotated[int | None, typer.Option(help="Image side in pixels.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the split and duplication plan.")] = None,
+    resolution: Annotated[int | None, setting("data.resolution", "Image side in pixels.")] = None,
+    seed: Annotated[int | None, setting("data.seed", "Seed of the split and duplication plan.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing dataset folder.")] = False,
 ) -> None:
     """Render OpenMoji into a captioned imagefolder with member/nonmember/calibration splits and planted duplicates."""
     from diffaudit.data.openmoji import build_openmoji
 
-    cfg = _preset(preset, config, data={"resolution": resolution, "seed": seed})
+    cfg = _configured(data_openmoji, locals())
     with _progress() as progress:
         build_openmoji(out, cfg.data, progress, force=force)
     console.print(f"dataset written to {out}")
@@ -87,12 +122,14 @@ def data_openmoji(
 
 @data_app.command("check")
 def data_check(
-    folder: Path, resolution: Annotated[int | None, typer.Option()] = None,
+    folder: Path, preset: PresetOpt = "quick", config: ConfigOpt = None,
+    resolution: Annotated[int | None, setting("data.resolution", "Image side in pixels (default: as stored).")
+                          ] = None,
     strict: Annotated[bool, typer.Option(help="Refuse a dataset whose held-out images have near-copies among "
                                                "the members.")] = False,
-    delta: Annotated[float | None, typer.Option(min=0, help="Near-copy distance (tiled RMS); default: the dataset "
-                                                          f"manifest's copy_delta, else Carlini's "
-                                                          f"{CARLINI_DELTA}.")] = None,
+    delta: Annotated[float | None, setting("data.family_join", "Near-copy distance (tiled RMS); without it, the "
+                                                               "dataset manifest's copy_delta, else the config's.",
+                                           min=0)] = None,
 ) -> None:
     """Validate an imagefolder (metadata.jsonl/.csv/.parquet), summarise it, and report held-out images that a
     copy test could not tell from a member (their family or a near-copy is in the member split)."""
@@ -100,9 +137,11 @@ def data_check(
     from diffaudit.data.imagefolder import load_imagefolder
 
     manifest = folder / "manifest.json"
-    if delta is None:
-        delta = json.loads(manifest.read_text()).get("copy_delta", CARLINI_DELTA) if manifest.is_file() \
-            else CARLINI_DELTA
+    given = delta
+    cfg = _configured(data_check, locals())
+    delta = cfg.data.family_join
+    if given is None and manifest.is_file():
+        delta = json.loads(manifest.read_text()).get("copy_delta", delta)
     data = load_imagefolder(folder, resolution, family_join=delta)
     console.print(f"{folder}: {len(data)} rows, images {data.images.shape[1:]}, version {data.version}, "
                   f"{data.table['family'].nunique()} near-duplicate families")
@@ -123,20 +162,21 @@ def data_check(
 @app.command()
 def train(
     data: Path, out: Path, preset: PresetOpt = "quick", config: ConfigOpt = None,
-    steps: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
+    steps: Annotated[int | None, setting("train.steps", "Optimiser steps.")] = None,
+    batch_size: Annotated[int | None, setting("train.batch_size", "Images per step.")] = None,
+    lr: Annotated[float | None, setting("train.lr", "AdamW learning rate.")] = None,
+    seed: Annotated[int | None, setting("train.seed", "Initialisation, batch and noise seed.")] = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None,
 ) -> None:
     """Train the model under audit on DATA's member split; resumes from OUT/checkpoints after a crash."""
     from diffaudit.data.imagefolder import load_imagefolder
     from diffaudit.model.pipeline import build_pipeline
     from diffaudit.model.train import train as run_train
 
-    cfg = _preset(preset, config, train={"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed})
+    cfg = _configured(train, locals())
     out = _out_dir(out)
     dataset = load_imagefolder(data, cfg.data.resolution)
-    pipe = build_pipeline(cfg.model, cfg.data.resolution, seed=cfg.train.seed)
+    pipe = build_pipeline(cfg.model, cfg.data.resolution, seed=cfg.train.seed, runtime=cfg.runtime)
     with _progress() as progress:
         run_train(pipe, dataset, cfg.train, out, progress)
     console.print(f"model written to {out / 'model'} (hash {pipe.model_hash()})")
@@ -147,45 +187,54 @@ def generate(
     model: Path, out: Path,
     prompt: Annotated[list[str] | None, typer.Option(help="A prompt; repeat for several.")] = None,
     prompts_file: Annotated[Path | None, typer.Option(help="One prompt per line.")] = None,
-    seeds: Annotated[int, typer.Option(help="Samples per prompt (seeds 0..N-1).")] = 4,
-    guidance: Annotated[list[float] | None, typer.Option(help="Guidance scale; repeat for a sweep.")] = None,
+    seeds: Annotated[int | None, setting("sample.seeds", "Samples per prompt (seeds 0..N-1).")] = None,
+    guidance: Annotated[list[float] | None, setting("sample.guidance", "Guidance scale; repeat for a sweep.")] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
-    steps: Annotated[int | None, typer.Option()] = None,
-    sampler: Annotated[str | None, typer.Option(help="ddim or dpmsolver++")] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
+    steps: Annotated[int | None, setting("sample.steps", "Sampling steps.")] = None,
+    sampler: Annotated[str | None, setting("sample.sampler", "ddim or dpmsolver++.")] = None,
+    batch_size: Annotated[int | None, setting("sample.batch_size", "UNet rows per call.")] = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None,
 ) -> None:
     """Generate prompts x seeds x guidance into OUT (image shards + index.parquet); resumes if interrupted."""
     from diffaudit.model.generate import generate as run_generate
     from diffaudit.model.pipeline import AuditPipeline
 
     prompts = _read_prompts(prompt, prompts_file)
-    if not 1 <= seeds <= MAX_SEED:
-        raise ConfigError(f"--seeds {seeds} is out of range: 1 to {MAX_SEED:,}")
-    cfg = _preset(preset, config, sample={"steps": steps, "sampler": sampler, "batch_size": batch_size})
+    cfg = _configured(generate, locals())
     scales = [validated(cfg.sample, guidance=g).guidance for g in guidance or [cfg.sample.guidance]]
-    pipe = AuditPipeline.from_pretrained(model)
+    pipe = AuditPipeline.from_pretrained(model, cfg.runtime)
     with _progress() as progress:
-        index = run_generate(pipe, prompts, list(range(seeds)), scales, cfg.sample, _out_dir(out), progress)
+        index = run_generate(pipe, prompts, list(range(cfg.sample.seeds)), scales, cfg.sample, _out_dir(out), progress)
     console.print(f"{len(index)} samples in {out}")
 
 
 @app.command()
 def extract(
     model: Path, data: Path, out: Path,
-    top: Annotated[int | None, typer.Option(help="Attack the N most-duplicated training captions.")] = None,
+    top: Annotated[int | None, setting("study.prompts_top", "Attack the N most-duplicated training captions.")] = None,
     prompts_file: Annotated[Path | None, typer.Option(help="Attack these prompts (one a line) instead.")] = None,
-    samples: Annotated[int | None, typer.Option(help="Generations per prompt (Carlini: 500).")] = None,
-    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
+    samples: Annotated[int | None, setting("study.samples_per_prompt", "Generations per prompt (Carlini: 500).")
+                       ] = None,
+    guidance: Annotated[float | None, setting("sample.guidance", "Classifier-free guidance scale.")] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
-    steps: Annotated[int | None, typer.Option()] = None,
-    sampler: Annotated[str | None, typer.Option(help="ddim or dpmsolver++")] = None,
-    delta: Annotated[float | None, typer.Option(help="Extraction threshold on tiled RMS distance.")] = None,
-    edge_threshold: Annotated[float | None, typer.Option(help="Clique edge threshold between generations.")] = None,
-    min_clique: Annotated[int | None, typer.Option(help="Smallest clique that flags a prompt.")] = None,
-    tiered: Annotated[bool, typer.Option(help="Score prompts cheaply first; probe only the top fraction.")] = False,
-    detector: Annotated[str | None, typer.Option(help="Cheap detector for --tiered: wen or webster.")] = None,
-    confirm_fraction: Annotated[float | None, typer.Option(help="Share of prompts the full probe confirms.")] = None,
+    steps: Annotated[int | None, setting("sample.steps", "Sampling steps.")] = None,
+    sampler: Annotated[str | None, setting("sample.sampler", "ddim or dpmsolver++.")] = None,
+    delta: Annotated[float | None, setting("study.delta", "Extraction threshold on tiled RMS distance (the cap "
+                                                          "of the calibration when study.calibrate is on).")] = None,
+    edge_threshold: Annotated[float | None, setting("study.edge_threshold", "Clique edge threshold between "
+                                                                             "generations.")] = None,
+    min_clique: Annotated[int | None, setting("study.min_clique", "Smallest clique that flags a prompt.")] = None,
+    calibrate: Annotated[bool | None, setting("study.calibrate", "Calibrate delta on never-trained captions.")
+                         ] = None,
+    compare_size: Annotated[int | None, setting("study.compare_size", "Side in pixels at which generations and "
+                                                                       "training images are compared.")] = None,
+    tiered: Annotated[bool | None, setting("study.tiered", "Score prompts cheaply first; probe only the top "
+                                                           "fraction.")] = None,
+    detector: Annotated[str | None, setting("study.detector", "Cheap detector for --tiered: wen or webster.")] = None,
+    confirm_fraction: Annotated[float | None, setting("study.confirm_fraction", "Share of prompts the full probe "
+                                                                                 "confirms.")] = None,
     full_run: Annotated[Path | None, typer.Option(help="An earlier full probe to compare --tiered with.")] = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None,
 ) -> None:
     """Carlini et al. 2023 extraction probe: generate, clique-filter, match to the training set, score.
 
@@ -203,18 +252,23 @@ def extract(
     )
     from diffaudit.study.runner import check_names
 
-    cfg = _preset(preset, config, sample={"steps": steps, "sampler": sampler, "guidance": guidance},
-                  study={"prompts_top": top, "samples_per_prompt": samples, "delta": delta,
-                         "edge_threshold": edge_threshold, "min_clique": min_clique, "detector": detector,
-                         "confirm_fraction": confirm_fraction})
+    cfg = _configured(extract, locals())
     s = cfg.study
     check_names(s)
     if prompts_file is not None:
         _read_prompts(None, prompts_file)
     if full_run is not None and not (full_run / "per_prompt.parquet").is_file():
         raise ConfigError(f"--full-run {full_run} is not a finished extraction (per_prompt.parquet is missing)")
-    pipe = AuditPipeline.from_pretrained(model)
-    dataset = load_imagefolder(data, pipe.resolution)
+    pipe = AuditPipeline.from_pretrained(model, cfg.runtime)
+    compare = s.compare_size or pipe.resolution
+    dataset = load_imagefolder(data, compare)
+    upscaled = int((dataset.table["source_side"] < compare).sum())
+    console.print(f"comparing at {compare} px: generations ({pipe.resolution} px) and training images "
+                  f"({_sides(dataset)}) are resized to it (study.compare_size)")
+    if upscaled:
+        console.print(f"[yellow]warning:[/] {upscaled} of {len(dataset)} training images are smaller than {compare} px "
+                      "and were upscaled, which blurs them; set --compare-size to at most "
+                      f"{int(dataset.table['source_side'].min())} to compare at the reference's own detail")
     targets = (prompts_from_file(prompts_file, dataset) if prompts_file
                else most_duplicated_prompts(dataset, s.prompts_top))
     samples, scale, out = s.samples_per_prompt, cfg.sample.guidance, _out_dir(out)
@@ -231,7 +285,7 @@ def extract(
             console.print(f"[yellow]copy threshold not calibrated[/] (no nonmember split, or study.calibrate = false): "
                           f"delta {delta:g} as configured")
         probe_cfg = ExtractionConfig(delta=delta, edge_threshold=s.edge_threshold, min_clique=s.min_clique)
-        if tiered:
+        if s.tiered:
             result = run_tiered(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, s.detector,
                                 s.confirm_fraction, full_run, progress)
             console.print_json(data=jsonable(result))
@@ -257,29 +311,31 @@ def extract(
 @app.command()
 def mia(
     model: Path, data: Path, out: Path,
-    attack: Annotated[list[str] | None, typer.Option(help="Attack name; repeat. Default: all.")] = None,
-    per_side: Annotated[int | None, typer.Option(help="Members and non-members evaluated (each).")] = None,
-    shadows: Annotated[int, typer.Option(min=0, help="Shadow models for LiRA (0: skip LiRA).")] = 0,
-    shadow_steps: Annotated[int | None, typer.Option(help="Training steps of each shadow model (default: the "
-                                                          "preset's, the target's recipe).")] = None,
-    tune_per_side: Annotated[int | None, typer.Option(min=0, help="Labelled samples per side, family-disjoint from "
-                                                                  "the scored ones, that choose each attack's "
-                                                                  "settings (0: the papers' settings).")] = None,
+    attack: Annotated[list[str] | None, setting("study.mia_attacks", "Attack name; repeat.")] = None,
+    per_side: Annotated[int | None, setting("study.mia_per_side", "Members and non-members evaluated (each).")
+                        ] = None,
+    shadows: Annotated[int | None, setting("study.lira_shadows", "Shadow models for LiRA (0: no LiRA).", min=0)
+                       ] = None,
+    shadow_steps: Annotated[int | None, setting("train.steps", "Training steps of each shadow model (the target's "
+                                                               "recipe).")] = None,
+    tune_per_side: Annotated[int | None, setting("study.mia_tune_per_side", "Labelled samples per side, "
+                                                                            "family-disjoint from the scored ones, "
+                                                                            "that choose each attack's settings (0: "
+                                                                            "the papers' settings).", min=0)] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None,
 ) -> None:
     """Membership inference: loss, PIA, SecMI, CLiD and LiRA, side by side on one honest split."""
-    from diffaudit.attacks.mia import ATTACKS
     from diffaudit.attacks.mia.tuning import settings
     from diffaudit.data.imagefolder import load_imagefolder
     from diffaudit.model.pipeline import AuditPipeline
     from diffaudit.study.mia_audit import check_attacks, run_mia, train_shadows
 
-    cfg = _preset(preset, config, train={"steps": shadow_steps},
-                  study={"mia_per_side": per_side, "mia_tune_per_side": tune_per_side})
-    per_side = cfg.study.mia_per_side
-    names = list(attack or [*ATTACKS, *(["lira-online", "lira-offline"] if shadows else [])])
+    cfg = _configured(mia, locals())
+    per_side, shadows = cfg.study.mia_per_side, cfg.study.lira_shadows
+    names = list(attack or [*cfg.study.mia_attacks, *(["lira-online", "lira-offline"] if shadows else [])])
     check_attacks(names, shadows)
-    pipe = AuditPipeline.from_pretrained(model)
+    pipe = AuditPipeline.from_pretrained(model, cfg.runtime)
     dataset = load_imagefolder(data, pipe.resolution)
     out = _out_dir(out)
     with _progress() as progress:
@@ -339,19 +395,21 @@ def _run_study(cfg: Preset, out: Path, reference: Path | None) -> None:
 def study(
     out: Annotated[Path, typer.Option(help="Run folder (resumes if it exists).")] = Path("runs/study"),
     preset: PresetOpt = "quick", config: ConfigOpt = None, reference: ReferenceOpt = Path("models/quick"),
+    device: DeviceOpt = None, dtype: DtypeOpt = None,
 ) -> None:
     """The whole investigation: data, base model, audits, each mitigation arm, audits, comparison table."""
-    _run_study(_preset(preset, config), _out_dir(out), reference)
+    _run_study(_configured(study, locals()), _out_dir(out), reference)
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder (resumes if it exists).")] = Path("runs/demo"),
     preset: PresetOpt = "quick", config: ConfigOpt = None, reference: ReferenceOpt = Path("models/quick"),
+    device: DeviceOpt = None, dtype: DtypeOpt = None,
 ) -> None:
     """The quick study end to end on the embedded OpenMoji default: data, model, extraction and membership
     audits, every mitigation, then the memo, technical report and extraction viewer in OUT/report."""
-    _run_study(_preset(preset, config), _out_dir(out), reference)
+    _run_study(_configured(demo, locals()), _out_dir(out), reference)
     report_all(out, out / "report")
 
 

@@ -116,6 +116,7 @@ class SampleConfig(_Frozen):
     steps: Annotated[int, Field(strict=True, ge=1, le=1000)] = 25
     guidance: Guidance = 1.0
     batch_size: Positive = UNET_ROWS  # UNet rows per call; guided sampling fits half as many prompts
+    seeds: Annotated[int, Field(strict=True, ge=1, le=MAX_SEED)] = 4  # `diffaudit generate`: seeds 0..N-1 per prompt
 
 
 class StudyConfig(_Frozen):
@@ -133,11 +134,16 @@ class StudyConfig(_Frozen):
     null_bound: Fraction = 0.04
     null_prompts: Positive = 300  # never-trained captions generated for the model null
     edge_threshold: Distance = CARLINI_DELTA  # Carlini use the copy distance between generations too
+    # Side in pixels at which generations and training images are compared (both resized to it); None: the model's
+    # resolution. A Stable Diffusion audit against a small reference states it here instead of upscaling silently.
+    compare_size: Annotated[int, Field(strict=True, ge=MIN_RESOLUTION, le=1024)] | None = None
     min_clique: AtLeastTwo = 3
     detector: str = "wen"  # names are checked against the registries in study.runner.check_names
+    tiered: bool = False  # `diffaudit extract`: score prompts with the detector first, probe only the top share
     confirm_fraction: OpenFraction = 0.1
     mia_attacks: tuple[str, ...] = ("loss", "pia", "secmi", "clid")
     mia_per_side: AtLeastTwo = 200  # an ROC needs at least two of each
+    lira_shadows: NonNegative = 0  # `diffaudit mia`: shadow models for LiRA (0: no LiRA; the study never runs it)
     # Labelled members and non-members per side, family-disjoint from the scored ones, on which each attack's
     # timestep, direction and (CLiD) alpha are chosen; 0 runs every attack with its paper's settings.
     mia_tune_per_side: NonNegative = 64
@@ -157,8 +163,17 @@ class StudyConfig(_Frozen):
     dp_control: bool = True
 
 
+class RuntimeConfig(_Frozen):
+    """Where models run. Results do not depend on it beyond float rounding: the same seed gives images within 2/255
+    across devices in float32 (tested); another dtype keys generations apart."""
+
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    dtype: Literal["float32", "bfloat16", "float16", "float64"] = "float32"
+
+
 class Preset(_Frozen):
     name: str
+    runtime: RuntimeConfig = RuntimeConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -244,8 +259,8 @@ def load_preset(name: str, path: Path | None = None, overrides: dict[str, dict[s
     for layer in layers:
         for section, values in layer.items():
             if not isinstance(values, dict) or section not in merged or not isinstance(merged[section], dict):
-                raise ConfigError(f"unknown config section {section!r}; expected one of data, model, train, sample, "
-                                  "study")
+                raise ConfigError(f"unknown config section {section!r}; expected one of "
+                                  f"{', '.join(k for k, v in merged.items() if isinstance(v, dict))}")
             merged[section] = {**merged[section], **values}
     try:
         return Preset.model_validate(merged)

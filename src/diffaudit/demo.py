@@ -59,8 +59,8 @@ def prepare_model(preset: Preset, data: ImageDataset, out: Path, reference: Path
         record = trained_record(folder, preset.train, data)
         if record is not None:
             progress.console.print(f"model: {folder} (dataset {data.version}, hash {record['model_hash']})")
-            return AuditPipeline.from_pretrained(folder)
-    pipe = build_pipeline(preset.model, preset.data.resolution, seed=preset.train.seed)
+            return AuditPipeline.from_pretrained(folder, preset.runtime)
+    pipe = build_pipeline(preset.model, preset.data.resolution, seed=preset.train.seed, runtime=preset.runtime)
     return train(pipe, data, preset.train, out, progress)
 
 
@@ -78,7 +78,7 @@ def memorization_by_duplication(pipe: AuditPipeline, data: ImageDataset, preset:
     gen_dir = out / "samples"
     rows = generate(pipe, targets["prompt"].tolist(), list(range(samples_per_prompt)), [preset.sample.guidance],
                     preset.sample, gen_dir, progress)
-    images, index = load_samples(gen_dir, rows)
+    images, index = load_samples(gen_dir, rows, side=data.images.shape[1])
     per_prompt = memorization_scores(images, index, data, delta).merge(targets, on="prompt")
     per_prompt["dup_bucket"] = dup_bucket(per_prompt["dup_count"])
     rates = rate_table(per_prompt, ["dup_bucket"], hit="memorized").merge(

@@ -1,6 +1,7 @@
 """Image distances used to decide whether a generation copies a training image."""
 
 import numpy as np
+from PIL import Image
 
 
 def as_unit(images: np.ndarray) -> np.ndarray:
@@ -25,6 +26,16 @@ def tiled_rms_distance(a: np.ndarray, b: np.ndarray, grid: int | None = None) ->
         raise ValueError(f"image size {h}x{w} is not divisible into a {grid}x{grid} tile grid")
     tiles = diff.reshape(*lead, grid, h // grid, grid, w // grid, c).mean(axis=(-4, -2, -1))
     return np.sqrt(tiles.reshape(*lead, -1).max(-1))
+
+
+def resize_images(images: np.ndarray, side: int) -> np.ndarray:
+    """uint8 N x H x W x 3 to side x side: box-filter averaging when shrinking (Carlini et al. compare downsampled
+    images), bicubic when growing; unchanged when already that size."""
+    if images.shape[1:3] == (side, side):
+        return images
+    shrink = images.shape[1] >= side
+    method = Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC
+    return np.stack([np.asarray(Image.fromarray(im).resize((side, side), method)) for im in images])
 
 
 def tile_grid(side: int) -> int:

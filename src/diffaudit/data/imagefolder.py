@@ -16,7 +16,6 @@ from PIL import Image, UnidentifiedImageError
 
 from diffaudit.config import CARLINI_DELTA, MIN_RESOLUTION
 from diffaudit.data.families import join_families
-from diffaudit.data.openmoji import image_sha256
 from diffaudit.errors import DatasetError
 
 SPLITS = ("member", "nonmember", "calibration")
@@ -25,6 +24,11 @@ MIN_SOURCE_SIDE = MIN_RESOLUTION  # smaller sources would be invented by upscali
 MAX_PIXELS = 64_000_000  # refuse decompression bombs well below Pillow's own 179 M-pixel error
 MAX_CAPTION_CHARS = 2000  # far beyond any text encoder's context; longer is a broken metadata row
 INT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # 16/32-bit integer greyscale, scaled to 8 bits
+
+
+def image_sha256(pixels: np.ndarray) -> str:
+    """Content hash of decoded pixels, so identical images match whatever their file encoding."""
+    return hashlib.sha256(f"{pixels.shape}".encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,8 @@ def _to_rgb(im: Image.Image, label: str, path: Path) -> Image.Image:
     return im.convert("RGB")
 
 
-def _decode(path: Path, label: str, resolution: int | None) -> np.ndarray:
+def _decode(path: Path, label: str, resolution: int | None) -> tuple[np.ndarray, int]:
+    """The image as uint8 RGB (centre-cropped and resized to `resolution`) and its source's smallest side."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -139,12 +144,12 @@ def _decode(path: Path, label: str, resolution: int | None) -> np.ndarray:
                            f"{MAX_PIXELS:,} pixels: downscale it first") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"{label}: image {path} is corrupt or truncated ({exc})") from exc
+    side = min(rgb.size)
     if resolution is not None and rgb.size != (resolution, resolution):
-        side = min(rgb.size)
         left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
         rgb = rgb.crop((left, top, left + side, top + side)).resize((resolution, resolution),
                                                                     Image.Resampling.BICUBIC)
-    return np.asarray(rgb, dtype=np.uint8)
+    return np.asarray(rgb, dtype=np.uint8), side
 
 
 def load_imagefolder(root: Path, resolution: int | None = None, family_join: float = CARLINI_DELTA) -> ImageDataset:
@@ -173,7 +178,7 @@ def load_imagefolder(root: Path, resolution: int | None = None, family_join: flo
     dup_ids = table["id"][table["id"].duplicated()].unique()
     if len(dup_ids):
         raise DatasetError(f"{meta_path}: duplicate ids {list(dup_ids[:5])}; each row needs a unique id")
-    images = []
+    images, sides = [], []
     resolved_root = root.resolve()
     for i, row in enumerate(table.itertuples(index=False)):
         label = f"{meta_path.name} row {i + 1} (id {row.id!r})"
@@ -185,13 +190,16 @@ def load_imagefolder(root: Path, resolution: int | None = None, family_join: flo
         path = (root / str(row.file_name)).resolve()
         if not path.is_relative_to(resolved_root):
             raise DatasetError(f"{label}: file_name {row.file_name!r} points outside the dataset folder {root}")
-        images.append(_decode(path, label, resolution))
+        image, side = _decode(path, label, resolution)
+        images.append(image)
+        sides.append(side)
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         raise DatasetError(f"{root}: images have different sizes {sorted(shapes)[:4]}; pass a resolution to resize")
     stack = np.stack(images)
     computed = [image_sha256(im) for im in stack]
     table["sha256"] = computed  # always recompute: a stale hash in metadata must not drive dedup or audits
+    table["source_side"] = sides  # below the loaded resolution means the image was upscaled to be compared
     if "dup_count" not in table.columns:
         members = table["sha256"][table["split"] == "member"].value_counts()
         table["dup_count"] = [int(members.get(s, 0)) for s in table["sha256"]]

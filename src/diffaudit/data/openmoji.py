@@ -4,7 +4,6 @@ The ground truth of what was duplicated, and how, goes into `manifest.json` so a
 scored against it.
 """
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from diffaudit.config import DataConfig
 from diffaudit.data.families import codepoint_family, join_families, near_copies
+from diffaudit.data.imagefolder import image_sha256
 from diffaudit.errors import DatasetError
 from diffaudit.io import write_json, write_text
 from diffaudit.progress import Progress
@@ -75,11 +75,6 @@ def render(glyph: Glyph, resolution: int, font: ImageFont.FreeTypeFont) -> np.nd
                                 anchor="mm")
     small = canvas.convert("RGB").resize((resolution, resolution), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.uint8)
-
-
-def image_sha256(pixels: np.ndarray) -> str:
-    """Content hash of decoded pixels, so identical images match whatever their file encoding."""
-    return hashlib.sha256(f"{pixels.shape}".encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
 
 
 def distinct_renders(glyphs: list[Glyph], resolution: int, rng: np.random.Generator) -> Iterator[

@@ -95,7 +95,7 @@ def duplicate_groups(data: ImageDataset, method: str, cfg: DedupConfig, encode=N
     elif method == "embedding":
         if encode is None:
             raise ConfigError("embedding dedup needs a text encoder")
-        emb = encode(texts).mean(1).numpy()
+        emb = encode(texts).mean(1).cpu().float().numpy()
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         pairs = _range_pairs(emb, cfg.embedding_threshold, inner_product=True)
     elif method == "image":

@@ -24,8 +24,9 @@ from torch.func import functional_call, grad, vmap
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
 from diffaudit.io import write_json
+from diffaudit.model.device import host_randn, on_host
 from diffaudit.model.pipeline import AuditPipeline
-from diffaudit.model.train import dataset_tensors, step_seed
+from diffaudit.model.train import HALF, dataset_tensors, step_seed
 from diffaudit.progress import Progress
 
 ACCOUNTANTS = {"prv": PRVAccountant, "rdp": RDPAccountant}
@@ -54,6 +55,11 @@ def dp_finetune(pipe: AuditPipeline, calibration: ImageDataset, cfg: DPConfig, o
     """Fine-tune `pipe`'s UNet in place with DP-SGD; save it to `out/model`; return it and the privacy report."""
     if cfg.accountant not in ACCOUNTANTS:
         raise ConfigError(f"unknown accountant {cfg.accountant!r}; choose from {sorted(ACCOUNTANTS)}")
+    # Per-example gradients in half precision would make the clipping norm itself imprecise: a half-precision
+    # pipeline is fine-tuned in float32 and handed back in its own dtype.
+    serve_dtype = pipe.dtype
+    if serve_dtype in HALF:
+        pipe.to(pipe.device, torch.float32)
     x0, cond, uncond = dataset_tensors(pipe, calibration)
     n = len(x0)
     if n < 2:
@@ -73,7 +79,7 @@ def dp_finetune(pipe: AuditPipeline, calibration: ImageDataset, cfg: DPConfig, o
     clip = cfg.max_grad_norm if private else 1e30  # never binds; finite, since Opacus scales its noise by it
     opt = DPOptimizer(torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=0.0), noise_multiplier=sigma,
                       max_grad_norm=clip, expected_batch_size=cfg.expected_batch,
-                      generator=torch.Generator().manual_seed(cfg.seed))
+                      generator=torch.Generator(pipe.device).manual_seed(cfg.seed))
     accountant = ACCOUNTANTS[cfg.accountant]()
     schedule = pipe.scheduler
 
@@ -90,15 +96,17 @@ def dp_finetune(pipe: AuditPipeline, calibration: ImageDataset, cfg: DPConfig, o
     for step in range(cfg.steps):
         rng = np.random.default_rng([cfg.seed, step])
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
-        idx = torch.from_numpy(np.flatnonzero(rng.random(n) < rate))  # Poisson sampling, as the accountant assumes
+        idx = pipe.place(torch.from_numpy(np.flatnonzero(rng.random(n) < rate)))  # Poisson, as the accountant assumes
         if len(idx):
-            drop = torch.from_numpy(rng.random(len(idx)) < cfg.caption_dropout)
+            drop = pipe.place(torch.from_numpy(rng.random(len(idx)) < cfg.caption_dropout))
             c = torch.where(drop[:, None, None], uncond, cond[idx])
-            noise = torch.randn(len(idx), cfg.multiplicity, *x0.shape[1:], generator=gen)
-            t = torch.randint(0, schedule.config.num_train_timesteps, (len(idx), cfg.multiplicity), generator=gen)
+            noise = pipe.place(host_randn((len(idx), cfg.multiplicity, *x0.shape[1:]), generator=gen))
+            with on_host():
+                t = torch.randint(0, schedule.config.num_train_timesteps, (len(idx), cfg.multiplicity), generator=gen)
+            t = pipe.place(t)
             grads = per_example_grads({k: v.detach() for k, v in params.items()}, x0[idx], c, noise, t)
         for name, p in params.items():
-            p.grad_sample = grads[name] if len(idx) else torch.zeros(1, *p.shape)
+            p.grad_sample = grads[name] if len(idx) else torch.zeros(1, *p.shape, device=p.device, dtype=p.dtype)
         opt.step()
         opt.zero_grad()
         if private:
@@ -107,6 +115,7 @@ def dp_finetune(pipe: AuditPipeline, calibration: ImageDataset, cfg: DPConfig, o
             progress.advance(task)
     unet.set_default_attn_processor()
     unet.eval().requires_grad_(False)
+    pipe.to(pipe.device, serve_dtype)
     pipe.save_pretrained(Path(out) / "model")
     report = {**asdict(cfg), "delta": delta, "noise_multiplier": sigma, "sample_rate": rate,
               "epsilon_spent": float(accountant.get_epsilon(delta)) if private else float("inf"),

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from diffaudit import faults
+from diffaudit.attacks.distance import resize_images
 from diffaudit.config import SampleConfig
 from diffaudit.data.imagefolder import caption_problem
 from diffaudit.errors import CheckpointError, ConfigError
@@ -111,7 +111,7 @@ def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidance
         images, evals = [], []
         for g in dict.fromkeys(j[2] for j in chunk):  # one sampler call per guidance scale in the shard
             part = [j for j in chunk if j[2] == g]
-            cond = emb[torch.tensor([lookup[p] for p, _, _ in part])]
+            cond = emb[[lookup[p] for p, _, _ in part]]
             with pipe.denoiser.counting() as spent:
                 images.append(sample(pipe, cond, [s for _, s, _ in part], g, cfg.steps, cfg.sampler,
                                      min(cfg.batch_size, shard_size)))
@@ -128,9 +128,11 @@ def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidance
     return requested.merge(index, on=KEY, how="inner")
 
 
-def load_samples(out: Path, rows: pd.DataFrame | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+def load_samples(out: Path, rows: pd.DataFrame | None = None, side: int | None = None
+                 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Generated images (uint8 N x H x W x 3) with their index rows: those of `rows` (e.g. what `generate`
-    returned) in that order, or every sample in the folder. Shards are memory-mapped, read once each."""
+    returned) in that order, or every sample in the folder. Shards are memory-mapped, read once each. `side`
+    resizes them to the size at which they are compared with training images (`resize_images`)."""
     out = Path(out)
     if not (out / INDEX).exists():
         raise CheckpointError(f"{out} holds no generated samples ({INDEX} is missing)")
@@ -141,4 +143,4 @@ def load_samples(out: Path, rows: pd.DataFrame | None = None) -> tuple[np.ndarra
     images = np.empty((len(index), *next(iter(shards.values())).shape[1:]), dtype=np.uint8)
     for name, group in index.groupby("shard", sort=False):
         images[group.index.to_numpy()] = shards[name][group["offset"].to_numpy()]
-    return images, index
+    return (images if side is None else resize_images(images, side)), index

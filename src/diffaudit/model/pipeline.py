@@ -6,22 +6,27 @@ weights). Audits only use the verbs here, so they work unchanged on either.
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import diffusers
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-from diffaudit.config import MIN_RESOLUTION, ModelConfig
+from diffaudit.config import MIN_RESOLUTION, ModelConfig, RuntimeConfig
 from diffaudit.errors import CheckpointError
 from diffaudit.io import atomic_dir
+from diffaudit.model.device import resolve_device, resolve_dtype
 from diffaudit.model.text import MiniLMEncoder
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 OUR_CLASS = "DiffauditPipeline"
+# Rows the VAE decodes at once: a 512 px Stable Diffusion decode holds ~1 GiB of activations per row in fp16.
+DECODE_ROWS = 8
 
 
 @dataclass
@@ -54,6 +59,14 @@ class CountingDenoiser:
             spent.evaluations = self.evaluations - before
 
 
+class TextEncoder(Protocol):
+    """Captions to token-embedding sequences on the pipeline's device, in its dtype."""
+
+    def __call__(self, prompts: list[str]) -> torch.Tensor: ...
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> None: ...
+
+
 class CLIPEncoder:
     """Stable Diffusion's CLIP text encoder, with the same call signature as `MiniLMEncoder`."""
 
@@ -63,6 +76,12 @@ class CLIPEncoder:
         self.tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
         self.model = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True,
                                                    use_safetensors=True).eval().requires_grad_(False)
+        self.dtype = torch.float32
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> None:
+        """As `MiniLMEncoder.to`: CLIP stays float32; its output is cast to `dtype`."""
+        self.model.to(device)
+        self.dtype = dtype
 
     @torch.inference_mode()
     def __call__(self, prompts: list[str], batch_size: int = 64) -> torch.Tensor:
@@ -70,8 +89,8 @@ class CLIPEncoder:
         for i in range(0, len(prompts), batch_size):
             tok = self.tokenizer(prompts[i: i + batch_size], padding="max_length", truncation=True,
                                  max_length=self.tokenizer.model_max_length, return_tensors="pt")
-            out.append(self.model(tok.input_ids).last_hidden_state)
-        return torch.cat(out).float()
+            out.append(self.model(tok.input_ids.to(self.model.device)).last_hidden_state)
+        return torch.cat(out).to(self.dtype)
 
 
 @dataclass
@@ -80,15 +99,40 @@ class AuditPipeline:
 
     unet: UNet2DConditionModel
     scheduler: DDPMScheduler  # the training noise schedule; samplers are derived from its config
-    encode_text: Callable[[list[str]], torch.Tensor]
+    encode_text: TextEncoder
     resolution: int  # pixel resolution of images the model generates
     vae: AutoencoderKL | None = None
     kind: str = "diffaudit"
     text_config: dict = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
     denoiser: CountingDenoiser = field(init=False)
 
     def __post_init__(self) -> None:
         self.denoiser = CountingDenoiser(self.unet)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "AuditPipeline":
+        """Move every network (UNet, VAE, text encoder) to one device and dtype; later tensors follow them."""
+        self.device, self.dtype = torch.device(device), dtype
+        for net in (self.unet, self.vae):
+            if net is not None:  # dtype only when it changes: diffusers warns on every cast
+                net.to(self.device) if net.dtype == dtype else net.to(device=self.device, dtype=dtype)
+        self.encode_text.to(self.device, dtype)
+        return self
+
+    def use(self, runtime: RuntimeConfig) -> "AuditPipeline":
+        """`to` with the config's names ('auto', 'cuda:1', 'bfloat16'), checked against this machine."""
+        device = resolve_device(runtime.device)
+        return self.to(device, resolve_dtype(runtime.dtype, device))
+
+    def place(self, x: torch.Tensor) -> torch.Tensor:
+        """A host tensor (seeded noise, data) on the pipeline's device, floating ones in its dtype."""
+        return x.to(self.device, self.dtype) if x.is_floating_point() else x.to(self.device)
+
+    def pixels_to_latents(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 N x H x W x 3 images straight to the UNet's space on the pipeline's device."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device)
+        return self.to_latents(x.to(self.dtype) / 255)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -103,6 +147,12 @@ class AuditPipeline:
         with torch.inference_mode():
             return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
 
+    def to_uint8(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents to uint8 N x H x W x 3 on the host; a VAE decodes `DECODE_ROWS` at a time to bound memory."""
+        rows = DECODE_ROWS if self.vae is not None else max(1, len(latents))
+        return np.concatenate([(self.to_images(latents[i: i + rows]).permute(0, 2, 3, 1) * 255).round()
+                               .to(torch.uint8).cpu().numpy() for i in range(0, len(latents), rows)])
+
     def to_images(self, latents: torch.Tensor) -> torch.Tensor:
         """Inverse of `to_latents`, clamped to [0,1]."""
         if self.vae is not None:
@@ -115,13 +165,14 @@ class AuditPipeline:
         h = hashlib.sha256()
         for name, tensor in sorted(self.unet.state_dict().items()):
             h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
     def config_hash(self) -> str:
         """Hash of everything besides the UNet weights that shapes a sample: noise schedule, resolution, text
         encoder settings. Generation folders key on it with `model_hash`, so an edited schedule is not mixed in."""
         record = {"kind": self.kind, "resolution": self.resolution, "text": self.text_config,
+                  **({} if self.dtype == torch.float32 else {"dtype": str(self.dtype)}),
                   "scheduler": {k: v for k, v in self.scheduler.config.items() if not k.startswith("_")}}
         return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -138,9 +189,14 @@ class AuditPipeline:
             }, indent=2))
 
     @classmethod
-    def from_pretrained(cls, folder: Path) -> "AuditPipeline":
-        """Load diffaudit's own folder or a Stable Diffusion (diffusers layout) folder from a local path."""
-        folder = Path(folder)
+    def from_pretrained(cls, folder: Path, runtime: RuntimeConfig | None = None) -> "AuditPipeline":
+        """Load diffaudit's own folder or a Stable Diffusion (diffusers layout) folder from a local path, onto the
+        runtime's device and dtype (CPU float32 without one)."""
+        pipe = cls._load(Path(folder))
+        return pipe.use(runtime) if runtime is not None else pipe
+
+    @classmethod
+    def _load(cls, folder: Path) -> "AuditPipeline":
         index_path = folder / "model_index.json"
         if not index_path.is_file():
             raise CheckpointError(f"{folder} is not a model folder: model_index.json is missing")
@@ -181,7 +237,8 @@ def refuse_pickles(folder: Path) -> None:
                                   "convert it to safetensors (diffusers: save_pretrained(safe_serialization=True))")
 
 
-def build_pipeline(cfg: ModelConfig, resolution: int, seed: int = 0) -> AuditPipeline:
+def build_pipeline(cfg: ModelConfig, resolution: int, seed: int = 0, runtime: RuntimeConfig | None = None
+                   ) -> AuditPipeline:
     """A freshly initialised diffaudit model (seeded, so the same config gives the same weights)."""
     with torch.random.fork_rng():  # seed the initialisation without touching the caller's global RNG
         torch.manual_seed(seed)
@@ -193,4 +250,5 @@ def build_pipeline(cfg: ModelConfig, resolution: int, seed: int = 0) -> AuditPip
         )
     scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule)
     text_config = {"name": MiniLMEncoder.name, "max_tokens": cfg.max_text_tokens}
-    return AuditPipeline(unet, scheduler, MiniLMEncoder(cfg.max_text_tokens), resolution, text_config=text_config)
+    pipe = AuditPipeline(unet, scheduler, MiniLMEncoder(cfg.max_text_tokens), resolution, text_config=text_config)
+    return pipe.use(runtime) if runtime is not None else pipe

@@ -10,6 +10,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffaudit.errors import ConfigError
+from diffaudit.model.device import host_randn, on_host
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.progress import Progress
 
@@ -27,9 +28,11 @@ def make_scheduler(pipe: AuditPipeline, sampler: str, steps: int) -> SchedulerMi
 
 
 def initial_noise(pipe: AuditPipeline, seeds: list[int]) -> torch.Tensor:
-    """One generator per sample: a sample's noise depends on its seed alone, not on batching."""
-    return torch.stack([torch.randn(pipe.latent_shape, generator=torch.Generator().manual_seed(int(s)))
-                        for s in seeds])
+    """One CPU generator per sample, moved to the pipeline's device: a sample's noise depends on its seed alone,
+    not on batching or device."""
+    with on_host():
+        noise = torch.stack([host_randn(pipe.latent_shape, seed=s) for s in seeds])
+    return pipe.place(noise)
 
 
 @torch.inference_mode()
@@ -61,8 +64,7 @@ def sample(pipe: AuditPipeline, cond: torch.Tensor, seeds: list[int], guidance: 
         for t in sched.timesteps:
             eps = guided_eps(pipe, sched.scale_model_input(x, t), t, c, uncond, guidance)
             x = sched.step(eps, t, x).prev_sample
-        images = pipe.to_images(x)
-        out.append((images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy())
+        out.append(pipe.to_uint8(x))
         if progress is not None:
             progress.advance(task, len(c))
     return np.concatenate(out)

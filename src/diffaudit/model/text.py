@@ -30,6 +30,14 @@ class MiniLMEncoder:
         # audit and every arm. Rows do not depend on their batch (padding to max_tokens), so cached and
         # fresh embeddings are bitwise equal.
         self._cache: dict[str, torch.Tensor] = {}
+        self.dtype = torch.float32
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Run on `device` and return embeddings in `dtype`. The encoder itself stays float32 (frozen and small), so
+        a caption has one embedding whatever the UNet's precision."""
+        self.model.to(device)
+        self.dtype = dtype
+        self._cache.clear()
 
     @torch.inference_mode()
     def __call__(self, prompts: list[str], batch_size: int = 256) -> torch.Tensor:
@@ -38,5 +46,6 @@ class MiniLMEncoder:
             part = new[i: i + batch_size]
             tok = self.tokenizer(part, padding="max_length", truncation=True, max_length=self.max_tokens,
                                  return_tensors="pt")
-            self._cache.update(zip(part, self.model(**tok).last_hidden_state.float(), strict=True))
+            tok = {k: v.to(self.model.device) for k, v in tok.items()}
+            self._cache.update(zip(part, self.model(**tok).last_hidden_state.to(self.dtype), strict=True))
         return torch.stack([self._cache[p] for p in prompts])

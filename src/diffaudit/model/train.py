@@ -21,8 +21,11 @@ from diffaudit.config import TrainConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import CheckpointError
 from diffaudit.io import atomic_dir, remove_stale_temps, write_json, write_text
+from diffaudit.model.device import host_randn, on_host
 from diffaudit.model.pipeline import AuditPipeline, refuse_pickles
 from diffaudit.progress import Progress
+
+HALF = (torch.float16, torch.bfloat16)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -31,13 +34,12 @@ def step_seed(seed: int, step: int) -> int:
 
 def dataset_tensors(pipe: AuditPipeline, data: ImageDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(latents, caption embeddings, unconditional embedding), computed once: the encoders are frozen."""
-    images = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 255
     texts = data.texts
     unique = sorted(set(texts))
     emb = pipe.encode_text(unique)
     lookup = {t: i for i, t in enumerate(unique)}
     cond = emb[[lookup[t] for t in texts]]
-    return pipe.to_latents(images), cond, pipe.encode_text([""])
+    return pipe.pixels_to_latents(data.images), cond, pipe.encode_text([""])
 
 
 def _checkpoints(out: Path) -> list[Path]:
@@ -47,8 +49,10 @@ def _checkpoints(out: Path) -> list[Path]:
 def _save_checkpoint(out: Path, step: int, pipe: AuditPipeline, ema: EMAModel, opt: torch.optim.Optimizer,
                      lr_sched: torch.optim.lr_scheduler.LRScheduler, meta: dict, keep: int, seconds: float) -> None:
     with atomic_dir(out / "checkpoints" / f"step-{step:06d}") as tmp:
-        save_file({k: v.contiguous() for k, v in pipe.unet.state_dict().items()}, tmp / "unet.safetensors")
-        save_file({f"p{i}": p.contiguous() for i, p in enumerate(ema.shadow_params)}, tmp / "ema.safetensors")
+        save_file({k: v.detach().cpu().contiguous() for k, v in pipe.unet.state_dict().items()},
+                  tmp / "unet.safetensors")
+        save_file({f"p{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
+                  tmp / "ema.safetensors")
         # Tensors-only state loaded back with weights_only=True, which refuses arbitrary pickled objects.
         torch.save({"optimizer": opt.state_dict(), "lr_scheduler": lr_sched.state_dict()}, tmp / "optimizer.state")
         (tmp / "state.json").write_text(json.dumps({**meta, "step": step, "seconds": round(seconds, 2)}))
@@ -70,10 +74,10 @@ def _resume(out: Path, pipe: AuditPipeline, ema: EMAModel, opt: torch.optim.Opti
             raise CheckpointError(f"checkpoint {ckpt} was made with a different config or dataset; "
                                   "train into a new output folder or delete its checkpoints/")
         pipe.unet.load_state_dict(load_file(ckpt / "unet.safetensors"))
-        shadow = load_file(ckpt / "ema.safetensors")
+        shadow = load_file(ckpt / "ema.safetensors", device=str(pipe.device))
         ema.shadow_params = [shadow[f"p{i}"] for i in range(len(shadow))]
         ema.optimization_step = state["step"]
-        opt_state = torch.load(ckpt / "optimizer.state", weights_only=True)
+        opt_state = torch.load(ckpt / "optimizer.state", weights_only=True, map_location=pipe.device)
         opt.load_state_dict(opt_state["optimizer"])
         lr_sched.load_state_dict(opt_state["lr_scheduler"])
         return int(state["step"]), float(state.get("seconds", 0.0))
@@ -126,6 +130,10 @@ def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, 
     members = data.split("member")
     if len(members) == 0:
         raise CheckpointError(f"dataset {data.root} has no member rows to train on")
+    # Half precision trains under autocast with float32 master weights (pure half-precision AdamW loses updates).
+    serve_dtype = pipe.dtype
+    if serve_dtype in HALF:
+        pipe.to(pipe.device, torch.float32)
     x0, cond, uncond = dataset_tensors(pipe, members)
     unet = pipe.unet.train().requires_grad_(True)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -140,29 +148,34 @@ def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, 
     write_text(log_path, "".join(ln + "\n" for ln in kept))
     n = len(x0)
     task = progress.add_task("train", total=cfg.steps, completed=start) if progress else None
-    t0, running = time.perf_counter(), []
+    t0, running, last_loss = time.perf_counter(), [], None
     with log_path.open("a") as log:
         for step in range(start, cfg.steps):
             if stop_after is not None and step >= start + stop_after:
                 return pipe
             rng = np.random.default_rng([cfg.seed, step])
             gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
-            idx = torch.from_numpy(rng.choice(n, cfg.batch_size, replace=n < cfg.batch_size))
-            drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout)
+            idx = pipe.place(torch.from_numpy(rng.choice(n, cfg.batch_size, replace=n < cfg.batch_size)))
+            drop = pipe.place(torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout))
             c = torch.where(drop[:, None, None], uncond, cond[idx])
-            noise = torch.randn(x0[idx].shape, generator=gen)
-            t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
+            noise = pipe.place(host_randn(x0[idx].shape, generator=gen))
+            with on_host():
+                t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
+            t = pipe.place(t)
             noisy = pipe.scheduler.add_noise(x0[idx], noise, t)
-            loss = torch.nn.functional.mse_loss(unet(noisy, t, encoder_hidden_states=c).sample, noise)
+            with torch.autocast(pipe.device.type, serve_dtype, enabled=serve_dtype in HALF):
+                loss = torch.nn.functional.mse_loss(unet(noisy, t, encoder_hidden_states=c).sample.float(),
+                                                    noise.float())
             loss.backward()
             opt.step()
             lr_sched.step()
             opt.zero_grad(set_to_none=True)
             ema.step(unet.parameters())
-            running.append(loss.item())
+            running.append(loss.detach())
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
-                log.write(json.dumps({"step": done, "loss": float(np.mean(running)), "lr": lr_sched.get_last_lr()[0],
+                last_loss = torch.stack(running).mean().item()  # one device sync per log line, not per step
+                log.write(json.dumps({"step": done, "loss": last_loss, "lr": lr_sched.get_last_lr()[0],
                                       "seconds": round(spent + time.perf_counter() - t0, 2)}) + "\n")
                 log.flush()
                 running = []
@@ -172,10 +185,11 @@ def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, 
                 _save_checkpoint(out, done, pipe, ema, opt, lr_sched, meta, cfg.keep_checkpoints,
                                  spent + time.perf_counter() - t0)
             if task is not None:
-                progress.update(task, advance=1, description=f"train loss {loss.item():.4f}")
+                progress.update(task, advance=1, description="train" + (f" loss {last_loss:.4f}" if last_loss else ""))
             faults.point("train-step")
     ema.copy_to(unet.parameters())
     unet.eval().requires_grad_(False)
+    pipe.to(pipe.device, serve_dtype)
     pipe.save_pretrained(out / "model")
     write_json(out / "model" / "training_manifest.json", {
         **meta, "model_hash": pipe.model_hash(), "steps": cfg.steps, "rows": n,

@@ -28,7 +28,7 @@ def calibrate_copy_test(pipe: AuditPipeline, data: ImageDataset, preset: Preset,
     prompts, own = nonmember_prompts(data, s.null_prompts, seed=preset.data.seed)
     rows = generate(pipe, prompts["prompt"].tolist(), list(range(s.samples_per_prompt)), [preset.sample.guidance],
                     preset.sample, samples, progress)
-    images, index = load_samples(samples, rows)
+    images, index = load_samples(samples, rows, side=data.images.shape[1])
     null = model_null(images, index, own)
     chosen = calibrate_delta(null, cap=s.delta, target=s.null_target, bound=s.null_bound)
     if not s.calibrate:

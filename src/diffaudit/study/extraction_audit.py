@@ -63,7 +63,7 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
     gen_dir = Path(samples) if samples is not None else out / "samples"
     rows = generate(pipe, prompts["prompt"].tolist(), list(range(samples_per_prompt)), [guidance], sample_cfg,
                     gen_dir, progress)
-    images, index = load_samples(gen_dir, rows)
+    images, index = load_samples(gen_dir, rows, side=data.images.shape[1])
     table = members.table
     matches = match_generations(images, index, members, cfg.delta)
     clique = cliques(images, index, cfg.edge_threshold)
@@ -83,6 +83,7 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
     summary |= {
         "samples_per_prompt": samples_per_prompt, "guidance": guidance, "sampler": sample_cfg.sampler,
         "steps": sample_cfg.steps, "seeds": f"0..{samples_per_prompt - 1}", "model_hash": pipe.model_hash(),
+        "compare_size": int(data.images.shape[1]), "generated_size": int(pipe.resolution),
         "dataset_version": data.version, "clique_size_required": cfg.clique_size(samples_per_prompt),
         "unet_evaluations": int(index["unet_evals"].sum()),
         "by_dup": by_dup.to_dict("records"), "oracle_by_dup": oracle_by_dup.to_dict("records"),

@@ -93,11 +93,11 @@ def train_shadows(data: ImageDataset, preset: Preset, count: int, out: Path,
         shadow_data = ImageDataset(folder, data.images[chosen], part)
         model_dir = folder / "model"
         if (model_dir / "training_manifest.json").exists():
-            pipe = AuditPipeline.from_pretrained(model_dir)
+            pipe = AuditPipeline.from_pretrained(model_dir, preset.runtime)
         else:
             cfg = preset.train.model_copy(update={"seed": preset.train.seed + 1 + k})
-            pipe = train(build_pipeline(preset.model, preset.data.resolution, seed=cfg.seed), shadow_data, cfg,
-                         folder, progress)
+            fresh = build_pipeline(preset.model, preset.data.resolution, seed=cfg.seed, runtime=preset.runtime)
+            pipe = train(fresh, shadow_data, cfg, folder, progress)
         shadows.append(Shadow(pipe, frozenset(part["sha256"])))
     return shadows
 
@@ -123,7 +123,8 @@ def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[st
     batch = query_batch(pipe, images[is_eval], table["text"].tolist())
     tune_batch = query_batch(pipe, images[~is_eval], tuning["text"].tolist()) if len(tuning) else None
     labels, families = table["label"].to_numpy(), table["family"].to_numpy()
-    split_check = model_free_auc(images[is_eval], batch.cond.mean(1).numpy(), labels, seed, groups=families)
+    text_features = batch.cond.mean(1).cpu().float().numpy()
+    split_check = model_free_auc(images[is_eval], text_features, labels, seed, groups=families)
     loss = paper_loss(pipe, batch, (100,), 4)
     gap = {"member_loss": float(loss[labels == 1].mean()), "nonmember_loss": float(loss[labels == 0].mean())}
     gap["gap"] = gap["nonmember_loss"] - gap["member_loss"]

@@ -39,8 +39,8 @@ def control_preset(name: str, audited: Preset | None = None) -> Preset:
     control = PRESETS[name]
     if audited is None:
         return control
-    return control.model_copy(update={"model": audited.model, "data": control.data.model_copy(
-        update={"resolution": audited.data.resolution})})
+    return control.model_copy(update={"model": audited.model, "runtime": audited.runtime, "data":
+                                      control.data.model_copy(update={"resolution": audited.data.resolution})})
 
 
 def exposure_steps(total: int, points: int = 5) -> tuple[int, ...]:
@@ -72,12 +72,12 @@ def positive_control(preset: Preset, attacks: list[str], out: Path, progress: Pr
     steps = exposure_steps(preset.train.steps)
     if trained_record(out / "train" / "model", preset.train, data) is None:
         shutil.rmtree(out / "train", ignore_errors=True)  # a stale control (other recipe or data) is not reused
-        train(build_pipeline(preset.model, preset.data.resolution, seed=preset.train.seed), data, preset.train,
-              out / "train", progress, snapshots=steps)
+        pipe = build_pipeline(preset.model, preset.data.resolution, seed=preset.train.seed, runtime=preset.runtime)
+        train(pipe, data, preset.train, out / "train", progress, snapshots=steps)
     rows, final = [], {}
     for step, folder in [(s, f) for s, f in snapshot_models(out / "train") if s in steps]:
-        summary = run_mia(AuditPipeline.from_pretrained(folder), data, out / f"mia-step-{step:06d}", attacks,
-                          preset.study.mia_per_side, progress=progress, seed=seed,
+        summary = run_mia(AuditPipeline.from_pretrained(folder, preset.runtime), data, out / f"mia-step-{step:06d}",
+                          attacks, preset.study.mia_per_side, progress=progress, seed=seed,
                           tune_per_side=preset.study.mia_tune_per_side)
         for name, r in summary["attacks"].items():
             rows.append({"step": step, "epochs": step * preset.train.batch_size / members, "attack": name,

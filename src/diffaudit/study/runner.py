@@ -150,9 +150,11 @@ class Study:
         cfg = self.preset.train.model_copy(update={"seed": seed})
         manifest = folder / "model" / "training_manifest.json"
         if not manifest.exists():
-            train(build_pipeline(self.preset.model, self.preset.data.resolution, seed=seed), data, cfg, folder,
-                  self.progress)
-        return AuditPipeline.from_pretrained(folder / "model"), json.loads(manifest.read_text())["seconds"]
+            runtime = self.preset.runtime
+            train(build_pipeline(self.preset.model, self.preset.data.resolution, seed=seed, runtime=runtime), data,
+                  cfg, folder, self.progress)
+        return AuditPipeline.from_pretrained(folder / "model", self.preset.runtime), json.loads(
+            manifest.read_text())["seconds"]
 
     def arms(self, seed: int) -> list[tuple[str, Callable[[], dict]]]:
         s, g0 = self.preset.study, self.preset.sample.guidance
@@ -194,7 +196,7 @@ class Study:
         calibration = self.data.split("calibration")
         saved = json.loads((folder / "dp_report.json").read_text()) if (folder / "dp_report.json").exists() else {}
         if saved and all(saved.get(k) == v for k, v in jsonable(asdict(cfg)).items()):  # else redone, not reused
-            pipe, report = AuditPipeline.from_pretrained(folder / "model"), saved
+            pipe, report = AuditPipeline.from_pretrained(folder / "model", self.preset.runtime), saved
         else:
             pipe, report = dp_finetune(self.base(seed), calibration, cfg, folder, self.progress)
         audit = dp_audit(self.base(seed), pipe, calibration, self.data.split("nonmember"), eps, s.dp_delta, seed)

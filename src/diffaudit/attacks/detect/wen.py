@@ -30,4 +30,4 @@ class WenTextNorm:
             x = initial_noise(pipe, seeds[i: i + self.batch_size])
             eps_u, eps_c = pipe.denoiser(torch.cat([x, x]), t, torch.cat([uncond.expand_as(c), c])).chunk(2)
             norms.append((eps_c - eps_u).flatten(1).norm(dim=1))
-        return torch.cat(norms).reshape(len(prompts), self.generations).mean(1).numpy()
+        return torch.cat(norms).reshape(len(prompts), self.generations).mean(1).cpu().float().numpy()

@@ -43,15 +43,15 @@ class CLiD:
         """Per sample: [L(c), L(c_1)-L(c), ..., L(c_4)-L(c)]."""
         reduced = [reduced_captions(c) for c in batch.captions]
         conds = [batch.cond] + [pipe.encode_text([r[i] for r in reduced]) for i in range(4)]
-        losses = torch.zeros(5, len(batch))
+        losses = torch.zeros(5, len(batch), device=pipe.device, dtype=pipe.dtype)
         for j, t_paper in enumerate(self.timesteps):
             t = matched_timestep(pipe, t_paper, "scaled_linear")
-            eps_all = fixed_noise(batch.latents.shape, self.seed * 1000 + j)
+            eps_all = fixed_noise(pipe, batch.latents.shape, self.seed * 1000 + j)
             for sl, x0, _ in batched(batch, batch_size):
                 x_t = noised(pipe, x0, eps_all[sl], t)
                 for i, cond in enumerate(conds):
                     losses[i, sl] += per_sample(pipe.denoiser(x_t, t, cond[sl]) - eps_all[sl])
-        losses = (losses / len(self.timesteps)).numpy()
+        losses = (losses / len(self.timesteps)).cpu().float().numpy()
         return np.stack([losses[0], *(losses[1:] - losses[0])], axis=1)
 
     def fit(self, pipe: AuditPipeline, batch: QueryBatch, labels: np.ndarray) -> dict:

@@ -6,6 +6,7 @@ from functools import cache
 import numpy as np
 import torch
 
+from diffaudit.model.device import host_randn
 from diffaudit.model.pipeline import AuditPipeline
 
 
@@ -22,12 +23,12 @@ class QueryBatch:
 
 
 def query_batch(pipe: AuditPipeline, images: np.ndarray, captions: list[str]) -> QueryBatch:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    return QueryBatch(pipe.to_latents(x), pipe.encode_text(captions), list(captions))
+    return QueryBatch(pipe.pixels_to_latents(images), pipe.encode_text(captions), list(captions))
 
 
-def alpha_bar(pipe: AuditPipeline, t: int) -> torch.Tensor:
-    return pipe.scheduler.alphas_cumprod[t]
+def alpha_bar(pipe: AuditPipeline, t: int) -> float:
+    """A Python float, so it scales tensors of any device and dtype without moving the schedule."""
+    return float(pipe.scheduler.alphas_cumprod[t])
 
 
 # The schedules the attacks' papers were tuned on, 1,000 steps each: DDPM's linear betas 1e-4..0.02 (Ho et al. 2020;
@@ -54,20 +55,21 @@ def matched_timestep(pipe: AuditPipeline, t_paper: int, schedule: str = "linear"
     t = 0 is the clean image in every schedule and stays 0."""
     if t_paper == 0:
         return 0
-    ours = pipe.scheduler.alphas_cumprod.double().numpy()
+    ours = pipe.scheduler.alphas_cumprod.cpu().float().numpy()
     return int(np.abs(ours - _papers_alpha_bar(schedule)[t_paper]).argmin())
 
 
 def noised(pipe: AuditPipeline, x0: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
     """q(x_t | x_0) with the given noise (Ho et al. 2020, eq. 4)."""
     a = alpha_bar(pipe, t)
-    return a.sqrt() * x0 + (1 - a).sqrt() * eps
+    return a ** 0.5 * x0 + (1 - a) ** 0.5 * eps
 
 
-def fixed_noise(shape: torch.Size, seed: int) -> torch.Tensor:
-    """Noise that depends only on (shape, seed): every model sees the same draws, which lowers the variance
-    of per-sample comparisons (Carlini et al. S&P 2022 use fixed augmentations for the same reason)."""
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+def fixed_noise(pipe: AuditPipeline, shape: torch.Size, seed: int) -> torch.Tensor:
+    """Noise that depends only on (shape, seed), drawn on the CPU and moved to `pipe`'s device: every model sees the
+    same draws, which lowers the variance of per-sample comparisons (Carlini et al. S&P 2022 use fixed
+    augmentations for the same reason)."""
+    return pipe.place(host_randn(shape, seed=seed))
 
 
 def per_sample(x: torch.Tensor, p: int = 2) -> torch.Tensor:

@@ -12,14 +12,14 @@ from diffaudit.model.pipeline import AuditPipeline
 def denoising_loss(pipe: AuditPipeline, batch: QueryBatch, timesteps: tuple[int, ...], draws: int,
                    seed: int = 0, batch_size: int = UNET_ROWS) -> np.ndarray:
     """Per-sample epsilon-MSE averaged over `pipe`'s timesteps and fixed noise draws (timesteps x draws queries)."""
-    total = torch.zeros(len(batch))
+    total = torch.zeros(len(batch), device=pipe.device, dtype=pipe.dtype)
     for t in timesteps:
         for d in range(draws):
-            eps_all = fixed_noise(batch.latents.shape, seed * 1000 + d)
+            eps_all = fixed_noise(pipe, batch.latents.shape, seed * 1000 + d)
             for sl, x0, cond in batched(batch, batch_size):
                 eps = eps_all[sl]
                 total[sl] += per_sample(pipe.denoiser(noised(pipe, x0, eps, t), t, cond) - eps)
-    return (total / (len(timesteps) * draws)).numpy()
+    return (total / (len(timesteps) * draws)).cpu().float().numpy()
 
 
 def paper_loss(pipe: AuditPipeline, batch: QueryBatch, timesteps: tuple[int, ...], draws: int) -> np.ndarray:

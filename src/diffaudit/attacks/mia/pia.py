@@ -22,9 +22,9 @@ class PIA:
     @torch.inference_mode()
     def score(self, pipe: AuditPipeline, batch: QueryBatch, batch_size: int = UNET_ROWS) -> np.ndarray:
         t = matched_timestep(pipe, self.t)
-        out = torch.empty(len(batch))
+        out = torch.empty(len(batch), device=pipe.device, dtype=pipe.dtype)
         for sl, x0, cond in batched(batch, batch_size):
             eps0 = pipe.denoiser(x0, 0, cond)
             eps_t = pipe.denoiser(noised(pipe, x0, eps0, t), t, cond)
             out[sl] = -per_sample(eps_t - eps0, self.p)
-        return out.numpy()
+        return out.cpu().float().numpy()

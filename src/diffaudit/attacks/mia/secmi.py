@@ -18,8 +18,8 @@ def ddim_move(pipe: AuditPipeline, x: torch.Tensor, t_from: int, t_to: int, cond
     """One deterministic DDIM step (eta = 0) from t_from to t_to, forwards (inversion) or backwards."""
     eps = pipe.denoiser(x, t_from, cond)
     a_from, a_to = alpha_bar(pipe, t_from), alpha_bar(pipe, t_to)
-    x0 = (x - (1 - a_from).sqrt() * eps) / a_from.sqrt()
-    return a_to.sqrt() * x0 + (1 - a_to).sqrt() * eps
+    x0 = (x - (1 - a_from) ** 0.5 * eps) / a_from ** 0.5
+    return a_to ** 0.5 * x0 + (1 - a_to) ** 0.5 * eps
 
 
 class SecMI:
@@ -35,7 +35,7 @@ class SecMI:
     @torch.inference_mode()
     def score(self, pipe: AuditPipeline, batch: QueryBatch, batch_size: int = UNET_ROWS) -> np.ndarray:
         nodes = [matched_timestep(pipe, round(self.t * i / self.steps)) for i in range(self.steps + 1)]
-        out = torch.empty(len(batch))
+        out = torch.empty(len(batch), device=pipe.device, dtype=pipe.dtype)
         for sl, x0, cond in batched(batch, batch_size):
             x = x0
             for a, b in pairwise(nodes[:-1]):
@@ -43,4 +43,4 @@ class SecMI:
             up = ddim_move(pipe, x, nodes[-2], nodes[-1], cond)
             back = ddim_move(pipe, up, nodes[-1], nodes[-2], cond)
             out[sl] = -per_sample(back - x)
-        return out.numpy()
+        return out.cpu().float().numpy()
