@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, default=Path("models/quick"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--only", nargs="+", help="run only these steps")
     parser.add_argument("--record", type=Path, help="where the JSON goes (default OUT/evidence.json)")
     parser.add_argument("--batch-size", type=int, default=1024, help="UNet rows per call on the device")
     parser.add_argument("--budget-s", type=float, default=420)
@@ -172,7 +173,8 @@ def main() -> None:
     for name, fn in (("same_seeds", same_seeds), ("throughput", throughput), ("base_training", base_training),
                      ("guidance_arms", guidance_arms), ("dp_arm", dp_arm), ("membership", membership),
                      ("verdicts", verdicts)):
-        step(name, fn)
+        if not args.only or name in args.only:
+            step(name, fn)
     record["total_seconds"] = round(time.perf_counter() - began, 1)
     record["host"] = os.uname().nodename
     args.record.write_text(json.dumps(record, indent=2, default=str))

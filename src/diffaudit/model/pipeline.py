@@ -114,6 +114,9 @@ class AuditPipeline:
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "AuditPipeline":
         """Move every network (UNet, VAE, text encoder) to one device and dtype; later tensors follow them."""
         self.device, self.dtype = torch.device(device), dtype
+        if self.device.type == "cuda" and dtype == torch.float32:
+            # float32 means float32: cuDNN otherwise runs convolutions in TF32 (10-bit mantissa) on Ampere and later
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         for net in (self.unet, self.vae):
             if net is not None:  # dtype only when it changes: diffusers warns on every cast
                 net.to(self.device) if net.dtype == dtype else net.to(device=self.device, dtype=dtype)
