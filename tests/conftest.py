@@ -63,3 +63,42 @@ def loose_study(tiny: Preset) -> Preset:
 
 
 LOOSE_TOML = "[study]\ndelta = 1.0\nedge_threshold = 1.0\ncalibrate = false\n"
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised Stable Diffusion folder (diffusers layout, CLIP, VAE, 16 px) built here, offline."""
+    import json
+
+    import torch
+
+    folder = tmp_path_factory.mktemp("sd")
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    chars = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in chars:
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    tok_dir = folder / "tok"
+    tok_dir.mkdir(parents=True)
+    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
+    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
+    torch.manual_seed(0)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37,
+                                        num_attention_heads=4, num_hidden_layers=2, projection_dim=32,
+                                        bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
+                        sample_size=16)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=1,
+                                cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8)
+    scheduler = DDPMScheduler(steps_offset=1, clip_sample=False)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder / "sd", safe_serialization=True)
+    return folder / "sd"

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from diffaudit.attacks.metrics import clopper_pearson
+from diffaudit.mitigations.registry import MITIGATIONS
 from diffaudit.report import memo as memo_module
 from diffaudit.report.findings import ArmEffect
 from diffaudit.report.memo import MemoWriter, escape_typst, memo_text, pct, signed, write_memo
@@ -68,8 +69,10 @@ def test_memo_is_four_pages_and_every_percentage_comes_from_the_results(edited_s
 
 
 def _effect(arm: str, kind: str, rate: float, stopped: int, started: int, p: float) -> ArmEffect:
+    record = {"dp": {"calibration_examples": 4}, "dedup": {"member_rows_removed": 2}}
     return ArmEffect(arm=arm, kind=kind, rate=rate, ci_low=0.0, ci_high=1.0, extracted=1, prompts=6, stopped=stopped,
-                     started=started, p_value=p, frechet_change=0.1, loss_change=0.0, train_seconds=0.0, base_rate=0.5)
+                     started=started, p_value=p, frechet_change=0.1, loss_change=0.0, train_seconds=0.0, base_rate=0.5,
+                     description=MITIGATIONS[kind].describe(arm, record))
 
 
 def test_recommendations_follow_the_paired_tests(tiny_study_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -150,6 +150,8 @@ class StudyConfig(_Frozen):
     # The positive control: a preset whose model must leak membership (few images seen hundreds of times); its
     # exposure curve and the attacks' verdicts go into the report. None skips it.
     mia_control_preset: str | None = "overfit"
+    # Mitigation arms, in order, by kind (registered in diffaudit.mitigations.registry); each reads its own settings.
+    mitigations: tuple[str, ...] = ("guidance", "dedup", "dp", "caption-randomization")
     guidance_sweep: tuple[Guidance, ...] = Field(default=(1.0, 3.0, 5.0, 7.5, 10.0, 15.0), min_length=1)
     dedup_methods: tuple[str, ...] = ("exact", "normalized", "minhash", "embedding")
     dp_epsilons: tuple[PositiveFloat, ...] = (1.0, 8.0)
@@ -161,6 +163,16 @@ class StudyConfig(_Frozen):
     # The DP audit's positive control: the same fine-tune with no clipping and no noise must be caught by the
     # audit, or the audit has no power and the report says so.
     dp_control: bool = True
+
+
+class CaptionRandomizationConfig(_Frozen):
+    """Somepalli et al. 2023b: perturbed captions while training (mitigations.caption_randomization)."""
+
+    variants: Annotated[int, Field(strict=True, ge=1, le=64)] = 4  # perturbed captions drawn per training row
+    replace_prob: Fraction = 0.1  # the whole caption replaced by random training-vocabulary words
+    insert_prob: Fraction = 0.5  # otherwise, random words inserted with this probability
+    insert_words: Annotated[int, Field(strict=True, ge=1, le=16)] = 2
+    seed: Seed = 0
 
 
 class RuntimeConfig(_Frozen):
@@ -179,6 +191,7 @@ class Preset(_Frozen):
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
     study: StudyConfig = StudyConfig()
+    caption_randomization: CaptionRandomizationConfig = CaptionRandomizationConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Preset":

@@ -11,6 +11,8 @@ from scipy.stats import mannwhitneyu
 
 from diffaudit.attacks.metrics import paired_change
 from diffaudit.errors import DiffauditError
+from diffaudit.mitigations.base import Description
+from diffaudit.mitigations.registry import describe
 from diffaudit.report.results import StudyResults
 
 ALPHA = 0.05  # significance level for "changed beyond chance"
@@ -31,6 +33,7 @@ class ArmEffect:
     frechet_change: float  # relative to the base model; + is worse quality
     loss_change: float
     train_seconds: float
+    description: Description  # the mitigation's own plain words (mitigations.registry)
     base_rate: float = float("nan")
 
     @property
@@ -83,7 +86,8 @@ def arm_effects(res: StudyResults) -> list[ArmEffect]:
         extracted=int(row["extracted"]), prompts=int(row["prompts"]), stopped=test["stopped"],
         started=test["started"], p_value=p, frechet_change=_relative(row["frechet_distance"], base["frechet_distance"]),
         loss_change=_relative(row["heldout_loss"], base["heldout_loss"]),
-        train_seconds=float(row["train_seconds"]), base_rate=float(base["rate"]))
+        train_seconds=float(row["train_seconds"]), base_rate=float(base["rate"]),
+        description=describe(res.row(str(arm))))
         for (arm, row), test, p in zip(others.iterrows(), tests, adjusted, strict=True)]
 
 

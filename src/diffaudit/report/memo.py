@@ -63,22 +63,7 @@ def p_text(p: float) -> str:
 
 
 def _arm_name(e: ArmEffect) -> str:
-    if e.kind == "guidance":
-        return f"Stronger guidance (scale {e.arm.split('-', 1)[1]})"
-    if e.kind == "dp":
-        return f"Private fine-tuning (epsilon {e.arm.removeprefix('dp-eps')})"
-    return {"dedup-caption": "Remove repeated captions", "dedup-image": "Remove repeated pictures"}.get(
-        e.arm, e.arm)
-
-
-def _arm_what(e: ArmEffect, row: dict) -> str:
-    if e.kind == "guidance":
-        return "Same model; a different setting when making pictures."
-    if e.kind == "dp":
-        n = row["dp"]["calibration_examples"]
-        return f"Extra training on {n} spare pictures with differential privacy."
-    removed = row["dedup"]["member_rows_removed"]
-    return f"A new model, trained without {removed} repeated entries."
+    return e.description.title
 
 
 def _arm_cost(e: ArmEffect) -> str:
@@ -221,7 +206,7 @@ class MemoWriter:
         rows = [{"name": "No fix", "what": "The model as trained.",
                  "rate": f"{pct(b['rate'])} ({span(b['ci_low'], b['ci_high'])})", "cost": "none"}]
         for e in self.effects:
-            rows.append({"name": _arm_name(e), "what": _arm_what(e, self.res.row(e.arm)),
+            rows.append({"name": _arm_name(e), "what": e.description.what,
                          "rate": f"{pct(e.rate)} ({span(e.ci_low, e.ci_high)})", "cost": _arm_cost(e)})
         return rows
 
@@ -235,9 +220,9 @@ class MemoWriter:
         if best:
             out.append(f"Adopt the fix that worked best here, {_arm_name(best).lower()}. It cut the extraction rate "
                        f"from {pct(base_rate)} to {pct(best.rate)}, at a cost of {_arm_cost(best)}.")
-            if best.kind == "guidance":
-                out.append("Guidance is a setting, not a change to the model: it protects only where users cannot "
-                           "choose it, such as a hosted service. Anyone who holds the model file can set it back.")
+            if best.description.undone_by:
+                out.append("This fix is a setting, not a change to the model: it protects only where users cannot "
+                           f"choose it, such as a hosted service. It can be undone by {best.description.undone_by}.")
         else:
             out.append("Do not rely on any one of these fixes yet. None cut copies by more than chance in this "
                        "study. Test them again with more tries per caption and more training runs.")

@@ -226,7 +226,9 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
     arms = res.arms()
     sections.append(("Extraction before and after each mitigation (pooled over seeds)", _table(arms)))
     sections.append(("Paired comparison with the base model", _table(pd.DataFrame(
-        [e.__dict__ | {"verdict": e.verdict} for e in arm_effects(res)]))))
+        [{"arm": e.arm, "mitigation": e.description.title, "what changed": e.description.what}
+         | {k: v for k, v in e.__dict__.items() if k not in ("arm", "description")} | {"verdict": e.verdict}
+         for e in arm_effects(res)]))))
     per_seed = pd.read_parquet(res.run / "comparison.parquet")
     sections.append(("Every arm and seed", _table(per_seed)))
     for row in [r for r in res.rows if r.get("kind") != "detection"]:

@@ -8,7 +8,6 @@ assumptions register before any arm runs; no arm may change them.
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -17,13 +16,13 @@ from diffaudit import faults
 from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.mia.tuning import settings
 from diffaudit.config import Preset, StudyConfig
-from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
+from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.demo import prepare_data, prepare_model
 from diffaudit.errors import ConfigError
 from diffaudit.io import jsonable, remove_stale_temps, write_json
-from diffaudit.mitigations.dedup import DedupConfig, deduplicate
-from diffaudit.mitigations.dp_audit import dp_audit
-from diffaudit.mitigations.dp_finetune import DPConfig, dp_finetune
+from diffaudit.mitigations.base import Context, Mitigation
+from diffaudit.mitigations.private_finetune import finetune_and_audit
+from diffaudit.mitigations.registry import MITIGATIONS
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import Progress
@@ -59,7 +58,8 @@ def check_names(cfg: StudyConfig) -> None:
     if cfg.mia_control_preset is not None:
         control_preset(cfg.mia_control_preset)
     for field, names, known in (("mia_attacks", cfg.mia_attacks, ATTACKS), ("detector", [cfg.detector], DETECTORS),
-                                ("dedup_methods", cfg.dedup_methods, METHODS)):
+                                ("dedup_methods", cfg.dedup_methods, METHODS),
+                                ("mitigations", cfg.mitigations, MITIGATIONS)):
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ConfigError(f"study.{field}: unknown name(s) {unknown}; choose from {sorted(known)}")
@@ -156,6 +156,10 @@ class Study:
         return AuditPipeline.from_pretrained(folder / "model", self.preset.runtime), json.loads(
             manifest.read_text())["seconds"]
 
+    def context(self, folder: Path, seed: int) -> Context:
+        return Context(self.preset, self.data, seed, folder, base=lambda: self.base(seed),
+                       retrain=lambda data, out: self.retrain(data, out, seed), progress=self.progress)
+
     def arms(self, seed: int) -> list[tuple[str, Callable[[], dict]]]:
         s, g0 = self.preset.study, self.preset.sample.guidance
         root = self.run / f"seed{seed}"
@@ -164,48 +168,22 @@ class Study:
         out.append(("base-tiered", lambda: {"kind": "detection", **run_tiered(
             self.base(seed), self.data, root / "tiered", self.prompts, s.samples_per_prompt, g0, self.preset.sample,
             self.probe_cfg, s.detector, s.confirm_fraction, root / "base" / "extraction", self.progress)}))
-        for g in s.guidance_sweep:
-            if g != g0:
-                out.append((f"guidance-{g:g}", lambda g=g: {"kind": "guidance", **self.audit(
-                    self.base(seed), root / f"guidance-{g:g}", g, mia=False)}))
-        for arm, methods in (("dedup-caption", s.dedup_methods), ("dedup-image", ("image",))):
-            out.append((arm, lambda arm=arm, methods=methods: self._dedup_arm(arm, methods, root, seed)))
-        for eps in s.dp_epsilons:
-            out.append((f"dp-eps{eps:g}", lambda eps=eps: self._dp_arm(eps, root, seed)))
+        for kind in s.mitigations:
+            for variant in MITIGATIONS[kind].variants(self.preset):
+                out.append((variant, lambda m=MITIGATIONS[kind], v=variant: self.mitigated(m, v, root, seed)))
         return out
 
-    def _dedup_arm(self, arm: str, methods: tuple[str, ...], root: Path, seed: int) -> dict:
-        folder = root / arm
-        if not (folder / "data" / "dedup_report.json").exists():
-            base = self.base(seed)
-            deduplicate(self.data, folder / "data", methods, DedupConfig(), encode=base.encode_text)
-        report = json.loads((folder / "data" / "dedup_report.json").read_text())
-        data = load_imagefolder(folder / "data")
-        pipe, seconds = self.retrain(data, folder / "train", seed)
-        return {"kind": "dedup", "dataset_version": data.version, "dedup": report, "train_seconds": seconds,
-                **self.audit(pipe, folder, self.preset.sample.guidance, members=data)}
-
-    def _dp_arm(self, eps: float, root: Path, seed: int) -> dict:
-        """DP fine-tune at `eps` and its privacy audit; eps = inf is the audit's positive control (the same
-        fine-tune without clipping or noise), which is audited only."""
-        s = self.preset.study
-        private = eps != float("inf")
-        folder = root / (f"dp-eps{eps:g}" if private else "dp-nonprivate")
-        cfg = DPConfig(epsilon=eps, delta=s.dp_delta, steps=s.dp_steps, expected_batch=s.dp_expected_batch,
-                       multiplicity=s.dp_multiplicity, lr=s.dp_lr, seed=seed)
-        calibration = self.data.split("calibration")
-        saved = json.loads((folder / "dp_report.json").read_text()) if (folder / "dp_report.json").exists() else {}
-        if saved and all(saved.get(k) == v for k, v in jsonable(asdict(cfg)).items()):  # else redone, not reused
-            pipe, report = AuditPipeline.from_pretrained(folder / "model", self.preset.runtime), saved
-        else:
-            pipe, report = dp_finetune(self.base(seed), calibration, cfg, folder, self.progress)
-        audit = dp_audit(self.base(seed), pipe, calibration, self.data.split("nonmember"), eps, s.dp_delta, seed)
-        row = {"kind": "dp", "dp": report, "dp_audit": audit, "train_seconds": report["seconds"]}
-        return row | self.audit(pipe, folder, self.preset.sample.guidance) if private else row
+    def mitigated(self, mitigation: Mitigation, variant: str, root: Path, seed: int) -> dict:
+        """Apply one mitigation variant to a fresh base and audit the result like the base."""
+        arm = mitigation.apply(variant, self.context(root / variant, seed))
+        return {"kind": mitigation.kind, **arm.record,
+                **self.audit(arm.pipe, root / variant, arm.guidance, mia=arm.mia, members=arm.members)}
 
     def dp_control(self, seed: int) -> dict:
-        """The DP audit's positive control: not a mitigation arm, so it is kept out of the comparison."""
-        return self._dp_arm(float("inf"), self.run / f"seed{seed}", seed)
+        """The DP audit's positive control (the fine-tune without clipping or noise): not a mitigation arm, so it is
+        kept out of the comparison."""
+        _, record = finetune_and_audit(float("inf"), self.context(self.run / f"seed{seed}" / "dp-nonprivate", seed))
+        return {"kind": "dp", **record}
 
 
 def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
@@ -229,7 +207,7 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
             result = _step(study.run, f"seed{seed}-{name}", fn)
             rows.append({"arm": name, "seed": seed, **result})
             _log_arm(study.run, preset, name, seed, result)
-        if preset.study.dp_control:
+        if preset.study.dp_control and "dp" in preset.study.mitigations:
             dp_controls[str(seed)] = _step(study.run, f"seed{seed}-dp-nonprivate",
                                            lambda seed=seed: study.dp_control(seed))
     _record_choices(study.run / "assumptions.json", rows, controls)

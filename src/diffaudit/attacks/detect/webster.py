@@ -24,7 +24,7 @@ class WebsterEdges:
     @torch.inference_mode()
     def score(self, pipe: AuditPipeline, prompts: list[str]) -> np.ndarray:
         t = pipe.scheduler.config.num_train_timesteps - 1
-        a = float(pipe.scheduler.alphas_cumprod[t])
+        a = pipe.scheduler.alphas_cumprod[t]
         cond = pipe.encode_text(prompts).repeat_interleave(self.seeds, 0)
         uncond = pipe.encode_text([""])
         seeds = [s for _ in prompts for s in range(self.seeds)]
@@ -32,7 +32,7 @@ class WebsterEdges:
         for i in range(0, len(cond), self.batch_size):
             x = initial_noise(pipe, seeds[i: i + self.batch_size])
             eps = guided_eps(pipe, x, t, cond[i: i + self.batch_size], uncond, self.guidance)
-            x0 = ((x - (1 - a) ** 0.5 * eps) / a ** 0.5).clamp(-1, 1)  # one step straight to x_0
+            x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)  # one step straight to x_0
             images.append(pipe.to_images(x0).cpu().float().numpy())
         stack = np.concatenate(images)  # N x C x H x W in [0,1]
         magnitude = np.hypot(sobel(stack, axis=-1), sobel(stack, axis=-2)).sum(1)

@@ -26,9 +26,9 @@ def query_batch(pipe: AuditPipeline, images: np.ndarray, captions: list[str]) ->
     return QueryBatch(pipe.pixels_to_latents(images), pipe.encode_text(captions), list(captions))
 
 
-def alpha_bar(pipe: AuditPipeline, t: int) -> float:
-    """A Python float, so it scales tensors of any device and dtype without moving the schedule."""
-    return float(pipe.scheduler.alphas_cumprod[t])
+def alpha_bar(pipe: AuditPipeline, t: int) -> torch.Tensor:
+    """A 0-dim tensor: it scales tensors of any device and dtype (0-dim tensors do not move or promote them)."""
+    return pipe.scheduler.alphas_cumprod[t]
 
 
 # The schedules the attacks' papers were tuned on, 1,000 steps each: DDPM's linear betas 1e-4..0.02 (Ho et al. 2020;
@@ -62,7 +62,7 @@ def matched_timestep(pipe: AuditPipeline, t_paper: int, schedule: str = "linear"
 def noised(pipe: AuditPipeline, x0: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
     """q(x_t | x_0) with the given noise (Ho et al. 2020, eq. 4)."""
     a = alpha_bar(pipe, t)
-    return a ** 0.5 * x0 + (1 - a) ** 0.5 * eps
+    return a.sqrt() * x0 + (1 - a).sqrt() * eps
 
 
 def fixed_noise(pipe: AuditPipeline, shape: torch.Size, seed: int) -> torch.Tensor:

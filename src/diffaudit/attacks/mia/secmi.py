@@ -18,8 +18,8 @@ def ddim_move(pipe: AuditPipeline, x: torch.Tensor, t_from: int, t_to: int, cond
     """One deterministic DDIM step (eta = 0) from t_from to t_to, forwards (inversion) or backwards."""
     eps = pipe.denoiser(x, t_from, cond)
     a_from, a_to = alpha_bar(pipe, t_from), alpha_bar(pipe, t_to)
-    x0 = (x - (1 - a_from) ** 0.5 * eps) / a_from ** 0.5
-    return a_to ** 0.5 * x0 + (1 - a_to) ** 0.5 * eps
+    x0 = (x - (1 - a_from).sqrt() * eps) / a_from.sqrt()
+    return a_to.sqrt() * x0 + (1 - a_to).sqrt() * eps
 
 
 class SecMI:

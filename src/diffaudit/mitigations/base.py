@@ -1,0 +1,75 @@
+"""The interface every mitigation arm implements: configured variants, `apply` -> `Arm`, plain words for readers.
+
+A mitigation never changes the base model or dataset in place: `apply` gets a fresh base from the context and
+returns a new model (or the same weights with another sampling setting). The study loops over the registry
+(`mitigations.registry`), and the memo and reports read each arm's `title` and `what` instead of its name.
+"""
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import ClassVar
+
+from diffaudit.config import Preset
+from diffaudit.data.imagefolder import ImageDataset
+from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.progress import Progress
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A mitigated model ready to audit. `members` is the arm's own training set when it differs from the study's
+    (membership is then measured on what this model saw); `record` is what the mitigation did and cost."""
+
+    pipe: AuditPipeline
+    guidance: float
+    members: ImageDataset | None = None
+    mia: bool = True  # false: the same weights as the base (membership cannot differ), so it is not re-measured
+    record: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What `apply` may use: the study's preset and data, a fresh base model, and training from scratch by the
+    base recipe (the retrain is resumable and shared with every arm that asks for the same data)."""
+
+    preset: Preset
+    data: ImageDataset
+    seed: int
+    folder: Path  # the arm's own folder in the run
+    base: Callable[[], AuditPipeline]
+    retrain: Callable[[ImageDataset, Path], tuple[AuditPipeline, float]]
+    progress: Progress | None = None
+
+
+def trainable_copy(pipe: AuditPipeline) -> AuditPipeline:
+    """A pipeline whose UNet can be trained without touching `pipe` (the frozen encoders and VAE are shared)."""
+    return replace(pipe, unet=copy.deepcopy(pipe.unet))
+
+
+@dataclass(frozen=True)
+class Description:
+    """How a reader meets the arm: `title` names it ("Stronger guidance (scale 3)"), `what` says in one sentence
+    what was changed, `undone_by` who can reverse it (empty when only retraining can)."""
+
+    title: str
+    what: str
+    undone_by: str = ""
+
+
+class Mitigation(ABC):
+    kind: ClassVar[str]  # the row's `kind` in results.json and the config's name for it (study.mitigations)
+
+    @abstractmethod
+    def variants(self, preset: Preset) -> list[str]:
+        """The arm names this mitigation contributes under `preset` (e.g. one per guidance scale)."""
+
+    @abstractmethod
+    def apply(self, variant: str, ctx: Context) -> Arm:
+        """Build the mitigated model for `variant` (resumably, in `ctx.folder`)."""
+
+    @abstractmethod
+    def describe(self, variant: str, record: dict) -> Description:
+        """Plain words for the memo, from the arm's own record (e.g. how many rows were removed)."""

@@ -1,0 +1,22 @@
+"""Higher classifier-free guidance at sampling: the same weights, another setting (Carlini et al. 2023 report fewer
+copies at higher guidance on Stable Diffusion; Ho & Salimans 2022 define the scale)."""
+
+from diffaudit.config import Preset
+from diffaudit.mitigations.base import Arm, Context, Description, Mitigation
+
+PREFIX = "guidance-"
+
+
+class Guidance(Mitigation):
+    kind = "guidance"
+
+    def variants(self, preset: Preset) -> list[str]:
+        return [f"{PREFIX}{g:g}" for g in preset.study.guidance_sweep if g != preset.sample.guidance]
+
+    def apply(self, variant: str, ctx: Context) -> Arm:
+        return Arm(ctx.base(), float(variant.removeprefix(PREFIX)), mia=False)
+
+    def describe(self, variant: str, record: dict) -> Description:
+        return Description(f"Stronger guidance (scale {variant.removeprefix(PREFIX)})",
+                           "Same model; a different setting when making pictures.",
+                           undone_by="anyone who holds the model file or can choose the sampling settings")

@@ -1,0 +1,15 @@
+"""Every mitigation the study can run, by kind; `study.mitigations` picks and orders them."""
+
+from diffaudit.mitigations.base import Description, Mitigation
+from diffaudit.mitigations.caption_randomization import CaptionRandomization
+from diffaudit.mitigations.guidance import Guidance
+from diffaudit.mitigations.private_finetune import PrivateFinetune
+from diffaudit.mitigations.retrain_dedup import RetrainDeduplicated
+
+MITIGATIONS: dict[str, Mitigation] = {m.kind: m for m in (Guidance(), RetrainDeduplicated(), PrivateFinetune(),
+                                                          CaptionRandomization())}
+
+
+def describe(row: dict) -> Description:
+    """Plain words for a results row (its `kind` names the mitigation, its `arm` the variant)."""
+    return MITIGATIONS[row["kind"]].describe(row["arm"], row)

@@ -1,0 +1,32 @@
+"""Deduplicate the training set (by caption, or by image) and retrain from scratch by the base recipe."""
+
+import json
+
+from diffaudit.config import Preset
+from diffaudit.data.imagefolder import load_imagefolder
+from diffaudit.mitigations.base import Arm, Context, Description, Mitigation
+from diffaudit.mitigations.dedup import DedupConfig, deduplicate
+
+TITLES = {"dedup-caption": "Remove repeated captions", "dedup-image": "Remove repeated pictures"}
+
+
+class RetrainDeduplicated(Mitigation):
+    kind = "dedup"
+
+    def variants(self, preset: Preset) -> list[str]:
+        return list(TITLES)
+
+    def apply(self, variant: str, ctx: Context) -> Arm:
+        methods = ctx.preset.study.dedup_methods if variant == "dedup-caption" else ("image",)
+        folder = ctx.folder / "data"
+        if not (folder / "dedup_report.json").exists():
+            deduplicate(ctx.data, folder, tuple(methods), DedupConfig(), encode=ctx.base().encode_text)
+        report = json.loads((folder / "dedup_report.json").read_text())
+        data = load_imagefolder(folder)
+        pipe, seconds = ctx.retrain(data, ctx.folder / "train")
+        return Arm(pipe, ctx.preset.sample.guidance, members=data,
+                   record={"dataset_version": data.version, "dedup": report, "train_seconds": seconds})
+
+    def describe(self, variant: str, record: dict) -> Description:
+        removed = record["dedup"]["member_rows_removed"]
+        return Description(TITLES[variant], f"A new model, trained without {removed} repeated entries.")
