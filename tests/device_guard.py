@@ -14,12 +14,15 @@ from diffaudit.model.device import in_host_block
 FACTORIES = {"randn", "rand", "zeros", "ones", "empty", "full", "tensor", "as_tensor", "from_numpy", "normal",
              "randn_like", "rand_like", "zeros_like", "ones_like", "empty_like", "full_like"}
 
+# Factories from sizes alone: outside `on_host`, they must name their device (CPU tests cannot see a wrong one).
+SIZED = {"randn", "rand", "zeros", "ones", "empty", "full", "normal", "randint", "arange", "linspace"}
+
 
 class StrictDevice(TorchFunctionMode):
-    """Two rules, outside `device.on_host` blocks: (1) no op mixes floating tensors (of one or more dimensions) of
+    """Three rules, outside `device.on_host` blocks: (1) no op mixes floating tensors (of one or more dimensions) of
     different dtypes or devices, which torch would silently promote or fail on later on a GPU; (2) a factory's
     floating output of two or more dimensions (images, noise, embeddings; schedules are 1-D) is on `device` in
-    `dtype`. Moves to the host for numpy (`.cpu()`) are allowed."""
+    `dtype`; (3) a factory from sizes names its device. Moves to the host for numpy (`.cpu()`) are allowed."""
 
     def __init__(self, device: torch.device, dtype: torch.dtype):
         super().__init__()
@@ -37,6 +40,8 @@ class StrictDevice(TorchFunctionMode):
             kinds = {(t.dtype, t.device.type) for t in floats}
             if len(kinds) > 1:
                 raise AssertionError(f"{name} mixes tensors of {sorted(map(str, kinds))}")
+        if name in SIZED and "device" not in kwargs:
+            raise AssertionError(f"{name} called without device=: on a GPU it would make a CPU tensor")
         out = func(*args, **kwargs)
         if name in FACTORIES:
             for t in tree_leaves(out):

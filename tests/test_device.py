@@ -27,11 +27,13 @@ def test_the_guard_catches_tensors_off_the_requested_dtype() -> None:
     """Negative control of the instrument: each rule fires on a planted slip, and seeded host draws pass."""
     with StrictDevice(torch.device("cpu"), torch.float64):
         with pytest.raises(AssertionError, match="randn made"):
-            torch.randn(2, 3)
+            torch.randn(2, 3, device="cpu")
         with pytest.raises(AssertionError, match="mixes"):
-            torch.ones(3, dtype=torch.float64) + torch.ones(3, dtype=torch.float64).float()
+            torch.ones(3, dtype=torch.float64, device="cpu") + torch.ones(3, dtype=torch.float32, device="cpu")
+        with pytest.raises(AssertionError, match="without device"):
+            torch.zeros(2, 3, dtype=torch.float64)
         host_randn((2, 3), seed=0)  # deliberate CPU float32 noise, moved across by the caller
-        torch.zeros(2, 3, dtype=torch.float64)
+        torch.zeros(2, 3, dtype=torch.float64, device="cpu")
 
 
 def test_train_generate_extract_and_mia_make_every_tensor_on_the_requested_dtype(
@@ -79,3 +81,21 @@ def test_generation_folders_key_on_dtype(tmp_path: Path, tiny: Preset, tiny_mode
     with pytest.raises(Exception, match="pipeline_config"):
         generate(AuditPipeline.from_pretrained(tiny_model_dir, F64), ["cat emoji"], [1], [1.0], tiny.sample, tmp_path)
     assert len(load_samples(tmp_path)[1]) == 1
+
+
+def test_half_precision_samples_and_scores_while_training_stays_float32(tmp_path: Path, tiny: Preset,
+                                                                        tiny_data: ImageDataset,
+                                                                        tiny_model_dir: Path) -> None:
+    """bfloat16 (the CPU's half precision) for sampling and audits; training builds and saves float32 weights and
+    hands the model back in bfloat16; membership scores are summed in float32 (CLiD's differences cancel in bf16)."""
+    half = RuntimeConfig(device="cpu", dtype="bfloat16")
+    fresh = build_pipeline(tiny.model, tiny.data.resolution, runtime=half)
+    assert fresh.unet.dtype == torch.float32, "a fresh model is not rounded to half precision before training"
+    trained = train(fresh, tiny_data, tiny.train.model_copy(update={"steps": 2}), tmp_path / "t")
+    assert trained.unet.dtype == torch.float32 and trained.use(half).unet.dtype == torch.bfloat16
+    saved = AuditPipeline.from_pretrained(tmp_path / "t" / "model")
+    assert saved.unet.dtype == torch.float32
+    pipe = AuditPipeline.from_pretrained(tiny_model_dir, half)
+    summary = run_mia(pipe, tiny_data, tmp_path / "m", ["loss", "clid"], 3, tune_per_side=0)
+    assert all(np.isfinite(a["all"]["auc"]) for a in summary["attacks"].values())
+    assert sample(pipe, pipe.encode_text(["cat emoji"]), [0], 3.0, tiny.sample.steps).dtype == np.uint8

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 
 from diffaudit.attacks.metrics import clopper_pearson
+from diffaudit.io import write_json
 from diffaudit.mitigations.registry import MITIGATIONS
-from diffaudit.report import memo as memo_module
-from diffaudit.report.findings import ArmEffect
 from diffaudit.report.memo import MemoWriter, escape_typst, memo_text, pct, signed, write_memo
 from diffaudit.report.results import StudyResults
 from diffaudit.report.technical import write_technical
 from diffaudit.report.viewer import extracted_pairs, write_viewer
+from diffaudit.study.findings import ArmEffect, findings
 
 
 def _floats(value: object) -> list[float]:
@@ -32,8 +32,8 @@ def _flat(text: str) -> str:
 
 @pytest.fixture()
 def edited_study(tiny_study_dir: Path, tmp_path: Path) -> Path:
-    """The tiny study with two arms' extraction counts changed to distinctive values, so the memo must
-    carry these very numbers through (1 of 6 is 17%; 4 of 6 is 67%)."""
+    """The tiny study with two arms' extraction counts changed to distinctive values (and its findings recomputed
+    from them), so the memo must carry these very numbers through (1 of 6 is 17%; 4 of 6 is 67%)."""
     run = tmp_path / "run"
     shutil.copytree(tiny_study_dir, run)
     results = json.loads((run / "results.json").read_text())
@@ -42,6 +42,7 @@ def edited_study(tiny_study_dir: Path, tmp_path: Path) -> Path:
             row["prompts_with_copy"] = row["extracted_images"] = 1 if row["arm"] == "base" else 4
             row["extracted_families"] = 1
     (run / "results.json").write_text(json.dumps(results))
+    write_json(run / "findings.json", findings(run, results["rows"]))  # as the study would from these counts
     return run
 
 
@@ -79,11 +80,11 @@ def test_recommendations_follow_the_paired_tests(tiny_study_dir: Path, monkeypat
     works = _effect("guidance-3", "guidance", 0.1, 5, 0, 0.01)
     worse = _effect("dp-eps8", "dp", 0.9, 0, 6, 0.01)
     noise = _effect("dedup-image", "dedup", 0.4, 1, 1, 1.0)
-    monkeypatch.setattr(memo_module, "arm_effects", lambda res: [works, worse, noise])
+    monkeypatch.setattr(StudyResults, "effects", lambda self: [works, worse, noise])
     recs = " ".join(MemoWriter(StudyResults.load(tiny_study_dir)).recommendations())
     assert "Adopt the fix that worked best here, stronger guidance (scale 3)" in recs, recs
     assert "Avoid private fine-tuning (epsilon 8)" in recs and "remove repeated pictures" not in recs.lower()
-    monkeypatch.setattr(memo_module, "arm_effects", lambda res: [noise])
+    monkeypatch.setattr(StudyResults, "effects", lambda self: [noise])
     writer = MemoWriter(StudyResults.load(tiny_study_dir))
     assert writer.recommendations()[0].startswith("Do not rely on any one of these fixes")
     assert any("Chance alone could give this (p = 1.00)" in note for _, note in writer.arm_notes())

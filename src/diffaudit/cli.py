@@ -1,6 +1,7 @@
 """The `diffaudit` command line: one subcommand per verb; flags map onto config fields."""
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
@@ -127,9 +128,9 @@ def data_check(
                           ] = None,
     strict: Annotated[bool, typer.Option(help="Refuse a dataset whose held-out images have near-copies among "
                                                "the members.")] = False,
-    delta: Annotated[float | None, setting("data.family_join", "Near-copy distance (tiled RMS); without it, the "
-                                                               "dataset manifest's copy_delta, else the config's.",
-                                           min=0)] = None,
+    delta: Annotated[float | None, setting("data.family_join", "Near-copy distance (tiled RMS); without it (or a "
+                                                               "config file's), the dataset manifest's copy_delta, "
+                                                               "else the preset's.")] = None,
 ) -> None:
     """Validate an imagefolder (metadata.jsonl/.csv/.parquet), summarise it, and report held-out images that a
     copy test could not tell from a member (their family or a near-copy is in the member split)."""
@@ -137,11 +138,14 @@ def data_check(
     from diffaudit.data.imagefolder import load_imagefolder
 
     manifest = folder / "manifest.json"
-    given = delta
-    cfg = _configured(data_check, locals())
+    flag_delta, flag_resolution = delta, resolution
+    cfg = _configured(data_check, locals())  # reads and checks the --config file first
+    in_file = tomllib.loads(config.read_text()).get("data", {}) if config else {}
+    # Precedence: flag, then the --config file, then the dataset's own manifest (delta) or stored size (resolution).
     delta = cfg.data.family_join
-    if given is None and manifest.is_file():
+    if flag_delta is None and "family_join" not in in_file and manifest.is_file():
         delta = json.loads(manifest.read_text()).get("copy_delta", delta)
+    resolution = cfg.data.resolution if flag_resolution is not None or "resolution" in in_file else None
     data = load_imagefolder(folder, resolution, family_join=delta)
     console.print(f"{folder}: {len(data)} rows, images {data.images.shape[1:]}, version {data.version}, "
                   f"{data.table['family'].nunique()} near-duplicate families")
@@ -337,6 +341,11 @@ def mia(
     check_attacks(names, shadows)
     pipe = AuditPipeline.from_pretrained(model, cfg.runtime)
     dataset = load_imagefolder(data, pipe.resolution)
+    upscaled = int((dataset.table["source_side"] < pipe.resolution).sum())
+    if upscaled:
+        console.print(f"[yellow]warning:[/] {upscaled} of {len(dataset)} images are smaller than the model's "
+                      f"{pipe.resolution} px and were upscaled to be queried ({_sides(dataset)}); membership scores "
+                      "of blurred images understate what the model remembers")
     out = _out_dir(out)
     with _progress() as progress:
         shadow_models = None

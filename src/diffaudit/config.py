@@ -134,8 +134,9 @@ class StudyConfig(_Frozen):
     null_bound: Fraction = 0.04
     null_prompts: Positive = 300  # never-trained captions generated for the model null
     edge_threshold: Distance = CARLINI_DELTA  # Carlini use the copy distance between generations too
-    # Side in pixels at which generations and training images are compared (both resized to it); None: the model's
-    # resolution. A Stable Diffusion audit against a small reference states it here instead of upscaling silently.
+    # `diffaudit extract`: side in pixels at which generations and training images are compared (the study compares at
+    # the model's resolution). None: the model's resolution. A Stable Diffusion audit against a small reference
+    # states it here instead of upscaling the reference silently.
     compare_size: Annotated[int, Field(strict=True, ge=MIN_RESOLUTION, le=1024)] | None = None
     min_clique: AtLeastTwo = 3
     detector: str = "wen"  # names are checked against the registries in study.runner.check_names
@@ -176,11 +177,19 @@ class CaptionRandomizationConfig(_Frozen):
 
 
 class RuntimeConfig(_Frozen):
-    """Where models run. Results do not depend on it beyond float rounding: the same seed gives images within 2/255
-    across devices in float32 (tested); another dtype keys generations apart."""
+    """Where models run. Results do not depend on it beyond float rounding: the same seed gave images within 1/255
+    on CPU and CUDA in float32 (README, GPU evidence; the CPU tests compare float32 with float64); another dtype keys
+    generations apart. Whether a GPU exists is checked when a model is placed (model.device.resolve_device)."""
 
-    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"  # auto: CUDA when present
     dtype: Literal["float32", "bfloat16", "float16", "float64"] = "float32"
+
+    @model_validator(mode="after")
+    def _half_needs_gpu(self) -> "RuntimeConfig":
+        if self.dtype == "float16" and self.device == "cpu":
+            raise ValueError("float16 needs a GPU (CPU kernels for half precision are missing or slow); use "
+                             "bfloat16 or float32 on the CPU")
+        return self
 
 
 class Preset(_Frozen):

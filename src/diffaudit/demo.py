@@ -15,12 +15,12 @@ from diffaudit.attacks.metrics import rate_table
 from diffaudit.config import Preset, TrainConfig
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
 from diffaudit.data.openmoji import build_openmoji
+from diffaudit.figures import sample_grid
 from diffaudit.io import write_json
 from diffaudit.model.generate import generate, load_samples
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import Progress
-from diffaudit.report.figures import sample_grid
 from diffaudit.study.calibration import calibrate_copy_test
 from diffaudit.study.extraction_audit import dup_bucket
 
@@ -61,7 +61,7 @@ def prepare_model(preset: Preset, data: ImageDataset, out: Path, reference: Path
             progress.console.print(f"model: {folder} (dataset {data.version}, hash {record['model_hash']})")
             return AuditPipeline.from_pretrained(folder, preset.runtime)
     pipe = build_pipeline(preset.model, preset.data.resolution, seed=preset.train.seed, runtime=preset.runtime)
-    return train(pipe, data, preset.train, out, progress)
+    return train(pipe, data, preset.train, out, progress).use(preset.runtime)  # trained in float32
 
 
 def memorization_by_duplication(pipe: AuditPipeline, data: ImageDataset, preset: Preset, out: Path,

@@ -8,7 +8,7 @@ returns a new model (or the same weights with another sampling setting). The stu
 import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -33,7 +33,7 @@ class Arm:
 @dataclass(frozen=True)
 class Context:
     """What `apply` may use: the study's preset and data, a fresh base model, and training from scratch by the
-    base recipe (the retrain is resumable and shared with every arm that asks for the same data)."""
+    base recipe into a given folder (resumable from that folder's checkpoints)."""
 
     preset: Preset
     data: ImageDataset
@@ -45,8 +45,8 @@ class Context:
 
 
 def trainable_copy(pipe: AuditPipeline) -> AuditPipeline:
-    """A pipeline whose UNet can be trained without touching `pipe` (the frozen encoders and VAE are shared)."""
-    return replace(pipe, unet=copy.deepcopy(pipe.unet))
+    """A full copy of `pipe` (networks and encoders), so training or moving it cannot touch the original."""
+    return copy.deepcopy(pipe)
 
 
 @dataclass(frozen=True)

@@ -55,5 +55,5 @@ class CaptionRandomization(Mitigation):
 
     def describe(self, variant: str, record: dict) -> Description:
         cfg = record["caption_randomization"]
-        return Description("Shuffle words in captions while training",
+        return Description("Randomize captions while training",
                            f"A new model, trained with {cfg['variants']} randomly altered captions per picture.")

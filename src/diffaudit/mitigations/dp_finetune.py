@@ -24,9 +24,9 @@ from torch.func import functional_call, grad, vmap
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
 from diffaudit.io import write_json
-from diffaudit.model.device import host_randn, on_host
+from diffaudit.model.device import HALF, host_randn, on_host
 from diffaudit.model.pipeline import AuditPipeline
-from diffaudit.model.train import HALF, dataset_tensors, step_seed
+from diffaudit.model.train import dataset_tensors, step_seed
 from diffaudit.progress import Progress
 
 ACCOUNTANTS = {"prv": PRVAccountant, "rdp": RDPAccountant}
@@ -115,12 +115,11 @@ def dp_finetune(pipe: AuditPipeline, calibration: ImageDataset, cfg: DPConfig, o
             progress.advance(task)
     unet.set_default_attn_processor()
     unet.eval().requires_grad_(False)
-    pipe.to(pipe.device, serve_dtype)
-    pipe.save_pretrained(Path(out) / "model")
+    pipe.save_pretrained(Path(out) / "model")  # float32; a half-precision pipeline is handed back in its dtype
     report = {**asdict(cfg), "delta": delta, "noise_multiplier": sigma, "sample_rate": rate,
               "epsilon_spent": float(accountant.get_epsilon(delta)) if private else float("inf"),
               "calibration_examples": n,
               "seconds": round(time.perf_counter() - start, 1), "model_hash": pipe.model_hash(),
               "scope": "DP guarantee covers the calibration split only, not the base model's training set"}
     write_json(Path(out) / "dp_report.json", report)
-    return pipe, report
+    return pipe.to(pipe.device, serve_dtype), report

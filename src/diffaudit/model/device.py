@@ -16,6 +16,8 @@ from diffaudit.errors import ConfigError
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "float64": torch.float64}  # float64: the tests' CPU stand-in for a second dtype
 
+HALF = (torch.float16, torch.bfloat16)  # for sampling and audits; training and DP fine-tuning run in float32
+
 _host = ContextVar("host", default=False)
 
 
@@ -36,6 +38,12 @@ def resolve_device(name: str) -> torch.device:
     elif device.type != "cpu":
         raise ConfigError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """Where sums and differences of small numbers are taken (MIA scores, pixel rounding): half precision widened
+    to float32, float32 and float64 kept."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -20,7 +20,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffaudit.config import MIN_RESOLUTION, ModelConfig, RuntimeConfig
 from diffaudit.errors import CheckpointError
 from diffaudit.io import atomic_dir
-from diffaudit.model.device import resolve_device, resolve_dtype
+from diffaudit.model.device import HALF, at_least_float32, resolve_device, resolve_dtype
 from diffaudit.model.text import MiniLMEncoder
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
@@ -143,24 +143,27 @@ class AuditPipeline:
         return (self.unet.config.in_channels, size, size)
 
     def to_latents(self, images: torch.Tensor) -> torch.Tensor:
-        """[0,1] images (N,3,H,W) -> the space the UNet denoises."""
+        """[0,1] images (N,3,H,W) -> the space the UNet denoises; a VAE encodes `DECODE_ROWS` at a time."""
         x = images * 2 - 1
         if self.vae is None:
             return x
         with torch.inference_mode():
-            return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+            return torch.cat([self.vae.encode(part).latent_dist.mean * self.vae.config.scaling_factor
+                              for part in x.split(DECODE_ROWS)])
 
     def to_uint8(self, latents: torch.Tensor) -> np.ndarray:
-        """Latents to uint8 N x H x W x 3 on the host; a VAE decodes `DECODE_ROWS` at a time to bound memory."""
-        rows = DECODE_ROWS if self.vae is not None else max(1, len(latents))
-        return np.concatenate([(self.to_images(latents[i: i + rows]).permute(0, 2, 3, 1) * 255).round()
-                               .to(torch.uint8).cpu().numpy() for i in range(0, len(latents), rows)])
+        """Latents to uint8 N x H x W x 3 on the host, rounded in at least float32 (bfloat16 has steps of 1.0 above
+        128)."""
+        images = self.to_images(latents)
+        wide = images.to(at_least_float32(images.dtype))
+        return (wide.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
     def to_images(self, latents: torch.Tensor) -> torch.Tensor:
-        """Inverse of `to_latents`, clamped to [0,1]."""
+        """Inverse of `to_latents`, clamped to [0,1]; a VAE decodes `DECODE_ROWS` at a time to bound memory."""
         if self.vae is not None:
             with torch.inference_mode():
-                latents = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+                latents = torch.cat([self.vae.decode(part / self.vae.config.scaling_factor).sample
+                                     for part in latents.split(DECODE_ROWS)])
         return ((latents + 1) / 2).clamp(0, 1)
 
     def model_hash(self) -> str:
@@ -254,4 +257,9 @@ def build_pipeline(cfg: ModelConfig, resolution: int, seed: int = 0, runtime: Ru
     scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule)
     text_config = {"name": MiniLMEncoder.name, "max_tokens": cfg.max_text_tokens}
     pipe = AuditPipeline(unet, scheduler, MiniLMEncoder(cfg.max_text_tokens), resolution, text_config=text_config)
-    return pipe.use(runtime) if runtime is not None else pipe
+    if runtime is None:
+        return pipe
+    # A fresh model is for training, which runs in float32: its weights are not rounded to half precision first.
+    device = resolve_device(runtime.device)
+    dtype = resolve_dtype(runtime.dtype, device)
+    return pipe.to(device, torch.float32 if dtype in HALF else dtype)

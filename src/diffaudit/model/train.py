@@ -21,11 +21,9 @@ from diffaudit.config import TrainConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import CheckpointError
 from diffaudit.io import atomic_dir, remove_stale_temps, write_json, write_text
-from diffaudit.model.device import host_randn, on_host
+from diffaudit.model.device import HALF, host_randn, on_host
 from diffaudit.model.pipeline import AuditPipeline, refuse_pickles
 from diffaudit.progress import Progress
-
-HALF = (torch.float16, torch.bfloat16)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -130,7 +128,8 @@ def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, 
     members = data.split("member")
     if len(members) == 0:
         raise CheckpointError(f"dataset {data.root} has no member rows to train on")
-    # Half precision trains under autocast with float32 master weights (pure half-precision AdamW loses updates).
+    # Training runs in float32 (float64 when asked): half-precision AdamW loses updates, and float16 gradients
+    # underflow without loss scaling. A half-precision pipeline is handed back in its dtype after saving float32.
     serve_dtype = pipe.dtype
     if serve_dtype in HALF:
         pipe.to(pipe.device, torch.float32)
@@ -163,9 +162,7 @@ def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, 
                 t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
             t = pipe.place(t)
             noisy = pipe.scheduler.add_noise(x0[idx], noise, t)
-            with torch.autocast(pipe.device.type, serve_dtype, enabled=serve_dtype in HALF):
-                loss = torch.nn.functional.mse_loss(unet(noisy, t, encoder_hidden_states=c).sample.float(),
-                                                    noise.float())
+            loss = torch.nn.functional.mse_loss(unet(noisy, t, encoder_hidden_states=c).sample, noise)
             loss.backward()
             opt.step()
             lr_sched.step()
@@ -174,7 +171,7 @@ def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, 
             running.append(loss.detach())
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
-                last_loss = torch.stack(running).mean().item()  # one device sync per log line, not per step
+                last_loss = float(np.mean(torch.stack(running).double().cpu().numpy()))  # one sync per log line
                 log.write(json.dumps({"step": done, "loss": last_loss, "lr": lr_sched.get_last_lr()[0],
                                       "seconds": round(spent + time.perf_counter() - t0, 2)}) + "\n")
                 log.flush()
@@ -189,10 +186,9 @@ def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, 
             faults.point("train-step")
     ema.copy_to(unet.parameters())
     unet.eval().requires_grad_(False)
-    pipe.to(pipe.device, serve_dtype)
     pipe.save_pretrained(out / "model")
     write_json(out / "model" / "training_manifest.json", {
         **meta, "model_hash": pipe.model_hash(), "steps": cfg.steps, "rows": n,
         "seconds": round(spent + time.perf_counter() - t0, 1), "weights": "EMA",  # summed over resumed parts
     })
-    return pipe
+    return pipe.to(pipe.device, serve_dtype)

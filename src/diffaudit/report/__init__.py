@@ -1,1 +1,1 @@
-"""Figures and reports; they read result files and never recompute."""
+"""Reports: they read result files (findings.json for every test and pooled rate) and never compute."""

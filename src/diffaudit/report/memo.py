@@ -16,11 +16,11 @@ import pandas as pd
 import pypdf
 
 from diffaudit.errors import DiffauditError
+from diffaudit.figures import arms_figure, dup_rate_figure, pairs_montage
 from diffaudit.io import write_atomic, write_json, write_text
-from diffaudit.report.figures import arms_figure, dup_rate_figure, pairs_montage
-from diffaudit.report.findings import ALPHA, ArmEffect, arm_effects, best_arm, duplication_trend, flag_precision
 from diffaudit.report.readability import flesch_kincaid_grade
 from diffaudit.report.results import StudyResults, by_dup
+from diffaudit.study.findings import ALPHA, ArmEffect, best_arm
 
 PAGES = 4
 FONT_SIZES = (10.5, 10.0, 9.5, 9.0)  # tried in turn until the memo fits its four pages
@@ -96,11 +96,11 @@ class MemoWriter:
         self.res = res
         self.base = res.row("base")
         self.arms = res.arms().set_index("arm")
-        self.effects = arm_effects(res)
+        self.effects = res.effects()
         self.study = res.config["study"]
         self.buckets = by_dup(self.base)
-        self.trend = duplication_trend(res.run, self.base["seed"], self.buckets)
-        self.flags = flag_precision(res.run, self.base["seed"])
+        self.trend = res.findings["duplication_trend"][str(self.base["seed"])]
+        self.flags = res.findings["flag_precision"][str(self.base["seed"])]
 
     @property
     def base_arm(self) -> pd.Series:

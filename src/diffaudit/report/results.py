@@ -1,14 +1,12 @@
-"""Read a study's results once, in the shape the memo, report and viewer share. Nothing is recomputed
-here beyond pooling seeds: every figure comes from the run's own files."""
+"""Read a study's results once, in the shape the memo, report and viewer share. Nothing is computed here: every
+number comes from the run's own files, the pooled rates and tests from the study's `findings.json`."""
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from diffaudit.attacks.metrics import clopper_pearson
 from diffaudit.errors import ConfigError
 
 
@@ -23,46 +21,36 @@ class StudyResults:
     calibration: dict  # the copy threshold and the nulls it was chosen against
     mia_controls: dict  # the attacks' positive control (with its exposure curve) and negative control
     dp_controls: dict  # per seed: the non-private fine-tune that checks the DP audit's power
+    findings: dict  # pooled rates, paired tests, trends: computed by the study (findings.json)
 
     @classmethod
     def load(cls, run: Path) -> "StudyResults":
         run = Path(run)
-        missing = [n for n in ("results.json", "assumptions.json", "run.json") if not (run / n).exists()]
+        missing = [n for n in ("results.json", "assumptions.json", "run.json", "findings.json")
+                   if not (run / n).exists()]
         if missing:
             raise ConfigError(f"{run} is not a finished study run: missing {', '.join(missing)} "
-                              "(run `diffaudit study` first)")
+                              "(run `diffaudit study` on it: finished steps are reused, the summaries rewritten)")
         results = json.loads((run / "results.json").read_text())
         record = json.loads((run / "run.json").read_text())
         return cls(run, results["rows"], json.loads((run / "assumptions.json").read_text()), results["preset"],
                    record["config"], record, results["calibration"], results.get("mia_controls", {}),
-                   results.get("dp_controls", {}))
+                   results.get("dp_controls", {}), json.loads((run / "findings.json").read_text()))
 
     @property
     def seeds(self) -> list[int]:
         return sorted({r["seed"] for r in self.rows})
 
     def arms(self) -> pd.DataFrame:
-        """One row per arm, pooled over seeds: extraction rate (prompts that copied their own image / prompts
-        attacked) with its exact interval and the seed spread; unique images and subjects (families) beside it,
-        summed over seeds."""
-        out = []
-        for arm, group in pd.DataFrame([r for r in self.rows if r.get("kind") != "detection"]).groupby(
-                "arm", sort=False):
-            k, n = int(group["prompts_with_copy"].sum()), int(group["attacked_prompts"].sum())
-            low, high = clopper_pearson(min(k, n), n)
-            mia = [max(m.values(), key=lambda v: v["auc"]) for m in group.get("mia", pd.Series(dtype=object))
-                   if isinstance(m, dict) and m]
-            out.append({"arm": arm, "kind": group["kind"].iloc[0], "guidance": group["guidance"].iloc[0],
-                        "extracted": k, "prompts": n, "rate": k / n, "ci_low": low, "ci_high": high,
-                        "images": int(group["extracted_images"].sum()),
-                        "families": int(group["extracted_families"].sum()),
-                        "family_prompts": int(group["family_prompts"].sum()),
-                        "seed_min": group["extraction_rate"].min(), "seed_max": group["extraction_rate"].max(),
-                        "mia_auc": float(np.mean([m["auc"] for m in mia])) if mia else None,
-                        "frechet_distance": group["frechet_distance"].mean(),
-                        "heldout_loss": group["heldout_loss"].mean(), "seeds": len(group),
-                        "train_seconds": group.get("train_seconds", pd.Series([0.0])).fillna(0).mean()})
-        return pd.DataFrame(out)
+        """One row per arm, pooled over seeds by the study (`study.findings.pooled_arms`)."""
+        return pd.DataFrame(self.findings["arms"])
+
+    def effects(self) -> list:
+        """Each mitigation against the base, paired prompt by prompt (exact McNemar, Holm-adjusted), as computed by
+        the study."""
+        from diffaudit.study.findings import effect_from_record
+
+        return [effect_from_record(e) for e in self.findings["effects"]]
 
     def row(self, arm: str, seed: int | None = None) -> dict:
         seed = self.seeds[0] if seed is None else seed

@@ -17,8 +17,8 @@ from diffaudit.attacks.mia.tuning import settings
 from diffaudit.config import CARLINI_DELTA
 from diffaudit.io import write_text
 from diffaudit.mitigations.dp_audit import SANITY
-from diffaudit.report.findings import ALPHA, arm_effects
 from diffaudit.report.results import StudyResults, by_dup
+from diffaudit.study.findings import ALPHA
 
 METHODS = [
     ("Extraction probe", "Carlini et al. 2023: for each attacked caption, N generations with seeds 0..N-1; a "
@@ -228,7 +228,7 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
     sections.append(("Paired comparison with the base model", _table(pd.DataFrame(
         [{"arm": e.arm, "mitigation": e.description.title, "what changed": e.description.what}
          | {k: v for k, v in e.__dict__.items() if k not in ("arm", "description")} | {"verdict": e.verdict}
-         for e in arm_effects(res)]))))
+         for e in res.effects()]))))
     per_seed = pd.read_parquet(res.run / "comparison.parquet")
     sections.append(("Every arm and seed", _table(per_seed)))
     for row in [r for r in res.rows if r.get("kind") != "detection"]:

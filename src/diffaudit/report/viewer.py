@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from diffaudit.data.imagefolder import load_imagefolder
+from diffaudit.figures import pair_image
 from diffaudit.io import write_text
 from diffaudit.model.generate import INDEX, KEY, load_samples
-from diffaudit.report.figures import pair_image
 from diffaudit.report.results import StudyResults
 
 COLUMNS = [  # (key, heading, kind)

@@ -15,11 +15,11 @@ from diffaudit.attacks.metrics import rate_table, roc_summary
 from diffaudit.config import SampleConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
+from diffaudit.figures import pair_strip
 from diffaudit.io import write_atomic, write_json
 from diffaudit.model.generate import can_share, generate, load_samples
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.progress import Progress
-from diffaudit.report.figures import pair_strip
 
 
 def most_duplicated_prompts(data: ImageDataset, top: int, seed: int = 0) -> pd.DataFrame:

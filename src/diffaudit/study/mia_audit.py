@@ -20,11 +20,11 @@ from diffaudit.attacks.mia.tuning import Oriented, paper_default, tune
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
+from diffaudit.figures import roc_figure
 from diffaudit.io import write_atomic, write_json
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import Progress
-from diffaudit.report.figures import roc_figure
 
 LIRA = ("lira-online", "lira-offline")
 
@@ -97,7 +97,7 @@ def train_shadows(data: ImageDataset, preset: Preset, count: int, out: Path,
         else:
             cfg = preset.train.model_copy(update={"seed": preset.train.seed + 1 + k})
             fresh = build_pipeline(preset.model, preset.data.resolution, seed=cfg.seed, runtime=preset.runtime)
-            pipe = train(fresh, shadow_data, cfg, folder, progress)
+            pipe = train(fresh, shadow_data, cfg, folder, progress).use(preset.runtime)
         shadows.append(Shadow(pipe, frozenset(part["sha256"])))
     return shadows
 

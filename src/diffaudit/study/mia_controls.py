@@ -18,10 +18,10 @@ from diffaudit.data.families import half_of_families
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.demo import prepare_data, trained_record
 from diffaudit.errors import ConfigError
+from diffaudit.figures import exposure_figure
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import snapshot_models, train
 from diffaudit.progress import Progress
-from diffaudit.report.figures import exposure_figure
 from diffaudit.study.mia_audit import load_scores, run_mia
 
 # What the positive control demands (the issue's bar, from the papers' AUCs of 0.88-0.999 on over-trained models).

@@ -15,7 +15,7 @@ import pandas as pd
 from diffaudit import faults
 from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.mia.tuning import settings
-from diffaudit.config import Preset, StudyConfig
+from diffaudit.config import PRESETS, Preset, StudyConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.demo import prepare_data, prepare_model
 from diffaudit.errors import ConfigError
@@ -23,6 +23,7 @@ from diffaudit.io import jsonable, remove_stale_temps, write_json
 from diffaudit.mitigations.base import Context, Mitigation
 from diffaudit.mitigations.private_finetune import finetune_and_audit
 from diffaudit.mitigations.registry import MITIGATIONS
+from diffaudit.model.device import resolve_device, resolve_dtype
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import Progress
@@ -30,6 +31,7 @@ from diffaudit.study.assumptions import register
 from diffaudit.study.calibration import calibrate_copy_test
 from diffaudit.study.cost import measured
 from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
+from diffaudit.study.findings import findings
 from diffaudit.study.mia_audit import run_mia
 from diffaudit.study.mia_controls import control_preset, negative_control, never_trained_halves, positive_control
 from diffaudit.study.tracking import log_to_mlflow, write_run_record
@@ -189,6 +191,7 @@ class Study:
 def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
     """Run (or resume) every arm for every seed; write and return the comparison table."""
     check_names(preset.study)
+    resolve_dtype(preset.runtime.dtype, resolve_device(preset.runtime.device))  # before any data is prepared
     _check_same_config(Path(run), preset)
     remove_stale_temps(Path(run))
     with measured() as prepared:
@@ -216,6 +219,7 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
     write_json(study.run / "results.json", {"rows": rows, "preset": preset.name, "dataset_version": study.data.version,
                                             "calibration": calibration, "mia_controls": controls,
                                             "dp_controls": dp_controls})
+    write_json(study.run / "findings.json", findings(study.run, rows))
     return table
 
 
@@ -237,16 +241,24 @@ def _record_choices(path: Path, rows: list[dict], controls: dict) -> None:
                              for where, text in chosen])
 
 
+# Settings a run may change between resumes: float32 results agree across devices within 2/255 (tests/test_device.py
+# and the GPU evidence in the README), so a study started on one machine can finish on another.
+RESUMABLE_ANYWHERE = {("runtime", "device")}
+
+
 def _check_same_config(run: Path, preset: Preset) -> None:
-    """Resuming under a different configuration would mix two studies in one table: refuse, naming what differs."""
+    """Resuming under a different configuration would mix two studies in one table: refuse, naming what differs.
+    A setting that diffaudit gained after the run started counts as unchanged while it keeps its preset default."""
     record = run / "run.json"
     if not record.exists():
         return
     before = json.loads(record.read_text())["config"]
     now = json.loads(json.dumps(preset.model_dump()))
+    default = json.loads(json.dumps(PRESETS[preset.name].model_dump())) if preset.name in PRESETS else now
     changed = [f"{section}.{key}" for section in now if isinstance(now[section], dict)
                for key in sorted(set(now[section]) | set(before.get(section, {})))
-               if before.get(section, {}).get(key) != now[section].get(key)]
+               if (section, key) not in RESUMABLE_ANYWHERE
+               and before.get(section, {}).get(key, default[section].get(key)) != now[section].get(key)]
     if changed or before.get("name") != now["name"]:
         raise ConfigError(f"{run} was started with a different configuration ({', '.join(changed) or 'preset name'} "
                           "differ); resume it with the same preset and config, or choose a new --out")

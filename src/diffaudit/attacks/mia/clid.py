@@ -12,7 +12,7 @@ import torch
 from sklearn.preprocessing import RobustScaler
 
 from diffaudit.attacks.metrics import auc
-from diffaudit.attacks.mia.common import QueryBatch, batched, fixed_noise, matched_timestep, noised, per_sample
+from diffaudit.attacks.mia.common import QueryBatch, batched, fixed_noise, matched_timestep, noised, per_sample, scores
 from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
 
@@ -43,7 +43,7 @@ class CLiD:
         """Per sample: [L(c), L(c_1)-L(c), ..., L(c_4)-L(c)]."""
         reduced = [reduced_captions(c) for c in batch.captions]
         conds = [batch.cond] + [pipe.encode_text([r[i] for r in reduced]) for i in range(4)]
-        losses = torch.zeros(5, len(batch), device=pipe.device, dtype=pipe.dtype)
+        losses = scores(pipe, 5, len(batch))
         for j, t_paper in enumerate(self.timesteps):
             t = matched_timestep(pipe, t_paper, "scaled_linear")
             eps_all = fixed_noise(pipe, batch.latents.shape, self.seed * 1000 + j)

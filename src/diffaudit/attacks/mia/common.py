@@ -6,7 +6,7 @@ from functools import cache
 import numpy as np
 import torch
 
-from diffaudit.model.device import host_randn
+from diffaudit.model.device import at_least_float32, host_randn
 from diffaudit.model.pipeline import AuditPipeline
 
 
@@ -73,8 +73,14 @@ def fixed_noise(pipe: AuditPipeline, shape: torch.Size, seed: int) -> torch.Tens
 
 
 def per_sample(x: torch.Tensor, p: int = 2) -> torch.Tensor:
-    """Mean |x|^p over everything but the batch axis."""
-    return x.abs().pow(p).flatten(1).mean(1)
+    """Mean |x|^p over everything but the batch axis, in at least float32 (CLiD's differences of losses cancel
+    badly in bfloat16)."""
+    return x.to(at_least_float32(x.dtype)).abs().pow(p).flatten(1).mean(1)
+
+
+def scores(pipe: AuditPipeline, *shape: int) -> torch.Tensor:
+    """Zeroed per-sample accumulators on the pipeline's device, in at least float32."""
+    return torch.zeros(*shape, device=pipe.device, dtype=at_least_float32(pipe.dtype))
 
 
 def batched(batch: QueryBatch, size: int):

@@ -3,7 +3,15 @@
 import numpy as np
 import torch
 
-from diffaudit.attacks.mia.common import QueryBatch, batched, fixed_noise, matched_timestep, noised, per_sample
+from diffaudit.attacks.mia.common import (
+    QueryBatch,
+    batched,
+    fixed_noise,
+    matched_timestep,
+    noised,
+    per_sample,
+    scores,
+)
 from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
 
@@ -12,7 +20,7 @@ from diffaudit.model.pipeline import AuditPipeline
 def denoising_loss(pipe: AuditPipeline, batch: QueryBatch, timesteps: tuple[int, ...], draws: int,
                    seed: int = 0, batch_size: int = UNET_ROWS) -> np.ndarray:
     """Per-sample epsilon-MSE averaged over `pipe`'s timesteps and fixed noise draws (timesteps x draws queries)."""
-    total = torch.zeros(len(batch), device=pipe.device, dtype=pipe.dtype)
+    total = scores(pipe, len(batch))
     for t in timesteps:
         for d in range(draws):
             eps_all = fixed_noise(pipe, batch.latents.shape, seed * 1000 + d)

@@ -7,7 +7,7 @@ later step t stays consistent with it. Score = minus the l_p distance between th
 import numpy as np
 import torch
 
-from diffaudit.attacks.mia.common import QueryBatch, batched, matched_timestep, noised, per_sample
+from diffaudit.attacks.mia.common import QueryBatch, batched, matched_timestep, noised, per_sample, scores
 from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
 
@@ -22,7 +22,7 @@ class PIA:
     @torch.inference_mode()
     def score(self, pipe: AuditPipeline, batch: QueryBatch, batch_size: int = UNET_ROWS) -> np.ndarray:
         t = matched_timestep(pipe, self.t)
-        out = torch.empty(len(batch), device=pipe.device, dtype=pipe.dtype)
+        out = scores(pipe, len(batch))
         for sl, x0, cond in batched(batch, batch_size):
             eps0 = pipe.denoiser(x0, 0, cond)
             eps_t = pipe.denoiser(noised(pipe, x0, eps0, t), t, cond)

@@ -9,7 +9,7 @@ from itertools import pairwise
 import numpy as np
 import torch
 
-from diffaudit.attacks.mia.common import QueryBatch, alpha_bar, batched, matched_timestep, per_sample
+from diffaudit.attacks.mia.common import QueryBatch, alpha_bar, batched, matched_timestep, per_sample, scores
 from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
 
@@ -35,7 +35,7 @@ class SecMI:
     @torch.inference_mode()
     def score(self, pipe: AuditPipeline, batch: QueryBatch, batch_size: int = UNET_ROWS) -> np.ndarray:
         nodes = [matched_timestep(pipe, round(self.t * i / self.steps)) for i in range(self.steps + 1)]
-        out = torch.empty(len(batch), device=pipe.device, dtype=pipe.dtype)
+        out = scores(pipe, len(batch))
         for sl, x0, cond in batched(batch, batch_size):
             x = x0
             for a, b in pairwise(nodes[:-1]):

@@ -1,19 +1,19 @@
 """What a study showed, as decisions drawn from its numbers: which mitigation changed extraction beyond
 chance (exact paired test on the same prompts), at what utility cost, and whether copying rises with
-duplication. The memo's sentences are written from these, so no sentence can claim more than they show."""
+duplication. The study writes them to `findings.json`; the memo and reports only read that file, so no sentence
+can claim more than the study computed."""
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from diffaudit.attacks.metrics import paired_change
+from diffaudit.attacks.metrics import clopper_pearson, paired_change
 from diffaudit.errors import DiffauditError
 from diffaudit.mitigations.base import Description
 from diffaudit.mitigations.registry import describe
-from diffaudit.report.results import StudyResults
 
 ALPHA = 0.05  # significance level for "changed beyond chance"
 
@@ -69,15 +69,39 @@ def _relative(new: float, old: float) -> float:
     return new / old - 1 if old and np.isfinite(old) and np.isfinite(new) else float("nan")
 
 
-def arm_effects(res: StudyResults) -> list[ArmEffect]:
+def pooled_arms(rows: list[dict]) -> pd.DataFrame:
+    """One row per arm, pooled over seeds: extraction rate (prompts that copied their own image / prompts
+    attacked) with its exact interval and the seed spread; unique images and subjects (families) beside it,
+    summed over seeds."""
+    out = []
+    for arm, group in pd.DataFrame([r for r in rows if r.get("kind") != "detection"]).groupby("arm", sort=False):
+        k, n = int(group["prompts_with_copy"].sum()), int(group["attacked_prompts"].sum())
+        low, high = clopper_pearson(min(k, n), n)
+        mia = [max(m.values(), key=lambda v: v["auc"]) for m in group.get("mia", pd.Series(dtype=object))
+               if isinstance(m, dict) and m]
+        out.append({"arm": arm, "kind": group["kind"].iloc[0], "guidance": group["guidance"].iloc[0],
+                    "extracted": k, "prompts": n, "rate": k / n, "ci_low": low, "ci_high": high,
+                    "images": int(group["extracted_images"].sum()),
+                    "families": int(group["extracted_families"].sum()),
+                    "family_prompts": int(group["family_prompts"].sum()),
+                    "seed_min": group["extraction_rate"].min(), "seed_max": group["extraction_rate"].max(),
+                    "mia_auc": float(np.mean([m["auc"] for m in mia])) if mia else None,
+                    "frechet_distance": group["frechet_distance"].mean(),
+                    "heldout_loss": group["heldout_loss"].mean(), "seeds": len(group),
+                    "train_seconds": group.get("train_seconds", pd.Series([0.0])).fillna(0).mean()})
+    return pd.DataFrame(out)
+
+
+def arm_effects(run: Path, rows: list[dict]) -> list[ArmEffect]:
     """Every mitigation arm against the base model, paired prompt by prompt over all seeds."""
-    arms = res.arms().set_index("arm")
+    arms = pooled_arms(rows).set_index("arm")
     base, others = arms.loc["base"], arms.drop(index="base")
-    base_extracted = {seed: per_prompt(res.run, seed, "base")["extracted"] for seed in res.seeds}
+    seeds = sorted({r["seed"] for r in rows})
+    base_extracted = {seed: per_prompt(run, seed, "base")["extracted"] for seed in seeds}
     tests = []
     for arm in others.index:
-        pairs = [pd.concat([base_extracted[seed], per_prompt(res.run, seed, arm)["extracted"]], axis=1, join="inner")
-                 for seed in res.seeds]
+        pairs = [pd.concat([base_extracted[seed], per_prompt(run, seed, arm)["extracted"]], axis=1, join="inner")
+                 for seed in seeds]
         tests.append(paired_change(np.concatenate([p.iloc[:, 0] for p in pairs]),
                                    np.concatenate([p.iloc[:, 1] for p in pairs])))
     adjusted = holm([t["p_value"] for t in tests])
@@ -87,7 +111,7 @@ def arm_effects(res: StudyResults) -> list[ArmEffect]:
         started=test["started"], p_value=p, frechet_change=_relative(row["frechet_distance"], base["frechet_distance"]),
         loss_change=_relative(row["heldout_loss"], base["heldout_loss"]),
         train_seconds=float(row["train_seconds"]), base_rate=float(base["rate"]),
-        description=describe(res.row(str(arm))))
+        description=describe(next(r for r in rows if r["arm"] == arm)))
         for (arm, row), test, p in zip(others.iterrows(), tests, adjusted, strict=True)]
 
 
@@ -119,3 +143,23 @@ def flag_precision(run: Path, seed: int) -> dict | None:
         return None
     return {"flagged": int(flagged.sum()), "true": int((flagged & table["memorized"]).sum()),
             "precision": float((flagged & table["memorized"]).mean() / flagged.mean())}
+
+
+def findings(run: Path, rows: list[dict]) -> dict:
+    """Everything the memo and reports state beyond the rows themselves, computed once by the study."""
+    from diffaudit.report.results import by_dup  # reads the stored per-bucket table; no statistics
+
+    effects = arm_effects(run, rows)
+    best = best_arm(effects)
+    seeds = sorted({r["seed"] for r in rows})
+    base = {seed: next(r for r in rows if r["arm"] == "base" and r["seed"] == seed) for seed in seeds}
+    return {"alpha": ALPHA, "arms": pooled_arms(rows).to_dict("records"),
+            "effects": [asdict(e) for e in effects], "best_arm": best.arm if best else None,
+            "duplication_trend": {str(s): duplication_trend(run, s, by_dup(base[s])) for s in seeds},
+            "flag_precision": {str(s): flag_precision(run, s) for s in seeds}}
+
+
+def effect_from_record(record: dict) -> ArmEffect:
+    """An `ArmEffect` read back from findings.json, where an undefined number was written as null."""
+    numbers = {k: float("nan") if v is None else v for k, v in record.items()}
+    return ArmEffect(**{**numbers, "description": Description(**record["description"])})
