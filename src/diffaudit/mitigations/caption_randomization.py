@@ -1,10 +1,11 @@
 """Training-time caption randomization (Somepalli et al. 2023b, "Understanding and Mitigating Copying in Diffusion
-Models"): captions are perturbed while training so that no exact caption pins down one image.
+Models"): captions are perturbed while training so that one exact caption is tied less tightly to one image.
 
-Each member row gets `variants` perturbed captions, drawn once and seeded: with probability `replace_prob` the
+Each member row gets `variants` caption variants, drawn once and seeded: with probability `replace_prob` the
 caption is replaced by random words of the training vocabulary, else `insert_words` random words are inserted with
-probability `insert_prob`. Training samples rows uniformly, so each image is seen as often as in the base run and
-every step draws one of its captions at random. The audit probes with the original captions, as a user types them.
+probability `insert_prob` (with the defaults, 45% of variants stay the original caption). Training samples rows
+uniformly, so each image keeps its share of the training draws (its exposure in expectation) and a step sees one of
+its variants at random. The audit probes with the original captions, as a user types them.
 """
 
 import numpy as np
@@ -55,5 +56,7 @@ class CaptionRandomization(Mitigation):
 
     def describe(self, variant: str, record: dict) -> Description:
         cfg = record["caption_randomization"]
+        altered = cfg["replace_prob"] + (1 - cfg["replace_prob"]) * cfg["insert_prob"]
         return Description("Randomize captions while training",
-                           f"A new model, trained with {cfg['variants']} randomly altered captions per picture.")
+                           f"A new model, trained with {cfg['variants']} versions of each caption, about "
+                           f"{altered:.0%} of them altered at random.")
