@@ -144,3 +144,32 @@ def test_viewer_sorts_and_filters_in_a_real_browser(tiny_study_dir: Path, tmp_pa
         page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
         browser.close()
     assert (tmp_path / "viewer.png").stat().st_size > 0
+
+
+def test_technical_report_fits_1400px_with_formatted_numbers(tiny_study_dir: Path, tmp_path: Path) -> None:
+    """Issue 15: the report fits a 1400 px window in Chromium, prints no NaN, no raw JSON and no long floats, lists
+    lower bounds before upper ones and opens with a prose summary."""
+    import re
+
+    out = write_technical(tiny_study_dir, tmp_path / "report.html")
+    page_html = out.read_text()
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page_html))
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE) and "<pre" not in page_html
+    long = re.findall(r"\b(?:0\.0*[1-9]\d{3,}|[1-9]\d*\.\d{4,})\b", text)  # more than 3 significant digits
+    assert not long, long[:5]
+    assert "pooled over seeds" not in text, "one seed: nothing is pooled"
+    assert re.findall(r"<h2[^>]*>([^<]+)</h2>", page_html)[0] == "Summary"
+    assert "With no fix, the black-box probe extracted" in text
+    heads = re.findall(r"<th>(ci_low|ci_high)</th>", page_html)
+    assert heads and all(a == "ci_low" for a in heads[::2]), "lower bound first"
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(out.as_uri())
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+        browser.close()

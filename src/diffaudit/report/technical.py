@@ -61,16 +61,58 @@ METHODS = [
 
 
 
-def _num(x: float | None) -> str:
-    """Three significant digits; null (strict JSON's NaN) as n/a."""
-    return "n/a" if x is None else f"{x:.3g}"
+P_COLUMNS = ("p_value", "p", "holm_p")
+
+
+def _num(x: float | None, missing: str = "n/a") -> str:
+    """Three significant digits; null (strict JSON's NaN) and NaN as `missing`."""
+    return missing if x is None or x != x else f"{x:.3g}"
+
+
+def _p(x: float | None) -> str:
+    return "n/a" if x is None or x != x else "p < 0.001" if x < 0.001 else f"p = {x:.3f}"
+
+
+def _cell(column: str, x: object) -> object:
+    """A table cell as a reader wants it: p-values as p < 0.001, floats to 3 significant digits, no NaN."""
+    if x is None:
+        return "–"
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return x
+    if column in P_COLUMNS:
+        return _p(float(x))
+    return _num(x, "–") if isinstance(x, float) else x
+
 
 def _uri(path: Path) -> str | None:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode() if path.exists() else None
 
 
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="–", border=0, classes="t")
+    """An HTML table: lower interval bounds before upper ones, numbers formatted by `_cell`, in a box that scrolls
+    sideways on its own so the page stays within its width."""
+    order = list(frame.columns)
+    for low, high in (("ci_low", "ci_high"), ("auc_low", "auc_high")):
+        if low in order and high in order and order.index(high) < order.index(low):
+            order.remove(low)
+            order.insert(order.index(high), low)
+    shown = pd.DataFrame({c: [_cell(str(c), x) for x in frame[c]] for c in order}, columns=order)
+    return '<div class="wide">' + shown.to_html(index=False, na_rep="–", border=0, classes="t", escape=True) + "</div>"
+
+
+def _record(record: dict) -> str:
+    """A nested record (a report, the config, the package versions) as a two-column table instead of raw JSON."""
+    def flat(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+        rows = []
+        for k, v in d.items():
+            if isinstance(v, dict):
+                rows += flat(v, f"{prefix}{k}.")
+            else:
+                shown = ", ".join(str(_cell(k, x)) for x in v) if isinstance(v, list) else v
+                rows.append((f"{prefix}{k}", shown))
+        return rows
+
+    return _table(pd.DataFrame([{"setting": k, "value": _cell(k, v)} for k, v in flat(record)]))
 
 
 def _mia_table(row: dict, run: Path) -> pd.DataFrame:
@@ -217,6 +259,28 @@ def _calibration(res: StudyResults) -> str:
     return text + _table(pd.DataFrame(cal["model_null_by_delta"]))
 
 
+def _summary(res: StudyResults) -> str:
+    """The findings in a paragraph, from the stored rows and findings alone."""
+    base = res.row("base")
+    arms = res.arms().set_index("arm")
+    b = arms.loc["base"]
+    lowered = [e for e in res.effects() if e.lowered]
+    mia = max((base.get("mia") or {}).items(), key=lambda kv: kv[1]["auc"], default=None)
+    text = (f"<p>Preset {html.escape(res.preset)}, seeds {', '.join(map(str, res.seeds))}, delta "
+            f"{base['delta']:g}. With no fix, the black-box probe extracted {b['extracted']} of {b['prompts']} "
+            f"attacked captions ({b['rate']:.1%}, 95% CI {b['ci_low']:.1%}–{b['ci_high']:.1%}): {b['images']} images "
+            f"of {b['families']} subjects; the owner's direct check (oracle) found {base['oracle_memorized_prompts']} "
+            f"captions copying their own image ({base['oracle_rate']:.1%}, 95% CI {base['oracle_ci'][0]:.1%}–"
+            f"{base['oracle_ci'][1]:.1%}).")
+    if mia:
+        text += (f" Membership was detectable by {html.escape(mia[0])}, AUC {mia[1]['auc']:.3f} "
+                 f"({_ci(mia[1]['auc_ci'])}; white-box access).")
+    text += (" Fixes that lowered extraction beyond chance (exact McNemar, Holm-adjusted): "
+             + ("; ".join(f"{html.escape(e.description.title)} to {e.rate:.1%} ({_p(e.p_value)})" for e in lowered)
+                or "none") + ".</p>")
+    return text
+
+
 def write_technical(run: Path, out: Path | None = None) -> Path:
     res = StudyResults.load(run)
     out = Path(out or Path(run) / "technical_report.html")
@@ -224,7 +288,9 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
                 ("Membership inference: positive and negative controls, exposure", _mia_controls(res)),
                 ("DP fine-tuning: empirical against theoretical epsilon", _dp_audit(res))]
     arms = res.arms()
-    sections.append(("Extraction before and after each mitigation (pooled over seeds)", _table(arms)))
+    pooled = " (pooled over seeds)" if len(res.seeds) > 1 else f" (seed {res.seeds[0]})"
+    sections.insert(0, ("Summary", _summary(res)))
+    sections.append((f"Extraction before and after each mitigation{pooled}", _table(arms)))
     sections.append(("Paired comparison with the base model", _table(pd.DataFrame(
         [{"arm": e.arm, "mitigation": e.description.title, "what changed": e.description.what}
          | {k: v for k, v in e.__dict__.items() if k not in ("arm", "description")} | {"verdict": e.verdict}
@@ -240,7 +306,8 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
                 f"subject. Oracle: {row['oracle_memorized_prompts']} prompts memorized "
                 f"({_num(row['oracle_rate'])}, 95% CI {_num(row['oracle_ci'][0])}–{_num(row['oracle_ci'][1])}), "
                 f"{row['oracle_family_hit_prompts']} more with a family hit only. Probe precision "
-                f"{_num(row['probe_precision'])}, recall {_num(row['probe_recall'])} against the oracle; guidance "
+                f"{_num(row['probe_precision'], 'n/a (no prompt flagged)')}, recall "
+                f"{_num(row['probe_recall'], 'n/a (nothing memorized)')} against the oracle; guidance "
                 f"{row['guidance']:g}; {row['extraction_unet_evals']} UNet evaluations; model "
                 f"{row['model_hash'][:12]}.</p>" + _table(buckets)
                 + "<h4>Sensitivity to delta (rate of prompts; probe and oracle)</h4>" + _table(_by_delta(row)))
@@ -251,20 +318,18 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
             roc = _uri(res.run / f"seed{row['seed']}" / row["arm"] / "mia" / "roc.png")
             gap = row["mia_loss_gap"]
             body += (f"<p>Split check (model-free AUC): {row['split_check_auc']:.3f}. Held-out loss gap: non-members "
-                     f"{gap['nonmember_loss']:.4f} vs members {gap['member_loss']:.4f} ({gap['relative_gap']:+.1%})."
+                     f"{gap['nonmember_loss']:.3g} vs members {gap['member_loss']:.3g} ({gap['relative_gap']:+.1%})."
                      "</p>") + _table(
                 _mia_table(row, res.run)) + (f'<img src="{roc}" alt="ROC curves" width="420">' if roc else "")
         for key in ("dedup", "dp", "dp_audit"):
             if key in row:
-                body += f"<h4>{key} report</h4><pre>{html.escape(json.dumps(row[key], indent=2))}</pre>"
+                body += f"<h4>{key} report</h4>" + _record(row[key])
         sections.append((f"Arm {row['arm']} (seed {row['seed']}): extraction by duplication bucket", body))
     for row in [r for r in res.rows if r.get("kind") == "detection"]:
-        dump = html.escape(json.dumps(row, indent=2))
-        sections.append((f"Tiered detection (seed {row['seed']})", f"<pre>{dump}</pre>"))
+        sections.append((f"Tiered detection (seed {row['seed']})", _record(row)))
     sections.append(("Assumptions register", _table(pd.DataFrame(res.assumptions))))
-    sections.append(("Configuration (preset as run)", f"<pre>{html.escape(json.dumps(res.config, indent=2))}</pre>"))
-    record = {k: v for k, v in res.record.items() if k != "config"}
-    sections.append(("Hashes and package versions", f"<pre>{html.escape(json.dumps(record, indent=2))}</pre>"))
+    sections.append(("Configuration (preset as run)", _record(res.config)))
+    sections.append(("Hashes and package versions", _record({k: v for k, v in res.record.items() if k != "config"})))
     sections.append(("Methods", "".join(f"<h4>{html.escape(t)}</h4><p>{html.escape(d)}</p>" for t, d in METHODS)))
     template = jinja2.Environment(loader=jinja2.PackageLoader("diffaudit.report", "templates"),
                                   autoescape=jinja2.select_autoescape(["html"])).get_template("technical.html")
