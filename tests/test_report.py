@@ -11,7 +11,7 @@ from diffaudit.mitigations.registry import MITIGATIONS
 from diffaudit.report.memo import MemoWriter, escape_typst, memo_text, pct, signed, write_memo
 from diffaudit.report.results import StudyResults
 from diffaudit.report.technical import write_technical
-from diffaudit.report.viewer import extracted_pairs, write_viewer
+from diffaudit.report.viewer import COLUMNS, extracted_pairs, write_viewer
 from diffaudit.study.findings import ArmEffect, findings
 
 
@@ -130,6 +130,10 @@ def test_viewer_sorts_and_filters_in_a_real_browser(tiny_study_dir: Path, tmp_pa
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
         page = browser.new_page()
         page.goto(page_path.as_uri())
+        images = {(r["arm"], r["seed"], r["train_id"]) for r in rows}
+        assert page.locator("#pairs tbody tr").count() == len(images), "grouped: one row per training image"
+        assert page.locator("#legend dt").count() == len(COLUMNS) and "sibling" in page.locator("#legend").inner_text()
+        page.uncheck("#f-group")
         assert page.locator("#pairs tbody tr").count() == len(rows)
         page.locator("th", has_text="tiled RMS distance").click()  # already ascending: now descending
         shown = [float(t) for t in page.locator("td[data-key=distance]").all_inner_texts()]

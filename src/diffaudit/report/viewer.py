@@ -19,12 +19,27 @@ from diffaudit.io import write_text
 from diffaudit.model.generate import INDEX, KEY, load_samples
 from diffaudit.report.results import StudyResults
 
-COLUMNS = [  # (key, heading, kind)
-    ("pair", "generation | training image", "image"), ("arm", "arm", "text"), ("seed", "seed", "num"),
-    ("prompt", "prompt", "text"), ("match", "copy of", "text"), ("family", "subject (family)", "text"),
-    ("distance", "tiled RMS distance", "num"),
-    ("dup_count", "copies in training set", "num"), ("dup_kind", "duplication kind", "text"),
-    ("clique", "clique size", "num"), ("detector_score", "detector score", "num"), ("train_id", "training id", "text"),
+COLUMNS = [  # (key, heading, kind, legend)
+    ("pair", "generation | training image", "image", "Left: the generated picture. Right: the training picture it "
+     "matched, at the same scale."),
+    ("train_id", "training id", "text", "The matched training picture's id; rows are grouped by it."),
+    ("generations", "generations of this image", "num", "How many confirmed generations of this arm and seed copy "
+     "this training picture (the grouped view shows the closest one)."),
+    ("arm", "arm", "text", "The model audited: 'base' has no fix; the others are the mitigations."),
+    ("seed", "seed", "num", "The training seed of that model."),
+    ("prompt", "prompt", "text", "The training caption the attacker typed."),
+    ("match", "copy of", "text", "Its own image: the caption's own training picture. A sibling: a near-duplicate of "
+     "it (same subject family). Another subject: a different family."),
+    ("family", "subject (family)", "text", "The near-duplicate family (subject) of the matched picture."),
+    ("distance", "tiled RMS distance", "num", "Largest per-tile root-mean-square pixel difference on [0, 1]; a copy "
+     "is at most the study's delta."),
+    ("dup_count", "copies in training set", "num", "How many times the caption's picture appears in the training set."),
+    ("dup_kind", "duplication kind", "text", "How the copies were planted: same image and caption, same image with "
+     "other captions, or the same caption on other images."),
+    ("clique", "clique size", "num", "The largest group of this prompt's generations that are near-copies of each "
+     "other (the probe's evidence of memorization)."),
+    ("detector_score", "detector score", "num", "The cheap memorization detector's score for the prompt (tiered "
+     "audit); higher means more likely memorized."),
 ]
 
 
@@ -48,6 +63,7 @@ def extracted_pairs(res: StudyResults) -> list[dict]:
             pairs = pd.read_parquet(folder / "pairs.parquet")
             if pairs.empty:
                 continue
+            per_image = pairs["train_idx"].value_counts()
             per_prompt = pd.read_parquet(folder / "per_prompt.parquet").set_index("prompt")
             index = pd.read_parquet(folder / "samples" / INDEX)
             images, _ = load_samples(folder / "samples", pairs[KEY].merge(index, on=KEY, how="left"))
@@ -61,6 +77,7 @@ def extracted_pairs(res: StudyResults) -> list[dict]:
                     "dup_count": int(info["dup_count"]), "dup_kind": str(info["dup_kind"]),
                     "clique": int(info["clique"]), "detector_score": round(float(detector[p.prompt]), 4)
                     if p.prompt in detector else None, "train_id": str(members.table["id"].iloc[int(p.train_idx)]),
+                    "generations": int(per_image[p.train_idx]),
                 })
     return rows
 
@@ -69,13 +86,18 @@ def write_viewer(run: Path, out: Path | None = None) -> Path:
     res = StudyResults.load(run)
     out = Path(out or Path(run) / "viewer.html")
     rows = extracted_pairs(res)
+    shown = {(r["arm"], r["seed"]) for r in rows}
+    empty = [f"{r['arm']} (seed {r['seed']})" for r in res.rows
+             if r.get("kind") != "detection" and (r["arm"], r["seed"]) not in shown]
     page = (Path(__file__).parent / "templates" / "viewer.html").read_text()
     title = f"diffaudit extraction viewer · run {res.record['hashes']['base_model'][:8]} · preset {res.preset}"
     def embed(value: object) -> str:  # JSON inside <script>: "</" must not close the element
         return json.dumps(value).replace("</", "<\\/")
 
     # Rows go in last, so text inside a prompt can never be taken for one of the placeholders.
-    page = (page.replace("{{title}}", html.escape(title)).replace("/*COLUMNS*/[]", embed(COLUMNS))
+    none = ("No copies found by the probe in: " + ", ".join(empty) + ".") if empty else ""
+    page = (page.replace("{{title}}", html.escape(title)).replace("{{no_copies}}", html.escape(none))
+            .replace("/*COLUMNS*/[]", embed(COLUMNS))
             .replace("/*ROWS*/[]", embed(rows)))
     write_text(out, page)
     return out
