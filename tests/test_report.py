@@ -177,3 +177,22 @@ def test_technical_report_fits_1400px_with_formatted_numbers(tiny_study_dir: Pat
         page.goto(out.as_uri())
         assert page.evaluate("document.documentElement.scrollWidth") <= 1400
         browser.close()
+
+
+def test_page_one_states_scope_intervals_floor_and_ceiling(tiny_study_dir: Path, tmp_path: Path) -> None:
+    """Issue 15: a reader who stops after page 1 sees what was tested, the outsider's floor and the owner's ceiling
+    with 95% ranges, and the caveats."""
+    import pypdf
+
+    memo = write_memo(tiny_study_dir, tmp_path / "memo")
+    page1 = _flat(pypdf.PdfReader(memo.pdf).pages[0].extract_text())
+    res = StudyResults.load(tiny_study_dir)
+    base = res.row("base")
+    for needed in ("What was tested", f"{res.config['data']['resolution']}×{res.config['data']['resolution']}-pixel",
+                   "training run", f"{res.config['study']['samples_per_prompt']} tries each",
+                   f"within distance {base['delta']:g}", "never saw", "An outsider who can only ask for pictures",
+                   f"finds copies for {base['oracle_memorized_prompts']} of {base['attacked_prompts']} captions",
+                   "Read with care", "not for large deployed models"):
+        assert needed in page1, needed
+    assert page1.count("95% range") >= 3, "floor, ceiling and the null each carry an interval"
+    assert "questions to ask" in _flat(memo_text(memo.pdf))

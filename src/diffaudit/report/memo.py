@@ -46,6 +46,9 @@ GLOSSARY = [
 ]
 
 
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
 def pct(x: float | None) -> str:
     return f"{100 * x:.0f}%" if x is not None and math.isfinite(x) else "n/a"  # null in strict JSON
 
@@ -122,6 +125,53 @@ class MemoWriter:
                 f"training picture: {b['images']} {pictures} of {b['families']} {subjects}. That is an "
                 f"extraction rate of {pct(b['rate'])}, with a 95% range of {span(b['ci_low'], b['ci_high'])}, for "
                 "these most repeated captions only.")
+
+    def scope(self) -> str:
+        """What was tested, so page 1 alone cannot be read as a claim about other models."""
+        data, cal, seeds = self.res.config["data"], self.res.calibration, self.res.seeds
+        null = cal["model_null"]
+        return (f"A miniature {data['resolution']}×{data['resolution']}-pixel model trained by us on "
+                f"{data['n_member']:,} captioned emoji pictures (some repeated on purpose), "
+                f"{len(seeds)} training run{'s' if len(seeds) > 1 else ''}; the {self.study['prompts_top']} most "
+                f"repeated captions, {self.study['samples_per_prompt']} tries each (the published study used 500). "
+                f"A copy is a picture within distance {self.base['delta']:g} of the caption's own training picture; "
+                f"captions the model never saw got such a 'copy' {null['hits']} times in {null['n']} (95% range "
+                f"{span(null['ci_low'], null['ci_high'])}).")
+
+    def floor_ceiling(self) -> str:
+        """The outsider's black-box probe (floor) beside the owner's direct check (ceiling), with intervals."""
+        b = self.base_arm
+        oracle, n = self.base["oracle_memorized_prompts"], self.base["attacked_prompts"]
+        low, high = self.base["oracle_ci"]
+        return (f"An outsider who can only ask for pictures got copies for {b['extracted']} of {b['prompts']} "
+                f"captions ({pct(b['rate'])}, 95% range {span(b['ci_low'], b['ci_high'])}): {b['images']} pictures "
+                f"of {b['families']} subjects. The owner, checking every picture against the training data, finds "
+                f"copies for {oracle} of {n} captions ({pct(oracle / n)}, 95% range {span(low, high)}).")
+
+    def caveats(self) -> list[str]:
+        return ["These rates hold for this small model and these most repeated captions, not for every caption "
+                "and not for large deployed models; more tries per caption would find more.",
+                "The membership tests need the model file itself, not just its pictures."]
+
+    def questions(self) -> list[str]:
+        """For a deployed model: what to ask its owner, each with what this study found for ours."""
+        dp = next((r["dp"] for r in self.res.rows if r.get("kind") == "dp"), None)
+        hits = self.buckets[self.buckets["hits"] > 0]
+        top = hits.loc[hits["hits"].idxmax(), "dup_bucket"] if len(hits) else None
+        where = f"Here, most copies came from pictures in the training data {top} times." if top else \
+            "Here, no copies were found."
+        return [
+            f"How often does each training picture appear in the training data? {where}",
+            "How many tries per caption did the extraction audit use, and what is its 95% range? Here: "
+            f"{self.study['samples_per_prompt']} tries, range "
+            f"{span(self.base_arm['ci_low'], self.base_arm['ci_high'])}.",
+            "Are the model weights released? A fix that is only a setting can then be undone by anyone.",
+            ("What data does a privacy guarantee cover? Here, only the "
+             f"{dp['calibration_examples']} pictures used for the private fine-tuning, not the training set."
+             if dp else "What data does a privacy guarantee cover, if there is one?"),
+            f"What does the audit cost to run? Here, {self.base['extraction_unet_evals']:,} model steps for the "
+            "extraction test of one model.",
+        ]
 
     def intro(self) -> list[str]:
         out = []
@@ -329,10 +379,13 @@ def write_memo(run: Path, out: Path | None = None) -> Memo:
     out = Path(out or Path(run) / "memo")
     out.mkdir(parents=True, exist_ok=True)
     w = MemoWriter(res)
+    kinds = len({e.kind for e in w.effects})
     context = {
         "run_id": res.record["hashes"]["base_model"][:8], "date": datetime.date.today().isoformat(),
         "preset": res.preset, "seeds_text": "training seed " + ", ".join(map(str, res.seeds)),
-        "bottom_line": w.bottom_line(), "findings_intro": w.intro(), "found": w.found(),
+        "bottom_line": w.bottom_line(), "scope": w.scope(), "floor_ceiling": w.floor_ceiling(),
+        "caveats": w.caveats(), "questions": w.questions(),
+        "fixes": NUMBER_WORDS.get(kinds, str(kinds)), "findings_intro": w.intro(), "found": w.found(),
         "pairs": _figures(w, out), "not_found": w.not_found(), "table": w.table(), "arm_notes": w.arm_notes(),
         "recommendations": w.recommendations(), "assumptions": w.assumptions(), "glossary": GLOSSARY,
     }
