@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from diffaudit.io import write_atomic
 
@@ -86,17 +86,19 @@ def dup_rate_figure(by_dup: list[dict], out: Path) -> Path:
     return _save(fig, out)
 
 
-def arms_figure(arms: pd.DataFrame, out: Path) -> Path:
-    """Extraction rate per arm with its 95% interval; the base model first, as the reference line."""
+def arms_figure(arms: pd.DataFrame, out: Path, labels: list[str] | None = None) -> Path:
+    """Extraction rate per arm with its 95% interval; the base model first, as the reference line. `labels` name the
+    arms in a reader's words; the axis ends just past the largest upper bound."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 2.6))
+    fig, ax = plt.subplots(figsize=(5.5, 0.6 + 0.3 * len(arms)))
     y = np.arange(len(arms))[::-1]
     ax.errorbar(arms["rate"] * 100, y, xerr=[(arms["rate"] - arms["ci_low"]) * 100,
                                              (arms["ci_high"] - arms["rate"]) * 100], fmt="o", color="#2c3e50",
                 capsize=3)
     ax.axvline(arms["rate"].iloc[0] * 100, color="#c0392b", ls=":", lw=1)
-    ax.set_yticks(y, arms["arm"], fontsize=7)
-    ax.set(xlabel="extraction-success rate, % (95% CI)", xlim=(0, 100))
+    ax.set_yticks(y, labels or arms["arm"], fontsize=7)
+    top = min(100, 10 * np.ceil(arms["ci_high"].max() * 100 / 10 + 0.5))
+    ax.set(xlabel="share of captions that gave back their training picture, % (95% range)", xlim=(0, top))
     return _save(fig, out)
 
 
@@ -107,11 +109,20 @@ def pairs_montage(pair_files: list[Path], out: Path, columns: int = 3) -> Path |
     strips = [np.asarray(Image.open(p).convert("RGB")) for p in pair_files]
     h, w = strips[0].shape[:2]
     rows = -(-len(strips) // columns)
-    canvas = np.full((rows * (h + 8), columns * (w + 16), 3), 255, np.uint8)
+    head, gap = 14, 16  # a label line above each pair; white space and a grey frame between pairs
+    canvas = np.full((rows * (h + head + gap), columns * (w + gap), 3), 255, np.uint8)
     for i, s in enumerate(strips):
         r, c = divmod(i, columns)
-        canvas[r * (h + 8): r * (h + 8) + h, c * (w + 16): c * (w + 16) + w] = s
+        y, x = r * (h + head + gap) + head, c * (w + gap) + gap // 2
+        canvas[y - 1: y + h + 1, x - 1: x + w + 1] = 170
+        canvas[y: y + h, x: x + w] = s
     picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    for i in range(len(strips)):
+        r, c = divmod(i, columns)
+        y, x = r * (h + head + gap), c * (w + gap) + gap // 2
+        draw.text((x, y), "generated", fill=(60, 60, 60))
+        draw.text((x + w // 2, y), "training", fill=(60, 60, 60))
     write_atomic(out, lambda tmp: picture.save(tmp, format="PNG"))
     return out
 

@@ -348,7 +348,8 @@ def _null_sentence(cal: dict) -> str:
 def _figures(w: MemoWriter, out: Path) -> bool:
     """Write the memo's figures beside its source; True when there are extracted pairs to show."""
     dup_rate_figure(w.buckets.to_dict("records"), out / "fig_dup.png")
-    arms_figure(w.arms.reset_index(), out / "fig_arms.png")
+    titles = {e.arm: e.description.title for e in w.effects}
+    arms_figure(w.arms.reset_index(), out / "fig_arms.png", [titles.get(a, "No fix") for a in w.arms.index])
     folder = w.res.run / f"seed{w.base['seed']}" / "base" / "extraction"
     pairs = pd.read_parquet(folder / "pairs.parquet").query("kind == 'own'")
     files = [folder / "pairs" / f"{int(i):05d}.png" for i in
