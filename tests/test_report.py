@@ -82,8 +82,15 @@ def test_recommendations_follow_the_paired_tests(tiny_study_dir: Path, monkeypat
     noise = _effect("dedup-image", "dedup", 0.4, 1, 1, 1.0)
     monkeypatch.setattr(StudyResults, "effects", lambda self: [works, worse, noise])
     recs = " ".join(MemoWriter(StudyResults.load(tiny_study_dir)).recommendations())
-    assert "Adopt the fix that worked best here, stronger guidance (scale 3)" in recs, recs
+    assert "Adopt the most durable fix that worked here: stronger guidance (scale 3)" in recs, recs
+    assert "none once the model file is released" in recs, "a setting is recommended with its limits"
     assert "Avoid private fine-tuning (epsilon 8)" in recs and "remove repeated pictures" not in recs.lower()
+    data_fix = _effect("dedup-image", "dedup", 0.2, 4, 0, 0.01)
+    monkeypatch.setattr(StudyResults, "effects", lambda self: [works, data_fix])
+    recs = MemoWriter(StudyResults.load(tiny_study_dir)).recommendations()
+    assert recs[0].startswith("Adopt the most durable fix that worked here: remove repeated pictures"), \
+        "a fix in the training data ranks above a lower rate from a sampling setting"
+    assert recs[1].startswith("Also effective: stronger guidance")
     monkeypatch.setattr(StudyResults, "effects", lambda self: [noise])
     writer = MemoWriter(StudyResults.load(tiny_study_dir))
     assert writer.recommendations()[0].startswith("Do not rely on any one of these fixes")

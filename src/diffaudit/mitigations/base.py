@@ -52,11 +52,15 @@ def trainable_copy(pipe: AuditPipeline) -> AuditPipeline:
 @dataclass(frozen=True)
 class Description:
     """How a reader meets the arm: `title` names it ("Stronger guidance (scale 3)"), `what` says in one sentence
-    what was changed, `undone_by` who can reverse it (empty when only retraining can)."""
+    what was changed, `undone_by` who can reverse it (empty when only retraining can), `lasts` where the fix lives:
+    in the training `data`, in the `weights`, or in a sampling `setting` (the memo ranks fixes by it), and `note`
+    what a reader must know before adopting it."""
 
     title: str
     what: str
     undone_by: str = ""
+    lasts: str = "weights"
+    note: str = ""
 
 
 class Mitigation(ABC):

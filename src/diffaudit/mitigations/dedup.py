@@ -133,7 +133,8 @@ def deduplicate(data: ImageDataset, out: Path, methods: tuple[str, ...], cfg: De
         table["dup_count"] = [int(new_sha.get(s, 0)) for s in table["sha256"]]
         (tmp / "metadata.jsonl").write_text(table.to_json(orient="records", lines=True))
         report = {"source_version": data.version, "methods": list(methods), "config": asdict(cfg),
-                  "rows_before": len(data), "rows_after": len(table), "member_rows_removed": int((~keep).sum()),
+                  "rows_before": len(data), "rows_after": len(table), "member_rows_before": len(members),
+                  "member_rows_removed": int((~keep).sum()),
                   "removable_by_method": found, "removed_by_kind": removed["dup_kind"].value_counts().to_dict()}
         write_json(tmp / "dedup_report.json", report)
         if out.exists():

@@ -19,4 +19,8 @@ class Guidance(Mitigation):
     def describe(self, variant: str, record: dict) -> Description:
         return Description(f"Stronger guidance (scale {variant.removeprefix(PREFIX)})",
                            "Same model; a different setting when making pictures.",
-                           undone_by="anyone who holds the model file or can choose the sampling settings")
+                           undone_by="anyone who holds the model file or can choose the sampling settings",
+                           lasts="setting",
+                           note="It protects only a hosted service whose users cannot change the setting, and none "
+                                "once the model file is released. Stable Diffusion tools already default to scale "
+                                "7.5.")

@@ -45,4 +45,5 @@ class PrivateFinetune(Mitigation):
     def describe(self, variant: str, record: dict) -> Description:
         n = record["dp"]["calibration_examples"]
         return Description(f"Private fine-tuning (epsilon {variant.removeprefix(PREFIX)})",
-                           f"Extra training on {n} spare pictures with differential privacy.")
+                           f"Extra training on {n} spare pictures with differential privacy.",
+                           note=f"Its privacy guarantee covers only those {n} pictures, not the training set.")

@@ -28,5 +28,8 @@ class RetrainDeduplicated(Mitigation):
                    record={"dataset_version": data.version, "dedup": report, "train_seconds": seconds})
 
     def describe(self, variant: str, record: dict) -> Description:
-        removed = record["dedup"]["member_rows_removed"]
-        return Description(TITLES[variant], f"A new model, trained without {removed} repeated entries.")
+        report = record["dedup"]
+        removed, before = report["member_rows_removed"], report.get("member_rows_before")
+        share = f" ({removed / before:.0%} of the {before} training rows)" if before else ""
+        return Description(TITLES[variant], f"A new model, trained without {removed} repeated entries.", lasts="data",
+                           note=f"It removed {removed} training entries{share}.")

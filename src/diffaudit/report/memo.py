@@ -46,6 +46,8 @@ GLOSSARY = [
 ]
 
 
+DURABILITY = {"data": 0, "weights": 1, "setting": 2}  # a fix in the data outlasts one in the weights or a setting
+LIVES = {"data": "the training data", "weights": "the model's weights", "setting": "a sampling setting"}
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
 
@@ -264,16 +266,18 @@ class MemoWriter:
         return [_arm_note(e) for e in self.effects]
 
     def recommendations(self) -> list[str]:
+        """Fixes that lowered extraction beyond chance, the most durable first (in the training data, then in the
+        weights, then a sampling setting), each with its cost and what a reader must know before adopting it."""
         out = []
-        best = best_arm(self.effects)
         base_rate = self.base_arm["rate"]
-        if best:
-            out.append(f"Adopt the fix that worked best here, {_arm_name(best).lower()}. It cut the extraction rate "
-                       f"from {pct(base_rate)} to {pct(best.rate)}, at a cost of {_arm_cost(best)}.")
-            if best.description.undone_by:
-                out.append("This fix is a setting, not a change to the model: it protects only where users cannot "
-                           f"choose it, such as a hosted service. It can be undone by {best.description.undone_by}.")
-        else:
+        working = sorted((e for e in self.effects if e.lowered),
+                         key=lambda e: (DURABILITY.get(e.description.lasts, 1), e.rate))
+        for rank, e in enumerate(working):
+            lead = "Adopt the most durable fix that worked here" if rank == 0 else "Also effective"
+            out.append(f"{lead}: {_arm_name(e).lower()}, which lives in {LIVES[e.description.lasts]}. It cut the "
+                       f"extraction rate from {pct(base_rate)} to {pct(e.rate)} ({p_text(e.p_value)}), at a cost of "
+                       f"{_arm_cost(e)}. {e.description.note}".strip())
+        if not working:
             out.append("Do not rely on any one of these fixes yet. None cut copies by more than chance in this "
                        "study. Test them again with more tries per caption and more training runs.")
         for e in self.effects:
@@ -285,8 +289,8 @@ class MemoWriter:
                        "picture repeated, the more often it was copied.")
         mia = self.base.get("mia") or {}
         if mia and max(m["auc_ci"][0] for m in mia.values()) > 0.5:
-            out.append("Treat training-set membership as something outsiders can detect. Do not train on pictures "
-                       "whose presence in the data must stay secret.")
+            out.append("Treat training-set membership as detectable by anyone who holds the model file. Do not train "
+                       "on pictures whose presence in the data must stay secret.")
         out.append("Run this audit on the production model before each release, with 500 tries per caption as in "
                    "the published study, and keep its results with the release record.")
         return out
