@@ -1,5 +1,6 @@
 """Shared tiny fixtures: an 8x8 OpenMoji dataset and a model trained for a few steps, built once."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,18 @@ def tiny_study_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset, tiny_
     # How many crash points an uninterrupted study passes: the fault tests draw their kill points below it.
     (run.parent / "crash_points.txt").write_text(str(faults.calls() - before))
     return run
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    """`diffaudit ARGS` in-process, as a user would call it; returns the exit status."""
+    from diffaudit.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["diffaudit", *args])
+    try:
+        main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
 
 
 def loose_study(tiny: Preset) -> Preset:

@@ -2,25 +2,14 @@
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import LOOSE_TOML
+from conftest import LOOSE_TOML, run_cli
 
-from diffaudit.cli import main
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.pipeline import AuditPipeline
-
-
-def _run(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["diffaudit", *args])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_demo_resumes_a_study_and_writes_the_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -31,12 +20,12 @@ def test_demo_resumes_a_study_and_writes_the_reports(tmp_path: Path, monkeypatch
     config = tmp_path / "loose.toml"
     config.write_text(LOOSE_TOML)
     args = ("demo", "--preset", "tiny", "--out", str(run), "--reference", str(tiny_model_dir))
-    assert _run(monkeypatch, *args, "--config", str(config)) == 0
+    assert run_cli(monkeypatch, *args, "--config", str(config)) == 0
     out = capsys.readouterr().out
     assert "extraction before/after each mitigation" in out and "memo:" in out
     for name in ("memo/memo.pdf", "memo/memo.typ", "technical_report.html", "viewer.html"):
         assert (run / "report" / name).stat().st_size > 0
-    assert _run(monkeypatch, *args) == 2, "resuming under other thresholds must be refused"
+    assert run_cli(monkeypatch, *args) == 2, "resuming under other thresholds must be refused"
     assert "study.delta" in capsys.readouterr().err
 
 
@@ -54,10 +43,10 @@ def test_memorization_by_duplication(tmp_path: Path, tiny: Preset, tiny_data: Im
 
 def test_data_and_generate_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str], tiny_model_dir: Path) -> None:
-    assert _run(monkeypatch, "data", "openmoji", str(tmp_path / "d"), "--preset", "tiny") == 0
-    assert _run(monkeypatch, "data", "check", str(tmp_path / "d")) == 0
+    assert run_cli(monkeypatch, "data", "openmoji", str(tmp_path / "d"), "--preset", "tiny") == 0
+    assert run_cli(monkeypatch, "data", "check", str(tmp_path / "d")) == 0
     assert "member" in capsys.readouterr().out
-    assert _run(monkeypatch, "generate", str(tiny_model_dir), str(tmp_path / "g"), "--prompt", "cat emoji",
+    assert run_cli(monkeypatch, "generate", str(tiny_model_dir), str(tmp_path / "g"), "--prompt", "cat emoji",
                 "--seeds", "2", "--guidance", "1", "--guidance", "4", "--preset", "tiny") == 0
     assert "4 samples" in capsys.readouterr().out
 
@@ -65,7 +54,7 @@ def test_data_and_generate_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_bad_input_exits_with_a_named_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "d").mkdir()
-    assert _run(monkeypatch, "data", "check", str(tmp_path / "d")) == 2
+    assert run_cli(monkeypatch, "data", "check", str(tmp_path / "d")) == 2
     assert "no metadata file" in capsys.readouterr().err
-    assert _run(monkeypatch, "train", str(tmp_path / "d"), str(tmp_path / "o"), "--preset", "nope") == 2
+    assert run_cli(monkeypatch, "train", str(tmp_path / "d"), str(tmp_path / "o"), "--preset", "nope") == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err

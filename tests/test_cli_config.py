@@ -1,11 +1,11 @@
 """One source of truth for settings: every CLI option is a config field (or an input/output named here), its
 default is the config's, and a `--config` file reaches every command that runs a model."""
 
-import sys
 from pathlib import Path
 
 import pytest
 import typer
+from conftest import run_cli
 
 from diffaudit import cli
 from diffaudit.config import Preset
@@ -52,15 +52,6 @@ def test_every_option_is_a_config_field_with_the_configs_default() -> None:
     assert checked > 30
 
 
-def _argv(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["diffaudit", *args])
-    try:
-        cli.main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 @pytest.mark.parametrize("command", ["extract", "mia"])
 def test_a_config_files_study_section_reaches_the_command(command: str, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
@@ -69,7 +60,7 @@ def test_a_config_files_study_section_reaches_the_command(command: str, tmp_path
     commands before any model is loaded, which shows the file is read."""
     bad = tmp_path / "bad.toml"
     bad.write_text("[study]\nmin_clique = 1\nmia_per_side = 1\n")
-    assert _argv(monkeypatch, command, str(tmp_path / "no-model"), str(tmp_path / "no-data"), str(tmp_path / "o"),
+    assert run_cli(monkeypatch, command, str(tmp_path / "no-model"), str(tmp_path / "no-data"), str(tmp_path / "o"),
                  "--preset", "tiny", "--config", str(bad)) == 2
     err = capsys.readouterr().err
     assert "file" in err and ("min_clique" in err or "mia_per_side" in err)

@@ -2,23 +2,12 @@
 initialised SD pipeline and a user's imagefolder of another size."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
-
-from diffaudit.cli import main
-
-
-def _run(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["diffaudit", *args])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def _reference(folder: Path, side: int = 12) -> list[str]:
@@ -42,7 +31,7 @@ def test_extract_and_mia_on_a_stable_diffusion_folder(tmp_path: Path, tiny_sd_di
     captions = _reference(tmp_path / "ref")
     (tmp_path / "prompts.txt").write_text("\n".join(captions[:3]))
     common = ("--preset", "tiny", "--samples", "3", "--no-calibrate", "--delta", "0.5")
-    assert _run(monkeypatch, "extract", str(tiny_sd_dir), str(tmp_path / "ref"), str(tmp_path / "x"),
+    assert run_cli(monkeypatch, "extract", str(tiny_sd_dir), str(tmp_path / "ref"), str(tmp_path / "x"),
                 "--prompts-file", str(tmp_path / "prompts.txt"), *common) == 0
     out = capsys.readouterr().out
     assert "comparing at 16 px" in out and "12 px" in out, "the comparison size is stated"
@@ -50,14 +39,14 @@ def test_extract_and_mia_on_a_stable_diffusion_folder(tmp_path: Path, tiny_sd_di
     summary = json.loads((tmp_path / "x" / "summary.json").read_text())
     assert summary["compare_size"] == 16 and summary["generated_size"] == 16 and summary["attacked_prompts"] == 3
 
-    assert _run(monkeypatch, "extract", str(tiny_sd_dir), str(tmp_path / "ref"), str(tmp_path / "x8"),
+    assert run_cli(monkeypatch, "extract", str(tiny_sd_dir), str(tmp_path / "ref"), str(tmp_path / "x8"),
                 "--prompts-file", str(tmp_path / "prompts.txt"), "--compare-size", "8", "--dtype", "float64",
                 *common) == 0
     out = capsys.readouterr().out
     assert "comparing at 8 px" in out and "upscaled" not in out
     assert json.loads((tmp_path / "x8" / "summary.json").read_text())["compare_size"] == 8
 
-    assert _run(monkeypatch, "mia", str(tiny_sd_dir), str(tmp_path / "ref"), str(tmp_path / "m"), "--preset", "tiny",
+    assert run_cli(monkeypatch, "mia", str(tiny_sd_dir), str(tmp_path / "ref"), str(tmp_path / "m"), "--preset", "tiny",
                 "--attack", "loss", "--attack", "pia", "--per-side", "4", "--tune-per-side", "0") == 0
     scores = (tmp_path / "m" / "summary.json")
     assert set(json.loads(scores.read_text())["attacks"]) == {"loss", "pia"}

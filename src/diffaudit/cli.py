@@ -99,6 +99,14 @@ def _sides(data: Any) -> str:
     return f"{low} px" if low == high else f"{low}-{high} px"
 
 
+def _warn_upscaled(data: Any, side: int, use: str, consequence: str) -> None:
+    """Say how many images were smaller than `side` and upscaled (blurred) before being `use`d, never silently."""
+    upscaled = int((data.table["source_side"] < side).sum())
+    if upscaled:
+        console.print(f"[yellow]warning:[/] {upscaled} of {len(data)} training images are smaller than {side} px "
+                      f"and were upscaled to be {use} ({_sides(data)}), which blurs them; {consequence}")
+
+
 def _progress():
     from diffaudit.progress import make_progress
 
@@ -266,13 +274,10 @@ def extract(
     pipe = AuditPipeline.from_pretrained(model, cfg.runtime)
     compare = s.compare_size or pipe.resolution
     dataset = load_imagefolder(data, compare)
-    upscaled = int((dataset.table["source_side"] < compare).sum())
     console.print(f"comparing at {compare} px: generations ({pipe.resolution} px) and training images "
                   f"({_sides(dataset)}) are resized to it (study.compare_size)")
-    if upscaled:
-        console.print(f"[yellow]warning:[/] {upscaled} of {len(dataset)} training images are smaller than {compare} px "
-                      "and were upscaled, which blurs them; set --compare-size to at most "
-                      f"{int(dataset.table['source_side'].min())} to compare at the reference's own detail")
+    _warn_upscaled(dataset, compare, "compared", "set --compare-size to at most "
+                   f"{int(dataset.table['source_side'].min())} to compare at the reference's own detail")
     targets = (prompts_from_file(prompts_file, dataset) if prompts_file
                else most_duplicated_prompts(dataset, s.prompts_top))
     samples, scale, out = s.samples_per_prompt, cfg.sample.guidance, _out_dir(out)
@@ -341,11 +346,8 @@ def mia(
     check_attacks(names, shadows)
     pipe = AuditPipeline.from_pretrained(model, cfg.runtime)
     dataset = load_imagefolder(data, pipe.resolution)
-    upscaled = int((dataset.table["source_side"] < pipe.resolution).sum())
-    if upscaled:
-        console.print(f"[yellow]warning:[/] {upscaled} of {len(dataset)} images are smaller than the model's "
-                      f"{pipe.resolution} px and were upscaled to be queried ({_sides(dataset)}); membership scores "
-                      "of blurred images understate what the model remembers")
+    _warn_upscaled(dataset, pipe.resolution, "queried", "membership scores of blurred images understate what the "
+                   "model remembers")
     out = _out_dir(out)
     with _progress() as progress:
         shadow_models = None

@@ -44,7 +44,7 @@ class DataConfig(_Frozen):
     n_nonmember: Positive = 400  # IID hold-out for membership inference
     n_calibration: Positive = 64  # disjoint set for DP fine-tuning
     # Images closer than this (tiled RMS) are one near-duplicate family, as are codepoint variants; splits
-    # keep families apart. At Carlini's 0.15 the quick pool has no giant component (largest family ~5%).
+    # keep families apart. At CARLINI_DELTA the quick pool has no giant component (largest family ~5%).
     family_join: Distance = CARLINI_DELTA
     # A family larger than this cannot go to one side of a split without shifting it (at 16 px every person
     # glyph joins one 186-image family): such families are left out of every split.

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # imagefolder -> openmoji -> families -> this module
     from diffaudit.data.imagefolder import ImageDataset
 
 KINDS = ("own", "family", "other", "none")  # a generation's verdict, strongest first
-# Sensitivity grid: how much a headline depends on the threshold (Carlini's 0.15 at the top).
+# Sensitivity grid: how much a headline depends on the threshold (Carlini's delta at the top).
 DELTA_GRID = (0.03, 0.04, 0.05, 0.06, 0.08, 0.10, 0.12, CARLINI_DELTA)
 # Gu et al. 2023: a generation replicates when nearest / second-nearest training distance < 1/3.
 GU_RATIO = 1 / 3

@@ -24,7 +24,7 @@ from torch.func import functional_call, grad, vmap
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
 from diffaudit.io import write_json
-from diffaudit.model.device import HALF, host_randn, on_host
+from diffaudit.model.device import host_randn, on_host, training_dtype
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.train import dataset_tensors, step_seed
 from diffaudit.progress import Progress
@@ -58,8 +58,8 @@ def dp_finetune(pipe: AuditPipeline, calibration: ImageDataset, cfg: DPConfig, o
     # Per-example gradients in half precision would make the clipping norm itself imprecise: a half-precision
     # pipeline is fine-tuned in float32 and handed back in its own dtype.
     serve_dtype = pipe.dtype
-    if serve_dtype in HALF:
-        pipe.to(pipe.device, torch.float32)
+    if training_dtype(serve_dtype) != serve_dtype:
+        pipe.to(pipe.device, training_dtype(serve_dtype))
     x0, cond, uncond = dataset_tensors(pipe, calibration)
     n = len(x0)
     if n < 2:

@@ -8,10 +8,14 @@ device and a sample does not depend on where, or in which batch, it was drawn.
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 import torch
 
 from diffaudit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from diffaudit.config import RuntimeConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "float64": torch.float64}  # float64: the tests' CPU stand-in for a second dtype
@@ -38,6 +42,18 @@ def resolve_device(name: str) -> torch.device:
     elif device.type != "cpu":
         raise ConfigError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def resolve(runtime: "RuntimeConfig") -> tuple[torch.device, torch.dtype]:
+    """The config's names ('auto', 'cuda:1', 'bfloat16') as a device and dtype, checked against this machine."""
+    device = resolve_device(runtime.device)
+    return device, resolve_dtype(runtime.dtype, device)
+
+
+def training_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Training and DP fine-tuning run in float32 when audits run in half precision: half-precision AdamW loses
+    updates, float16 gradients underflow without loss scaling, and clipping norms would be imprecise."""
+    return torch.float32 if dtype in HALF else dtype
 
 
 def at_least_float32(dtype: torch.dtype) -> torch.dtype:

@@ -20,7 +20,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffaudit.config import MIN_RESOLUTION, ModelConfig, RuntimeConfig
 from diffaudit.errors import CheckpointError
 from diffaudit.io import atomic_dir
-from diffaudit.model.device import HALF, at_least_float32, resolve_device, resolve_dtype
+from diffaudit.model.device import at_least_float32, resolve, training_dtype
 from diffaudit.model.text import MiniLMEncoder
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
@@ -125,8 +125,7 @@ class AuditPipeline:
 
     def use(self, runtime: RuntimeConfig) -> "AuditPipeline":
         """`to` with the config's names ('auto', 'cuda:1', 'bfloat16'), checked against this machine."""
-        device = resolve_device(runtime.device)
-        return self.to(device, resolve_dtype(runtime.dtype, device))
+        return self.to(*resolve(runtime))
 
     def place(self, x: torch.Tensor) -> torch.Tensor:
         """A host tensor (seeded noise, data) on the pipeline's device, floating ones in its dtype."""
@@ -259,7 +258,6 @@ def build_pipeline(cfg: ModelConfig, resolution: int, seed: int = 0, runtime: Ru
     pipe = AuditPipeline(unet, scheduler, MiniLMEncoder(cfg.max_text_tokens), resolution, text_config=text_config)
     if runtime is None:
         return pipe
-    # A fresh model is for training, which runs in float32: its weights are not rounded to half precision first.
-    device = resolve_device(runtime.device)
-    dtype = resolve_dtype(runtime.dtype, device)
-    return pipe.to(device, torch.float32 if dtype in HALF else dtype)
+    # A fresh model is for training: its weights are not rounded to half precision first.
+    device, dtype = resolve(runtime)
+    return pipe.to(device, training_dtype(dtype))

@@ -21,7 +21,7 @@ from diffaudit.config import TrainConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import CheckpointError
 from diffaudit.io import atomic_dir, remove_stale_temps, write_json, write_text
-from diffaudit.model.device import HALF, host_randn, on_host
+from diffaudit.model.device import host_randn, on_host, training_dtype
 from diffaudit.model.pipeline import AuditPipeline, refuse_pickles
 from diffaudit.progress import Progress
 
@@ -128,11 +128,10 @@ def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, 
     members = data.split("member")
     if len(members) == 0:
         raise CheckpointError(f"dataset {data.root} has no member rows to train on")
-    # Training runs in float32 (float64 when asked): half-precision AdamW loses updates, and float16 gradients
-    # underflow without loss scaling. A half-precision pipeline is handed back in its dtype after saving float32.
+    # A half-precision pipeline trains in float32 and is handed back in its dtype after saving float32.
     serve_dtype = pipe.dtype
-    if serve_dtype in HALF:
-        pipe.to(pipe.device, torch.float32)
+    if training_dtype(serve_dtype) != serve_dtype:
+        pipe.to(pipe.device, training_dtype(serve_dtype))
     x0, cond, uncond = dataset_tensors(pipe, members)
     unet = pipe.unet.train().requires_grad_(True)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -55,14 +55,3 @@ class StudyResults:
     def row(self, arm: str, seed: int | None = None) -> dict:
         seed = self.seeds[0] if seed is None else seed
         return next(r for r in self.rows if r["arm"] == arm and r["seed"] == seed)
-
-
-def bucket_start(label: str) -> int:
-    """Lower bound of a duplication bucket label ("1", "2-3", ..., "64+"), for sorting."""
-    return int(label.split("-")[0].rstrip("+"))
-
-
-def by_dup(row: dict, key: str = "by_dup") -> pd.DataFrame:
-    """A row's per-bucket rates in ladder order (they are stored in string order)."""
-    frame = pd.DataFrame(row[key])
-    return frame.sort_values("dup_bucket", key=lambda s: s.map(bucket_start)).reset_index(drop=True)

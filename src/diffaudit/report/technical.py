@@ -17,8 +17,8 @@ from diffaudit.attacks.mia.tuning import settings
 from diffaudit.config import CARLINI_DELTA
 from diffaudit.io import write_text
 from diffaudit.mitigations.dp_audit import SANITY
-from diffaudit.report.results import StudyResults, by_dup
-from diffaudit.study.findings import ALPHA
+from diffaudit.report.results import StudyResults
+from diffaudit.study.findings import ALPHA, by_dup
 
 METHODS = [
     ("Extraction probe", "Carlini et al. 2023: for each attacked caption, N generations with seeds 0..N-1; a "

@@ -48,6 +48,17 @@ class ArmEffect:
         return self.verdict == "fewer copies" and self.rate < self.base_rate
 
 
+def bucket_start(label: str) -> int:
+    """Lower bound of a duplication bucket label ("1", "2-3", ..., "64+"), for sorting."""
+    return int(label.split("-")[0].rstrip("+"))
+
+
+def by_dup(row: dict, key: str = "by_dup") -> pd.DataFrame:
+    """A row's per-bucket rates in ladder order (they are stored in string order)."""
+    frame = pd.DataFrame(row[key])
+    return frame.sort_values("dup_bucket", key=lambda s: s.map(bucket_start)).reset_index(drop=True)
+
+
 def per_prompt(run: Path, seed: int, arm: str) -> pd.DataFrame:
     path = run / f"seed{seed}" / arm / "extraction" / "per_prompt.parquet"
     if not path.exists():
@@ -147,8 +158,6 @@ def flag_precision(run: Path, seed: int) -> dict | None:
 
 def findings(run: Path, rows: list[dict]) -> dict:
     """Everything the memo and reports state beyond the rows themselves, computed once by the study."""
-    from diffaudit.report.results import by_dup  # reads the stored per-bucket table; no statistics
-
     effects = arm_effects(run, rows)
     best = best_arm(effects)
     seeds = sorted({r["seed"] for r in rows})

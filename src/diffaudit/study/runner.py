@@ -23,7 +23,7 @@ from diffaudit.io import jsonable, remove_stale_temps, write_json
 from diffaudit.mitigations.base import Context, Mitigation
 from diffaudit.mitigations.private_finetune import finetune_and_audit
 from diffaudit.mitigations.registry import MITIGATIONS
-from diffaudit.model.device import resolve_device, resolve_dtype
+from diffaudit.model.device import resolve
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import Progress
@@ -191,7 +191,7 @@ class Study:
 def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
     """Run (or resume) every arm for every seed; write and return the comparison table."""
     check_names(preset.study)
-    resolve_dtype(preset.runtime.dtype, resolve_device(preset.runtime.device))  # before any data is prepared
+    resolve(preset.runtime)  # a missing GPU is named before any data is prepared
     _check_same_config(Path(run), preset)
     remove_stale_temps(Path(run))
     with measured() as prepared:
