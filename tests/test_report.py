@@ -1,4 +1,5 @@
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from diffaudit.attacks.metrics import clopper_pearson
+from diffaudit.config import CARLINI_SAMPLES, SD_DEFAULT_GUIDANCE
 from diffaudit.io import write_json
 from diffaudit.mitigations.registry import MITIGATIONS
 from diffaudit.report.memo import MemoWriter, escape_typst, memo_text, pct, signed, write_memo
@@ -94,7 +96,8 @@ def test_recommendations_follow_the_paired_tests(tiny_study_dir: Path, monkeypat
     monkeypatch.setattr(StudyResults, "effects", lambda self: [noise])
     writer = MemoWriter(StudyResults.load(tiny_study_dir))
     assert writer.recommendations()[0].startswith("Do not rely on any one of these fixes")
-    assert any("Chance alone could give this (p = 1.00)" in note for _, note in writer.arm_notes())
+    assert any(row["change"] == "1 / 1: no clear change (p = 1.00)" for row in writer.table())
+    assert writer.best_fix().startswith("None of the fixes we tried")
 
 
 def test_typst_markup_in_text_is_escaped(tmp_path: Path) -> None:
@@ -199,7 +202,53 @@ def test_page_one_states_scope_intervals_floor_and_ceiling(tiny_study_dir: Path,
                    "training run", f"{res.config['study']['samples_per_prompt']} tries each",
                    f"within distance {base['delta']:g}", "never saw", "An outsider who can only ask for pictures",
                    f"finds copies for {base['oracle_memorized_prompts']} of {base['attacked_prompts']} captions",
+                   "What helped most", f"made at guidance scale {base['guidance']:g}",
                    "Read with care", "not for large deployed models"):
         assert needed in page1, needed
     assert page1.count("95% range") >= 3, "floor, ceiling and the null each carry an interval"
+    extent = res.findings["oracle_extent"][str(base["seed"])]
+    assert f"{extent['images']} picture" in page1 and f"{extent['families']} subject" in page1, \
+        "the owner's ceiling is counted in pictures and subjects too"
     assert "questions to ask" in _flat(memo_text(memo.pdf))
+
+
+UNITS = ("caption", "picture", "subject", "tries", "training entries", "training rows", "training run", "model steps")
+CONSTANTS = {"1", "100", "0.50", "1.00", "95", "95%", str(CARLINI_SAMPLES), f"{SD_DEFAULT_GUIDANCE:g}"}
+
+
+def _spellings(value: object) -> set[str]:
+    """Every way the memo may print a stored number: counts, shares, scores, p-values, settings."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return set()
+    out = {f"{value:g}", f"{value:,}", f"{value:.2f}", f"{value:.3f}", pct(value), pct(value)[:-1], signed(value)}
+    return out | ({str(value)} if isinstance(value, int) else set())
+
+
+def _numbers(value: object) -> list:
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _numbers(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _numbers(v)]
+    return [value]
+
+
+def test_every_number_in_the_memo_comes_from_a_result_file(edited_study: Path) -> None:
+    """Issue 15: each number printed in the memo is one the study wrote (results, findings, the run's config) or a
+    named published constant, and every sentence that counts something names what it counts."""
+    memo = write_memo(edited_study)
+    res = StudyResults.load(edited_study)
+    stored = _numbers([json.loads((edited_study / n).read_text()) for n in ("results.json", "findings.json")])
+    stored += _numbers(res.config)
+    effects = res.effects()
+    stored += [len(effects), len(effects) - 1, *(round(e.train_seconds / 60) for e in effects)]
+    allowed = CONSTANTS | {s for v in stored for s in _spellings(v)}
+    run_id = res.record["hashes"]["base_model"][:8]
+    body = [ln.replace(run_id, "") for ln in memo_text(memo.pdf).splitlines()
+            if not ln.startswith("diffaudit memo ·") and not re.fullmatch(r"\d of \d", ln.strip())]
+    text = _flat(" ".join(body))
+    printed = re.findall(r"[-+]?\d[\d,]*(?:\.\d+)?%?", text.replace("×", " "))
+    untraced = {n.rstrip(",") for n in printed} - allowed
+    assert printed and not untraced, untraced
+    for sentence in re.split(r"(?<=[.:;])\s", text):
+        if re.search(r"\b\d[\d,]* of \d[\d,]*\b", sentence) and "of 4" not in sentence:
+            assert any(u in sentence for u in UNITS), f"a count without its unit: {sentence!r}"

@@ -15,6 +15,8 @@ MIN_RESOLUTION = 8  # the UNet downsamples twice or more; smaller images carry n
 
 MAX_SEED = 2**32 - 1  # numpy and torch generators both take it; larger overflow inside torch
 CARLINI_DELTA = 0.15  # Carlini et al. 2023 §4.2: (l2, delta)-extraction on [0,1] pixels, tiled distance
+CARLINI_SAMPLES = 500  # Carlini et al. 2023 §4.2: generations per attacked caption
+SD_DEFAULT_GUIDANCE = 7.5  # diffusers' StableDiffusionPipeline default guidance_scale
 
 # Bounded, strictly typed settings: a value outside its bounds, or of the wrong type ("3" or true for an
 # integer), is refused when the config is read, before any work starts. Integers are accepted as floats.
@@ -152,7 +154,7 @@ class StudyConfig(_Frozen):
     # exposure curve and the attacks' verdicts go into the report. None skips it.
     mia_control_preset: str | None = "overfit"
     # Mitigation arms, in order, by kind (registered in diffaudit.mitigations.registry); each reads its own settings.
-    mitigations: tuple[str, ...] = ("guidance", "dedup", "dp", "caption-randomization")
+    mitigations: tuple[str, ...] = ("guidance", "dedup", "dp", "caption-randomization", "inference")
     guidance_sweep: tuple[Guidance, ...] = Field(default=(1.0, 3.0, 5.0, 7.5, 10.0, 15.0), min_length=1)
     dedup_methods: tuple[str, ...] = ("exact", "normalized", "minhash", "embedding")
     dp_epsilons: tuple[PositiveFloat, ...] = (1.0, 8.0)
@@ -164,6 +166,12 @@ class StudyConfig(_Frozen):
     # The DP audit's positive control: the same fine-tune with no clipping and no noise must be caught by the
     # audit, or the audit has no power and the report says so.
     dp_control: bool = True
+    # Adaptive probes (attacks.adaptive) run against every arm, on the attacked captions whose image has at least
+    # adaptive_min_dup copies (where the static probe has power to be beaten); an empty tuple skips them.
+    adaptive_probes: tuple[str, ...] = ("weights-holder", "paraphrase", "embedding-search")
+    adaptive_min_dup: Positive = 32
+    paraphrases: Positive = 4  # other captions per target; seed s types paraphrase s mod this
+    search_steps: NonNegative = 10  # Adam steps of the embedding search (its optimisation budget)
 
 
 class CaptionRandomizationConfig(_Frozen):
@@ -174,6 +182,17 @@ class CaptionRandomizationConfig(_Frozen):
     insert_prob: Fraction = 0.5  # otherwise, random words inserted with this probability
     insert_words: Annotated[int, Field(strict=True, ge=1, le=16)] = 2
     seed: Seed = 0
+
+
+class InferenceConfig(_Frozen):
+    """Inference-time mitigations (mitigations.inference): settings of the sampler, not of the weights."""
+
+    noise_scale: PositiveFloat = 0.5  # Somepalli et al. 2023b: Gaussian noise on the text embedding, x its std
+    random_words: Annotated[int, Field(strict=True, ge=1, le=16)] = 2  # Somepalli et al. 2023b: random words added
+    # Wen et al. 2024: lower the text-guidance norm until it is below this quantile of never-trained captions' norms.
+    norm_quantile: Fraction = 0.5
+    norm_steps: Positive = 10
+    norm_lr: Rate = 0.05
 
 
 class RuntimeConfig(_Frozen):
@@ -201,6 +220,7 @@ class Preset(_Frozen):
     sample: SampleConfig = SampleConfig()
     study: StudyConfig = StudyConfig()
     caption_randomization: CaptionRandomizationConfig = CaptionRandomizationConfig()
+    inference: InferenceConfig = InferenceConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Preset":
@@ -251,7 +271,8 @@ PRESETS: dict[str, Preset] = {
         sample=SampleConfig(steps=3, batch_size=16),
         study=StudyConfig(prompts_top=6, samples_per_prompt=3, mia_per_side=6, mia_tune_per_side=2,
                           mia_control_preset="tiny-overfit", guidance_sweep=(1.0, 3.0), dp_epsilons=(8.0,),
-                          dp_steps=2, dp_expected_batch=2, dp_multiplicity=2),
+                          dp_steps=2, dp_expected_batch=2, dp_multiplicity=2, adaptive_min_dup=2, paraphrases=2,
+                          search_steps=2),
     ),
     # The positive control at test scale: 24 images at 8 px, each seen 300 times (seconds on CPU); 64 held-out images
     # give the negative control two halves of 32.

@@ -138,3 +138,19 @@ def exposure_figure(exposure: pd.DataFrame, out: Path) -> Path:
            title="How much training makes membership visible")
     ax.legend(fontsize=8)
     return _save(fig, out)
+
+
+def delta_figure(curves: dict[str, list[dict]], chosen: float, out: Path) -> Path:
+    """Rate of prompts within each copy threshold delta, one line per curve (probe, oracle, never-trained null) with
+    its 95% band, and the study's delta marked: how much a headline rests on the threshold."""
+    fig, ax = _plt().subplots(figsize=(5.5, 3.2))
+    for name, rows in curves.items():
+        frame = pd.DataFrame(rows)
+        line = ax.plot(frame["delta"], frame["rate"] * 100, marker="o", ms=3, label=name)[0]
+        ax.fill_between(frame["delta"], frame["ci_low"] * 100, frame["ci_high"] * 100, color=line.get_color(),
+                        alpha=0.15)
+    ax.axvline(chosen, color="k", ls=":", lw=1, label=f"study delta {chosen:g}")
+    ax.set(xlabel="copy threshold delta (tiled RMS on [0, 1] pixels)", ylabel="% of prompts within delta (95% CI)",
+           ylim=(0, 102))
+    ax.legend(fontsize=8)
+    return _save(fig, out)

@@ -71,6 +71,13 @@ def probe(matches: pd.DataFrame, clique: np.ndarray, cfg: ExtractionConfig) -> t
     return per_prompt, pairs[["prompt", "sample", "train_idx", "kind", "distance"]].reset_index(drop=True)
 
 
+def distinct_copies(train_idx: pd.Series, members: pd.DataFrame) -> tuple[int, int]:
+    """How many distinct training images, and subjects (families), a set of copies covers: several captions and
+    generations can land on one picture, and a reader counts pictures and subjects, not matches."""
+    rows = train_idx.to_numpy(dtype=int)
+    return int(members["sha256"].iloc[rows].nunique()), int(members["family"].iloc[rows].nunique())
+
+
 def summarize(per_prompt: pd.DataFrame, pairs: pd.DataFrame, members: pd.DataFrame, cfg: ExtractionConfig) -> dict:
     """The extraction rate is prompts whose flagged generations copy their own image / attacked prompts, a binomial
     proportion with its exact 95% interval; unique images and families (subjects) are counted beside it, per
@@ -82,9 +89,8 @@ def summarize(per_prompt: pd.DataFrame, pairs: pd.DataFrame, members: pd.DataFra
     summary = {"attacked_prompts": n, "prompts_with_copy": k, "rate": k / n if n else 0.0, "ci_low": low,
                "ci_high": high, "flagged_prompts": int(per_prompt["flagged"].sum()), "config": asdict(cfg)}
     for kind in ("own", "family", "other"):
-        hit = pairs[pairs["kind"] == kind]["train_idx"]
-        summary[f"{kind}_images"] = int(members["sha256"].iloc[hit].nunique()) if len(hit) else 0
-        summary[f"{kind}_families"] = int(members["family"].iloc[hit].nunique()) if len(hit) else 0
+        summary[f"{kind}_images"], summary[f"{kind}_families"] = distinct_copies(
+            pairs[pairs["kind"] == kind]["train_idx"], members)
         summary[f"{kind}_prompts"] = int((per_prompt[f"{kind}_images"] > 0).sum())
     summary["extracted_images"], summary["extracted_families"] = summary["own_images"], summary["own_families"]
     if "memorized" in per_prompt:

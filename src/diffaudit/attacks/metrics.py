@@ -140,5 +140,9 @@ def paired_change(before: np.ndarray, after: np.ndarray) -> dict:
     changed carry information, and under "no effect" each change is equally likely in either direction."""
     before, after = np.asarray(before, bool), np.asarray(after, bool)
     fewer, more = int((before & ~after).sum()), int((~before & after).sum())
-    p = binomtest(fewer, fewer + more).pvalue if fewer + more else 1.0
-    return {"stopped": fewer, "started": more, "p_value": float(p)}
+    return {"stopped": fewer, "started": more, "p_value": mcnemar_p(fewer, more)}
+
+
+def mcnemar_p(fewer: int, more: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant counts alone (what pooled seeds keep)."""
+    return float(binomtest(fewer, fewer + more).pvalue) if fewer + more else 1.0

@@ -1,7 +1,7 @@
 """Higher classifier-free guidance at sampling: the same weights, another setting (Carlini et al. 2023 report fewer
 copies at higher guidance on Stable Diffusion; Ho & Salimans 2022 define the scale)."""
 
-from diffaudit.config import Preset
+from diffaudit.config import SD_DEFAULT_GUIDANCE, Preset
 from diffaudit.mitigations.base import Arm, Context, Description, Mitigation
 
 PREFIX = "guidance-"
@@ -23,4 +23,4 @@ class Guidance(Mitigation):
                            lasts="setting",
                            note="It protects only a hosted service whose users cannot change the setting, and none "
                                 "once the model file is released. Stable Diffusion tools already default to scale "
-                                "7.5.")
+                                f"{SD_DEFAULT_GUIDANCE:g}.")

@@ -30,6 +30,6 @@ class RetrainDeduplicated(Mitigation):
     def describe(self, variant: str, record: dict) -> Description:
         report = record["dedup"]
         removed, before = report["member_rows_removed"], report.get("member_rows_before")
-        share = f" ({removed / before:.0%} of the {before} training rows)" if before else ""
-        return Description(TITLES[variant], f"A new model, trained without {removed} repeated entries.", lasts="data",
-                           note=f"It removed {removed} training entries{share}.")
+        share = f" ({removed / before:.0%} of the {before:,} training rows)" if before else ""
+        return Description(TITLES[variant], f"A new model, trained without {removed:,} repeated entries.",
+                           lasts="data", note=f"It removed {removed:,} training entries{share}.")

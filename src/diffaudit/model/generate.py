@@ -1,8 +1,9 @@
 """Generate prompts x seeds x guidance scales into image shards plus an index, resumably and keyed by content.
 
 A sample is identified by (prompt text, seed, guidance) within a folder whose samples all share one model
-hash, sampler and step count. The index (parquet) is the source of truth: a shard counts only once the
-index lists it, and the index is rewritten atomically after each shard. So a killed run loses at most one
+hash, sampler, step count and conditioning (`model.conditioning`: the caption's text unless an attack or an
+inference-time mitigation puts something else there). The index (parquet) is the source of truth: a shard counts
+only once the index lists it, and the index is rewritten atomically after each shard. So a killed run loses at most one
 shard, a reordered prompt list is a no-op, added prompts, seeds or scales extend the folder, and a changed
 model, sampler or step count is refused rather than mixed in.
 """
@@ -19,6 +20,7 @@ from diffaudit.config import SampleConfig
 from diffaudit.data.imagefolder import caption_problem
 from diffaudit.errors import CheckpointError, ConfigError
 from diffaudit.io import remove_stale_temps, write_atomic
+from diffaudit.model.conditioning import Conditioning, Text
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.sample import sample
 from diffaudit.progress import Progress
@@ -34,6 +36,14 @@ def _write_shard(path: Path, images: np.ndarray) -> None:
             np.save(f, images)
 
     write_atomic(path, save)
+
+
+def _read_index(out: Path) -> pd.DataFrame:
+    """The folder's index; folders written before conditionings existed hold text samples only."""
+    if not (out / INDEX).exists():
+        return pd.DataFrame()
+    index = pd.read_parquet(out / INDEX)
+    return index if "conditioning" in index.columns else index.assign(conditioning=Text.name)
 
 
 def _check_folder(out: Path, index: pd.DataFrame, want: dict) -> None:
@@ -53,20 +63,21 @@ def _check_folder(out: Path, index: pd.DataFrame, want: dict) -> None:
                               "Write to a new folder (samples from different settings are never mixed)")
 
 
-def can_share(out: Path, pipe: AuditPipeline, cfg: SampleConfig) -> bool:
-    """Whether `out` is a generation folder of this model, sampler and step count (so it can be extended)."""
+def can_share(out: Path, pipe: AuditPipeline, cfg: SampleConfig, conditioning: Conditioning | None = None) -> bool:
+    """Whether `out` is a generation folder of this model, sampler, step count and conditioning (so it can be
+    extended)."""
     if not (Path(out) / INDEX).exists():
         return False
     try:
-        _check_folder(Path(out), pd.read_parquet(Path(out) / INDEX), _settings(pipe, cfg))
+        _check_folder(Path(out), _read_index(Path(out)), _settings(pipe, cfg, conditioning))
     except CheckpointError:
         return False
     return True
 
 
-def _settings(pipe: AuditPipeline, cfg: SampleConfig) -> dict:
+def _settings(pipe: AuditPipeline, cfg: SampleConfig, conditioning: Conditioning | None) -> dict:
     return {"model_hash": pipe.model_hash(), "pipeline_config": pipe.config_hash(), "sampler": cfg.sampler,
-            "steps": cfg.steps}
+            "steps": cfg.steps, "conditioning": (conditioning or Text()).name}
 
 
 def requested_keys(prompts: list[str], seeds: list[int], guidances: list[float]) -> pd.DataFrame:
@@ -81,9 +92,10 @@ def requested_keys(prompts: list[str], seeds: list[int], guidances: list[float])
 
 def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidances: list[float], cfg: SampleConfig,
              out: Path, progress: Progress | None = None, shard_size: int = SHARD_SIZE,
-             max_shards: int | None = None) -> pd.DataFrame:
+             max_shards: int | None = None, conditioning: Conditioning | None = None) -> pd.DataFrame:
     """Write every (prompt, seed, guidance) sample once; returns the index rows of the requested samples in
     request order (the folder may hold more). `max_shards` stops early, as a crash would (tests)."""
+    conditioning = conditioning or Text()
     if shard_size < 1:
         raise ConfigError(f"shard_size must be at least 1, got {shard_size}")
     limit = pipe.scheduler.config.num_train_timesteps
@@ -91,16 +103,19 @@ def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidance
         raise ConfigError(f"{cfg.steps} sampling steps exceed the model's {limit} training timesteps")
     requested = requested_keys(prompts, seeds, guidances)  # checked before anything is written
     out = Path(out)
-    want = _settings(pipe, cfg)
-    index = pd.read_parquet(out / INDEX) if (out / INDEX).exists() else pd.DataFrame()
+    want = _settings(pipe, cfg, conditioning)
+    index = _read_index(out)
     _check_folder(out, index, want)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     done = set(index[KEY].itertuples(index=False, name=None)) if not index.empty else set()
     todo = [k for k in requested.itertuples(index=False, name=None) if k not in done]
-    unique = sorted(set(requested["prompt"]))
-    emb = pipe.encode_text(unique) if todo else None
-    lookup = {t: i for i, t in enumerate(unique)}
+    with pipe.denoiser.counting() as prepared:  # an attack's or a setting's own UNet calls, before sampling
+        emb = conditioning(pipe, [k[0] for k in todo], [k[1] for k in todo]) if todo else None
+    # ... shared out over the samples they were spent for, so the folder's total is exact
+    share, rest = divmod(prepared.evaluations, max(len(todo), 1))
+    upfront = [share + (i < rest) for i in range(len(todo))]
+    row_of = {k[:2]: i for i, k in enumerate(todo)}  # one embedding per (prompt, seed), shared across scales
     task = (progress.add_task("generate", total=len(requested), completed=len(requested) - len(todo))
             if progress else None)
     next_shard = int(index["shard"].str[6:11].astype(int).max()) + 1 if not index.empty else 0
@@ -111,13 +126,14 @@ def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidance
         images, evals = [], []
         for g in dict.fromkeys(j[2] for j in chunk):  # one sampler call per guidance scale in the shard
             part = [j for j in chunk if j[2] == g]
-            cond = emb[[lookup[p] for p, _, _ in part]]
+            cond = emb[[row_of[(p, s)] for p, s, _ in part]]
             with pipe.denoiser.counting() as spent:
                 images.append(sample(pipe, cond, [s for _, s, _ in part], g, cfg.steps, cfg.sampler,
                                      min(cfg.batch_size, shard_size)))
             evals += [spent.evaluations // len(part)] * len(part)
         shard = f"shard-{next_shard + shards_written:05d}.npy"
         _write_shard(out / shard, np.concatenate(images))
+        evals = [e + u for e, u in zip(evals, upfront[start: start + len(chunk)], strict=True)]
         rows = pd.DataFrame(chunk, columns=KEY).assign(**want, shard=shard, offset=np.arange(len(chunk)),
                                                        unet_evals=evals)
         index = pd.concat([index, rows], ignore_index=True)

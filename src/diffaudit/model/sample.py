@@ -45,26 +45,27 @@ def guided_eps(pipe: AuditPipeline, x: torch.Tensor, t: torch.Tensor, cond: torc
     return eps_u + guidance * (eps_c - eps_u)
 
 
-@torch.inference_mode()
 def sample(pipe: AuditPipeline, cond: torch.Tensor, seeds: list[int], guidance: float, steps: int,
            sampler: str = "ddim", batch_size: int = 256, progress: Progress | None = None) -> np.ndarray:
     """Generate one image per (cond row, seed); returns uint8 N x H x W x 3."""
     if len(cond) != len(seeds):
         raise ValueError(f"{len(cond)} conditionings but {len(seeds)} seeds")
-    uncond = pipe.encode_text([""])
-    pipe.unet.to(memory_format=torch.channels_last)
-    per_batch = batch_size if guidance == 1.0 else max(1, batch_size // 2)
-    task = progress.add_task(f"sample {sampler} x{steps} g={guidance:g}", total=len(seeds)) if progress else None
-    out = []
-    for i in range(0, len(seeds), per_batch):
-        c = cond[i: i + per_batch]
-        x = initial_noise(pipe, seeds[i: i + per_batch])
-        sched = make_scheduler(pipe, sampler, steps)
-        x = x * sched.init_noise_sigma
-        for t in sched.timesteps:
-            eps = guided_eps(pipe, sched.scale_model_input(x, t), t, c, uncond, guidance)
-            x = sched.step(eps, t, x).prev_sample
-        out.append(pipe.to_uint8(x))
-        if progress is not None:
-            progress.advance(task, len(c))
-    return np.concatenate(out)
+    with torch.inference_mode(False):  # weights converted in inference mode could never be trained or searched again
+        pipe.unet.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        uncond = pipe.encode_text([""])
+        per_batch = batch_size if guidance == 1.0 else max(1, batch_size // 2)
+        task = progress.add_task(f"sample {sampler} x{steps} g={guidance:g}", total=len(seeds)) if progress else None
+        out = []
+        for i in range(0, len(seeds), per_batch):
+            c = cond[i: i + per_batch]
+            x = initial_noise(pipe, seeds[i: i + per_batch])
+            sched = make_scheduler(pipe, sampler, steps)
+            x = x * sched.init_noise_sigma
+            for t in sched.timesteps:
+                eps = guided_eps(pipe, sched.scale_model_input(x, t), t, c, uncond, guidance)
+                x = sched.step(eps, t, x).prev_sample
+            out.append(pipe.to_uint8(x))
+            if progress is not None:
+                progress.advance(task, len(c))
+        return np.concatenate(out)

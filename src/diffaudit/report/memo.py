@@ -15,12 +15,14 @@ import jinja2
 import pandas as pd
 import pypdf
 
+from diffaudit.attacks.adaptive.registry import PROBES
+from diffaudit.config import CARLINI_SAMPLES, SD_DEFAULT_GUIDANCE
 from diffaudit.errors import DiffauditError
 from diffaudit.figures import arms_figure, dup_rate_figure, pairs_montage
 from diffaudit.io import write_atomic, write_json, write_text
 from diffaudit.report.readability import readability
 from diffaudit.report.results import StudyResults
-from diffaudit.study.findings import ALPHA, ArmEffect, best_arm, by_dup
+from diffaudit.study.findings import ALPHA, ArmEffect, by_dup, ranked_fixes
 
 PAGES = 4
 FONT_SIZES = (10.5, 10.0, 9.5, 9.0)  # tried in turn until the memo fits its four pages
@@ -46,7 +48,6 @@ GLOSSARY = [
 ]
 
 
-DURABILITY = {"data": 0, "weights": 1, "setting": 2}  # a fix in the data outlasts one in the weights or a setting
 LIVES = {"data": "the training data", "weights": "the model's weights", "setting": "a sampling setting"}
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
@@ -76,14 +77,9 @@ def _arm_cost(e: ArmEffect) -> str:
     return f"quality distance {signed(e.frechet_change)}{minutes}"
 
 
-def _arm_note(e: ArmEffect) -> tuple[str, str]:
-    head = f"extraction rate {pct(e.rate)}, against {pct(e.base_rate)} with no fix."
-    changed = f"Copies stopped for {e.stopped} captions and started for {e.started}."
-    if e.verdict == "no clear change":
-        return _arm_name(e), f"{head} {changed} Chance alone could give this ({p_text(e.p_value)})."
-    word = "fewer" if e.verdict == "fewer copies" else "more"
-    return _arm_name(e), (f"{head} {changed} Clearly {word} captions gave copies: chance alone would rarely do "
-                          f"this ({p_text(e.p_value)}).")
+def _verdict(e: ArmEffect) -> str:
+    """The paired test's answer in the table's words."""
+    return {"no clear change": "no clear change", "fewer copies": "fewer", "more copies": "more"}[e.verdict]
 
 
 @dataclass
@@ -106,6 +102,7 @@ class MemoWriter:
         self.buckets = by_dup(self.base)
         self.trend = res.findings["duplication_trend"][str(self.base["seed"])]
         self.flags = res.findings["flag_precision"][str(self.base["seed"])]
+        self.adaptive = res.findings.get("adaptive", [])
 
     @property
     def base_arm(self) -> pd.Series:
@@ -135,8 +132,10 @@ class MemoWriter:
         return (f"A miniature {data['resolution']}×{data['resolution']}-pixel model trained by us on "
                 f"{data['n_member']:,} captioned emoji pictures (some repeated on purpose), "
                 f"{len(seeds)} training run{'s' if len(seeds) > 1 else ''}; the {self.study['prompts_top']} most "
-                f"repeated captions, {self.study['samples_per_prompt']} tries each (the published study used 500). "
-                f"A copy is a picture within distance {self.base['delta']:g} of the caption's own training picture; "
+                f"repeated captions, {self.study['samples_per_prompt']} tries each (the published study used "
+                f"{CARLINI_SAMPLES}), made at guidance scale {self.base['guidance']:g} (Stable Diffusion tools "
+                f"default to {SD_DEFAULT_GUIDANCE:g}). A copy is a picture within distance {self.base['delta']:g} "
+                "of the caption's own training picture; "
                 f"captions the model never saw got such a 'copy' {null['hits']} times in {null['n']} (95% range "
                 f"{span(null['ci_low'], null['ci_high'])}).")
 
@@ -145,10 +144,24 @@ class MemoWriter:
         b = self.base_arm
         oracle, n = self.base["oracle_memorized_prompts"], self.base["attacked_prompts"]
         low, high = self.base["oracle_ci"]
+        extent = self.res.findings["oracle_extent"][str(self.base["seed"])]
         return (f"An outsider who can only ask for pictures got copies for {b['extracted']} of {b['prompts']} "
                 f"captions ({pct(b['rate'])}, 95% range {span(b['ci_low'], b['ci_high'])}): {b['images']} pictures "
                 f"of {b['families']} subjects. The owner, checking every picture against the training data, finds "
-                f"copies for {oracle} of {n} captions ({pct(oracle / n)}, 95% range {span(low, high)}).")
+                f"copies for {oracle} of {n} captions ({pct(oracle / n)}, 95% range {span(low, high)}): "
+                f"{extent['images']} pictures of {extent['families']} subjects.")
+
+    def best_fix(self) -> str:
+        """The most durable fix that held, with its interval and cost, or that none held."""
+        fixes = ranked_fixes(self.effects)
+        if not fixes:
+            return "None of the fixes we tried lowered the extraction rate by more than chance could explain."
+        e = fixes[0]
+        others = f"{len(fixes) - 1} other fixes also worked; page 4 ranks them." if len(fixes) > 1 else ""
+        return " ".join(filter(None, [
+            f"{_arm_name(e)}, a fix in {LIVES[e.description.lasts]}, cut the extraction rate from {pct(e.base_rate)} "
+            f"to {pct(e.rate)} (95% range {span(e.ci_low, e.ci_high)}; {p_text(e.p_value)}), at a cost of "
+            f"{_arm_cost(e)}.", e.description.note, self._attack_sentence(e.arm).strip(), others]))
 
     def caveats(self) -> list[str]:
         return ["These rates hold for this small model and these most repeated captions, not for every caption "
@@ -181,12 +194,6 @@ class MemoWriter:
             more = "more" if self.trend["rises"] else "less"
             out.append(f"Captions whose picture was repeated more often in the training data gave copies {more} "
                        f"often ({p_text(self.trend['p_value'])}).")
-        best = best_arm(self.effects)
-        if best:
-            out.append(f"Of the fixes we tried, the one that worked best was: {_arm_name(best).lower()}. "
-                       f"It cut the extraction rate to {pct(best.rate)}.")
-        else:
-            out.append("None of the fixes we tried lowered the extraction rate by more than chance could explain.")
         return out
 
     def found(self) -> list[str]:
@@ -241,10 +248,11 @@ class MemoWriter:
         if len(self.res.seeds) == 1:
             out.append("We trained each model once. A second training run could give somewhat different rates.")
         out.append(f"We asked for {self.study['samples_per_prompt']} pictures per caption; the published study asked "
-                   "for 500. More tries would likely find more copies, so our rates are a floor.")
+                   f"for {CARLINI_SAMPLES}. More tries would likely find more copies, so our rates are a floor.")
         if not any(k.startswith("lira") for k in self.base.get("mia") or {}):
             out.append("We did not run the strongest membership test (LiRA), which needs many extra models.")
-        out.append("We did not test attackers who adapt to a fix, for example by rewording captions.")
+        if not self.adaptive:
+            out.append("We did not test attackers who adapt to a fix, for example by rewording captions.")
         out.append("Private fine-tuning protects only the small extra set it trains on. It gives no formal "
                    "guarantee for the pictures the model learned before.")
         ns = [e for e in self.effects if e.verdict == "no clear change"]
@@ -256,27 +264,59 @@ class MemoWriter:
     def table(self) -> list[dict]:
         b = self.base_arm
         rows = [{"name": "No fix", "what": "The model as trained.",
-                 "rate": f"{pct(b['rate'])} ({span(b['ci_low'], b['ci_high'])})", "cost": "none"}]
+                 "rate": f"{pct(b['rate'])} ({span(b['ci_low'], b['ci_high'])})", "cost": "none",
+                 "change": "(the yardstick)", "attack": self.under_attack("base")}]
         for e in self.effects:
             rows.append({"name": _arm_name(e), "what": e.description.what,
-                         "rate": f"{pct(e.rate)} ({span(e.ci_low, e.ci_high)})", "cost": _arm_cost(e)})
+                         "rate": f"{pct(e.rate)} ({span(e.ci_low, e.ci_high)})", "cost": _arm_cost(e),
+                         "change": f"{e.stopped} / {e.started}: {_verdict(e)} ({p_text(e.p_value)})",
+                         "attack": self.under_attack(e.arm)})
         return rows
 
-    def arm_notes(self) -> list[tuple[str, str]]:
-        return [_arm_note(e) for e in self.effects]
+    def under_attack(self, arm: str) -> str:
+        """Whether the arm held against every harder attack, or which ones undid it, in a table cell's words."""
+        cells = self.attack_cells(arm)
+        if not cells:
+            return "not tested"
+        undone = [c for c in cells if not c["holds"]]
+        if not undone:
+            return f"held against all {len(cells)}"
+        worst = max(undone, key=lambda c: c["adaptive_rate"])
+        return (f"undone by {', '.join(PROBES[c['probe']].short for c in undone)} (up to {pct(worst['adaptive_rate'])}"
+                f" of {worst['targets']} captions, from {pct(worst['static_rate'])})")
+
+    def attack_note(self) -> str:
+        """The harder attacks, said once under the table; empty when none ran."""
+        if not self.adaptive:
+            return ""
+        probes = list(dict.fromkeys(c["probe"] for c in self.adaptive))
+        targets = self.adaptive[0]["targets"]
+        return (f"The last column tries {len(probes)} harder attacks on the {targets} captions whose pictures were "
+                f"repeated at least {self.study['adaptive_min_dup']} times: "
+                + "; ".join(PROBES[p].title for p in probes) + ". A fix is undone when the attacker, keeping what "
+                "already worked, got clearly more captions to give copies.")
+
+    def paired_note(self) -> str:
+        """How to read the table's last column, said once."""
+        return (f"The last column compares each fix with no fix, caption by caption: how many of the "
+                f"{self.base_arm['prompts']} captions stopped giving a copy, and how many started. 'Fewer' means "
+                f"chance alone would rarely give such a difference, after allowing for testing {len(self.effects)} "
+                "fixes at once; 'no clear change' means it could.")
 
     def recommendations(self) -> list[str]:
         """Fixes that lowered extraction beyond chance, the most durable first (in the training data, then in the
         weights, then a sampling setting), each with its cost and what a reader must know before adopting it."""
         out = []
         base_rate = self.base_arm["rate"]
-        working = sorted((e for e in self.effects if e.lowered),
-                         key=lambda e: (DURABILITY.get(e.description.lasts, 1), e.rate))
+        working = ranked_fixes(self.effects)
         for rank, e in enumerate(working):
             lead = "Adopt the most durable fix that worked here" if rank == 0 else "Also effective"
+            setting = (f" Our no-fix pictures were made at scale {self.base['guidance']:g}."
+                       if e.description.lasts == "setting" else "")
             out.append(f"{lead}: {_arm_name(e).lower()}, which lives in {LIVES[e.description.lasts]}. It cut the "
                        f"extraction rate from {pct(base_rate)} to {pct(e.rate)} ({p_text(e.p_value)}), at a cost of "
-                       f"{_arm_cost(e)}. {e.description.note}".strip())
+                       f"{_arm_cost(e)}{self._membership_cost(e)}. {e.description.note}{setting}"
+                       f"{self._attack_sentence(e.arm)}".strip())
         if not working:
             out.append("Do not rely on any one of these fixes yet. None cut copies by more than chance in this "
                        "study. Test them again with more tries per caption and more training runs.")
@@ -291,9 +331,27 @@ class MemoWriter:
         if mia and max(m["auc_ci"][0] for m in mia.values()) > 0.5:
             out.append("Treat training-set membership as detectable by anyone who holds the model file. Do not train "
                        "on pictures whose presence in the data must stay secret.")
-        out.append("Run this audit on the production model before each release, with 500 tries per caption as in "
-                   "the published study, and keep its results with the release record.")
+        out.append(f"Run this audit on the production model before each release, with {CARLINI_SAMPLES} tries per "
+                   "caption as in the published study, and keep its results with the release record.")
         return out
+
+    def _attack_sentence(self, arm: str) -> str:
+        verdict = self.under_attack(arm)
+        if verdict == "not tested":
+            return ""
+        if verdict.startswith("held"):
+            return f" It held against the {len(self.attack_cells(arm))} harder attacks we tried."
+        return f" Harder attacks {verdict}."
+
+    def attack_cells(self, arm: str) -> list[dict]:
+        return [c for c in self.adaptive if c["arm"] == arm]
+
+    def _membership_cost(self, e: ArmEffect) -> str:
+        """A retrained arm's membership score beside the base's: a fix can make membership easier to detect."""
+        before, after = self.base_arm["mia_auc"], self.arms.loc[e.arm, "mia_auc"]
+        if before is None or after is None or not (math.isfinite(before) and math.isfinite(after)):
+            return ""
+        return f"; best membership score {before:.2f} before, {after:.2f} after"
 
     def _controls_sentence(self) -> str:
         """Whether the membership tests were shown to work, in one sentence (empty when no controls ran)."""
@@ -389,9 +447,11 @@ def write_memo(run: Path, out: Path | None = None) -> Memo:
         "run_id": res.record["hashes"]["base_model"][:8], "date": datetime.date.today().isoformat(),
         "preset": res.preset, "seeds_text": "training seed " + ", ".join(map(str, res.seeds)),
         "bottom_line": w.bottom_line(), "scope": w.scope(), "floor_ceiling": w.floor_ceiling(),
+        "best_fix": w.best_fix(),
         "caveats": w.caveats(), "questions": w.questions(),
         "fixes": NUMBER_WORDS.get(kinds, str(kinds)), "findings_intro": w.intro(), "found": w.found(),
-        "pairs": _figures(w, out), "not_found": w.not_found(), "table": w.table(), "arm_notes": w.arm_notes(),
+        "pairs": _figures(w, out), "not_found": w.not_found(), "table": w.table(), "paired_note": w.paired_note(),
+        "attack_note": w.attack_note(),
         "recommendations": w.recommendations(), "assumptions": w.assumptions(), "glossary": GLOSSARY,
     }
     template = _template()

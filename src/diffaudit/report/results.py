@@ -22,6 +22,7 @@ class StudyResults:
     mia_controls: dict  # the attacks' positive control (with its exposure curve) and negative control
     dp_controls: dict  # per seed: the non-private fine-tune that checks the DP audit's power
     findings: dict  # pooled rates, paired tests, trends: computed by the study (findings.json)
+    adaptive_control: dict | None  # the embedding search on never-trained captions (its negative control)
 
     @classmethod
     def load(cls, run: Path) -> "StudyResults":
@@ -35,7 +36,8 @@ class StudyResults:
         record = json.loads((run / "run.json").read_text())
         return cls(run, results["rows"], json.loads((run / "assumptions.json").read_text()), results["preset"],
                    record["config"], record, results["calibration"], results.get("mia_controls", {}),
-                   results.get("dp_controls", {}), json.loads((run / "findings.json").read_text()))
+                   results.get("dp_controls", {}), json.loads((run / "findings.json").read_text()),
+                   results.get("adaptive_control"))
 
     @property
     def seeds(self) -> list[int]:

@@ -8,6 +8,7 @@ register. Images are embedded, so the file can be archived on its own.
 import base64
 import html
 import json
+import tempfile
 from pathlib import Path
 
 import jinja2
@@ -15,6 +16,7 @@ import pandas as pd
 
 from diffaudit.attacks.mia.tuning import settings
 from diffaudit.config import CARLINI_DELTA
+from diffaudit.figures import delta_figure
 from diffaudit.io import write_text
 from diffaudit.mitigations.dp_audit import SANITY
 from diffaudit.report.results import StudyResults
@@ -233,6 +235,43 @@ def _by_delta(row: dict) -> pd.DataFrame:
                                            for lo, hi in zip(oracle["ci_low"], oracle["ci_high"], strict=True)]})
 
 
+def _adaptive(res: StudyResults) -> str:
+    """Per arm and probe: static, probe-alone and attacker (static OR probe) rates, the Holm-adjusted McNemar test,
+    and the embedding search's negative control."""
+    cells = res.findings.get("adaptive", [])
+    if not cells:
+        return "<p>No adaptive probes were run (study.adaptive_probes is empty, or no attacked caption was duplicated "\
+               "enough).</p>"
+    text = (f"<p>Targets: the attacked captions whose image has at least {res.config['study']['adaptive_min_dup']} "
+            "copies. The attacker keeps what works: attacker = static OR probe; the test is exact McNemar on the same "
+            f"targets, Holm-adjusted over all {len(cells)} arm-probe pairs; an arm holds when p &ge; {ALPHA}.</p>")
+    text += _table(pd.DataFrame([{
+        "arm": c["arm"], "probe": c["probe"], "access": c["access"], "targets": c["targets"],
+        "static": c["static_rate"], "static 95% CI": _ci(c["static_ci"]), "probe alone": c["alone_rate"],
+        "attacker": c["adaptive_rate"], "attacker 95% CI": _ci(c["adaptive_ci"]), "started": c["started"],
+        "p (Holm)": _p(c["p_value"]), "verdict": "holds" if c["holds"] else "undone",
+        "UNet evaluations": c["unet_evaluations"]} for c in cells]))
+    control = res.adaptive_control
+    if control:
+        search, plain = control["embedding-search"], control["text"]
+        text += (f"<p>Negative control of the embedding search: on {search['n']} never-trained captions, "
+                 f"{search['hits']} had a generation within delta of their own never-seen image "
+                 f"({_num(search['rate'])}, 95% CI {_ci([search['ci_low'], search['ci_high']])}), against "
+                 f"{plain['hits']} with plain text ({_num(plain['rate'])}); the bound is {control['bound']:g}: "
+                 + ("passed" if control["passed"] else "FAILED (the search invents copies; its rates are not evidence)")
+                 + ".</p>")
+    return text
+
+
+def _delta_figure(res: StudyResults, row: dict) -> str:
+    """The base arm's probe and oracle rates against delta beside the never-trained null, as an embedded figure."""
+    curves = {"black-box probe": row["extraction_by_delta"], "oracle (owner)": row["oracle_by_delta"],
+              "never-trained captions (null)": res.calibration["model_null_by_delta"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = _uri(delta_figure(curves, row["delta"], Path(tmp) / "delta.png"))
+    return f'<img src="{uri}" alt="extraction rate against the copy threshold delta" width="520">'
+
+
 def _calibration(res: StudyResults) -> str:
     cal = res.calibration
     null = cal["model_null"]
@@ -295,6 +334,7 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
         [{"arm": e.arm, "mitigation": e.description.title, "what changed": e.description.what}
          | {k: v for k, v in e.__dict__.items() if k not in ("arm", "description")} | {"verdict": e.verdict}
          for e in res.effects()]))))
+    sections.append(("Static against adaptive extraction", _adaptive(res)))
     per_seed = pd.read_parquet(res.run / "comparison.parquet")
     sections.append(("Every arm and seed", _table(per_seed)))
     for row in [r for r in res.rows if r.get("kind") != "detection"]:
@@ -312,6 +352,7 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
                 f"{row['model_hash'][:12]}.</p>" + _table(buckets)
                 + "<h4>Sensitivity to delta (rate of prompts; probe and oracle)</h4>" + _table(_by_delta(row)))
         if row["arm"] == "base":
+            body += _delta_figure(res, row)
             body += ("<h4>Probe recall against the oracle by generations per prompt N and clique size</h4>"
                      + _table(pd.DataFrame(row["probe_sweep"])))
         if row.get("mia"):

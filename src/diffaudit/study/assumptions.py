@@ -83,6 +83,19 @@ def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline, calibratio
          "training set; it is audited on calibration images vs held-out images (empirical epsilon, Clopper-Pearson)"
          + (", with a non-private fine-tune as the audit's positive control." if s.dp_control else "."),
          "Dockhorn et al. 2023; Jagielski et al. 2020; Opacus"),
+        ("mitigation", "Inference-time settings", f"Embedding noise of {preset.inference.noise_scale:g} x the "
+         f"caption embeddings' standard deviation; {preset.inference.random_words} random training-vocabulary words "
+         "inserted; the text-guidance norm lowered by Adam steps until below the "
+         f"{preset.inference.norm_quantile:.0%} quantile of never-trained (calibration) captions' norms. All drawn "
+         "fresh per generation, applied to whatever a user sends; void for anyone holding the weights.",
+         "Somepalli et al. 2023b; Wen et al. 2024"),
+        ("threat model", "Adaptive attacker", (f"Probes {', '.join(s.adaptive_probes)} on the attacked captions "
+         f"whose image has >= {s.adaptive_min_dup} copies: the weights holder samples at guidance "
+         f"{preset.sample.guidance:g} with no inference-time setting; the paraphraser types {s.paraphrases} other "
+         f"captions per target through the arm's settings; the embedding search takes {s.search_steps} Adam steps "
+         "up the text-guidance norm (white-box), never seeing the target image. The attacker keeps what works: "
+         "adaptive = static OR probe, tested against static by exact McNemar, Holm-adjusted over arms and probes."
+         if s.adaptive_probes else "No adaptive probes configured."), "Wen et al. 2024; Somepalli et al. 2023b"),
         ("utility", "Quality measures", "Held-out denoising loss on the non-member split and a Fréchet distance in "
          "the features of an autoencoder trained only on OpenMoji glyphs outside every split.", "diffaudit"),
         ("statistics", "Intervals", f"Rates: exact Clopper-Pearson 95%; AUC and TPR: percentile bootstrap 95% "

@@ -17,6 +17,7 @@ from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
 from diffaudit.figures import pair_strip
 from diffaudit.io import write_atomic, write_json
+from diffaudit.model.conditioning import Conditioning, Text
 from diffaudit.model.generate import can_share, generate, load_samples
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.progress import Progress
@@ -53,16 +54,20 @@ def dup_bucket(count: pd.Series) -> pd.Series:
 
 def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: pd.DataFrame,
                    samples_per_prompt: int, guidance: float, sample_cfg: SampleConfig,
-                   cfg: ExtractionConfig, progress: Progress | None = None, samples: Path | None = None) -> dict:
+                   cfg: ExtractionConfig, progress: Progress | None = None, samples: Path | None = None,
+                   conditioning: Conditioning | None = None) -> dict:
     """Generate for each prompt, run the probe and the oracle, and write tables, pairs and a summary.
 
     `samples` names a generation folder to share (default `out/samples`): samples are keyed by content, so
-    those another audit of the same model already drew are reused, not drawn again."""
+    those another audit of the same model already drew are reused, not drawn again. `conditioning` is what the
+    model is conditioned on for each prompt (its text by default; an attack's or a setting's otherwise): copies are
+    still judged against each prompt's own training image."""
+    conditioning = conditioning or Text()
     out = Path(out)
     members = data.split("member")
     gen_dir = Path(samples) if samples is not None else out / "samples"
     rows = generate(pipe, prompts["prompt"].tolist(), list(range(samples_per_prompt)), [guidance], sample_cfg,
-                    gen_dir, progress)
+                    gen_dir, progress, conditioning=conditioning)
     images, index = load_samples(gen_dir, rows, side=data.images.shape[1])
     table = members.table
     matches = match_generations(images, index, members, cfg.delta)
@@ -83,6 +88,7 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
     summary |= {
         "samples_per_prompt": samples_per_prompt, "guidance": guidance, "sampler": sample_cfg.sampler,
         "steps": sample_cfg.steps, "seeds": f"0..{samples_per_prompt - 1}", "model_hash": pipe.model_hash(),
+        "conditioning": conditioning.name,
         "compare_size": int(data.images.shape[1]), "generated_size": int(pipe.resolution),
         "dataset_version": data.version, "clique_size_required": cfg.clique_size(samples_per_prompt),
         "unet_evaluations": int(index["unet_evals"].sum()),

@@ -10,12 +10,16 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from diffaudit.attacks.metrics import clopper_pearson, paired_change
+from diffaudit.attacks.extraction import distinct_copies
+from diffaudit.attacks.metrics import clopper_pearson, mcnemar_p, paired_change
+from diffaudit.data.imagefolder import load_imagefolder
 from diffaudit.errors import DiffauditError
 from diffaudit.mitigations.base import Description
 from diffaudit.mitigations.registry import describe
 
 ALPHA = 0.05  # significance level for "changed beyond chance"
+# A fix in the training data outlasts one in the weights, which outlasts a sampling setting anyone can change.
+DURABILITY = {"data": 0, "weights": 1, "setting": 2}
 
 
 @dataclass(frozen=True)
@@ -126,11 +130,25 @@ def arm_effects(run: Path, rows: list[dict]) -> list[ArmEffect]:
         for (arm, row), test, p in zip(others.iterrows(), tests, adjusted, strict=True)]
 
 
+def ranked_fixes(effects: list[ArmEffect]) -> list[ArmEffect]:
+    """The arms that reduced extraction beyond chance, the most durable first (where the fix lives), then the
+    lowest rate, then the smaller quality cost."""
+    return sorted((e for e in effects if e.lowered),
+                  key=lambda e: (DURABILITY.get(e.description.lasts, 1), e.rate, e.frechet_change))
+
+
 def best_arm(effects: list[ArmEffect]) -> ArmEffect | None:
-    """The arm with the lowest extraction rate among those that reduced it beyond chance; ties go to the
-    smaller quality cost."""
-    working = [e for e in effects if e.lowered]
-    return min(working, key=lambda e: (e.rate, e.frechet_change), default=None)
+    """The most durable fix that worked (`ranked_fixes`), or None when none held."""
+    return next(iter(ranked_fixes(effects)), None)
+
+
+def oracle_extent(run: Path, seed: int) -> dict:
+    """The owner's ceiling in pictures and subjects: distinct training images (and families) that some generation of
+    the base model copies as its caption's own image, whether or not the black-box probe flagged it."""
+    matches = pd.read_parquet(run / f"seed{seed}" / "base" / "extraction" / "matches.parquet")
+    members = load_imagefolder(run / "data").split("member").table
+    images, families = distinct_copies(matches.loc[matches["kind"] == "own", "own_idx"], members)
+    return {"images": images, "families": families}
 
 
 def duplication_trend(run: Path, seed: int, buckets: pd.DataFrame) -> dict | None:
@@ -156,6 +174,37 @@ def flag_precision(run: Path, seed: int) -> dict | None:
             "precision": float((flagged & table["memorized"]).mean() / flagged.mean())}
 
 
+def adaptive_effects(rows: list[dict]) -> list[dict]:
+    """Per arm and adaptive probe: the attacker's rate (static OR probe) against the static one on the same
+    targets, the exact McNemar p-value Holm-adjusted over every arm and probe of the study, and whether the arm
+    holds (the probe did not raise extraction beyond chance). Pooled over seeds by summing the counts."""
+    cells: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        for probe, r in (row.get("adaptive") or {}).get("probes", {}).items():
+            cell = cells.setdefault((row["arm"], probe), {"arm": row["arm"], "probe": probe, "title": r["title"],
+                                                          "access": r["access"], "static": 0, "adaptive": 0,
+                                                          "alone": 0, "targets": 0, "started": 0, "stopped": 0,
+                                                          "unet_evaluations": 0})
+            cell["static"] += row["adaptive"]["static"]["extracted"]
+            cell["adaptive"] += r["adaptive"]["extracted"]
+            cell["alone"] += r["alone"]["extracted"]
+            cell["targets"] += r["adaptive"]["targets"]
+            cell["started"] += r["started"]
+            cell["stopped"] += r["stopped"]
+            cell["unet_evaluations"] += r["unet_evaluations"]
+    out = []
+    for cell in cells.values():
+        n = cell["targets"]
+        for key, k in (("static", cell["static"]), ("adaptive", cell["adaptive"]), ("alone", cell["alone"])):
+            low, high = clopper_pearson(k, n)
+            cell[f"{key}_rate"], cell[f"{key}_ci"] = k / n if n else float("nan"), [low, high]
+        out.append({**cell, "raw_p_value": mcnemar_p(cell["stopped"], cell["started"])})
+    for cell, p in zip(out, holm([c["raw_p_value"] for c in out]), strict=True):
+        cell["p_value"] = p
+        cell["holds"] = bool(p >= ALPHA)
+    return out
+
+
 def findings(run: Path, rows: list[dict]) -> dict:
     """Everything the memo and reports state beyond the rows themselves, computed once by the study."""
     effects = arm_effects(run, rows)
@@ -165,7 +214,9 @@ def findings(run: Path, rows: list[dict]) -> dict:
     return {"alpha": ALPHA, "arms": pooled_arms(rows).to_dict("records"),
             "effects": [asdict(e) for e in effects], "best_arm": best.arm if best else None,
             "duplication_trend": {str(s): duplication_trend(run, s, by_dup(base[s])) for s in seeds},
-            "flag_precision": {str(s): flag_precision(run, s) for s in seeds}}
+            "flag_precision": {str(s): flag_precision(run, s) for s in seeds},
+            "oracle_extent": {str(s): oracle_extent(run, s) for s in seeds},
+            "adaptive": adaptive_effects(rows)}
 
 
 def effect_from_record(record: dict) -> ArmEffect:

@@ -20,13 +20,15 @@ from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.demo import prepare_data, prepare_model
 from diffaudit.errors import ConfigError
 from diffaudit.io import jsonable, remove_stale_temps, write_json
-from diffaudit.mitigations.base import Context, Mitigation
+from diffaudit.mitigations.base import Arm, Context, Mitigation
 from diffaudit.mitigations.private_finetune import finetune_and_audit
 from diffaudit.mitigations.registry import MITIGATIONS
+from diffaudit.model.conditioning import Conditioning, Text
 from diffaudit.model.device import resolve
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import Progress
+from diffaudit.study.adaptive_audit import adaptive_targets, run_adaptive, search_negative_control
 from diffaudit.study.assumptions import register
 from diffaudit.study.calibration import calibrate_copy_test
 from diffaudit.study.cost import measured
@@ -53,6 +55,7 @@ def _step(run: Path, name: str, fn: Callable[[], dict]) -> dict:
 
 def check_names(cfg: StudyConfig) -> None:
     """Every attack, detector and dedup method named in the config exists: checked before any work starts."""
+    from diffaudit.attacks.adaptive.registry import PROBES
     from diffaudit.attacks.detect import DETECTORS
     from diffaudit.attacks.mia import ATTACKS
     from diffaudit.mitigations.dedup import METHODS
@@ -61,7 +64,8 @@ def check_names(cfg: StudyConfig) -> None:
         control_preset(cfg.mia_control_preset)
     for field, names, known in (("mia_attacks", cfg.mia_attacks, ATTACKS), ("detector", [cfg.detector], DETECTORS),
                                 ("dedup_methods", cfg.dedup_methods, METHODS),
-                                ("mitigations", cfg.mitigations, MITIGATIONS)):
+                                ("mitigations", cfg.mitigations, MITIGATIONS),
+                                ("adaptive_probes", cfg.adaptive_probes, PROBES)):
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ConfigError(f"study.{field}: unknown name(s) {unknown}; choose from {sorted(known)}")
@@ -115,12 +119,13 @@ class Study:
         return self._utility
 
     def audit(self, pipe: AuditPipeline, folder: Path, guidance: float, mia: bool = True,
-              members: ImageDataset | None = None) -> dict:
+              members: ImageDataset | None = None, conditioning: Conditioning | None = None) -> dict:
         """Extraction (against the original training set and prompts), membership inference (on `members`, the
-        arm's own training set when it differs from the study's), utility."""
+        arm's own training set when it differs from the study's), utility; samples drawn through `conditioning` (an
+        inference-time setting) when one is given."""
         s = self.preset.study
         ext = run_extraction(pipe, self.data, folder / "extraction", self.prompts, s.samples_per_prompt, guidance,
-                             self.preset.sample, self.probe_cfg, self.progress)
+                             self.preset.sample, self.probe_cfg, self.progress, conditioning=conditioning)
         row = {"extraction_rate": ext["rate"], "extraction_ci": [ext["ci_low"], ext["ci_high"]],
                "prompts_with_copy": ext["prompts_with_copy"], "extracted_images": ext["extracted_images"],
                "extracted_families": ext["extracted_families"], "family_prompts": ext["family_prompts"],
@@ -140,7 +145,7 @@ class Study:
             row["mia_loss_gap"] = res["loss_gap"]
             row["mia_paired"] = res["paired"]
             row["split_check_auc"] = res["split_check"]["auc"]
-        row |= self.utility.measure(pipe, guidance)
+        row |= self.utility.measure(pipe, guidance, conditioning)
         return row
 
     def base(self, seed: int) -> AuditPipeline:
@@ -175,11 +180,34 @@ class Study:
                 out.append((variant, lambda m=MITIGATIONS[kind], v=variant: self.mitigated(m, v, root, seed)))
         return out
 
+    def arm(self, name: str, seed: int) -> Arm:
+        """The model an arm audits (a finished mitigation is reloaded from its folder, not redone)."""
+        if name == "base":
+            return Arm(self.base(seed), self.preset.sample.guidance)
+        kind = next(k for k in self.preset.study.mitigations if name in MITIGATIONS[k].variants(self.preset))
+        return MITIGATIONS[kind].apply(name, self.context(self.run / f"seed{seed}" / name, seed))
+
     def mitigated(self, mitigation: Mitigation, variant: str, root: Path, seed: int) -> dict:
         """Apply one mitigation variant to a fresh base and audit the result like the base."""
         arm = mitigation.apply(variant, self.context(root / variant, seed))
         return {"kind": mitigation.kind, **arm.record,
-                **self.audit(arm.pipe, root / variant, arm.guidance, mia=arm.mia, members=arm.members)}
+                **self.audit(arm.pipe, root / variant, arm.guidance, mia=arm.mia, members=arm.members,
+                             conditioning=arm.conditioning(Text()) if arm.wrap else None)}
+
+    def adaptive(self, name: str, seed: int) -> dict:
+        """Every adaptive probe against one arm, on the heavily duplicated attacked captions."""
+        root = self.run / f"seed{seed}"
+        static = pd.read_parquet(root / name / "extraction" / "per_prompt.parquet").set_index("prompt")["extracted"]
+        targets = adaptive_targets(self.prompts, self.preset.study.adaptive_min_dup)
+        return run_adaptive(self.arm(name, seed), self.data, root / name / "adaptive", targets, static, self.preset,
+                            self.probe_cfg, [root / name / "extraction" / "samples",
+                                             root / "base" / "extraction" / "samples"], self.progress)
+
+    def search_control(self, base: AuditPipeline) -> dict:
+        """The embedding search's negative control, once, on the first seed's base model."""
+        n = len(adaptive_targets(self.prompts, self.preset.study.adaptive_min_dup))
+        return search_negative_control(base, self.data, self.run / "adaptive-control", self.preset, n,
+                                       self.probe_cfg.delta, self.progress)
 
     def dp_control(self, seed: int) -> dict:
         """The DP audit's positive control (the fine-tune without clipping or noise): not a mitigation arm, so it is
@@ -205,9 +233,17 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
     if not (study.run / "assumptions.json").exists():
         write_json(study.run / "assumptions.json", register(preset, study.data, base, calibration))
     rows, dp_controls = [], {}
+    probes = preset.study.adaptive_probes
+    targets = len(adaptive_targets(study.prompts, preset.study.adaptive_min_dup))
+    probes = probes if targets else ()  # nothing duplicated enough to attack harder: said in the assumptions
+    search_control = (_step(study.run, "adaptive-control", lambda: study.search_control(base))
+                      if "embedding-search" in probes else None)
     for seed in preset.study.seeds:
         for name, fn in study.arms(seed):
             result = _step(study.run, f"seed{seed}-{name}", fn)
+            if probes and result.get("kind") != "detection":
+                result = {**result, "adaptive": _step(study.run, f"seed{seed}-{name}-adaptive",
+                                                       lambda name=name, seed=seed: study.adaptive(name, seed))}
             rows.append({"arm": name, "seed": seed, **result})
             _log_arm(study.run, preset, name, seed, result)
         if preset.study.dp_control and "dp" in preset.study.mitigations:
@@ -218,7 +254,7 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
     table.to_parquet(study.run / "comparison.parquet", index=False)
     write_json(study.run / "results.json", {"rows": rows, "preset": preset.name, "dataset_version": study.data.version,
                                             "calibration": calibration, "mia_controls": controls,
-                                            "dp_controls": dp_controls})
+                                            "dp_controls": dp_controls, "adaptive_control": search_control})
     write_json(study.run / "findings.json", findings(study.run, rows))
     return table
 
@@ -244,6 +280,14 @@ def _record_choices(path: Path, rows: list[dict], controls: dict) -> None:
 # Settings a run may change between resumes: float32 results agree across devices within 2/255 (tests/test_device.py
 # and the GPU evidence in the README), so a study started on one machine can finish on another.
 RESUMABLE_ANYWHERE = {("runtime", "device")}
+# Lists of arms or probes a finished study may grow: the old entries keep their steps, new ones run after them.
+EXTENDABLE = {("study", "mitigations"), ("study", "adaptive_probes")}
+
+
+def _same(section: str, key: str, before: object, now: object) -> bool:
+    if (section, key) in EXTENDABLE and isinstance(before, list) and isinstance(now, list):
+        return now[:len(before)] == before
+    return before == now
 
 
 def _check_same_config(run: Path, preset: Preset) -> None:
@@ -258,7 +302,8 @@ def _check_same_config(run: Path, preset: Preset) -> None:
     changed = [f"{section}.{key}" for section in now if isinstance(now[section], dict)
                for key in sorted(set(now[section]) | set(before.get(section, {})))
                if (section, key) not in RESUMABLE_ANYWHERE
-               and before.get(section, {}).get(key, default[section].get(key)) != now[section].get(key)]
+               and not _same(section, key, before.get(section, {}).get(key, default[section].get(key)),
+                             now[section].get(key))]
     if changed or before.get("name") != now["name"]:
         raise ConfigError(f"{run} was started with a different configuration ({', '.join(changed) or 'preset name'} "
                           "differ); resume it with the same preset and config, or choose a new --out")

@@ -16,6 +16,7 @@ from diffaudit.attacks.mia.common import query_batch
 from diffaudit.attacks.mia.loss import denoising_loss
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.data.openmoji import distinct_renders, named_glyphs
+from diffaudit.model.conditioning import Conditioning
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.sample import sample
 
@@ -95,7 +96,9 @@ class UtilityProbe:
         held_out = data.split("nonmember")
         return cls(encoder, encoder.features(held_out.images), held_out, steps, sampler)
 
-    def measure(self, pipe: AuditPipeline, guidance: float) -> dict:
+    def measure(self, pipe: AuditPipeline, guidance: float, conditioning: Conditioning | None = None) -> dict:
+        """Held-out loss and Fréchet distance of held-out captions' samples, drawn through `conditioning` (an
+        inference-time setting) when one is given."""
         batch = query_batch(pipe, self.held_out.images, self.held_out.texts)
         key = pipe.model_hash()  # the loss depends on the model only: guidance arms reuse the base's
         if key not in self.losses:
@@ -105,7 +108,8 @@ class UtilityProbe:
         loss, loss_evals = self.losses[key]
         seeds = list(range(len(self.held_out)))
         with pipe.denoiser.counting() as spent:
-            generated = sample(pipe, batch.cond, seeds, guidance, self.steps, self.sampler)
+            cond = batch.cond if conditioning is None else conditioning(pipe, list(self.held_out.texts), seeds)
+            generated = sample(pipe, cond, seeds, guidance, self.steps, self.sampler)
         fd = frechet_distance(self.encoder.features(generated), self.real_features)
         # The cost of this measurement, whether or not the loss was computed just now (as the tiered audit
         # counts reused samples at what they cost to draw).

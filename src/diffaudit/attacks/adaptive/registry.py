@@ -1,0 +1,8 @@
+"""Every adaptive probe by name; `study.adaptive_probes` picks and orders them."""
+
+from diffaudit.attacks.adaptive.base import Probe
+from diffaudit.attacks.adaptive.embedding_search import EmbeddingSearchProbe
+from diffaudit.attacks.adaptive.paraphrase import Paraphrase
+from diffaudit.attacks.adaptive.weights_holder import WeightsHolder
+
+PROBES: dict[str, Probe] = {p.name: p for p in (WeightsHolder(), Paraphrase(), EmbeddingSearchProbe())}

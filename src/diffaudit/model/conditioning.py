@@ -1,0 +1,194 @@
+"""What the UNet is conditioned on for each requested (prompt, seed): the caption's text embedding by default, or what
+an adaptive attacker or an inference-time mitigation puts there instead.
+
+A generation folder records its conditioning's `name` beside the model hash, so samples drawn under different
+conditionings never mix, while the (prompt, seed, guidance) key still names the *target* caption: the copy test
+then compares every generation with that caption's own training image, whatever text or embedding produced it.
+Mitigations wrap the attacker's conditioning (`inner`), as a hosted service would transform whatever it is sent.
+"""
+
+import zlib
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+
+from diffaudit.model.device import host_randn, on_host
+from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.model.sample import initial_noise, make_scheduler
+
+
+class Conditioning(ABC):
+    name: str
+
+    @abstractmethod
+    def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
+        """One embedding sequence per (prompt, seed), on the pipeline's device and dtype."""
+
+    def texts(self, prompts: list[str], seeds: list[int]) -> list[str] | None:
+        """The text actually typed per (prompt, seed), when this conditioning is text; None for embeddings."""
+        return None
+
+
+def _encode_rows(pipe: AuditPipeline, texts: list[str]) -> torch.Tensor:
+    """Encode each distinct text once (sorted, so the batch does not depend on request order) and index rows."""
+    unique = sorted(set(texts))
+    lookup = {t: i for i, t in enumerate(unique)}
+    return pipe.encode_text(unique)[[lookup[t] for t in texts]]
+
+
+def key_seed(prompt: str, seed: int, salt: int) -> int:
+    """A per-(prompt, seed) random seed that does not depend on batching or request order."""
+    return zlib.crc32(f"{salt}\x00{seed}\x00{prompt}".encode())
+
+
+class Text(Conditioning):
+    """The caption as written: the static probe and every ordinary generation."""
+
+    name = "text"
+
+    def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
+        return _encode_rows(pipe, prompts)
+
+    def texts(self, prompts: list[str], seeds: list[int]) -> list[str]:
+        return list(prompts)
+
+
+class Rewritten(Conditioning):
+    """Other text for each target caption: seed s types `alternatives[prompt][s % k]` (a paraphrase probe)."""
+
+    def __init__(self, alternatives: dict[str, list[str]], name: str):
+        self.alternatives, self.name = alternatives, name
+
+    def texts(self, prompts: list[str], seeds: list[int]) -> list[str]:
+        return [self.alternatives[p][s % len(self.alternatives[p])] for p, s in zip(prompts, seeds, strict=True)]
+
+    def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
+        return _encode_rows(pipe, self.texts(prompts, seeds))
+
+
+def text_guidance_norm(pipe: AuditPipeline, emb: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                       uncond: torch.Tensor) -> torch.Tensor:
+    """Wen et al. 2024's memorization signal, differentiable in `emb`: the mean over `noise` of
+    ||eps(x_T, emb) - eps(x_T, "")|| at the first sampling step."""
+    x, cond = noise.repeat(len(emb), 1, 1, 1), emb.repeat_interleave(len(noise), 0)
+    eps_c = pipe.denoiser(x, t, cond)
+    with torch.no_grad():
+        eps_u = pipe.denoiser(x, t, uncond.expand_as(cond))
+    return (eps_c - eps_u).flatten(1).norm(dim=1).reshape(len(emb), len(noise)).mean(1)
+
+
+def optimise_embeddings(pipe: AuditPipeline, start: torch.Tensor, sign: float, steps: int, lr: float,
+                        noises: int, sampling_steps: int, stop_below: float | None = None,
+                        block: int = 32) -> torch.Tensor:
+    """Adam on the text embeddings to raise (`sign` = +1) or lower (-1) the text-guidance norm, each row on its
+    own (in blocks of `block` rows); a row stops moving once its norm is below `stop_below`. The UNet is frozen,
+    and every evaluation is counted by the pipeline's one counter."""
+    t = make_scheduler(pipe, "ddim", sampling_steps).timesteps[0]
+    noise = initial_noise(pipe, list(range(noises)))
+    uncond = pipe.encode_text([""])
+    frozen = [p for p in pipe.unet.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    out = []
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            for i in range(0, len(start), block):
+                emb = start[i: i + block].detach().clone().float().requires_grad_(True)
+                opt = torch.optim.Adam([emb], lr=lr)
+                for _ in range(steps):
+                    norm = text_guidance_norm(pipe, emb.to(pipe.dtype), noise, t, uncond)
+                    active = (torch.ones_like(norm, dtype=torch.bool) if stop_below is None
+                              else norm.detach() > stop_below)
+                    if not active.any():
+                        break
+                    opt.zero_grad()
+                    (-sign * norm[active].sum()).backward()
+                    kept = emb.detach().clone()
+                    opt.step()
+                    with torch.no_grad():  # Adam's momentum would keep moving rows that already stopped
+                        emb[~active] = kept[~active]
+                out.append(emb.detach())
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return torch.cat(out).to(pipe.dtype)
+
+
+class EmbeddingSearch(Conditioning):
+    """White-box attack (after Wen et al. 2024 and "Finding Dori", 2025): start from the caption's embedding and
+    climb the memorization signal for `steps` Adam steps, then sample from the result. It never sees the target
+    image, so it can only find what the model already holds."""
+
+    def __init__(self, steps: int, lr: float = 0.05, noises: int = 2, sampling_steps: int = 25):
+        self.steps, self.lr, self.noises, self.sampling_steps = steps, lr, noises, sampling_steps
+        self.name = f"embedding-search(steps={steps},lr={lr:g},noises={noises})"
+
+    def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
+        unique = sorted(set(prompts))
+        found = optimise_embeddings(pipe, pipe.encode_text(unique), +1.0, self.steps, self.lr, self.noises,
+                                    self.sampling_steps)
+        lookup = {t: i for i, t in enumerate(unique)}
+        return found[[lookup[p] for p in prompts]]
+
+
+class EmbeddingNoise(Conditioning):
+    """Somepalli et al. 2023b's Gaussian noise on the text embedding at sampling, fresh per (prompt, seed)."""
+
+    def __init__(self, inner: Conditioning, sigma: float):
+        self.inner, self.sigma = inner, sigma
+        self.name = f"embedding-noise(sigma={sigma:g})<{inner.name}>"
+
+    def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
+        emb = self.inner(pipe, prompts, seeds)
+        with on_host():
+            noise = torch.stack([host_randn(emb.shape[1:], seed=key_seed(p, s, 1)) for p, s in
+                                 zip(prompts, seeds, strict=True)])
+        return emb + self.sigma * pipe.place(noise)
+
+
+class RandomWords(Conditioning):
+    """Somepalli et al. 2023b's random token insertion: `words` random vocabulary words at random places in the
+    typed text, fresh per (prompt, seed). An attacker who sends embeddings types no text, so none are inserted."""
+
+    def __init__(self, inner: Conditioning, vocabulary: list[str], words: int):
+        self.inner, self.vocabulary, self.words = inner, sorted(set(vocabulary)), words
+        self.name = f"random-words(n={words},vocab={len(self.vocabulary)})<{inner.name}>"
+
+    def texts(self, prompts: list[str], seeds: list[int]) -> list[str] | None:
+        typed = self.inner.texts(prompts, seeds)
+        if typed is None:
+            return None
+        out = []
+        for text, p, s in zip(typed, prompts, seeds, strict=True):
+            rng, words = np.random.default_rng(key_seed(p, s, 2)), text.split()
+            for _ in range(self.words):
+                word = self.vocabulary[int(rng.integers(len(self.vocabulary)))]
+                words.insert(int(rng.integers(0, len(words) + 1)), word)
+            out.append(" ".join(words))
+        return out
+
+    def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
+        typed = self.texts(prompts, seeds)
+        return self.inner(pipe, prompts, seeds) if typed is None else _encode_rows(pipe, typed)
+
+
+class NormMinimised(Conditioning):
+    """Wen et al. 2024's inference-time mitigation: lower the text-guidance norm of whatever embedding arrives
+    by Adam steps until it is below `threshold` (calibrated on never-trained captions), then sample."""
+
+    def __init__(self, inner: Conditioning, threshold: float, steps: int, lr: float = 0.05, noises: int = 2,
+                 sampling_steps: int = 25):
+        self.inner, self.threshold, self.steps, self.lr = inner, threshold, steps, lr
+        self.noises, self.sampling_steps = noises, sampling_steps
+        self.name = f"norm-minimised(threshold={threshold:.4g},steps={steps},lr={lr:g})<{inner.name}>"
+
+    def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
+        emb = self.inner(pipe, prompts, seeds)
+        keys = [row.cpu().float().numpy().tobytes() for row in emb]  # one optimisation per distinct input
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        rows = sorted(set(first.values()))
+        done = optimise_embeddings(pipe, emb[rows], -1.0, self.steps, self.lr, self.noises, self.sampling_steps,
+                                   stop_below=self.threshold)
+        where = {i: j for j, i in enumerate(rows)}
+        return done[[where[first[k]] for k in keys]]
