@@ -12,16 +12,23 @@ from diffaudit.attacks.adaptive.paraphrase import paraphrases, subject_name
 from diffaudit.config import SampleConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import CheckpointError
-from diffaudit.model.conditioning import EmbeddingNoise, RandomWords, Text, optimise_embeddings, text_guidance_norm
+from diffaudit.model.conditioning import (
+    EmbeddingNoise,
+    RandomWords,
+    Text,
+    optimise_embeddings,
+    text_guidance_norm,
+    unconditional_eps,
+)
 from diffaudit.model.generate import generate
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.sample import initial_noise, make_scheduler
 
 
 def _norm(pipe: AuditPipeline, emb: torch.Tensor) -> torch.Tensor:
-    t = make_scheduler(pipe, "ddim", 3).timesteps[0]
+    t, noise = make_scheduler(pipe, "ddim", 3).timesteps[0], initial_noise(pipe, [0, 1])
     with torch.no_grad():
-        return text_guidance_norm(pipe, emb, initial_noise(pipe, [0, 1]), t, pipe.encode_text([""]))
+        return text_guidance_norm(pipe, emb, noise, t, unconditional_eps(pipe, noise, t))
 
 
 def test_embedding_optimisation_moves_the_signal_the_way_it_is_asked(tiny_pipe: AuditPipeline) -> None:
@@ -83,19 +90,25 @@ def test_paraphrases_never_repeat_a_caption_the_picture_was_trained_with(tiny_pi
 
 def test_study_probes_undo_a_setting_and_add_nothing_to_the_base(tiny_study_dir: Path) -> None:
     """Positive control: the weights holder samples a guidance arm's own weights at the base setting, so it must
-    find exactly what the static probe found on the base. Negative control: against the base itself it adds
-    nothing (same samples, reused)."""
+    find exactly what the static probe found on the base. Negative control: against the base itself it is the
+    static query (same samples), so it is kept out of the tested family."""
     results = json.loads((tiny_study_dir / "results.json").read_text())
     rows = {r["arm"]: r for r in results["rows"] if r.get("kind") != "detection"}
     base, setting = rows["base"]["adaptive"], rows["guidance-3"]["adaptive"]
     holder = setting["probes"]["weights-holder"]
-    assert holder["alone"]["extracted"] == base["static"]["extracted"]
+    assert holder["alone"]["extracted"] == base["static"]["extracted"] and not holder["same_as_static"]
     assert holder["reused_samples"] == "base/extraction/samples" and holder["unet_evaluations"] > 0
-    assert base["probes"]["weights-holder"]["started"] == 0
+    assert base["probes"]["weights-holder"]["same_as_static"] and base["probes"]["weights-holder"]["started"] == 0
+    assert rows["dedup-image"]["adaptive"]["probes"]["weights-holder"]["same_as_static"]
     for row in rows.values():
         assert set(row["adaptive"]["probes"]) == {"weights-holder", "paraphrase", "embedding-search"}
         for probe in row["adaptive"]["probes"].values():
-            assert probe["adaptive"]["extracted"] >= row["adaptive"]["static"]["extracted"]
+            assert probe["union"]["extracted"] >= max(probe["static"]["extracted"], probe["alone"]["extracted"])
+    cells = json.loads((tiny_study_dir / "findings.json").read_text())["adaptive"]
+    assert {c["verdict"] for c in cells if c["arm"] == "base"} == {"reference"}
+    tested = [c for c in cells if "p_value" in c]
+    assert tested and all(c["verdict"] in ("undone", "no clear rise") for c in tested)
+    assert not any(c["same_as_static"] for c in tested)
     control = results["adaptive_control"]
-    assert set(control) >= {"text", "embedding-search", "passed"} and control["embedding-search"]["n"] > 0
+    assert set(control) >= {"text", "embedding-search", "passed", "bound"} and control["embedding-search"]["n"] > 0
     assert rows["random-words"]["kind"] == "inference" and np.isfinite(rows["norm-minimised"]["frechet_distance"])

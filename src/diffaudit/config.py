@@ -172,6 +172,7 @@ class StudyConfig(_Frozen):
     adaptive_min_dup: Positive = 32
     paraphrases: Positive = 4  # other captions per target; seed s types paraphrase s mod this
     search_steps: NonNegative = 10  # Adam steps of the embedding search (its optimisation budget)
+    search_step: PositiveFloat = 0.02  # its Adam learning rate, as a fraction of the caption embeddings' std
 
 
 class CaptionRandomizationConfig(_Frozen):

@@ -7,6 +7,8 @@ then compares every generation with that caption's own training image, whatever 
 Mitigations wrap the attacker's conditioning (`inner`), as a hosted service would transform whatever it is sent.
 """
 
+import hashlib
+import json
 import zlib
 from abc import ABC, abstractmethod
 
@@ -37,6 +39,11 @@ def _encode_rows(pipe: AuditPipeline, texts: list[str]) -> torch.Tensor:
     return pipe.encode_text(unique)[[lookup[t] for t in texts]]
 
 
+def digest(value: object) -> str:
+    """A short content hash for a conditioning's name, so two folders differ whenever what was sent differs."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def key_seed(prompt: str, seed: int, salt: int) -> int:
     """A per-(prompt, seed) random seed that does not depend on batching or request order."""
     return zlib.crc32(f"{salt}\x00{seed}\x00{prompt}".encode())
@@ -57,8 +64,8 @@ class Text(Conditioning):
 class Rewritten(Conditioning):
     """Other text for each target caption: seed s types `alternatives[prompt][s % k]` (a paraphrase probe)."""
 
-    def __init__(self, alternatives: dict[str, list[str]], name: str):
-        self.alternatives, self.name = alternatives, name
+    def __init__(self, alternatives: dict[str, list[str]], label: str):
+        self.alternatives, self.name = alternatives, f"{label}[{digest(alternatives)}]"
 
     def texts(self, prompts: list[str], seeds: list[int]) -> list[str]:
         return [self.alternatives[p][s % len(self.alternatives[p])] for p, s in zip(prompts, seeds, strict=True)]
@@ -67,26 +74,31 @@ class Rewritten(Conditioning):
         return _encode_rows(pipe, self.texts(prompts, seeds))
 
 
+def unconditional_eps(pipe: AuditPipeline, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """eps(x_T, "") for each noise: it does not depend on the caption, so it is computed once per search."""
+    with torch.no_grad():
+        return pipe.denoiser(noise, t, pipe.encode_text([""]).expand(len(noise), -1, -1))
+
+
 def text_guidance_norm(pipe: AuditPipeline, emb: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-                       uncond: torch.Tensor) -> torch.Tensor:
+                       eps_u: torch.Tensor) -> torch.Tensor:
     """Wen et al. 2024's memorization signal, differentiable in `emb`: the mean over `noise` of
-    ||eps(x_T, emb) - eps(x_T, "")|| at the first sampling step."""
+    ||eps(x_T, emb) - eps(x_T, "")|| at the first sampling step (`eps_u` from `unconditional_eps`)."""
     x, cond = noise.repeat(len(emb), 1, 1, 1), emb.repeat_interleave(len(noise), 0)
     eps_c = pipe.denoiser(x, t, cond)
-    with torch.no_grad():
-        eps_u = pipe.denoiser(x, t, uncond.expand_as(cond))
-    return (eps_c - eps_u).flatten(1).norm(dim=1).reshape(len(emb), len(noise)).mean(1)
+    return (eps_c - eps_u.repeat(len(emb), 1, 1, 1)).flatten(1).norm(dim=1).reshape(len(emb), len(noise)).mean(1)
 
 
 def optimise_embeddings(pipe: AuditPipeline, start: torch.Tensor, sign: float, steps: int, lr: float,
                         noises: int, sampling_steps: int, stop_below: float | None = None,
                         block: int = 32) -> torch.Tensor:
     """Adam on the text embeddings to raise (`sign` = +1) or lower (-1) the text-guidance norm, each row on its
-    own (in blocks of `block` rows); a row stops moving once its norm is below `stop_below`. The UNet is frozen,
-    and every evaluation is counted by the pipeline's one counter."""
+    own (in fixed blocks of `block` rows, so a row's result does not depend on the rows after it). A row stops for
+    good once its norm is at or below `stop_below`: it is no longer evaluated or moved. The UNet is frozen, and every
+    evaluation is counted by the pipeline's one counter."""
     t = make_scheduler(pipe, "ddim", sampling_steps).timesteps[0]
     noise = initial_noise(pipe, list(range(noises)))
-    uncond = pipe.encode_text([""])
+    eps_u = unconditional_eps(pipe, noise, t)
     frozen = [p for p in pipe.unet.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
@@ -96,18 +108,22 @@ def optimise_embeddings(pipe: AuditPipeline, start: torch.Tensor, sign: float, s
             for i in range(0, len(start), block):
                 emb = start[i: i + block].detach().clone().float().requires_grad_(True)
                 opt = torch.optim.Adam([emb], lr=lr)
+                stopped = torch.zeros(len(emb), dtype=torch.bool, device=emb.device)
                 for _ in range(steps):
-                    norm = text_guidance_norm(pipe, emb.to(pipe.dtype), noise, t, uncond)
-                    active = (torch.ones_like(norm, dtype=torch.bool) if stop_below is None
-                              else norm.detach() > stop_below)
-                    if not active.any():
+                    active = (~stopped).nonzero().flatten()
+                    norm = text_guidance_norm(pipe, emb[active].to(pipe.dtype), noise, t, eps_u)
+                    if stop_below is not None:
+                        reached = norm.detach() <= stop_below
+                        stopped[active[reached]] = True
+                        active, norm = active[~reached], norm[~reached]
+                    if len(active) == 0:
                         break
                     opt.zero_grad()
-                    (-sign * norm[active].sum()).backward()
+                    (-sign * norm.sum()).backward()
                     kept = emb.detach().clone()
                     opt.step()
                     with torch.no_grad():  # Adam's momentum would keep moving rows that already stopped
-                        emb[~active] = kept[~active]
+                        emb[stopped] = kept[stopped]
                 out.append(emb.detach())
     finally:
         for p in frozen:
@@ -120,14 +136,18 @@ class EmbeddingSearch(Conditioning):
     climb the memorization signal for `steps` Adam steps, then sample from the result. It never sees the target
     image, so it can only find what the model already holds."""
 
-    def __init__(self, steps: int, lr: float = 0.05, noises: int = 2, sampling_steps: int = 25):
-        self.steps, self.lr, self.noises, self.sampling_steps = steps, lr, noises, sampling_steps
-        self.name = f"embedding-search(steps={steps},lr={lr:g},noises={noises})"
+    def __init__(self, steps: int, step_size: float = 0.02, noises: int = 2, sampling_steps: int = 25):
+        self.steps, self.step_size, self.noises, self.sampling_steps = steps, step_size, noises, sampling_steps
+        self.name = f"embedding-search(steps={steps},step={step_size:g}xstd,noises={noises})"
 
     def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
+        """Adam's step is about its learning rate per coordinate whatever the gradient's scale, so the rate is set
+        as `step_size` times the embeddings' standard deviation: the search stays near the caption it starts from
+        (10 steps of 0.05, 1.1 standard deviations per coordinate, rewrote the embedding and lost every copy)."""
         unique = sorted(set(prompts))
-        found = optimise_embeddings(pipe, pipe.encode_text(unique), +1.0, self.steps, self.lr, self.noises,
-                                    self.sampling_steps)
+        start = pipe.encode_text(unique)
+        found = optimise_embeddings(pipe, start, +1.0, self.steps, self.step_size * float(start.float().std()),
+                                    self.noises, self.sampling_steps)
         lookup = {t: i for i, t in enumerate(unique)}
         return found[[lookup[p] for p in prompts]]
 
@@ -153,7 +173,7 @@ class RandomWords(Conditioning):
 
     def __init__(self, inner: Conditioning, vocabulary: list[str], words: int):
         self.inner, self.vocabulary, self.words = inner, sorted(set(vocabulary)), words
-        self.name = f"random-words(n={words},vocab={len(self.vocabulary)})<{inner.name}>"
+        self.name = f"random-words(n={words},vocab={digest(self.vocabulary)})<{inner.name}>"
 
     def texts(self, prompts: list[str], seeds: list[int]) -> list[str] | None:
         typed = self.inner.texts(prompts, seeds)

@@ -110,12 +110,15 @@ def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidance
     remove_stale_temps(out)
     done = set(index[KEY].itertuples(index=False, name=None)) if not index.empty else set()
     todo = [k for k in requested.itertuples(index=False, name=None) if k not in done]
-    with pipe.denoiser.counting() as prepared:  # an attack's or a setting's own UNet calls, before sampling
-        emb = conditioning(pipe, [k[0] for k in todo], [k[1] for k in todo]) if todo else None
-    # ... shared out over the samples they were spent for, so the folder's total is exact
-    share, rest = divmod(prepared.evaluations, max(len(todo), 1))
-    upfront = [share + (i < rest) for i in range(len(todo))]
-    row_of = {k[:2]: i for i, k in enumerate(todo)}  # one embedding per (prompt, seed), shared across scales
+    # The conditioning of the whole request, so a sample's embedding does not depend on where a crash fell; its own
+    # UNet calls (an attack's search, a setting's optimisation) are shared out over the request, so each sample
+    # carries the same cost whether it was written before or after a resume.
+    keys = list(dict.fromkeys((p, s) for p, s, _ in requested.itertuples(index=False, name=None)))
+    with pipe.denoiser.counting() as prepared:
+        emb = conditioning(pipe, [k[0] for k in keys], [k[1] for k in keys]) if todo else None
+    share, rest = divmod(prepared.evaluations, max(len(requested), 1))
+    upfront = {k: share + (i < rest) for i, k in enumerate(requested.itertuples(index=False, name=None))}
+    row_of = {k: i for i, k in enumerate(keys)}  # one embedding per (prompt, seed), shared across scales
     task = (progress.add_task("generate", total=len(requested), completed=len(requested) - len(todo))
             if progress else None)
     next_shard = int(index["shard"].str[6:11].astype(int).max()) + 1 if not index.empty else 0
@@ -133,7 +136,7 @@ def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidance
             evals += [spent.evaluations // len(part)] * len(part)
         shard = f"shard-{next_shard + shards_written:05d}.npy"
         _write_shard(out / shard, np.concatenate(images))
-        evals = [e + u for e, u in zip(evals, upfront[start: start + len(chunk)], strict=True)]
+        evals = [e + upfront[k] for e, k in zip(evals, chunk, strict=True)]
         rows = pd.DataFrame(chunk, columns=KEY).assign(**want, shard=shard, offset=np.arange(len(chunk)),
                                                        unet_evals=evals)
         index = pd.concat([index, rows], ignore_index=True)

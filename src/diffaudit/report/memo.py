@@ -209,7 +209,7 @@ class MemoWriter:
                 claim = f"Copying falls with repetition here ({p_text(p)}), unlike in the published study."
             out.append(f"{claim} Pictures that appeared {hi['dup_bucket']} times: {hi['hits']} of {hi['prompts']} "
                        f"captions gave a copy ({pct(hi['rate'])}). Pictures that appeared {lo['dup_bucket']} "
-                       f"time(s): {lo['hits']} of {lo['prompts']} ({pct(lo['rate'])}).")
+                       f"time(s): {lo['hits']} of {lo['prompts']} captions ({pct(lo['rate'])}).")
         if self.flags:
             out.append(f"An attacker does not need our data to spot likely copies: when the model gives the same "
                        f"picture again and again for one caption, that picture is probably a copy. This test "
@@ -274,31 +274,39 @@ class MemoWriter:
         return rows
 
     def under_attack(self, arm: str) -> str:
-        """Whether the arm held against every harder attack, or which ones undid it, in a table cell's words."""
-        cells = self.attack_cells(arm)
-        if not cells:
-            return "not tested"
-        undone = [c for c in cells if not c["holds"]]
+        """What the harder attacks did to the arm, in a table cell's words: which undid it, or that none clearly
+        raised its rate (and how many were compared); n/a for the base and for attacks that repeat the static one."""
+        cells = [c for c in self.attack_cells(arm) if c["verdict"] in ("undone", "no clear rise")]
+        if arm == "base" or not cells:
+            return "n/a" if self.adaptive else "not tested"
+        undone = [c for c in cells if c["verdict"] == "undone"]
         if not undone:
-            return f"held against all {len(cells)}"
-        worst = max(undone, key=lambda c: c["adaptive_rate"])
-        return (f"undone by {', '.join(PROBES[c['probe']].short for c in undone)} (up to {pct(worst['adaptive_rate'])}"
-                f" of {worst['targets']} captions, from {pct(worst['static_rate'])})")
+            return f"no clear rise ({len(cells)} tried)"
+        worst = max(undone, key=lambda c: c["alone_rate"])
+        return (f"undone by {', '.join(PROBES[c['probe']].short for c in undone)} (up to {pct(worst['alone_rate'])} "
+                f"of the captions tried, from {pct(worst['static_rate'])})")
+
+    def attack_cells(self, arm: str) -> list[dict]:
+        return [c for c in self.adaptive if c["arm"] == arm]
 
     def attack_note(self) -> str:
         """The harder attacks, said once under the table; empty when none ran."""
         if not self.adaptive:
             return ""
         probes = list(dict.fromkeys(c["probe"] for c in self.adaptive))
-        targets = self.adaptive[0]["targets"]
-        return (f"The last column tries {len(probes)} harder attacks on the {targets} captions whose pictures were "
-                f"repeated at least {self.study['adaptive_min_dup']} times: "
-                + "; ".join(PROBES[p].title for p in probes) + ". A fix is undone when the attacker, keeping what "
-                "already worked, got clearly more captions to give copies.")
+        targets = self.base["adaptive"]["targets"]
+        failed = [c for c in self.adaptive if c["verdict"] == "control failed"]
+        caveat = (" The search was not counted: on captions the model never saw it also produced 'copies'."
+                  if failed else "")
+        return (f"The last column tries {len(probes)} harder attacks, each with the same number of tries, on the "
+                f"{targets} captions whose pictures were repeated at least {self.study['adaptive_min_dup']} times: "
+                + "; ".join(PROBES[p].title for p in probes) + ". A fix is undone when an attack got clearly more of "
+                "these captions to give copies than the plain caption did. 'No clear rise' is not proof that a fix "
+                f"holds: only {targets} captions were tried.{caveat}")
 
     def paired_note(self) -> str:
         """How to read the table's last column, said once."""
-        return (f"The last column compares each fix with no fix, caption by caption: how many of the "
+        return (f"The fifth column compares each fix with no fix, caption by caption: how many of the "
                 f"{self.base_arm['prompts']} captions stopped giving a copy, and how many started. 'Fewer' means "
                 f"chance alone would rarely give such a difference, after allowing for testing {len(self.effects)} "
                 "fixes at once; 'no clear change' means it could.")
@@ -309,14 +317,24 @@ class MemoWriter:
         out = []
         base_rate = self.base_arm["rate"]
         working = ranked_fixes(self.effects)
-        for rank, e in enumerate(working):
+        held = [e for e in working if not self._undone(e.arm)]
+        for rank, e in enumerate(held):
             lead = "Adopt the most durable fix that worked here" if rank == 0 else "Also effective"
-            setting = (f" Our no-fix pictures were made at scale {self.base['guidance']:g}."
-                       if e.description.lasts == "setting" else "")
-            out.append(f"{lead}: {_arm_name(e).lower()}, which lives in {LIVES[e.description.lasts]}. It cut the "
-                       f"extraction rate from {pct(base_rate)} to {pct(e.rate)} ({p_text(e.p_value)}), at a cost of "
-                       f"{_arm_cost(e)}{self._membership_cost(e)}. {e.description.note}{setting}"
-                       f"{self._attack_sentence(e.arm)}".strip())
+            out.append(" ".join(filter(None, [
+                f"{lead}: {_arm_name(e).lower()}, which lives in {LIVES[e.description.lasts]}. It cut the extraction "
+                f"rate from {pct(base_rate)} to {pct(e.rate)} ({p_text(e.p_value)}), at a cost of {_arm_cost(e)}"
+                f"{self._membership_cost(e)}.", e.description.note, self._baseline_guidance(e),
+                self._attack_sentence(e.arm).strip()])))
+        undone = [e for e in working if self._undone(e.arm)]
+        if undone:
+            # One word on settings for the group (the longest note says the most: guidance's names the usual scale).
+            settings = [e for e in undone if e.description.lasts == "setting"]
+            said = [max((e.description.note for e in settings), key=len), *dict.fromkeys(
+                filter(None, map(self._baseline_guidance, settings)))] if settings else []
+            out.append(" ".join([
+                "Do not rely on these alone: each cut copies in the plain test, but a harder attack undid it. "
+                + "; ".join(f"{_arm_name(e)}: {pct(e.rate)} in the plain test, {self.under_attack(e.arm)}"
+                            for e in undone) + ".", *said]))
         if not working:
             out.append("Do not rely on any one of these fixes yet. None cut copies by more than chance in this "
                        "study. Test them again with more tries per caption and more training runs.")
@@ -335,16 +353,20 @@ class MemoWriter:
                    "caption as in the published study, and keep its results with the release record.")
         return out
 
+    def _undone(self, arm: str) -> bool:
+        return any(c["verdict"] == "undone" for c in self.attack_cells(arm))
+
+    def _baseline_guidance(self, e: ArmEffect) -> str:
+        """The guidance the no-fix pictures were made at, beside a fix that raises it."""
+        return f"Our no-fix pictures were made at scale {self.base['guidance']:g}." if e.kind == "guidance" else ""
+
     def _attack_sentence(self, arm: str) -> str:
         verdict = self.under_attack(arm)
-        if verdict == "not tested":
+        if verdict in ("n/a", "not tested"):
             return ""
-        if verdict.startswith("held"):
-            return f" It held against the {len(self.attack_cells(arm))} harder attacks we tried."
-        return f" Harder attacks {verdict}."
-
-    def attack_cells(self, arm: str) -> list[dict]:
-        return [c for c in self.adaptive if c["arm"] == arm]
+        if verdict.startswith("no clear rise"):
+            return " The harder attacks we tried did not clearly raise its rate."
+        return f" It was {verdict}."
 
     def _membership_cost(self, e: ArmEffect) -> str:
         """A retrained arm's membership score beside the base's: a fix can make membership easier to detect."""
@@ -369,18 +391,18 @@ class MemoWriter:
         return f" We checked the tests first: {'; '.join(parts)}." if parts else ""
 
     def _threshold_sentence(self) -> str:
+        """How the copy distance was chosen (the null it was checked against is on page 1)."""
         cal = self.res.calibration
         if not cal["calibrated"]:
-            return "That distance was set by hand, not checked against pictures the model never saw. " + \
-                _null_sentence(cal)
+            return "That distance was set by hand, not checked against pictures the model never saw."
         if cal["met"]:
             return (f"We chose that distance so that, for captions the model never saw, at most "
-                    f"{pct(cal['target'])} get a 'copy' by chance. " + _null_sentence(cal))
+                    f"{pct(cal['target'])} get a 'copy' by chance (page 1 gives the count).")
         return ("No distance we tried kept chance 'copies' of never-seen pictures low enough, so we used the "
-                "strictest one. " + _null_sentence(cal))
+                "strictest one (page 1 gives the count).")
 
     def assumptions(self) -> list[str]:
-        s, auc = self.study, self.base.get("split_check_auc")
+        auc = self.base.get("split_check_auc")
         if auc is None:
             split = "We did not run the membership test, so we did not check the held-out pictures."
         elif abs(auc - 0.5) < 0.05:
@@ -395,16 +417,9 @@ class MemoWriter:
             f"A picture counts as a copy when it is within a small pixel distance ({self.base['delta']:g}) of the "
             "caption's own training picture in every part of the image, as in the published study. "
             + self._threshold_sentence(),
-            f"We attacked the {s['prompts_top']} captions whose pictures were repeated most often.",
             split,
             "Every threshold was fixed before any fix was tested. The full list is in the technical report.",
         ]
-
-
-def _null_sentence(cal: dict) -> str:
-    null = cal["model_null"]
-    return (f"For captions the model never saw, {pct(null['rate'])} got such a 'copy' of their unseen picture by "
-            f"chance ({null['hits']} of {null['n']}).")
 
 
 def _figures(w: MemoWriter, out: Path) -> bool:

@@ -242,14 +242,18 @@ def _adaptive(res: StudyResults) -> str:
     if not cells:
         return "<p>No adaptive probes were run (study.adaptive_probes is empty, or no attacked caption was duplicated "\
                "enough).</p>"
+    family = [c for c in cells if "p_value" in c]
     text = (f"<p>Targets: the attacked captions whose image has at least {res.config['study']['adaptive_min_dup']} "
-            "copies. The attacker keeps what works: attacker = static OR probe; the test is exact McNemar on the same "
-            f"targets, Holm-adjusted over all {len(cells)} arm-probe pairs; an arm holds when p &ge; {ALPHA}.</p>")
+            "copies, with the static probe's number of generations per caption. The probe alone is compared with the "
+            f"static probe on the same targets (exact McNemar), Holm-adjusted over the {len(family)} comparisons of "
+            "mitigated arms whose probe differs from the static query; undone when p &lt; "
+            f"{ALPHA} and more captions started than stopped copying. 'static OR probe' (an attacker who keeps both) "
+            "is descriptive: a second try of any kind adds copies by chance.</p>")
     text += _table(pd.DataFrame([{
         "arm": c["arm"], "probe": c["probe"], "access": c["access"], "targets": c["targets"],
         "static": c["static_rate"], "static 95% CI": _ci(c["static_ci"]), "probe alone": c["alone_rate"],
-        "attacker": c["adaptive_rate"], "attacker 95% CI": _ci(c["adaptive_ci"]), "started": c["started"],
-        "p (Holm)": _p(c["p_value"]), "verdict": "holds" if c["holds"] else "undone",
+        "probe 95% CI": _ci(c["alone_ci"]), "stopped / started": f"{c['stopped']} / {c['started']}",
+        "p (Holm)": _p(c.get("p_value")), "verdict": c["verdict"], "static OR probe": c["union_rate"],
         "UNet evaluations": c["unet_evaluations"]} for c in cells]))
     control = res.adaptive_control
     if control:
@@ -257,7 +261,8 @@ def _adaptive(res: StudyResults) -> str:
         text += (f"<p>Negative control of the embedding search: on {search['n']} never-trained captions, "
                  f"{search['hits']} had a generation within delta of their own never-seen image "
                  f"({_num(search['rate'])}, 95% CI {_ci([search['ci_low'], search['ci_high']])}), against "
-                 f"{plain['hits']} with plain text ({_num(plain['rate'])}); the bound is {control['bound']:g}: "
+                 f"{plain['hits']} with plain text ({_num(plain['rate'])}); the bar is rate &le; {control['target']:g} "
+                 f"and upper bound &le; {control['bound']:g}: "
                  + ("passed" if control["passed"] else "FAILED (the search invents copies; its rates are not evidence)")
                  + ".</p>")
     return text

@@ -2,10 +2,11 @@
 
 Targets are the attacked captions whose picture has at least `study.adaptive_min_dup` copies, where the static
 probe found copies on the base model (so a probe that beats a fix has room to show it). Each probe's generations go
-through the static probe's own extraction (clique filter, copy test against the target's own image, UNet counter).
-The attacker keeps what works: the adaptive outcome of a caption is static OR probe, and an exact McNemar test
-against the static outcome (Holm-adjusted over every arm and probe, in `study.findings`) says whether the probe
-raised extraction beyond chance. The embedding search gets a negative control: the same search on never-trained
+through the static probe's own extraction (clique filter, copy test against the target's own image, UNet counter)
+with the same number of generations per caption, so the probe alone is compared with the static probe at the same
+budget: an exact McNemar test, Holm-adjusted over the mitigated arms and probes in `study.findings`. What an
+attacker who keeps both gets (static OR probe) is reported beside it, as a description, not tested: a second try
+of any kind adds copies by chance. The embedding search gets a negative control: the same search on never-trained
 captions, scored against their own never-seen pictures, must stay at the floor the copy threshold was chosen for.
 """
 
@@ -38,45 +39,53 @@ def _rate(k: int, n: int) -> dict:
     return {"extracted": k, "targets": n, "rate": k / n if n else float("nan"), "ci_low": low, "ci_high": high}
 
 
-def run_adaptive(arm: Arm, data: ImageDataset, folder: Path, targets: pd.DataFrame, static: pd.Series,
-                 preset: Preset, cfg: ExtractionConfig, shared: list[Path], progress: Progress | None = None) -> dict:
-    """Every configured probe against one arm. `static` is the arm's own per-prompt outcome; `shared` lists
-    generation folders whose samples a text probe may reuse (the arm's own, the base's)."""
-    s = preset.study
-    before = static.reindex(targets["prompt"]).fillna(False).to_numpy(bool)
-    out = {"targets": len(targets), "min_dup": s.adaptive_min_dup, "static": _rate(int(before.sum()), len(targets)),
-           "probes": {}}
-    for name in s.adaptive_probes:
-        probe = PROBES[name]
-        query = probe.query(arm, preset, data, targets["prompt"].tolist())
-        reuse = next((f for f in shared if can_share(f, arm.pipe, preset.sample, query.conditioning)), None)
-        ext = run_extraction(arm.pipe, data, folder / name, targets, s.samples_per_prompt, query.guidance,
-                             preset.sample, cfg, progress, samples=reuse, conditioning=query.conditioning)
-        found = pd.read_parquet(folder / name / "per_prompt.parquet").set_index("prompt")["extracted"]
-        alone = found.reindex(targets["prompt"]).fillna(False).to_numpy(bool)
-        union = before | alone
-        out["probes"][name] = {
-            "title": probe.title, "access": probe.access, "guidance": query.guidance,
-            "conditioning": query.conditioning.name, "alone": _rate(int(alone.sum()), len(targets)),
-            "adaptive": _rate(int(union.sum()), len(targets)), **paired_change(before, union),
+def outcome(folder: Path, targets: pd.DataFrame) -> np.ndarray:
+    """Per target caption, whether an extraction folder's probe got a copy of its own picture."""
+    found = pd.read_parquet(folder / "per_prompt.parquet").set_index("prompt")["extracted"]
+    return found.reindex(targets["prompt"]).fillna(False).to_numpy(bool)
+
+
+def static_outcome(arm_folder: Path, targets: pd.DataFrame) -> dict:
+    return _rate(int(outcome(arm_folder / "extraction", targets).sum()), len(targets))
+
+
+def run_probe(name: str, arm: Arm, data: ImageDataset, folder: Path, targets: pd.DataFrame, preset: Preset,
+              cfg: ExtractionConfig, shared: list[Path], progress: Progress | None = None) -> dict:
+    """One probe against one arm (`folder` is the arm's). `shared` lists generation folders whose samples a text
+    probe may reuse, the base's first; the arm's own static samples last, so a probe that sends exactly the static
+    query is recognised as such (`same_as_static`: its result is the static one by construction)."""
+    probe = PROBES[name]
+    query = probe.query(arm, preset, data, targets["prompt"].tolist())
+    reuse = next((f for f in shared if can_share(f, arm.pipe, preset.sample, query.conditioning)), None)
+    own = folder / "extraction" / "samples"
+    same = reuse == own and query.guidance == arm.guidance
+    ext = run_extraction(arm.pipe, data, folder / "adaptive" / name, targets, preset.study.samples_per_prompt,
+                         query.guidance, preset.sample, cfg, progress, samples=reuse, conditioning=query.conditioning)
+    before, alone = outcome(folder / "extraction", targets), outcome(folder / "adaptive" / name, targets)
+    return {"title": probe.title, "access": probe.access, "guidance": query.guidance,
+            "conditioning": query.conditioning.name, "static": _rate(int(before.sum()), len(targets)),
+            "alone": _rate(int(alone.sum()), len(targets)), "union": _rate(int((before | alone).sum()), len(targets)),
+            **paired_change(before, alone), "same_as_static": bool(same),
             "unet_evaluations": ext["unet_evaluations"],
-            "reused_samples": str(reuse.relative_to(folder.parents[1])) if reuse else None}
-    return out
+            "reused_samples": str(reuse.relative_to(folder.parent)) if reuse else None}
 
 
-def search_negative_control(pipe: AuditPipeline, data: ImageDataset, folder: Path, preset: Preset, n: int,
-                            delta: float, progress: Progress | None = None) -> dict:
-    """The embedding search aimed at never-trained captions: the share whose generations land within delta of their
-    own never-seen picture, beside the same captions' share with plain text (the calibration's model null)."""
-    prompts, own = nonmember_prompts(data, n, seed=preset.data.seed)
-    seeds = list(range(preset.study.samples_per_prompt))
+def search_negative_control(pipe: AuditPipeline, data: ImageDataset, folder: Path, preset: Preset, delta: float,
+                            text_samples: Path, progress: Progress | None = None) -> dict:
+    """The embedding search aimed at the calibration's never-trained captions: the share whose generations land
+    within delta of their own never-seen picture, judged like the copy threshold's own null (rate <= null_target,
+    upper 95% bound <= null_bound), beside the same captions with plain text (the calibration's samples)."""
+    s = preset.study
+    prompts, own = nonmember_prompts(data, s.null_prompts, seed=preset.data.seed)
+    seeds = list(range(s.samples_per_prompt))
     rates = {}
-    for label, conditioning in (("text", None), ("embedding-search", search(preset))):
-        samples = folder / label / "samples"
+    for label, conditioning, samples in (("text", None, text_samples),
+                                         ("embedding-search", search(preset), folder / "embedding-search")):
         rows = generate(pipe, prompts["prompt"].tolist(), seeds, [preset.sample.guidance], preset.sample, samples,
                         progress, conditioning=conditioning)
         images, index = load_samples(samples, rows, side=data.images.shape[1])
         rates[label] = {**model_null(images, index, own, (delta,))[0],
                         "unet_evaluations": int(np.sum(rows["unet_evals"]))}
-    bound = preset.study.null_bound
-    return {**rates, "bound": bound, "passed": rates["embedding-search"]["rate"] <= bound}
+    found = rates["embedding-search"]
+    return {**rates, "target": s.null_target, "bound": s.null_bound,
+            "passed": bool(found["rate"] <= s.null_target and found["ci_high"] <= s.null_bound)}

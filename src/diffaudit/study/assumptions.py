@@ -93,7 +93,8 @@ def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline, calibratio
          f"whose image has >= {s.adaptive_min_dup} copies: the weights holder samples at guidance "
          f"{preset.sample.guidance:g} with no inference-time setting; the paraphraser types {s.paraphrases} other "
          f"captions per target through the arm's settings; the embedding search takes {s.search_steps} Adam steps "
-         "up the text-guidance norm (white-box), never seeing the target image. The attacker keeps what works: "
+         f"of {s.search_step:g} x the embeddings' standard deviation up the text-guidance norm (white-box), never "
+         "seeing the target image. The attacker keeps what works: "
          "adaptive = static OR probe, tested against static by exact McNemar, Holm-adjusted over arms and probes."
          if s.adaptive_probes else "No adaptive probes configured."), "Wen et al. 2024; Somepalli et al. 2023b"),
         ("utility", "Quality measures", "Held-out denoising loss on the non-member split and a Fréchet distance in "

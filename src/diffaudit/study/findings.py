@@ -174,38 +174,44 @@ def flag_precision(run: Path, seed: int) -> dict | None:
             "precision": float((flagged & table["memorized"]).mean() / flagged.mean())}
 
 
-def adaptive_effects(rows: list[dict]) -> list[dict]:
-    """Per arm and adaptive probe: the attacker's rate (static OR probe) against the static one on the same
-    targets, the exact McNemar p-value Holm-adjusted over every arm and probe of the study, and whether the arm
-    holds (the probe did not raise extraction beyond chance). Pooled over seeds by summing the counts."""
+def adaptive_effects(rows: list[dict], search_control: dict | None) -> list[dict]:
+    """Per arm and adaptive probe, pooled over seeds: the probe alone against the static probe on the same targets at
+    the same budget (exact McNemar), Holm-adjusted over the family of real comparisons: mitigated arms only (the base
+    is the probes' reference), probes whose query differs from the static one (else the result is the static one by
+    construction), and not the embedding search when its negative control failed. A fix is `undone` when the probe
+    got clearly more captions to copy; otherwise there was `no clear rise`, which is weaker than "it holds" when the
+    targets are few. The attacker who keeps both (static OR probe) is described, not tested."""
+    counts = ("static", "alone", "union", "targets", "stopped", "started", "unet_evaluations")
     cells: dict[tuple[str, str], dict] = {}
     for row in rows:
         for probe, r in (row.get("adaptive") or {}).get("probes", {}).items():
             cell = cells.setdefault((row["arm"], probe), {"arm": row["arm"], "probe": probe, "title": r["title"],
-                                                          "access": r["access"], "static": 0, "adaptive": 0,
-                                                          "alone": 0, "targets": 0, "started": 0, "stopped": 0,
-                                                          "unet_evaluations": 0})
-            cell["static"] += row["adaptive"]["static"]["extracted"]
-            cell["adaptive"] += r["adaptive"]["extracted"]
-            cell["alone"] += r["alone"]["extracted"]
-            cell["targets"] += r["adaptive"]["targets"]
-            cell["started"] += r["started"]
-            cell["stopped"] += r["stopped"]
-            cell["unet_evaluations"] += r["unet_evaluations"]
-    out = []
-    for cell in cells.values():
-        n = cell["targets"]
-        for key, k in (("static", cell["static"]), ("adaptive", cell["adaptive"]), ("alone", cell["alone"])):
-            low, high = clopper_pearson(k, n)
-            cell[f"{key}_rate"], cell[f"{key}_ci"] = k / n if n else float("nan"), [low, high]
-        out.append({**cell, "raw_p_value": mcnemar_p(cell["stopped"], cell["started"])})
-    for cell, p in zip(out, holm([c["raw_p_value"] for c in out]), strict=True):
+                                                          "access": r["access"], "same_as_static": True,
+                                                          **dict.fromkeys(counts, 0)})
+            for key in ("static", "alone", "union"):
+                cell[key] += r[key]["extracted"]
+            cell["targets"] += r["static"]["targets"]
+            for key in ("stopped", "started", "unet_evaluations"):
+                cell[key] += r[key]
+            cell["same_as_static"] &= r["same_as_static"]
+    out = list(cells.values())
+    search_failed = search_control is not None and not search_control["passed"]
+    for cell in out:
+        for key in ("static", "alone", "union"):
+            low, high = clopper_pearson(cell[key], cell["targets"])
+            cell[f"{key}_rate"] = cell[key] / cell["targets"] if cell["targets"] else float("nan")
+            cell[f"{key}_ci"] = [low, high]
+        cell["raw_p_value"] = mcnemar_p(cell["stopped"], cell["started"])
+        cell["verdict"] = ("reference" if cell["arm"] == "base" else "same as static" if cell["same_as_static"] else
+                           "control failed" if cell["probe"] == "embedding-search" and search_failed else None)
+    family = [c for c in out if c["verdict"] is None]
+    for cell, p in zip(family, holm([c["raw_p_value"] for c in family]), strict=True):
         cell["p_value"] = p
-        cell["holds"] = bool(p >= ALPHA)
+        cell["verdict"] = "undone" if p < ALPHA and cell["started"] > cell["stopped"] else "no clear rise"
     return out
 
 
-def findings(run: Path, rows: list[dict]) -> dict:
+def findings(run: Path, rows: list[dict], search_control: dict | None = None) -> dict:
     """Everything the memo and reports state beyond the rows themselves, computed once by the study."""
     effects = arm_effects(run, rows)
     best = best_arm(effects)
@@ -216,7 +222,7 @@ def findings(run: Path, rows: list[dict]) -> dict:
             "duplication_trend": {str(s): duplication_trend(run, s, by_dup(base[s])) for s in seeds},
             "flag_precision": {str(s): flag_precision(run, s) for s in seeds},
             "oracle_extent": {str(s): oracle_extent(run, s) for s in seeds},
-            "adaptive": adaptive_effects(rows)}
+            "adaptive": adaptive_effects(rows, search_control)}
 
 
 def effect_from_record(record: dict) -> ArmEffect:

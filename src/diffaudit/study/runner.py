@@ -28,7 +28,7 @@ from diffaudit.model.device import resolve
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import Progress
-from diffaudit.study.adaptive_audit import adaptive_targets, run_adaptive, search_negative_control
+from diffaudit.study.adaptive_audit import adaptive_targets, run_probe, search_negative_control, static_outcome
 from diffaudit.study.assumptions import register
 from diffaudit.study.calibration import calibrate_copy_test
 from diffaudit.study.cost import measured
@@ -78,6 +78,7 @@ class Study:
         self.data = prepare_data(preset, self.run / "data", progress)
         self.prompts = most_duplicated_prompts(self.data, preset.study.prompts_top, seed=preset.data.seed)
         self._utility: UtilityProbe | None = None
+        self._arm: tuple[tuple[str, int], Arm] | None = None
 
     @property
     def probe_cfg(self) -> ExtractionConfig:
@@ -194,20 +195,34 @@ class Study:
                 **self.audit(arm.pipe, root / variant, arm.guidance, mia=arm.mia, members=arm.members,
                              conditioning=arm.conditioning(Text()) if arm.wrap else None)}
 
-    def adaptive(self, name: str, seed: int) -> dict:
-        """Every adaptive probe against one arm, on the heavily duplicated attacked captions."""
+    @property
+    def targets(self) -> pd.DataFrame:
+        return adaptive_targets(self.prompts, self.preset.study.adaptive_min_dup)
+
+    def probe(self, probe: str, name: str, seed: int) -> dict:
+        """One adaptive probe against one arm, on the heavily duplicated attacked captions (the arm's model is kept
+        for its next probe)."""
         root = self.run / f"seed{seed}"
-        static = pd.read_parquet(root / name / "extraction" / "per_prompt.parquet").set_index("prompt")["extracted"]
-        targets = adaptive_targets(self.prompts, self.preset.study.adaptive_min_dup)
-        return run_adaptive(self.arm(name, seed), self.data, root / name / "adaptive", targets, static, self.preset,
-                            self.probe_cfg, [root / name / "extraction" / "samples",
-                                             root / "base" / "extraction" / "samples"], self.progress)
+        if self._arm is None or self._arm[0] != (name, seed):
+            self._arm = ((name, seed), self.arm(name, seed))
+        return run_probe(probe, self._arm[1], self.data, root / name, self.targets, self.preset, self.probe_cfg,
+                         [root / "base" / "extraction" / "samples", root / name / "extraction" / "samples"],
+                         self.progress)
+
+    def adaptive(self, name: str, seed: int) -> dict:
+        """Every configured probe against one arm, each its own resumable step."""
+        probes = {p: _step(self.run, f"seed{seed}-{name}-adaptive-{p}", lambda p=p: self.probe(p, name, seed))
+                  for p in self.preset.study.adaptive_probes}
+        return {"targets": len(self.targets), "min_dup": self.preset.study.adaptive_min_dup,
+                "static": static_outcome(self.run / f"seed{seed}" / name, self.targets), "probes": probes}
 
     def search_control(self, base: AuditPipeline) -> dict:
-        """The embedding search's negative control, once, on the first seed's base model."""
-        n = len(adaptive_targets(self.prompts, self.preset.study.adaptive_min_dup))
-        return search_negative_control(base, self.data, self.run / "adaptive-control", self.preset, n,
-                                       self.probe_cfg.delta, self.progress)
+        """The embedding search's negative control, once, on the first seed's base model, sharing the calibration's
+        plain-text samples of the same never-trained captions."""
+        seed = self.preset.study.seeds[0]
+        return search_negative_control(base, self.data, self.run / "adaptive-control", self.preset,
+                                       self.probe_cfg.delta, self.run / f"seed{seed}" / "null" / "samples",
+                                       self.progress)
 
     def dp_control(self, seed: int) -> dict:
         """The DP audit's positive control (the fine-tune without clipping or noise): not a mitigation arm, so it is
@@ -230,8 +245,8 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
     write_run_record(study.run, preset.model_dump(), {"dataset": study.data.version, "base_model": base.model_hash()})
     calibration = study.calibrate(base)
     controls = study.mia_controls(base)
-    if not (study.run / "assumptions.json").exists():
-        write_json(study.run / "assumptions.json", register(preset, study.data, base, calibration))
+    # Rewritten on every run: a resumed study whose arms or probes were extended states its new assumptions too.
+    write_json(study.run / "assumptions.json", register(preset, study.data, base, calibration))
     rows, dp_controls = [], {}
     probes = preset.study.adaptive_probes
     targets = len(adaptive_targets(study.prompts, preset.study.adaptive_min_dup))
@@ -242,8 +257,7 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
         for name, fn in study.arms(seed):
             result = _step(study.run, f"seed{seed}-{name}", fn)
             if probes and result.get("kind") != "detection":
-                result = {**result, "adaptive": _step(study.run, f"seed{seed}-{name}-adaptive",
-                                                       lambda name=name, seed=seed: study.adaptive(name, seed))}
+                result = {**result, "adaptive": study.adaptive(name, seed)}
             rows.append({"arm": name, "seed": seed, **result})
             _log_arm(study.run, preset, name, seed, result)
         if preset.study.dp_control and "dp" in preset.study.mitigations:
@@ -255,7 +269,7 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
     write_json(study.run / "results.json", {"rows": rows, "preset": preset.name, "dataset_version": study.data.version,
                                             "calibration": calibration, "mia_controls": controls,
                                             "dp_controls": dp_controls, "adaptive_control": search_control})
-    write_json(study.run / "findings.json", findings(study.run, rows))
+    write_json(study.run / "findings.json", findings(study.run, rows, search_control))
     return table
 
 
@@ -341,4 +355,6 @@ def reset_arm(run: Path, seed: int, arm: str) -> None:
     """Forget one finished arm so the next run recomputes it (e.g. after changing its code)."""
     for suffix in (".json", ".cost.json"):
         (run / "steps" / f"seed{seed}-{arm}{suffix}").unlink(missing_ok=True)
+    for probe in (run / "steps").glob(f"seed{seed}-{arm}-adaptive-*"):  # judged against the static result just reset
+        probe.unlink()
     shutil.rmtree(run / f"seed{seed}" / arm, ignore_errors=True)

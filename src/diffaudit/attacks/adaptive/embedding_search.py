@@ -21,4 +21,4 @@ class EmbeddingSearchProbe(Probe):
 
 
 def search(preset: Preset) -> EmbeddingSearch:
-    return EmbeddingSearch(preset.study.search_steps, sampling_steps=preset.sample.steps)
+    return EmbeddingSearch(preset.study.search_steps, preset.study.search_step, sampling_steps=preset.sample.steps)
