@@ -58,12 +58,10 @@ def test_settings_are_fresh_per_generation_and_reproducible(tiny_pipe: AuditPipe
     assert typed[0] == typed[2] and typed[0] != typed[1] and all(len(t.split()) == len(p.split()) + 2
                                                                  for t, p in zip(typed, prompts, strict=True))
 
-    class Embedded(Text):  # an attacker who sends embeddings types no text
-        def texts(self, prompts: list[str], seeds: list[int]) -> None:
-            return None
-
-    plain = Embedded()
-    assert torch.equal(RandomWords(plain, ["zebra"], 2)(tiny_pipe, prompts, seeds), plain(tiny_pipe, prompts, seeds))
+    searched = EmbeddingNoise(Text(), 0.1)  # an attacker who sends embeddings types no text
+    assert RandomWords.wrap_typed(searched, ["zebra"], 2) is searched
+    with pytest.raises(ValueError, match="typed text"):
+        RandomWords(searched, ["zebra"], 2)
 
 
 def test_a_generation_folder_never_mixes_conditionings(tiny_pipe: AuditPipeline, tmp_path: Path) -> None:

@@ -83,6 +83,11 @@ def test_recommendations_follow_the_paired_tests(tiny_study_dir: Path, monkeypat
     worse = _effect("dp-eps8", "dp", 0.9, 0, 6, 0.01)
     noise = _effect("dedup-image", "dedup", 0.4, 1, 1, 1.0)
     monkeypatch.setattr(StudyResults, "effects", lambda self: [works, worse, noise])
+    attacked = MemoWriter(StudyResults.load(tiny_study_dir))
+    assert attacked.under_attack("guidance-3").startswith("undone by the model file, same as no fix"), \
+        "the weights holder undoes a setting by construction"
+    assert "Do not rely on these alone" in " ".join(attacked.recommendations())
+    monkeypatch.setattr(MemoWriter, "attack_cells", lambda self, arm: [])  # ranking alone, as if no probe ran
     recs = " ".join(MemoWriter(StudyResults.load(tiny_study_dir)).recommendations())
     assert "Adopt the most durable fix that worked here: stronger guidance (scale 3)" in recs, recs
     assert "none once the model file is released" in recs, "a setting is recommended with its limits"

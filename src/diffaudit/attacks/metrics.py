@@ -143,6 +143,7 @@ def paired_change(before: np.ndarray, after: np.ndarray) -> dict:
     return {"stopped": fewer, "started": more, "p_value": mcnemar_p(fewer, more)}
 
 
-def mcnemar_p(fewer: int, more: int) -> float:
-    """Exact two-sided McNemar p-value from the discordant counts alone (what pooled seeds keep)."""
-    return float(binomtest(fewer, fewer + more).pvalue) if fewer + more else 1.0
+def mcnemar_p(fewer: int, more: int, alternative: str = "two-sided") -> float:
+    """Exact McNemar p-value from the discordant counts alone (what pooled seeds keep); `alternative="less"` asks
+    only whether fewer < more (a probe that found more), so a probe that found less is not a rise."""
+    return float(binomtest(fewer, fewer + more, alternative=alternative).pvalue) if fewer + more else 1.0

@@ -40,7 +40,7 @@ class InferenceTime(Mitigation):
         if variant == WORDS:
             vocab = sorted({w for t in ctx.data.split("member").texts for w in t.split()})
             return Arm(base, ctx.preset.sample.guidance, mia=False,
-                       wrap=lambda inner: RandomWords(inner, vocab, cfg.random_words),
+                       wrap=lambda inner: RandomWords.wrap_typed(inner, vocab, cfg.random_words),
                        record={"inference": {"words": cfg.random_words, "vocabulary": len(vocab)}})
         with base.denoiser.counting() as spent:
             norms = WenTextNorm(generations=2, sampling_steps=ctx.preset.sample.steps).score(

@@ -22,6 +22,7 @@ from diffaudit.model.sample import initial_noise, make_scheduler
 
 class Conditioning(ABC):
     name: str
+    typed = False  # whether it is text a user types (a text-level setting can act on it)
 
     @abstractmethod
     def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
@@ -53,6 +54,7 @@ class Text(Conditioning):
     """The caption as written: the static probe and every ordinary generation."""
 
     name = "text"
+    typed = True
 
     def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
         return _encode_rows(pipe, prompts)
@@ -63,6 +65,8 @@ class Text(Conditioning):
 
 class Rewritten(Conditioning):
     """Other text for each target caption: seed s types `alternatives[prompt][s % k]` (a paraphrase probe)."""
+
+    typed = True
 
     def __init__(self, alternatives: dict[str, list[str]], label: str):
         self.alternatives, self.name = alternatives, f"{label}[{digest(alternatives)}]"
@@ -169,16 +173,23 @@ class EmbeddingNoise(Conditioning):
 
 class RandomWords(Conditioning):
     """Somepalli et al. 2023b's random token insertion: `words` random vocabulary words at random places in the
-    typed text, fresh per (prompt, seed). An attacker who sends embeddings types no text, so none are inserted."""
+    typed text, fresh per (prompt, seed). It acts on typed text only (`wrap_typed`)."""
+
+    typed = True
 
     def __init__(self, inner: Conditioning, vocabulary: list[str], words: int):
+        if not inner.typed:
+            raise ValueError(f"random words act on typed text, not on {inner.name}")
         self.inner, self.vocabulary, self.words = inner, sorted(set(vocabulary)), words
         self.name = f"random-words(n={words},vocab={digest(self.vocabulary)})<{inner.name}>"
 
-    def texts(self, prompts: list[str], seeds: list[int]) -> list[str] | None:
+    @staticmethod
+    def wrap_typed(inner: Conditioning, vocabulary: list[str], words: int) -> Conditioning:
+        """The setting as a service applies it: to typed text; an attacker who sends embeddings passes unchanged."""
+        return RandomWords(inner, vocabulary, words) if inner.typed else inner
+
+    def texts(self, prompts: list[str], seeds: list[int]) -> list[str]:
         typed = self.inner.texts(prompts, seeds)
-        if typed is None:
-            return None
         out = []
         for text, p, s in zip(typed, prompts, seeds, strict=True):
             rng, words = np.random.default_rng(key_seed(p, s, 2)), text.split()
@@ -189,8 +200,7 @@ class RandomWords(Conditioning):
         return out
 
     def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
-        typed = self.texts(prompts, seeds)
-        return self.inner(pipe, prompts, seeds) if typed is None else _encode_rows(pipe, typed)
+        return _encode_rows(pipe, self.texts(prompts, seeds))
 
 
 class NormMinimised(Conditioning):

@@ -157,7 +157,8 @@ class MemoWriter:
         if not fixes:
             return "None of the fixes we tried lowered the extraction rate by more than chance could explain."
         e = fixes[0]
-        others = f"{len(fixes) - 1} other fixes also worked; page 4 ranks them." if len(fixes) > 1 else ""
+        others = (f"{len(fixes) - 1} other fixes also lowered copies; page 4 says which held under harder attacks."
+                  if len(fixes) > 1 else "")
         return " ".join(filter(None, [
             f"{_arm_name(e)}, a fix in {LIVES[e.description.lasts]}, cut the extraction rate from {pct(e.base_rate)} "
             f"to {pct(e.rate)} (95% range {span(e.ci_low, e.ci_high)}; {p_text(e.p_value)}), at a cost of "
@@ -274,17 +275,19 @@ class MemoWriter:
         return rows
 
     def under_attack(self, arm: str) -> str:
-        """What the harder attacks did to the arm, in a table cell's words: which undid it, or that none clearly
-        raised its rate (and how many were compared); n/a for the base and for attacks that repeat the static one."""
-        cells = [c for c in self.attack_cells(arm) if c["verdict"] in ("undone", "no clear rise")]
+        """What the harder attacks did to the arm, in a table cell's words, counted in the attacked captions: which
+        undid it, or that none clearly raised its count, with the strongest attack's count beside the plain
+        caption's; n/a for the base."""
+        cells = [c for c in self.attack_cells(arm) if c["verdict"] in ("undone", "no clear rise", "same as no fix")]
         if arm == "base" or not cells:
             return "n/a" if self.adaptive else "not tested"
-        undone = [c for c in cells if c["verdict"] == "undone"]
+        undone = [c for c in cells if c["verdict"] in ("undone", "same as no fix")]
+        worst = max(undone or cells, key=lambda c: c["alone"])
+        counts = f"{worst['alone']} of {worst['targets']} captions (plain: {worst['static']})"
         if not undone:
-            return f"no clear rise ({len(cells)} tried)"
-        worst = max(undone, key=lambda c: c["alone_rate"])
-        return (f"undone by {', '.join(PROBES[c['probe']].short for c in undone)} (up to {pct(worst['alone_rate'])} "
-                f"of the captions tried, from {pct(worst['static_rate'])})")
+            return f"no clear rise: {counts}"
+        same = ", same as no fix" if all(c["verdict"] == "same as no fix" for c in undone) else ""
+        return f"undone by {', '.join(PROBES[c['probe']].short for c in undone)}{same}: {counts}"
 
     def attack_cells(self, arm: str) -> list[dict]:
         return [c for c in self.adaptive if c["arm"] == arm]
@@ -301,8 +304,9 @@ class MemoWriter:
         return (f"The last column tries {len(probes)} harder attacks, each with the same number of tries, on the "
                 f"{targets} captions whose pictures were repeated at least {self.study['adaptive_min_dup']} times: "
                 + "; ".join(PROBES[p].title for p in probes) + ". A fix is undone when an attack got clearly more of "
-                "these captions to give copies than the plain caption did. 'No clear rise' is not proof that a fix "
-                f"holds: only {targets} captions were tried.{caveat}")
+                "these captions to give copies than the plain caption did, or when the attack skips the fix (same as "
+                f"no fix). 'No clear rise' is not proof that a fix holds: only {targets} captions were tried, and "
+                f"their counts are out of {targets}, not of the {self.base_arm['prompts']} above.{caveat}")
 
     def paired_note(self) -> str:
         """How to read the table's last column, said once."""
@@ -327,14 +331,13 @@ class MemoWriter:
                 self._attack_sentence(e.arm).strip()])))
         undone = [e for e in working if self._undone(e.arm)]
         if undone:
-            # One word on settings for the group (the longest note says the most: guidance's names the usual scale).
             settings = [e for e in undone if e.description.lasts == "setting"]
-            said = [max((e.description.note for e in settings), key=len), *dict.fromkeys(
-                filter(None, map(self._baseline_guidance, settings)))] if settings else []
+            said = [f"The {len(settings)} sampling settings among them protect only a hosted service whose users "
+                    "cannot change them, and none once the model file is released.",
+                    *dict.fromkeys(filter(None, map(self._baseline_guidance, settings)))] if settings else []
             out.append(" ".join([
                 "Do not rely on these alone: each cut copies in the plain test, but a harder attack undid it. "
-                + "; ".join(f"{_arm_name(e)}: {pct(e.rate)} in the plain test, {self.under_attack(e.arm)}"
-                            for e in undone) + ".", *said]))
+                + "; ".join(f"{_arm_name(e)} ({self.under_attack(e.arm)})" for e in undone) + ".", *said]))
         if not working:
             out.append("Do not rely on any one of these fixes yet. None cut copies by more than chance in this "
                        "study. Test them again with more tries per caption and more training runs.")
@@ -354,19 +357,20 @@ class MemoWriter:
         return out
 
     def _undone(self, arm: str) -> bool:
-        return any(c["verdict"] == "undone" for c in self.attack_cells(arm))
+        return any(c["verdict"] in ("undone", "same as no fix") for c in self.attack_cells(arm))
 
     def _baseline_guidance(self, e: ArmEffect) -> str:
         """The guidance the no-fix pictures were made at, beside a fix that raises it."""
         return f"Our no-fix pictures were made at scale {self.base['guidance']:g}." if e.kind == "guidance" else ""
 
     def _attack_sentence(self, arm: str) -> str:
-        verdict = self.under_attack(arm)
-        if verdict in ("n/a", "not tested"):
+        """The harder attacks' result for a fix that held, in a sentence; empty when none was compared."""
+        cells = [c for c in self.attack_cells(arm) if c["verdict"] == "no clear rise"]
+        if arm == "base" or not cells or self._undone(arm):
             return ""
-        if verdict.startswith("no clear rise"):
-            return " The harder attacks we tried did not clearly raise its rate."
-        return f" It was {verdict}."
+        worst = max(cells, key=lambda c: c["alone"])
+        return (f" Harder attacks did not clearly raise its count: at most {worst['alone']} of the {worst['targets']} "
+                f"most repeated captions gave copies, against {worst['static']} with the plain caption.")
 
     def _membership_cost(self, e: ArmEffect) -> str:
         """A retrained arm's membership score beside the base's: a fix can make membership easier to detect."""

@@ -1,10 +1,10 @@
 """Static against adaptive extraction, per arm: does a mitigation still hold when the attacker tries harder?
 
-Targets are the attacked captions whose picture has at least `study.adaptive_min_dup` copies, where the static
-probe found copies on the base model (so a probe that beats a fix has room to show it). Each probe's generations go
+Targets are the attacked captions whose picture has at least `study.adaptive_min_dup` copies, where the base
+model copies most (so a probe that beats a fix has room to show it). Each probe's generations go
 through the static probe's own extraction (clique filter, copy test against the target's own image, UNet counter)
 with the same number of generations per caption, so the probe alone is compared with the static probe at the same
-budget: an exact McNemar test, Holm-adjusted over the mitigated arms and probes in `study.findings`. What an
+budget: a one-sided exact McNemar test, Holm-adjusted over the mitigated arms and probes in `study.findings`. What an
 attacker who keeps both gets (static OR probe) is reported beside it, as a description, not tested: a second try
 of any kind adds copies by chance. The embedding search gets a negative control: the same search on never-trained
 captions, scored against their own never-seen pictures, must stay at the floor the copy threshold was chosen for.

@@ -176,24 +176,30 @@ def flag_precision(run: Path, seed: int) -> dict | None:
 
 def adaptive_effects(rows: list[dict], search_control: dict | None) -> list[dict]:
     """Per arm and adaptive probe, pooled over seeds: the probe alone against the static probe on the same targets at
-    the same budget (exact McNemar), Holm-adjusted over the family of real comparisons: mitigated arms only (the base
-    is the probes' reference), probes whose query differs from the static one (else the result is the static one by
-    construction), and not the embedding search when its negative control failed. A fix is `undone` when the probe
-    got clearly more captions to copy; otherwise there was `no clear rise`, which is weaker than "it holds" when the
-    targets are few. The attacker who keeps both (static OR probe) is described, not tested."""
+    the same budget, by a one-sided exact McNemar test (did the probe get more captions to copy?), Holm-adjusted over
+    the family of real comparisons. Kept out of the family, with their verdict said plainly: the base (the probes'
+    reference); a probe that sends the static query ("same as static"); a probe whose query to this arm is the one it
+    sends the base, same weights, conditioning and guidance ("same as no fix": the fix does not touch what this
+    attacker uses); the embedding search when its negative control failed. A fix is `undone` when the probe got
+    clearly more captions to copy; otherwise `no clear rise`, which is weaker than "it holds" when targets are few.
+    The attacker who keeps both (static OR probe) is described, not tested."""
     counts = ("static", "alone", "union", "targets", "stopped", "started", "unet_evaluations")
+    base_query = {(r["seed"], probe): (r["model_hash"], p["conditioning"], p["guidance"]) for r in rows
+                  if r["arm"] == "base" for probe, p in (r.get("adaptive") or {}).get("probes", {}).items()}
     cells: dict[tuple[str, str], dict] = {}
     for row in rows:
         for probe, r in (row.get("adaptive") or {}).get("probes", {}).items():
             cell = cells.setdefault((row["arm"], probe), {"arm": row["arm"], "probe": probe, "title": r["title"],
                                                           "access": r["access"], "same_as_static": True,
-                                                          **dict.fromkeys(counts, 0)})
+                                                          "same_as_base": True, **dict.fromkeys(counts, 0)})
             for key in ("static", "alone", "union"):
                 cell[key] += r[key]["extracted"]
             cell["targets"] += r["static"]["targets"]
             for key in ("stopped", "started", "unet_evaluations"):
                 cell[key] += r[key]
             cell["same_as_static"] &= r["same_as_static"]
+            cell["same_as_base"] &= base_query.get((row["seed"], probe)) == (row["model_hash"], r["conditioning"],
+                                                                           r["guidance"])
     out = list(cells.values())
     search_failed = search_control is not None and not search_control["passed"]
     for cell in out:
@@ -201,13 +207,14 @@ def adaptive_effects(rows: list[dict], search_control: dict | None) -> list[dict
             low, high = clopper_pearson(cell[key], cell["targets"])
             cell[f"{key}_rate"] = cell[key] / cell["targets"] if cell["targets"] else float("nan")
             cell[f"{key}_ci"] = [low, high]
-        cell["raw_p_value"] = mcnemar_p(cell["stopped"], cell["started"])
+        cell["raw_p_value"] = mcnemar_p(cell["stopped"], cell["started"], alternative="less")
         cell["verdict"] = ("reference" if cell["arm"] == "base" else "same as static" if cell["same_as_static"] else
+                           "same as no fix" if cell["same_as_base"] else
                            "control failed" if cell["probe"] == "embedding-search" and search_failed else None)
     family = [c for c in out if c["verdict"] is None]
     for cell, p in zip(family, holm([c["raw_p_value"] for c in family]), strict=True):
         cell["p_value"] = p
-        cell["verdict"] = "undone" if p < ALPHA and cell["started"] > cell["stopped"] else "no clear rise"
+        cell["verdict"] = "undone" if p < ALPHA else "no clear rise"
     return out
 
 
