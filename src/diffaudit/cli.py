@@ -403,6 +403,33 @@ def _run_study(cfg: Preset, out: Path, reference: Path | None) -> None:
 
 
 @app.command()
+def lineage(
+    model: Path,
+    data: Annotated[Path | None, typer.Option(help="The dataset, for a model trained before lineage was recorded.")]
+    = None,
+    sha256: Annotated[str | None, typer.Option(help="Content hash of a picture (the dataset's sha256 column).")]
+    = None,
+    row_id: Annotated[str | None, typer.Option("--id", help="A training row's id.")] = None,
+    caption_contains: Annotated[str | None, typer.Option(help="Text a training caption contains.")] = None,
+) -> None:
+    """Which training content went into MODEL; with a key, whether (and in which rows) it did. Exit status 1 when
+    the key matches no training row."""
+    from diffaudit.model.lineage import read_lineage, rows_with
+
+    table = read_lineage(model, data)
+    console.print(f"{model}: {len(table)} training rows, {table['sha256'].nunique()} distinct pictures, "
+                  f"{table['family'].nunique()} subjects")
+    if sha256 is None and row_id is None and caption_contains is None:
+        return
+    found = rows_with(table, sha256, row_id, caption_contains)
+    console.print(f"{len(found)} training row(s) match" + ("" if found.empty else ":"))
+    for row in found.head(20).itertuples():
+        console.print(f"  {row.id}  {row.sha256[:16]}  family {row.family}  {row.text!r}")
+    if found.empty:
+        raise typer.Exit(1)
+
+
+@app.command()
 def study(
     out: Annotated[Path, typer.Option(help="Run folder (resumes if it exists).")] = Path("runs/study"),
     preset: PresetOpt = "quick", config: ConfigOpt = None, reference: ReferenceOpt = Path("models/quick"),

@@ -22,6 +22,7 @@ from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import CheckpointError
 from diffaudit.io import atomic_dir, remove_stale_temps, write_json, write_text
 from diffaudit.model.device import host_randn, on_host, training_dtype
+from diffaudit.model.lineage import write_lineage
 from diffaudit.model.pipeline import AuditPipeline, refuse_pickles
 from diffaudit.progress import Progress
 
@@ -186,6 +187,7 @@ def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, 
     ema.copy_to(unet.parameters())
     unet.eval().requires_grad_(False)
     pipe.save_pretrained(out / "model")
+    write_lineage(out / "model", members)
     write_json(out / "model" / "training_manifest.json", {
         **meta, "model_hash": pipe.model_hash(), "steps": cfg.steps, "rows": n,
         "seconds": round(spent + time.perf_counter() - t0, 1), "weights": "EMA",  # summed over resumed parts
