@@ -82,7 +82,7 @@ def dup_rate_figure(by_dup: list[dict], out: Path) -> Path:
     ax.errorbar(x, frame["rate"] * 100, yerr=err * 100, fmt="none", ecolor="k", capsize=3)
     ax.set_xticks(x, [f"{b}\n(n={n})" for b, n in zip(frame["dup_bucket"], frame["prompts"], strict=True)],
                   fontsize=7)
-    ax.set(ylabel="% of prompts extracted", xlabel="copies of the image in the training set", ylim=(0, 105))
+    ax.set(ylabel="% of captions copied", xlabel="copies of the picture in the training data", ylim=(0, 105))
     return _save(fig, out)
 
 
