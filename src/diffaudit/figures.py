@@ -56,6 +56,9 @@ def roc_figure(table: pd.DataFrame, columns: list[str], out: Path) -> Path:
     return _save(fig, out)
 
 
+BAND_ALPHA = 0.15  # shading of a 95% band behind its line
+
+
 def _plt():
     import matplotlib
 
@@ -132,7 +135,7 @@ def exposure_figure(exposure: pd.DataFrame, out: Path) -> Path:
     fig, ax = _plt().subplots(figsize=(5.5, 3.8))
     for attack, rows in exposure.groupby("attack", sort=False):
         line = ax.plot(rows["epochs"], rows["auc"], marker="o", label=attack)[0]
-        ax.fill_between(rows["epochs"], rows["auc_low"], rows["auc_high"], color=line.get_color(), alpha=0.15)
+        ax.fill_between(rows["epochs"], rows["auc_low"], rows["auc_high"], color=line.get_color(), alpha=BAND_ALPHA)
     ax.axhline(0.5, color="k", ls=":", lw=1, label="chance")
     ax.set(xscale="log", ylim=(0, 1.02), xlabel="epochs per training image", ylabel="membership AUC",
            title="How much training makes membership visible")
@@ -148,7 +151,7 @@ def delta_figure(curves: dict[str, list[dict]], chosen: float, out: Path) -> Pat
         frame = pd.DataFrame(rows)
         line = ax.plot(frame["delta"], frame["rate"] * 100, marker="o", ms=3, label=name)[0]
         ax.fill_between(frame["delta"], frame["ci_low"] * 100, frame["ci_high"] * 100, color=line.get_color(),
-                        alpha=0.15)
+                        alpha=BAND_ALPHA)
     ax.axvline(chosen, color="k", ls=":", lw=1, label=f"study delta {chosen:g}")
     ax.set(xlabel="copy threshold delta (tiled RMS on [0, 1] pixels)", ylabel="% of prompts within delta (95% CI)",
            ylim=(0, 102))

@@ -11,6 +11,7 @@ import hashlib
 import json
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -22,22 +23,28 @@ from diffaudit.model.sample import initial_noise, make_scheduler
 
 class Conditioning(ABC):
     name: str
-    typed = False  # whether it is text a user types (a text-level setting can act on it)
 
     @abstractmethod
     def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
         """One embedding sequence per (prompt, seed), on the pipeline's device and dtype."""
 
-    def texts(self, prompts: list[str], seeds: list[int]) -> list[str] | None:
-        """The text actually typed per (prompt, seed), when this conditioning is text; None for embeddings."""
-        return None
+
+def per_distinct(values: list[str], embed: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
+    """`embed` each distinct value once (sorted, so the batch does not depend on request order), one row per value."""
+    unique = sorted(set(values))
+    lookup = {v: i for i, v in enumerate(unique)}
+    return embed(unique)[[lookup[v] for v in values]]
 
 
-def _encode_rows(pipe: AuditPipeline, texts: list[str]) -> torch.Tensor:
-    """Encode each distinct text once (sorted, so the batch does not depend on request order) and index rows."""
-    unique = sorted(set(texts))
-    lookup = {t: i for i, t in enumerate(unique)}
-    return pipe.encode_text(unique)[[lookup[t] for t in texts]]
+class Typed(Conditioning):
+    """Text a user types, per (prompt, seed), encoded by the pipeline: what a text-level setting can act on."""
+
+    @abstractmethod
+    def texts(self, prompts: list[str], seeds: list[int]) -> list[str]:
+        """The text typed for each (prompt, seed)."""
+
+    def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
+        return per_distinct(self.texts(prompts, seeds), pipe.encode_text)
 
 
 def digest(value: object) -> str:
@@ -50,32 +57,23 @@ def key_seed(prompt: str, seed: int, salt: int) -> int:
     return zlib.crc32(f"{salt}\x00{seed}\x00{prompt}".encode())
 
 
-class Text(Conditioning):
+class Text(Typed):
     """The caption as written: the static probe and every ordinary generation."""
 
     name = "text"
-    typed = True
-
-    def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
-        return _encode_rows(pipe, prompts)
 
     def texts(self, prompts: list[str], seeds: list[int]) -> list[str]:
         return list(prompts)
 
 
-class Rewritten(Conditioning):
+class Rewritten(Typed):
     """Other text for each target caption: seed s types `alternatives[prompt][s % k]` (a paraphrase probe)."""
-
-    typed = True
 
     def __init__(self, alternatives: dict[str, list[str]], label: str):
         self.alternatives, self.name = alternatives, f"{label}[{digest(alternatives)}]"
 
     def texts(self, prompts: list[str], seeds: list[int]) -> list[str]:
         return [self.alternatives[p][s % len(self.alternatives[p])] for p, s in zip(prompts, seeds, strict=True)]
-
-    def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
-        return _encode_rows(pipe, self.texts(prompts, seeds))
 
 
 def unconditional_eps(pipe: AuditPipeline, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -148,12 +146,12 @@ class EmbeddingSearch(Conditioning):
         """Adam's step is about its learning rate per coordinate whatever the gradient's scale, so the rate is set
         as `step_size` times the embeddings' standard deviation: the search stays near the caption it starts from
         (10 steps of 0.05, 1.1 standard deviations per coordinate, rewrote the embedding and lost every copy)."""
-        unique = sorted(set(prompts))
-        start = pipe.encode_text(unique)
-        found = optimise_embeddings(pipe, start, +1.0, self.steps, self.step_size * float(start.float().std()),
-                                    self.noises, self.sampling_steps)
-        lookup = {t: i for i, t in enumerate(unique)}
-        return found[[lookup[p] for p in prompts]]
+        def search(unique: list[str]) -> torch.Tensor:
+            start = pipe.encode_text(unique)
+            return optimise_embeddings(pipe, start, +1.0, self.steps, self.step_size * float(start.float().std()),
+                                       self.noises, self.sampling_steps)
+
+        return per_distinct(prompts, search)
 
 
 class EmbeddingNoise(Conditioning):
@@ -171,14 +169,12 @@ class EmbeddingNoise(Conditioning):
         return emb + self.sigma * pipe.place(noise)
 
 
-class RandomWords(Conditioning):
+class RandomWords(Typed):
     """Somepalli et al. 2023b's random token insertion: `words` random vocabulary words at random places in the
     typed text, fresh per (prompt, seed). It acts on typed text only (`wrap_typed`)."""
 
-    typed = True
-
     def __init__(self, inner: Conditioning, vocabulary: list[str], words: int):
-        if not inner.typed:
+        if not isinstance(inner, Typed):
             raise ValueError(f"random words act on typed text, not on {inner.name}")
         self.inner, self.vocabulary, self.words = inner, sorted(set(vocabulary)), words
         self.name = f"random-words(n={words},vocab={digest(self.vocabulary)})<{inner.name}>"
@@ -186,7 +182,7 @@ class RandomWords(Conditioning):
     @staticmethod
     def wrap_typed(inner: Conditioning, vocabulary: list[str], words: int) -> Conditioning:
         """The setting as a service applies it: to typed text; an attacker who sends embeddings passes unchanged."""
-        return RandomWords(inner, vocabulary, words) if inner.typed else inner
+        return RandomWords(inner, vocabulary, words) if isinstance(inner, Typed) else inner
 
     def texts(self, prompts: list[str], seeds: list[int]) -> list[str]:
         typed = self.inner.texts(prompts, seeds)
@@ -198,9 +194,6 @@ class RandomWords(Conditioning):
                 words.insert(int(rng.integers(0, len(words) + 1)), word)
             out.append(" ".join(words))
         return out
-
-    def __call__(self, pipe: AuditPipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
-        return _encode_rows(pipe, self.texts(prompts, seeds))
 
 
 class NormMinimised(Conditioning):
