@@ -178,19 +178,26 @@ def train(
     batch_size: Annotated[int | None, setting("train.batch_size", "Images per step.")] = None,
     lr: Annotated[float | None, setting("train.lr", "AdamW learning rate.")] = None,
     seed: Annotated[int | None, setting("train.seed", "Initialisation, batch and noise seed.")] = None,
+    sharded: Annotated[bool, typer.Option(help="Train for SISA unlearning: forget.shards models, each in "
+                                               "forget.slices slices with a checkpoint after each.")] = False,
     device: DeviceOpt = None, dtype: DtypeOpt = None,
 ) -> None:
     """Train the model under audit on DATA's member split; resumes from OUT/checkpoints after a crash."""
     from diffaudit.data.imagefolder import load_imagefolder
-    from diffaudit.model.pipeline import build_pipeline
+    from diffaudit.model.pipeline import AuditPipeline, build_pipeline
     from diffaudit.model.train import train as run_train
+    from diffaudit.unlearning.sisa import train_sharded
 
     cfg = _configured(train, locals())
     out = _out_dir(out)
     dataset = load_imagefolder(data, cfg.data.resolution)
     pipe = build_pipeline(cfg.model, cfg.data.resolution, seed=cfg.train.seed, runtime=cfg.runtime)
     with _progress() as progress:
-        run_train(pipe, dataset, cfg.train, out, progress)
+        if sharded:
+            pipe = AuditPipeline.from_pretrained(train_sharded(pipe, dataset, cfg.train, cfg.forget.shards,
+                                                               cfg.forget.slices, out, cfg.runtime, progress))
+        else:
+            run_train(pipe, dataset, cfg.train, out, progress)
     console.print(f"model written to {out / 'model'} (hash {pipe.model_hash()})")
 
 
@@ -426,6 +433,87 @@ def lineage(
     for row in found.head(20).itertuples():
         console.print(f"  {row.id}  {row.sha256[:16]}  family {row.family}  {row.text!r}")
     if found.empty:
+        raise typer.Exit(1)
+
+
+@app.command()
+def forget(
+    model: Path, data: Path, out: Path,
+    method: Annotated[str, typer.Option(help="retrain (from scratch), sisa (a model trained with --sharded) or "
+                                             "finetune (steer the captions away).")],
+    images: Annotated[list[str] | None, typer.Option(help="A training row id or a picture's content hash; every "
+                                                          "row with that picture is forgotten. Repeatable.")] = None,
+    family: Annotated[list[str] | None, typer.Option(help="A subject (near-duplicate family). Repeatable.")] = None,
+    caption_contains: Annotated[str | None, typer.Option(help="A caption concept: every row whose caption contains "
+                                                              "this text.")] = None,
+    preset: PresetOpt = "quick", config: ConfigOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
+) -> None:
+    """Write a new model in OUT that has forgotten the requested training rows (MODEL is never touched); verify it
+    with `diffaudit verify-forget`."""
+    from diffaudit.data.imagefolder import load_imagefolder
+    from diffaudit.model.lineage import read_lineage
+    from diffaudit.unlearning.base import ForgetJob
+    from diffaudit.unlearning.protocol import run_forget
+    from diffaudit.unlearning.request import ForgetRequest
+
+    cfg = _configured(forget, locals())
+    request = ForgetRequest(tuple(images or ()), tuple(family or ()), caption_contains)
+    dataset = load_imagefolder(data, cfg.data.resolution)
+    trained = read_lineage(model, data)
+    ids = frozenset(trained.loc[request.rows(trained), "id"])
+    missing = ids - set(dataset.split("member").table["id"])
+    if missing:
+        raise ConfigError(f"{len(missing)} requested training row(s) are not member rows of {data} (e.g. "
+                          f"{sorted(missing)[0]!r}): pass the dataset MODEL was trained on")
+    with _progress() as progress:
+        summary = run_forget(method, ForgetJob(model, dataset, ids, cfg, _out_dir(out), progress), request)
+    console.print(f"forgot {summary['rows']} training rows ({summary['pictures']} pictures, "
+                  f"{len(summary['families'])} subjects) with {method} in {summary['seconds']:.0f} s: "
+                  f"{summary['unlearned']['path']} (hash {summary['unlearned']['model_hash']})")
+
+
+@app.command("verify-forget")
+def verify_forget(
+    original: Path,
+    unlearned: Annotated[Path, typer.Argument(help="The OUT folder of `diffaudit forget`.")],
+    reference: Annotated[Path, typer.Argument(help="The OUT folder of `diffaudit forget --method retrain` for the "
+                                                   "same request.")],
+    data: Path, out: Path, preset: PresetOpt = "quick", config: ConfigOpt = None,
+    delta: Annotated[float | None, setting("study.delta", "Copy threshold (tiled distance).")] = None,
+    samples: Annotated[int | None, setting("study.samples_per_prompt", "Generations per forgotten caption.")] = None,
+    guidance: Annotated[float | None, setting("sample.guidance", "Guidance scale of the generations.")] = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None,
+) -> None:
+    """Extraction, membership and utility of ORIGINAL, UNLEARNED and REFERENCE, judged by the config's forget
+    thresholds; writes OUT/audit_record.json. Exit status 1 when the verification fails."""
+    from diffaudit.data.imagefolder import load_imagefolder
+    from diffaudit.model.pipeline import AuditPipeline
+    from diffaudit.unlearning.protocol import verify_forget as run_verify
+    from diffaudit.unlearning.record import FORGET
+
+    cfg = _configured(verify_forget, locals())
+    summaries = []
+    for folder in (unlearned, reference):
+        if not (folder / FORGET).is_file():
+            raise ConfigError(f"{folder} has no {FORGET}: pass the OUT folder of `diffaudit forget`")
+        summaries.append(json.loads((folder / FORGET).read_text()))
+    pipes = [AuditPipeline.from_pretrained(p, cfg.runtime)
+             for p in (original, unlearned / "model", reference / "model")]
+    out = _out_dir(out)
+    with _progress() as progress:
+        record = run_verify(summaries[0], summaries[1], *pipes, load_imagefolder(data, cfg.data.resolution), cfg,
+                            cfg.study.delta, cfg.sample.guidance, out, out, progress)
+    verdict = record["verification"]
+    show = Table(title=f"verify-forget: {summaries[0]['method']} against the retrain reference")
+    for col in ("check", "value", "limit", "passed"):
+        show.add_column(col)
+    for name, check in verdict["checks"].items():
+        value = f"p = {check['p']:.3g} ({check['direction']})" if "p" in check else f"{check['value']:.4g}"
+        limit = f"p >= {check['alpha']}" if "p" in check else f"<= {check['limit']:.4g}"
+        show.add_row(name, value, limit, "yes" if check["passed"] else "[red]no[/]")
+    console.print(show)
+    console.print(f"{verdict['verdict']}; fallback: {verdict['fallback']}; record: {out / 'audit_record.json'}")
+    if not verdict["passed"]:
         raise typer.Exit(1)
 
 

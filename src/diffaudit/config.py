@@ -196,6 +196,40 @@ class InferenceConfig(_Frozen):
     norm_lr: Rate = 0.05
 
 
+class ForgetConfig(_Frozen):
+    """Deletion requests (diffaudit.unlearning): how each method forgets and the pass/fail thresholds of the
+    verification, all fixed before a verification runs and written into its audit record."""
+
+    methods: tuple[Literal["retrain", "sisa", "finetune"], ...] = ("retrain", "sisa", "finetune")
+    in_study: bool = True  # `diffaudit study`: forget the most-extracted families with every method, and verify
+    # The study's forget set: the most-extracted families, whole, until at least this many training rows (the issue
+    # asks >= 50; 100 takes more than one subject wherever the top subject has under 100 rows).
+    min_rows: Positive = 100
+    # SISA (Bourtoule et al. 2021): shards trained apart (whole families per shard), each in slices with a checkpoint
+    # after each; shards share the base's step budget (each sees its rows as often as the unsharded model does).
+    shards: AtLeastTwo = 2  # the ensemble costs K UNet evaluations per step: 2 keeps the quick study's audits on CPU
+    slices: Positive = 4
+    # Approximate unlearning: the forget captions' prediction is steered to the frozen model's unconditional one,
+    # minus `negative_guidance` times their difference (Gandikota et al. 2023), balanced by the plain loss on
+    # retained rows; `finetune_steps` Adam steps.
+    finetune_steps: Positive = 300
+    finetune_lr: Rate = 1e-4
+    negative_guidance: Annotated[float, Field(strict=True, ge=0, le=10, allow_inf_nan=False)] = 1.0
+    attack: str = "pia"  # membership attack of the verification, at its paper's settings (none tuned on the request)
+    utility_prompts: Positive = 128  # held-out captions whose samples give the verification's Frechet distance
+    neighbours: Positive = 32  # retained training images nearest the forgotten ones: where collateral damage shows
+    # Pass/fail, judged against the retrain reference: captions that still give a copy may exceed the reference's
+    # share by `copy_margin`; membership scores (ranked against each model's own never-trained images) must not
+    # differ from the reference's (two-sided Mann-Whitney at `alpha`); utility (held-out loss, Frechet distance,
+    # neighbours' loss) may be worse than the reference's by a factor of at most 1 + `utility_margin`.
+    copy_margin: Fraction = 0.05
+    alpha: OpenFraction = 0.05
+    utility_margin: PositiveFloat = 0.15
+    # The protocol's negative control: a second retrain with another seed must pass (a faithful deletion is not
+    # flagged); the original (nothing forgotten) is its positive control and must fail.
+    control: bool = True
+
+
 class RuntimeConfig(_Frozen):
     """Where models run. Results do not depend on it beyond float rounding: the same seed gave images within 1/255
     on CPU and CUDA in float32 (README, GPU evidence; the CPU tests compare float32 with float64); another dtype keys
@@ -222,6 +256,7 @@ class Preset(_Frozen):
     study: StudyConfig = StudyConfig()
     caption_randomization: CaptionRandomizationConfig = CaptionRandomizationConfig()
     inference: InferenceConfig = InferenceConfig()
+    forget: ForgetConfig = ForgetConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Preset":
@@ -274,6 +309,7 @@ PRESETS: dict[str, Preset] = {
                           mia_control_preset="tiny-overfit", guidance_sweep=(1.0, 3.0), dp_epsilons=(8.0,),
                           dp_steps=2, dp_expected_batch=2, dp_multiplicity=2, adaptive_min_dup=2, paraphrases=2,
                           search_steps=2),
+        forget=ForgetConfig(min_rows=2, shards=2, slices=2, finetune_steps=2, neighbours=4),
     ),
     # The positive control at test scale: 24 images at 8 px, each seen 300 times (seconds on CPU); 64 held-out images
     # give the negative control two halves of 32.

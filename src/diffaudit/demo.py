@@ -51,15 +51,20 @@ def trained_record(folder: Path | None, train_cfg: TrainConfig, data: ImageDatas
     return record if matches else None
 
 
+def trained_folder(preset: Preset, data: ImageDataset, out: Path, reference: Path | None) -> Path | None:
+    """The model folder `prepare_model` uses: the reference when it matches, else the one trained in `out`."""
+    return next((f for f in (reference, out / "model") if trained_record(f, preset.train, data) is not None), None)
+
+
 def prepare_model(preset: Preset, data: ImageDataset, out: Path, reference: Path | None,
                   progress: Progress) -> AuditPipeline:
     """Use the committed reference model when it was trained by this preset on this exact dataset;
     otherwise train (resuming from checkpoints in `out`)."""
-    for folder in (reference, out / "model"):
+    folder = trained_folder(preset, data, out, reference)
+    if folder is not None:
         record = trained_record(folder, preset.train, data)
-        if record is not None:
-            progress.console.print(f"model: {folder} (dataset {data.version}, hash {record['model_hash']})")
-            return AuditPipeline.from_pretrained(folder, preset.runtime)
+        progress.console.print(f"model: {folder} (dataset {data.version}, hash {record['model_hash']})")
+        return AuditPipeline.from_pretrained(folder, preset.runtime)
     pipe = build_pipeline(preset.model, preset.data.resolution, seed=preset.train.seed, runtime=preset.runtime)
     return train(pipe, data, preset.train, out, progress).use(preset.runtime)  # trained in float32
 

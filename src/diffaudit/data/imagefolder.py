@@ -43,7 +43,10 @@ class ImageDataset:
         return len(self.table)
 
     def split(self, name: str) -> "ImageDataset":
-        mask = (self.table["split"] == name).to_numpy()
+        return self.where((self.table["split"] == name).to_numpy())
+
+    def where(self, mask: np.ndarray) -> "ImageDataset":
+        """The rows where `mask` is true (same root: a subset, not a new dataset on disk)."""
         return ImageDataset(self.root, self.images[mask], self.table[mask].reset_index(drop=True))
 
     @property

@@ -21,6 +21,7 @@ from diffaudit.config import MIN_RESOLUTION, ModelConfig, RuntimeConfig
 from diffaudit.errors import CheckpointError
 from diffaudit.io import atomic_dir
 from diffaudit.model.device import at_least_float32, resolve, training_dtype
+from diffaudit.model.ensemble import ShardEnsemble
 from diffaudit.model.text import MiniLMEncoder
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
@@ -39,13 +40,14 @@ class CountingDenoiser:
 
     total = 0  # over every model in this process: what a study step spent, whichever models it used
 
-    def __init__(self, unet: UNet2DConditionModel):
+    def __init__(self, unet: UNet2DConditionModel | ShardEnsemble):
         self.unet = unet
         self.evaluations = 0
+        self.per_row = unet.members if isinstance(unet, ShardEnsemble) else 1  # a shard ensemble runs K UNets
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
-        self.evaluations += x.shape[0]
-        CountingDenoiser.total += x.shape[0]
+        self.evaluations += x.shape[0] * self.per_row
+        CountingDenoiser.total += x.shape[0] * self.per_row
         return self.unet(x, t, encoder_hidden_states=cond).sample
 
     @contextmanager
@@ -97,7 +99,7 @@ class CLIPEncoder:
 class AuditPipeline:
     """A conditional denoiser plus what audits need around it: text encoding and pixel <-> latent maps."""
 
-    unet: UNet2DConditionModel
+    unet: UNet2DConditionModel | ShardEnsemble
     scheduler: DDPMScheduler  # the training noise schedule; samplers are derived from its config
     encode_text: TextEncoder
     resolution: int  # pixel resolution of images the model generates
@@ -188,9 +190,10 @@ class AuditPipeline:
         with atomic_dir(Path(folder)) as tmp:
             self.unet.save_pretrained(tmp / "unet", safe_serialization=True)
             self.scheduler.save_pretrained(tmp / "scheduler")
+            shards = {"shards": self.unet.members} if isinstance(self.unet, ShardEnsemble) else {}
             (tmp / "model_index.json").write_text(json.dumps({
                 "_class_name": OUR_CLASS, "_diffusers_version": diffusers.__version__,
-                "resolution": self.resolution, "text_encoder": self.text_config,
+                "resolution": self.resolution, "text_encoder": self.text_config, **shards,
             }, indent=2))
 
     @classmethod
@@ -213,7 +216,11 @@ class AuditPipeline:
         if not isinstance(index, dict):
             raise CheckpointError(f"{index_path} must hold a JSON object, not {type(index).__name__}")
         try:
-            unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True).eval()
+            if index.get("shards") is not None:
+                _check_int(index_path, "shards", index["shards"], 2, 1024)
+                unet = ShardEnsemble.from_pretrained(folder / "unet", index["shards"]).eval()
+            else:
+                unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True).eval()
             scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
             if index.get("_class_name") == OUR_CLASS:
                 text, resolution = index["text_encoder"], index["resolution"]

@@ -15,9 +15,9 @@ import pandas as pd
 from diffaudit import faults
 from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.mia.tuning import settings
-from diffaudit.config import PRESETS, Preset, StudyConfig
+from diffaudit.config import PRESETS, ForgetConfig, Preset, StudyConfig
 from diffaudit.data.imagefolder import ImageDataset
-from diffaudit.demo import prepare_data, prepare_model
+from diffaudit.demo import prepare_data, prepare_model, trained_folder
 from diffaudit.errors import ConfigError
 from diffaudit.io import jsonable, remove_stale_temps, write_json
 from diffaudit.mitigations.base import Arm, Context, Mitigation
@@ -34,6 +34,7 @@ from diffaudit.study.calibration import calibrate_copy_test
 from diffaudit.study.cost import measured
 from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
 from diffaudit.study.findings import findings
+from diffaudit.study.forget_audit import forget_arm
 from diffaudit.study.mia_audit import run_mia
 from diffaudit.study.mia_controls import control_preset, negative_control, never_trained_halves, positive_control
 from diffaudit.study.tracking import log_to_mlflow, write_run_record
@@ -53,8 +54,9 @@ def _step(run: Path, name: str, fn: Callable[[], dict]) -> dict:
     return result
 
 
-def check_names(cfg: StudyConfig) -> None:
+def check_names(cfg: StudyConfig, forget: ForgetConfig | None = None) -> None:
     """Every attack, detector and dedup method named in the config exists: checked before any work starts."""
+    forget = forget or ForgetConfig()
     from diffaudit.attacks.adaptive.registry import PROBES
     from diffaudit.attacks.detect import DETECTORS
     from diffaudit.attacks.mia import ATTACKS
@@ -62,6 +64,8 @@ def check_names(cfg: StudyConfig) -> None:
 
     if cfg.mia_control_preset is not None:
         control_preset(cfg.mia_control_preset)
+    if forget.attack not in ATTACKS:
+        raise ConfigError(f"forget.attack: unknown attack {forget.attack!r}; choose from {sorted(ATTACKS)}")
     for field, names, known in (("mia_attacks", cfg.mia_attacks, ATTACKS), ("detector", [cfg.detector], DETECTORS),
                                 ("dedup_methods", cfg.dedup_methods, METHODS),
                                 ("mitigations", cfg.mitigations, MITIGATIONS),
@@ -224,6 +228,16 @@ class Study:
                                        self.probe_cfg.delta, self.run / f"seed{seed}" / "null" / "samples",
                                        self.progress)
 
+    def forget(self, seed: int) -> dict:
+        """The deletion request of the study (issue 17), each model its own step."""
+        preset = self.preset.model_copy(update={"train": self.preset.train.model_copy(update={"seed": seed})})
+        base = self.base(seed)
+        folder = trained_folder(preset, self.data, self.run / f"seed{seed}" / "base",
+                                self.reference if seed == self.preset.train.seed else None)
+        return forget_arm(self.preset, self.data, base, folder, self.run / f"seed{seed}", self.run, seed,
+                          self.probe_cfg.delta, lambda name, fn: _step(self.run, f"seed{seed}-forget-{name}", fn),
+                          self.progress)
+
     def dp_control(self, seed: int) -> dict:
         """The DP audit's positive control (the fine-tune without clipping or noise): not a mitigation arm, so it is
         kept out of the comparison."""
@@ -233,7 +247,7 @@ class Study:
 
 def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
     """Run (or resume) every arm for every seed; write and return the comparison table."""
-    check_names(preset.study)
+    check_names(preset.study, preset.forget)
     resolve(preset.runtime)  # a missing GPU is named before any data is prepared
     _check_same_config(Path(run), preset)
     remove_stale_temps(Path(run))
@@ -263,12 +277,14 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
         if preset.study.dp_control and "dp" in preset.study.mitigations:
             dp_controls[str(seed)] = _step(study.run, f"seed{seed}-dp-nonprivate",
                                            lambda seed=seed: study.dp_control(seed))
+    forget = study.forget(preset.study.seeds[0]) if preset.forget.in_study else None
     _record_choices(study.run / "assumptions.json", rows, controls)
     table = comparison_table(rows)
     table.to_parquet(study.run / "comparison.parquet", index=False)
     write_json(study.run / "results.json", {"rows": rows, "preset": preset.name, "dataset_version": study.data.version,
                                             "calibration": calibration, "mia_controls": controls,
-                                            "dp_controls": dp_controls, "adaptive_control": search_control})
+                                            "dp_controls": dp_controls, "adaptive_control": search_control,
+                                            "forget": forget})
     write_json(study.run / "findings.json", findings(study.run, rows, search_control))
     return table
 

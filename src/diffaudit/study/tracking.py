@@ -29,8 +29,9 @@ def mlflow_uri(run: Path) -> str:
     return f"sqlite:///{(run / 'mlruns' / 'mlflow.db').resolve()}"
 
 
-def log_to_mlflow(run: Path, experiment: str, name: str, params: dict, metrics: dict, artifacts: list[Path]) -> None:
-    """One MLflow run per study arm, so `mlflow ui --backend-store-uri <mlflow_uri>` lists them side by side.
+def log_to_mlflow(run: Path, experiment: str, name: str, params: dict, metrics: dict, artifacts: list[Path]) -> str:
+    """One MLflow run per study arm, so `mlflow ui --backend-store-uri <mlflow_uri>` lists them side by side; returns
+    its run id (an audit record names it).
 
     Logged once: a resumed study finds the arm's finished MLflow run and skips it; a run left unfinished by a
     crash mid-logging is deleted and logged again.
@@ -45,11 +46,12 @@ def log_to_mlflow(run: Path, experiment: str, name: str, params: dict, metrics: 
     client = mlflow.MlflowClient()
     for old in client.search_runs([exp_id], filter_string=f"tags.mlflow.runName = '{name}'"):
         if old.info.status == "FINISHED":
-            return
+            return old.info.run_id
         client.delete_run(old.info.run_id)
-    with mlflow.start_run(experiment_id=exp_id, run_name=name):
+    with mlflow.start_run(experiment_id=exp_id, run_name=name) as logged:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
         for path in artifacts:
             if path.exists():
                 mlflow.log_artifact(str(path))
+    return logged.info.run_id

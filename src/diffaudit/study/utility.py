@@ -91,9 +91,12 @@ class UtilityProbe:
     losses: dict[str, tuple[float, int]] = field(default_factory=dict)  # model hash -> (loss, its evaluations)
 
     @classmethod
-    def build(cls, data: ImageDataset, steps: int, sampler: str, seed: int = 0) -> "UtilityProbe":
+    def build(cls, data: ImageDataset, steps: int, sampler: str, seed: int = 0,
+              prompts: int | None = None) -> "UtilityProbe":
+        """On the first `prompts` held-out rows (all of them by default)."""
         encoder = train_encoder(held_out_images(data, seed=seed), seed=seed)
         held_out = data.split("nonmember")
+        held_out = held_out.where(np.arange(len(held_out)) < (prompts or len(held_out)))
         return cls(encoder, encoder.features(held_out.images), held_out, steps, sampler)
 
     def measure(self, pipe: AuditPipeline, guidance: float, conditioning: Conditioning | None = None) -> dict:

@@ -1,0 +1,70 @@
+"""The study's deletion request: forget the base model's most-extracted subjects with every configured method, and
+verify each against the retrain reference (`diffaudit.unlearning`).
+
+Every model is its own resumable step. `retrain` is the reference itself (the gold standard, checked for the
+record's sake); SISA needs a model trained sharded, trained here by the base recipe and budget; the protocol's
+controls are the original (nothing forgotten: must fail) and a second retrain with the next seed (must pass).
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+
+from diffaudit.config import Preset
+from diffaudit.data.imagefolder import ImageDataset
+from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.progress import Progress
+from diffaudit.unlearning.base import ForgetJob
+from diffaudit.unlearning.protocol import run_forget, verify_forget
+from diffaudit.unlearning.request import ForgetRequest, most_extracted_families
+from diffaudit.unlearning.sisa import train_sharded
+from diffaudit.unlearning.verify import UTILITY, Verifier
+
+Step = Callable[[str, Callable[[], dict]], dict]
+
+
+def forget_arm(preset: Preset, data: ImageDataset, base: AuditPipeline, base_folder: Path, root: Path, run: Path,
+               seed: int, delta: float, step: Step, progress: Progress | None) -> dict:
+    cfg, g0 = preset.forget, preset.sample.guidance
+    members = data.split("member").table
+    families = most_extracted_families(root / "base" / "extraction" / "pairs.parquet", members, cfg.min_rows)
+    request = ForgetRequest(families=families)
+    ids = frozenset(members.loc[request.rows(members), "id"])
+    folder = root / "forget"
+
+    def job(original: Path, out: str, job_seed: int | None = None) -> ForgetJob:
+        return ForgetJob(original, data, ids, preset, folder / out, progress, job_seed)
+
+    def load(summary: dict) -> AuditPipeline:
+        return AuditPipeline.from_pretrained(Path(summary["unlearned"]["path"]), preset.runtime)
+
+    reference = step("reference", lambda: run_forget("retrain", job(base_folder, "reference"), request))
+    verifier: list[Verifier] = []  # built once, when the first verification runs
+
+    def verify(summary: dict, original: AuditPipeline, out: str) -> dict:
+        if not verifier:
+            verifier.append(Verifier.build(base, data, ids, preset, delta, g0, folder / "verify", progress))
+        return verify_forget(summary, reference, original, load(summary), load(reference), data, preset, delta, g0,
+                             folder / out, run, progress, verifier[0])
+
+    def method(name: str) -> dict:
+        if name == "retrain":
+            return verify(reference, base, "retrain")
+        if name == "sisa":
+            train_cfg = preset.train.model_copy(update={"seed": seed})
+            sharded = train_sharded(base, data, train_cfg, cfg.shards, cfg.slices, folder / "sisa-original",
+                                    preset.runtime, progress)
+            record = verify(run_forget("sisa", job(sharded, "sisa"), request),
+                            AuditPipeline.from_pretrained(sharded, preset.runtime), "sisa")
+            unsharded = verifier[0].measure(base)
+            record["sharding_cost"] = {k: {"sharded": record["measures"]["original"][k], "unsharded": unsharded[k]}
+                                       for k in UTILITY}
+            return record
+        return verify(run_forget(name, job(base_folder, name), request), base, name)
+
+    records = {name: step(name, lambda name=name: method(name)) for name in cfg.methods}
+    out = {"request": request.to_json(), "rows": len(ids), "methods": records,
+           "reference_seconds": reference["seconds"]}
+    if cfg.control:
+        out["control"] = step("control", lambda: verify(
+            run_forget("retrain", job(base_folder, "control", seed + 1), request), base, "control"))
+    return out

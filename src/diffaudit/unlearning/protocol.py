@@ -1,0 +1,54 @@
+"""A deletion from request to audit record: forget with one method, then verify against the retrain reference.
+`diffaudit forget`, `diffaudit verify-forget` and the study's forget arm all go through here."""
+
+import json
+from pathlib import Path
+
+from diffaudit.config import Preset
+from diffaudit.data.imagefolder import ImageDataset
+from diffaudit.errors import ConfigError
+from diffaudit.io import write_json
+from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.progress import Progress
+from diffaudit.unlearning.base import ForgetJob
+from diffaudit.unlearning.record import FORGET, RECORD, audit_record, forget_summary
+from diffaudit.unlearning.registry import METHODS
+from diffaudit.unlearning.request import ForgetRequest
+from diffaudit.unlearning.verify import Verifier
+
+
+def run_forget(method: str, job: ForgetJob, request: ForgetRequest) -> dict:
+    """Forget with `method` into `job.out` (resumable) and write `forget.json` beside the new model."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown unlearning method {method!r}; choose from {sorted(METHODS)}")
+    path = job.out / FORGET
+    if path.exists():
+        return json.loads(path.read_text())
+    unlearner = METHODS[method]
+    forgotten = unlearner.forget(job)
+    summary = forget_summary(job, unlearner, forgotten, request, job.load(job.original).model_hash(),
+                             job.load(forgotten.model).model_hash())
+    write_json(path, summary)
+    return summary
+
+
+def verify_forget(summary: dict, reference: dict, original: AuditPipeline, unlearned: AuditPipeline,
+                  reference_pipe: AuditPipeline, data: ImageDataset, preset: Preset, delta: float, guidance: float,
+                  out: Path, tracking: Path, progress: Progress | None = None,
+                  verifier: Verifier | None = None) -> dict:
+    """Measure original, unlearned and reference alike, judge, write `out/audit_record.json`."""
+    if set(reference.get("forgotten_ids", summary["forgotten_ids"])) != set(summary["forgotten_ids"]):
+        raise ConfigError("the reference model forgot other rows than the unlearned one: it is no reference for "
+                          "this request; retrain it with the same request (`diffaudit forget --method retrain`)")
+    if data.version != summary["data_before"]:
+        raise ConfigError(f"the dataset is version {data.version}, but the request was made against "
+                          f"{summary['data_before']}")
+    verifier = verifier or Verifier.build(original, data, frozenset(summary["forgotten_ids"]), preset, delta,
+                                          guidance, out / "verify", progress)
+    measures = {role: verifier.measure(pipe) for role, pipe in
+                (("original", original), ("unlearned", unlearned), ("reference", reference_pipe))}
+    ref = {k: reference[k] for k in ("method", "unlearned", "seconds") if k in reference}
+    record = audit_record(summary, verifier, measures, ref, preset.forget, tracking,
+                          f"forget-{summary['method']}-{summary['unlearned']['model_hash']}")
+    write_json(out / RECORD, record)
+    return record
