@@ -20,6 +20,20 @@ from diffaudit.unlearning.sisa import train_sharded
 from diffaudit.unlearning.verify import UTILITY, Verifier
 
 Step = Callable[[str, Callable[[], dict]], dict]
+VOLATILE = ("created", "mlflow_run_id")  # in each audit record on disk; two runs of one study differ in them
+
+
+def portable(record: dict, run: Path) -> dict:
+    """A record as the study's results keep it: paths relative to the run folder, without the fields that name
+    when and where it was logged, so a resumed study's results equal an uninterrupted one's."""
+    def relative(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: relative(v) for k, v in value.items() if k not in VOLATILE}
+        if isinstance(value, str) and value.startswith(str(run)):
+            return str(Path(value).relative_to(run))
+        return value
+
+    return relative(record)
 
 
 def forget_arm(preset: Preset, data: ImageDataset, base: AuditPipeline, base_folder: Path, root: Path, run: Path,
@@ -35,9 +49,10 @@ def forget_arm(preset: Preset, data: ImageDataset, base: AuditPipeline, base_fol
         return ForgetJob(original, data, ids, preset, folder / out, progress, job_seed)
 
     def load(summary: dict) -> AuditPipeline:
-        return AuditPipeline.from_pretrained(Path(summary["unlearned"]["path"]), preset.runtime)
+        path = Path(summary["unlearned"]["path"])
+        return AuditPipeline.from_pretrained(path if path.exists() else run / path, preset.runtime)
 
-    reference = step("reference", lambda: run_forget("retrain", job(base_folder, "reference"), request))
+    reference = step("reference", lambda: portable(run_forget("retrain", job(base_folder, "reference"), request), run))
     verifier: list[Verifier] = []  # built once, when the first verification runs
 
     def verify(summary: dict, original: AuditPipeline, out: str) -> dict:
@@ -61,10 +76,10 @@ def forget_arm(preset: Preset, data: ImageDataset, base: AuditPipeline, base_fol
             return record
         return verify(run_forget(name, job(base_folder, name), request), base, name)
 
-    records = {name: step(name, lambda name=name: method(name)) for name in cfg.methods}
+    records = {name: step(name, lambda name=name: portable(method(name), run)) for name in cfg.methods}
     out = {"request": request.to_json(), "rows": len(ids), "methods": records,
            "reference_seconds": reference["seconds"]}
     if cfg.control:
-        out["control"] = step("control", lambda: verify(
-            run_forget("retrain", job(base_folder, "control", seed + 1), request), base, "control"))
+        out["control"] = step("control", lambda: portable(verify(
+            run_forget("retrain", job(base_folder, "control", seed + 1), request), base, "control"), run))
     return out
