@@ -43,6 +43,12 @@ def edited_study(tiny_study_dir: Path, tmp_path: Path) -> Path:
         if row["arm"] in ("base", "dedup-image"):
             row["prompts_with_copy"] = row["extracted_images"] = 1 if row["arm"] == "base" else 4
             row["extracted_families"] = 1
+    # The deletion's controls as a tested finding needs them (the original fails, a second retrain passes), so the
+    # memo carries its paragraph; at the tiny preset's loose delta they need not come out so.
+    forget = results["forget"]
+    for record in forget["methods"].values():
+        record["original_against_reference"] |= {"passed": False, "verdict": "fail", "failed": ["copies"]}
+    forget["control"]["verification"] |= {"passed": True, "verdict": "pass", "failed": []}
     (run / "results.json").write_text(json.dumps(results))
     write_json(run / "findings.json", findings(run, results["rows"], results["adaptive_control"]))  # as the study would
     return run
@@ -67,6 +73,8 @@ def test_memo_is_four_pages_and_every_percentage_comes_from_the_results(edited_s
     assert f"{base['attacked_prompts']} captions from its own training data" in text
     assert "For 1 caption it gave back a near-exact copy of the caption" in text  # the PDF's apostrophe is typeset
     assert "own training picture: 1 picture of 1 subject" in text
+    rows = results["forget"]["methods"]["retrain"]["rows"]
+    assert "Deleting on request: retraining without the" in text and f"({rows} training rows," in text
     meta = json.loads((memo.pdf.parent / "memo_meta.json").read_text())
     assert meta["pages"] == 4 and meta["flesch_kincaid_grade"] <= 12, "the memo must read at grade 12 or below"
 
@@ -246,6 +254,8 @@ def test_every_number_in_the_memo_comes_from_a_result_file(edited_study: Path) -
     stored += _numbers(res.config)
     effects = res.effects()
     stored += [len(effects), len(effects) - 1, *(round(e.train_seconds / 60) for e in effects)]
+    stored += [round(s / 60) for s in [res.forget["reference_seconds"],
+                                       *(r["seconds"] for r in res.forget["methods"].values())]]
     allowed = CONSTANTS | {s for v in stored for s in _spellings(v)}
     run_id = res.record["hashes"]["base_model"][:8]
     body = [ln.replace(run_id, "") for ln in memo_text(memo.pdf).splitlines()

@@ -460,7 +460,16 @@ def forget(
     request = ForgetRequest(tuple(images or ()), tuple(family or ()), caption_contains)
     dataset = load_imagefolder(data, cfg.data.resolution)
     trained = read_lineage(model, data)
-    ids = frozenset(trained.loc[request.rows(trained), "id"])
+    # Rows deleted from MODEL before (absent from its lineage, or steered away by a fine-tune) stay deleted.
+    manifest = model / "training_manifest.json"
+    earlier = set(json.loads(manifest.read_text()).get("unlearning", {}).get("forgotten_ids", [])
+                  ) if manifest.exists() else set()
+    member = (dataset.table["split"] == "member").to_numpy()
+    dataset = dataset.where(~(member & (~dataset.table["id"].isin(trained["id"]) | dataset.table["id"].isin(earlier))
+                              ).to_numpy())
+    ids = frozenset(trained.loc[request.rows(trained), "id"]) - earlier
+    if not ids:
+        raise ConfigError("every row the request names was already forgotten by MODEL")
     missing = ids - set(dataset.split("member").table["id"])
     if missing:
         raise ConfigError(f"{len(missing)} requested training row(s) are not member rows of {data} (e.g. "

@@ -206,7 +206,7 @@ class ForgetConfig(_Frozen):
     # asks >= 50; 100 takes more than one subject wherever the top subject has under 100 rows).
     min_rows: Positive = 100
     # SISA (Bourtoule et al. 2021): shards trained apart (whole families per shard), each in slices with a checkpoint
-    # after each; shards share the base's step budget (each sees its rows as often as the unsharded model does).
+    # after each; the shards share the base's step budget (unlearning.sisa says how often each slice is seen).
     shards: AtLeastTwo = 2  # the ensemble costs K UNet evaluations per step: 2 keeps the quick study's audits on CPU
     slices: Positive = 4
     # Approximate unlearning: the forget captions' prediction is steered to the frozen model's unconditional one,

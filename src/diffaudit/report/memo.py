@@ -23,6 +23,7 @@ from diffaudit.io import write_atomic, write_json, write_text
 from diffaudit.report.readability import readability
 from diffaudit.report.results import StudyResults
 from diffaudit.study.findings import ALPHA, ArmEffect, by_dup, ranked_fixes
+from diffaudit.unlearning.verify import UTILITY
 
 PAGES = 4
 FONT_SIZES = (10.5, 10.0, 9.5, 9.0)  # tried in turn until the memo fits its four pages
@@ -32,24 +33,25 @@ ATTACK_NAMES = {"loss": "loss threshold", "pia": "PIA", "secmi": "SecMI", "clid"
 GLOSSARY = [
     ("Extraction", "getting the model to output a near-exact copy of a picture it was trained on."),
     ("Extraction rate", "the share of captions tried for which the model made a near-exact copy of that caption's "
-     "own training picture. Copies of a look-alike picture (the same emoji in another skin tone, say) are "
-     "counted apart."),
+     "own training picture; copies of a look-alike (another skin tone, say) count apart."),
     ("Subject", "a group of look-alike training pictures, such as one emoji in its five skin tones."),
     ("Caption", "the short text that came with each training picture; we use it as the request to the model."),
-    ("95% range", "the span in which the true rate lies with 95% confidence, given how many cases we tested."),
-    ("p", "how often chance alone would give a difference at least this large. Below 0.05 we call a change clear."),
-    ("Membership test", "a method that guesses whether a given picture was part of the training data."),
+    ("95% range", "the span in which the true rate lies with 95% confidence."),
+    ("p", "how often chance alone would give a difference this large; below 0.05 we call a change clear."),
+    ("Membership test", "a method that guesses whether a picture was in the training data."),
     ("Guidance", "a setting that makes the model follow the caption more closely."),
     ("Deduplication", "removing repeated entries from the training data before training again."),
-    ("Differential privacy", "a training method that adds noise so no single picture can change the model "
-     "much. Its strength is a number, epsilon: smaller is stronger."),
-    ("Quality distance", "how far the model's pictures drift from real emoji. Lower is better; we report "
-     "how much each fix changed it."),
+    ("Differential privacy", "training with added noise, so no single picture changes the model much; a smaller "
+     "epsilon is stronger."),
+    ("Quality distance", "how far the model's pictures drift from real emoji (lower is better)."),
 ]
 
 
 LIVES = {"data": "the training data", "weights": "the model's weights", "setting": "a sampling setting"}
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
+FORGET_NAMES = {"finetune": "fine-tuning", "sisa": "sharded (SISA) training"}
 
 
 def pct(x: float | None) -> str:
@@ -235,10 +237,50 @@ class MemoWriter:
             out.append(f"A cheap screening test, then the full test on the top {tiered['prompts_confirmed']} "
                        f"captions only, found {tiered['recovered']} of the {tiered['full_probe_extracted_prompts']} "
                        f"copied captions, for {pct(tiered['cost_ratio_vs_full'])} of the computing cost.")
+        if self.deletion:
+            out.append(self.deletion)
         if len(self.res.seeds) > 1:
             out.append(f"The findings above are for training run {row['seed']}; the rates in the table on page 3 "
                        f"pool all {len(self.res.seeds)} runs.")
         return out
+
+    @property
+    def deletion(self) -> str:
+        """The deletion request in one paragraph, only when it is a tested finding: the protocol failed the original
+        (nothing forgotten) and passed a second retraining, so its verdicts on the methods mean something."""
+        forget = self.res.forget
+        if not forget:
+            return ""
+        records = forget["methods"]
+        first = next(iter(records.values()))
+        control = forget.get("control")
+        if first["original_against_reference"]["passed"] or not control or not control["verification"]["passed"]:
+            return ""
+        before, after = (first["measures"][r]["copies"] for r in ("original", "reference"))
+        parts = []
+        for name, r in records.items():
+            if name == "retrain":
+                continue
+            v = r["verification"]
+            share = r["method_record"].get("retrained_share")
+            cost = f"{round(r['seconds'] / 60)} min" + (f", {pct(share)} retrained" if share and share < 1 else "")
+            why = ", ".join(dict.fromkeys(self._forget_failure(k, v) for k in v["failed"]))
+            if name == "sisa" and set(r["original_against_reference"]["failed"]) & set(v["failed"]) & set(UTILITY):
+                why += ", as before any deletion"
+            parts.append(f"{FORGET_NAMES.get(name, r['title'])} ({cost}) " + ("passed" if v["passed"] else
+                                                                                 f"failed: {why}"))
+        return (f"Deleting on request: retraining without the {len(first['families'])} most copied subjects "
+                f"({first['rows']} training rows, {round(forget['reference_seconds'] / 60)} min) stopped their copies ("
+                f"{before['captions_with_copy']} of {before['captions']} captions before, "
+                f"{after['captions_with_copy']} after). Against that yardstick: " + "; ".join(parts) + ".")
+
+    @staticmethod
+    def _forget_failure(check: str, verdict: dict) -> str:
+        if check == "membership":
+            return ("pictures still look like training data" if "under" in verdict["checks"][check]["direction"]
+                    else "pictures look less like training data than after retraining")
+        return {"copies": "still gives copies", "paraphrase_copies": "reworded captions still give copies"
+                }.get(check, "quality dropped")
 
     def not_found(self) -> list[str]:
         out = ["We did not test a production model. Ours is far smaller and makes tiny emoji pictures. The rates "

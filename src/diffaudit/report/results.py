@@ -23,6 +23,7 @@ class StudyResults:
     dp_controls: dict  # per seed: the non-private fine-tune that checks the DP audit's power
     findings: dict  # pooled rates, paired tests, trends: computed by the study (findings.json)
     adaptive_control: dict | None  # the embedding search on never-trained captions (its negative control)
+    forget: dict | None = None  # the deletion request: every method's audit record, the reference and the control
 
     @classmethod
     def load(cls, run: Path) -> "StudyResults":
@@ -37,7 +38,7 @@ class StudyResults:
         return cls(run, results["rows"], json.loads((run / "assumptions.json").read_text()), results["preset"],
                    record["config"], record, results["calibration"], results.get("mia_controls", {}),
                    results.get("dp_controls", {}), json.loads((run / "findings.json").read_text()),
-                   results.get("adaptive_control"))
+                   results.get("adaptive_control"), results.get("forget"))
 
     @property
     def seeds(self) -> list[int]:

@@ -268,6 +268,100 @@ def _adaptive(res: StudyResults) -> str:
     return text
 
 
+def _forget_rows(forget: dict) -> list[dict]:
+    """One row per model of the deletion: the original(s), the reference, each method, the control retrain."""
+    def row(model: str, m: dict, record: dict | None = None, judged: dict | None = None) -> dict:
+        c, p, mia = m["copies"], m["paraphrase_copies"], m["membership"]
+        checks = (judged or {}).get("checks", {})
+        return {"model": model, "hash": m["model_hash"][:12],
+                "captions copying": f"{c['captions_with_copy']}/{c['captions']}", "copy rate": c["rate"],
+                "95% CI": _ci(c["ci"]), "pictures copied": f"{c['pictures_copied']}/{c['pictures']}",
+                "paraphrases copying": f"{p['captions_with_copy']}/{p['captions']}",
+                "MIA AUC vs never-trained": mia["auc"], "AUC 95% CI": _ci(mia["auc_ci"]),
+                "mean percentile": mia["mean_percentile"],
+                "vs reference (Mann-Whitney)": _p(checks["membership"]["p"]) if "membership" in checks else "–",
+                "held-out loss": m["heldout_loss"], "Fréchet": m["frechet_distance"],
+                "neighbours' loss": m["neighbour_loss"],
+                "seconds": record["seconds"] if record else None,
+                "retrained share": record["method_record"].get("retrained_share") if record else None,
+                "verdict": judged["verdict"] if judged else "–"}
+
+    methods = forget["methods"]
+    first = next(iter(methods.values()))
+    rows = [row("original (nothing forgotten)", first["measures"]["original"], None,
+                first["original_against_reference"]),
+            row("reference: retrain without the rows", first["measures"]["reference"],
+                {"seconds": forget["reference_seconds"], "method_record": {"retrained_share": 1.0}})]
+    for name, r in methods.items():
+        if name == "retrain":
+            continue  # the reference itself
+        if name == "sisa":
+            rows.append(row("SISA: sharded original (nothing forgotten)", r["measures"]["original"], None,
+                            r["original_against_reference"]))
+        rows.append(row(f"{name}: {r['title']}", r["measures"]["unlearned"], r, r["verification"]))
+    if forget.get("control"):
+        c = forget["control"]
+        rows.append(row("control: retrain, next seed", c["measures"]["unlearned"], c, c["verification"]))
+    return rows
+
+
+def _forget(res: StudyResults) -> str:
+    """The deletion request: who was forgotten, how each method did against the reference, the controls."""
+    forget = res.forget
+    if not forget:
+        return "<p>No deletion request was run (forget.in_study is false).</p>"
+    first = next(iter(forget["methods"].values()))
+    proto = first["protocol"]
+    t = proto["thresholds"]
+    text = (f"<p>Request: forget the subject(s) {', '.join(html.escape(f) for f in first['families'])} "
+            f"({first['rows']} training rows, {first['pictures']} pictures, {first['captions']} captions), the base "
+            "model's most copied until at least "
+            f"{t['min_rows']} rows. Dataset {first['data_before']} before, {first['data_after']} after. Each model "
+            f"draws {proto['samples_per_caption']} samples for every forgotten caption at guidance "
+            f"{proto['guidance']:g} and again through {proto['paraphrases_per_caption']} paraphrases; a copy is a "
+            f"sample within delta = {proto['delta']:g} of a forgotten picture. Membership: {t['attack']} at its "
+            f"paper's settings on the {proto['pairs']} distinct (picture, caption) pairs, each ranked among the "
+            f"same model's {proto['never_trained_rows']} never-trained images. Utility: held-out loss, Fréchet "
+            f"distance of {proto['utility_prompts']} held-out captions' samples, and the denoising loss of the "
+            f"{proto['neighbours']} retained pictures nearest the forgotten ones (collateral damage).</p>"
+            f"<p>Pass, fixed before the run (thresholds {proto['thresholds_hash']}): copy rates at most the "
+            f"reference's + {t['copy_margin']:g}; membership percentiles not distinguishable from the reference's "
+            f"(two-sided Mann-Whitney, p &ge; {t['alpha']:g}: less member-like is over-forgetting, itself a "
+            f"signal); each utility number at most the reference's × {1 + t['utility_margin']:g}. A failed "
+            "verification falls back to retraining.</p>")
+    failed = first["original_against_reference"]
+    text += ("<p>Positive control: the original, nothing forgotten, "
+             + ("fails as it must (" + ", ".join(failed["failed"]) + ")" if failed["verdict"] == "fail" else
+                "PASSES: the protocol cannot tell it from the reference, so a pass below proves nothing")
+             + ".")
+    if forget.get("control"):
+        c = forget["control"]["verification"]
+        text += (" Negative control: a retrain with the next seed " +
+                 ("passes, as a faithful deletion must." if c["passed"] else
+                  "FAILS (" + ", ".join(c["failed"]) + "): the thresholds flag a faithful deletion, so a fail "
+                  "below is not evidence on its own."))
+    text += "</p>" + _table(pd.DataFrame(_forget_rows(forget)))
+    sisa = forget["methods"].get("sisa")
+    if sisa:
+        cost = sisa["sharding_cost"]
+        text += ("<p>SISA's price before any deletion: the sharded ensemble against the unsharded model: "
+                 + "; ".join(f"{k.replace('_', ' ')} {_num(v['sharded'])} against {_num(v['unsharded'])}"
+                             for k, v in cost.items()) + ".")
+        record = sisa["method_record"]
+        if record["stages_retrained"] == record["stages"]:
+            text += (" This request touched the first slice of every shard, so SISA retrained everything: its model is "
+                     "a sharded retrain from scratch, and where it differs from the unsharded reference it measures "
+                     "sharding, not data left behind.")
+        share = sisa.get("single_subject_share")
+        if share:
+            text += (f" This request retrained {sisa['method_record']['stages_retrained']} of "
+                     f"{sisa['method_record']['stages']} stages; forgetting one subject alone would retrain "
+                     f"{share['mean']:.0%} of them on average over the {share['subjects']} subjects (from "
+                     f"{share['min']:.0%} to {share['max']:.0%}), by where the plan put it.")
+        text += "</p>"
+    return text
+
+
 def _delta_figure(res: StudyResults, row: dict) -> str:
     """The base arm's probe and oracle rates against delta beside the never-trained null, as an embedded figure."""
     curves = {"black-box probe": row["extraction_by_delta"], "oracle (owner)": row["oracle_by_delta"],
@@ -340,6 +434,7 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
          | {k: v for k, v in e.__dict__.items() if k not in ("arm", "description")} | {"verdict": e.verdict}
          for e in res.effects()]))))
     sections.append(("Static against adaptive extraction", _adaptive(res)))
+    sections.append(("Deletion requests: forgetting and its verification", _forget(res)))
     per_seed = pd.read_parquet(res.run / "comparison.parquet")
     sections.append(("Every arm and seed", _table(per_seed)))
     for row in [r for r in res.rows if r.get("kind") != "detection"]:

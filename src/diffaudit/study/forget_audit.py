@@ -9,6 +9,8 @@ controls are the original (nothing forgotten: must fail) and a second retrain wi
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.pipeline import AuditPipeline
@@ -16,7 +18,7 @@ from diffaudit.progress import Progress
 from diffaudit.unlearning.base import ForgetJob
 from diffaudit.unlearning.protocol import run_forget, verify_forget
 from diffaudit.unlearning.request import ForgetRequest, most_extracted_families
-from diffaudit.unlearning.sisa import train_sharded
+from diffaudit.unlearning.sisa import ASSIGNMENT, single_subject_shares, train_sharded
 from diffaudit.unlearning.verify import UTILITY, Verifier
 
 Step = Callable[[str, Callable[[], dict]], dict]
@@ -70,6 +72,9 @@ def forget_arm(preset: Preset, data: ImageDataset, base: AuditPipeline, base_fol
                                     preset.runtime, progress)
             record = verify(run_forget("sisa", job(sharded, "sisa"), request),
                             AuditPipeline.from_pretrained(sharded, preset.runtime), "sisa")
+            shares = single_subject_shares(pd.read_parquet(sharded / ASSIGNMENT), cfg.slices)
+            record["single_subject_share"] = {"mean": float(shares.mean()), "min": float(shares.min()),
+                                              "max": float(shares.max()), "subjects": len(shares)}
             unsharded = verifier[0].measure(base)
             record["sharding_cost"] = {k: {"sharded": record["measures"]["original"][k], "unsharded": unsharded[k]}
                                        for k in UTILITY}

@@ -4,6 +4,8 @@ Each step takes a batch of forgotten rows and one of retained rows. On the forgo
 for their caption is pulled towards a frozen copy's unconditional prediction minus `negative_guidance` times the
 caption's effect (the negative-guidance objective of Gandikota et al. 2023, ESD); on the retained rows it keeps the
 ordinary denoising loss, so the rest of the model is not dragged along. A few hundred steps: minutes, not a retrain.
+Unlike ESD, which noises the model's own samples of a concept, the forgotten rows' own pictures are noised here: the
+request names pictures, not a concept the model draws.
 """
 
 import json
@@ -80,6 +82,8 @@ class SteerAway(Unlearner):
                   "seconds": round(time.perf_counter() - start, 1), "retrained_share": 0.0}
         # The forgotten rows did go into these weights (they were steered away afterwards): the lineage says so.
         write_lineage(model, members)
-        write_json(model / "training_manifest.json", {**job.manifest, "model_hash": student.model_hash(),
-                                                      "unlearning": {"method": self.name, **record}})
+        earlier = job.manifest.get("unlearning", {}).get("forgotten_ids", [])
+        write_json(model / "training_manifest.json", {
+            **job.manifest, "model_hash": student.model_hash(),
+            "unlearning": {"method": self.name, **record, "forgotten_ids": sorted({*earlier, *job.forget_ids})}})
         write_json(job.out / "finetune.json", record)

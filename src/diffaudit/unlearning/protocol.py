@@ -23,7 +23,11 @@ def run_forget(method: str, job: ForgetJob, request: ForgetRequest) -> dict:
         raise ConfigError(f"unknown unlearning method {method!r}; choose from {sorted(METHODS)}")
     path = job.out / FORGET
     if path.exists():
-        return json.loads(path.read_text())
+        done = json.loads(path.read_text())
+        if done["method"] != method or set(done["forgotten_ids"]) != set(job.forget_ids):
+            raise ConfigError(f"{job.out} already holds a {done['method']} deletion of other rows; choose another "
+                              "output folder")
+        return done
     unlearner = METHODS[method]
     forgotten = unlearner.forget(job)
     summary = forget_summary(job, unlearner, forgotten, request, job.load(job.original).model_hash(),
@@ -37,9 +41,13 @@ def verify_forget(summary: dict, reference: dict, original: AuditPipeline, unlea
                   out: Path, tracking: Path, progress: Progress | None = None,
                   verifier: Verifier | None = None) -> dict:
     """Measure original, unlearned and reference alike, judge, write `out/audit_record.json`."""
-    if set(reference.get("forgotten_ids", summary["forgotten_ids"])) != set(summary["forgotten_ids"]):
-        raise ConfigError("the reference model forgot other rows than the unlearned one: it is no reference for "
-                          "this request; retrain it with the same request (`diffaudit forget --method retrain`)")
+    same_rows = set(reference.get("forgotten_ids", ())) == set(summary["forgotten_ids"])
+    if reference.get("method") != "retrain" or not same_rows or reference.get("data_before") != summary["data_before"]:
+        raise ConfigError("the reference is not a retrain of the same dataset without the same rows; make it with "
+                          "`diffaudit forget --method retrain` and the same request")
+    if original.model_hash() != summary["original"]["model_hash"]:
+        raise ConfigError(f"the original given has hash {original.model_hash()}, but the deletion was made from "
+                          f"{summary['original']['model_hash']}: pass the model the request was made to")
     if data.version != summary["data_before"]:
         raise ConfigError(f"the dataset is version {data.version}, but the request was made against "
                           f"{summary['data_before']}")

@@ -40,8 +40,12 @@ def thresholds_hash(cfg: ForgetConfig) -> str:
 def audit_record(summary: dict, verifier: Verifier, measures: dict[str, dict], reference: dict, cfg: ForgetConfig,
                  tracking: Path, name: str) -> dict:
     """Judge `measures["unlearned"]` against the reference; the original must fail the same test (positive
-    control: with nothing forgotten, the protocol has to notice)."""
+    control: with nothing forgotten, the protocol has to notice). The thresholds are the config's as the run read
+    them (a study records its config in run.json before any step); their hash names them in the record."""
     verdict = judge(measures["unlearned"], measures["reference"], cfg)
+    if measures["unlearned"]["model_hash"] == measures["reference"]["model_hash"]:  # nothing to judge it against
+        verdict = {"checks": {}, "passed": None, "verdict": "reference", "failed": [],
+                   "fallback": "none: this model is the retrain reference"}
     control = judge(measures["original"], measures["reference"], cfg)
     record = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"), **summary,
@@ -58,7 +62,7 @@ def audit_record(summary: dict, verifier: Verifier, measures: dict[str, dict], r
     metrics = {f"{role}_{key}": m[key]["rate"] for role, m in measures.items()
                for key in ("copies", "paraphrase_copies")}
     metrics |= {f"{role}_mia_auc": m["membership"]["auc"] for role, m in measures.items()}
-    metrics |= {"passed": float(verdict["passed"]), "seconds": summary["seconds"]}
+    metrics |= {"passed": float(bool(verdict["passed"])), "seconds": summary["seconds"]}
     record["mlflow_run_id"] = log_to_mlflow(tracking, "diffaudit-forget", name,
                                             {"method": summary["method"], "request": json.dumps(summary["request"]),
                                              "thresholds_hash": thresholds_hash(cfg)}, metrics, [])

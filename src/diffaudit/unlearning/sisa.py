@@ -4,8 +4,10 @@ The member rows are split into K shards and each shard into R slices, whole near
 sibling of a forgotten picture in another shard would keep teaching it). Shard k trains in R stages: stage r on
 slices 1..r, starting from stage r-1's model, which is kept as a checkpoint. Forgetting rows of slice r in shard k
 restarts that shard from its stage r-1 checkpoint without them; other shards are reused as they are. The shards
-answer as one model by averaging their noise predictions (`model.ensemble`). Every shard gets 1/K of the original's
-steps, so each row is seen as often as in the unsharded model and the total budget is the same.
+answer as one model by averaging their noise predictions (`model.ensemble`). The shards share the original's step
+budget (each stage gets 1/(K R) of it); within a shard a row of slice r is trained in stages r..R, so rows of the
+first slice are seen about twice as often as in the unsharded model and rows of the last slice a quarter as often
+(R = 4). What a deletion saves depends on where its rows fall (`single_subject_shares`).
 """
 
 import json
@@ -37,6 +39,14 @@ def assign(members: pd.DataFrame, shards: int, slices: int, seed: int) -> pd.Dat
     r = rank.reindex(members["family"]).to_numpy()
     return pd.DataFrame({"id": members["id"].to_numpy(), "family": members["family"].to_numpy(),
                          "shard": r % shards, "slice": (r // shards) % slices})
+
+
+def single_subject_shares(plan: pd.DataFrame, slices: int) -> pd.Series:
+    """Per subject, the share of all K x R stages that forgetting that subject alone retrains: what SISA saves
+    depends on where the request falls, and a request over several subjects is the union of theirs."""
+    shards = int(plan["shard"].max()) + 1
+    first = plan.groupby("family")["slice"].min()
+    return (slices - first) / (shards * slices)
 
 
 def stage_config(cfg: TrainConfig, shards: int, slices: int, shard: int, stage: int) -> TrainConfig:
@@ -121,7 +131,7 @@ def train_sharded(template: AuditPipeline, data: ImageDataset, cfg: TrainConfig,
 
 class SISA(Unlearner):
     name = "sisa"
-    title = "Sharded training, retrain one shard"
+    title = "Sharded training (SISA), retrain the affected shards"
 
     def forget(self, job: ForgetJob) -> Forgotten:
         original = job.original

@@ -12,11 +12,13 @@ images (its percentile), so two models are compared on how member-like the pairs
 losses, which differ between any two trainings.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy.stats import mannwhitneyu
 
 from diffaudit.attacks.adaptive.paraphrase import paraphrases
@@ -99,14 +101,29 @@ class Verifier:
         pct = ((null[None] < scores[:, None]).mean(1) + 0.5 * (null[None] == scores[:, None]).mean(1))
         labels = np.r_[np.ones(len(scores)), np.zeros(len(null))]
         roc = roc_summary(labels, np.r_[scores, null])
+        # Pairs of one picture move together: the per-picture means show how many independent units there are.
+        by_picture = pd.Series(pct).groupby(self.forgotten.table["sha256"].to_numpy(), sort=False).agg(["size", "mean"])
         return {"attack": self.preset.forget.attack, "settings": attack.choice, "pairs": len(scores),
                 "nonmembers": len(null), "auc": roc["auc"], "auc_ci": roc["auc_ci"],
-                "mean_percentile": float(pct.mean()), "percentiles": pct.tolist()}
+                "mean_percentile": float(pct.mean()), "percentiles": pct.tolist(),
+                "by_picture": [{"sha256": k[:16], "pairs": int(r["size"]), "mean_percentile": float(r["mean"])}
+                               for k, r in by_picture.iterrows()]}
+
+    @property
+    def protocol(self) -> str:
+        """What a measurement depends on besides the model: measurements are kept under model and protocol."""
+        s = self.preset.study
+        key = {"delta": self.delta, "guidance": self.guidance, "samples": s.samples_per_prompt,
+               "paraphrases": self.alternatives, "pairs": sorted(map(list, zip(self.forgotten.table["sha256"],
+                                                                                 self.forgotten.texts, strict=True))),
+               "attack": self.preset.forget.attack, "sample": self.preset.sample.model_dump(),
+               "utility": len(self.utility.held_out), "neighbours": sorted(self.neighbours.table["sha256"])}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
     def measure(self, pipe: AuditPipeline) -> dict:
         """Every number of the protocol for one model; kept per model hash, so a model verified for several
         methods (the original, the reference) is measured once."""
-        path = self.folder / "measures" / f"{pipe.model_hash()}.json"
+        path = self.folder / "measures" / f"{pipe.model_hash()}-{self.protocol}.json"
         if path.exists():
             return json.loads(path.read_text())
         k = self.preset.study.paraphrases
@@ -134,12 +151,13 @@ def judge(model: dict, reference: dict, cfg: ForgetConfig) -> dict:
         limit = reference[key]["rate"] + cfg.copy_margin
         checks[key] = {"value": model[key]["rate"], "limit": limit, "passed": model[key]["rate"] <= limit + 1e-12}
     mine, ref = np.array(model["membership"]["percentiles"]), np.array(reference["membership"]["percentiles"])
-    same = np.array_equal(mine, ref)
-    p = 1.0 if same else float(mannwhitneyu(mine, ref, alternative="two-sided").pvalue)
-    direction = ("as the reference" if same or np.median(mine) == np.median(ref) else
-                 "more member-like than the reference (under-forgotten)" if np.median(mine) > np.median(ref) else
+    p = 1.0 if np.array_equal(mine, ref) else float(mannwhitneyu(mine, ref, alternative="two-sided").pvalue)
+    direction = ("not distinguishable from the reference" if p >= cfg.alpha else
+                 "more member-like than the reference (under-forgotten)" if mine.mean() > ref.mean() else
                  "less member-like than the reference (over-forgotten)")
-    checks["membership"] = {"test": "Mann-Whitney U, two-sided, on percentiles among never-trained images",
+    checks["membership"] = {"test": "Mann-Whitney U, two-sided, on percentiles among never-trained images; unit: "
+                                    "the (picture, caption) pair, so it speaks for these pictures only",
+                            "pictures": len(model["membership"].get("by_picture", [])),
                             "p": p, "alpha": cfg.alpha, "direction": direction, "passed": p >= cfg.alpha}
     for key in UTILITY:
         limit = reference[key] * (1 + cfg.utility_margin)
