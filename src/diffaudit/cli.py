@@ -445,7 +445,7 @@ def forget(
                                                           "row with that picture is forgotten. Repeatable.")] = None,
     family: Annotated[list[str] | None, typer.Option(help="A subject (near-duplicate family). Repeatable.")] = None,
     caption_contains: Annotated[str | None, typer.Option(help="A caption concept: every row whose caption contains "
-                                                              "this text.")] = None,
+                                                              "this text (case-sensitive).")] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
 ) -> None:
     """Write a new model in OUT that has forgotten the requested training rows (MODEL is never touched); verify it

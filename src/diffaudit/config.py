@@ -216,7 +216,7 @@ class ForgetConfig(_Frozen):
     finetune_lr: Rate = 1e-4
     negative_guidance: Annotated[float, Field(strict=True, ge=0, le=10, allow_inf_nan=False)] = 1.0
     attack: str = "pia"  # membership attack of the verification, at its paper's settings (none tuned on the request)
-    utility_prompts: Positive = 128  # held-out captions whose samples give the verification's Frechet distance
+    utility_prompts: Positive = 128  # the first N held-out captions (the dataset order) give the Frechet distance
     neighbours: Positive = 32  # retained training images nearest the forgotten ones: where collateral damage shows
     # Pass/fail, judged against the retrain reference: captions that still give a copy may exceed the reference's
     # share by `copy_margin`; membership scores (ranked against each model's own never-trained images) must not

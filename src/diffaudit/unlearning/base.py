@@ -73,5 +73,5 @@ def fresh_like(pipe: AuditPipeline, seed: int) -> AuditPipeline:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         unet = UNet2DConditionModel.from_config(pipe.unet.config)
-    return AuditPipeline(unet, pipe.scheduler, pipe.encode_text, pipe.resolution, kind=pipe.kind,
+    return AuditPipeline(unet, pipe.scheduler, pipe.encode_text, pipe.resolution, vae=pipe.vae, kind=pipe.kind,
                          text_config=pipe.text_config).to(pipe.device, pipe.dtype)

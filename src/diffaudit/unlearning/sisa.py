@@ -95,7 +95,7 @@ def _assemble(out: Path, stages: dict[tuple[int, int], Path], members: ImageData
     shards = 1 + max(k for k, _ in stages)
     finals = [AuditPipeline.from_pretrained(stages[(k, slices - 1)], runtime).unet for k in range(shards)]
     pipe = AuditPipeline(ShardEnsemble(finals), template.scheduler, template.encode_text, template.resolution,
-                         text_config=template.text_config)
+                         vae=template.vae, kind=template.kind, text_config=template.text_config)
     with atomic_dir(model) as tmp:
         pipe.save_pretrained(tmp / "ensemble")
         for part in (tmp / "ensemble").iterdir():
