@@ -21,13 +21,18 @@ def run_forget(method: str, job: ForgetJob, request: ForgetRequest) -> dict:
     """Forget with `method` into `job.out` (resumable) and write `forget.json` beside the new model."""
     if method not in METHODS:
         raise ConfigError(f"unknown unlearning method {method!r}; choose from {sorted(METHODS)}")
-    path = job.out / FORGET
-    if path.exists():
-        done = json.loads(path.read_text())
-        if done["method"] != method or set(done["forgotten_ids"]) != set(job.forget_ids):
-            raise ConfigError(f"{job.out} already holds a {done['method']} deletion of other rows; choose another "
+    path, started = job.out / FORGET, job.out / "request.json"
+    # Written before any work, so a folder left by a crashed deletion is resumed only by the same deletion.
+    this = {"method": method, "forgotten_ids": sorted(job.forget_ids), "original": str(job.original)}
+    if started.exists():
+        before = json.loads(started.read_text())
+        if before["method"] != method or before["forgotten_ids"] != this["forgotten_ids"]:
+            raise ConfigError(f"{job.out} already holds a {before['method']} deletion of other rows; choose another "
                               "output folder")
-        return done
+    else:
+        write_json(started, this)
+    if path.exists():
+        return json.loads(path.read_text())
     unlearner = METHODS[method]
     forgotten = unlearner.forget(job)
     summary = forget_summary(job, unlearner, forgotten, request, job.load(job.original).model_hash(),
