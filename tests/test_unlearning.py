@@ -223,3 +223,11 @@ def test_the_command_line_forgets_verifies_and_keeps_earlier_deletions(tmp_path:
     # A reference for another request is refused, naming why.
     assert run_cli(monkeypatch, "verify-forget", str(tiny_model_dir), str(second), str(reference),
                    str(tiny_data_dir), str(tmp_path / "verify2"), *common) != 0
+    # The chained deletion is verified on the data as its original held it (the first deletion's rows left out).
+    chained = tmp_path / "chained-reference"
+    assert run_cli(monkeypatch, "forget", str(first / "model"), str(tiny_data_dir), str(chained), "--method",
+                   "retrain", "--family", families[1], *common) == 0
+    status = run_cli(monkeypatch, "verify-forget", str(first / "model"), str(second), str(chained),
+                     str(tiny_data_dir), str(tmp_path / "verify3"), *common)
+    verdict = json.loads((tmp_path / "verify3" / "audit_record.json").read_text())["verification"]
+    assert status == (0 if verdict["passed"] else 1)

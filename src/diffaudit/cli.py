@@ -451,22 +451,14 @@ def forget(
     """Write a new model in OUT that has forgotten the requested training rows (MODEL is never touched); verify it
     with `diffaudit verify-forget`."""
     from diffaudit.data.imagefolder import load_imagefolder
-    from diffaudit.model.lineage import read_lineage
     from diffaudit.unlearning.base import ForgetJob
     from diffaudit.unlearning.protocol import run_forget
-    from diffaudit.unlearning.request import ForgetRequest
+    from diffaudit.unlearning.request import ForgetRequest, as_held
 
     cfg = _configured(forget, locals())
     request = ForgetRequest(tuple(images or ()), tuple(family or ()), caption_contains)
-    dataset = load_imagefolder(data, cfg.data.resolution)
-    trained = read_lineage(model, data)
-    # Rows deleted from MODEL before (absent from its lineage, or steered away by a fine-tune) stay deleted.
-    manifest = model / "training_manifest.json"
-    earlier = set(json.loads(manifest.read_text()).get("unlearning", {}).get("forgotten_ids", [])
-                  ) if manifest.exists() else set()
-    member = (dataset.table["split"] == "member").to_numpy()
-    dataset = dataset.where(~(member & (~dataset.table["id"].isin(trained["id"]) | dataset.table["id"].isin(earlier))
-                              ).to_numpy())
+    # Rows deleted from MODEL before stay deleted.
+    dataset, trained, earlier = as_held(model, load_imagefolder(data, cfg.data.resolution))
     ids = frozenset(trained.loc[request.rows(trained), "id"]) - earlier
     if not ids:
         raise ConfigError("every row the request names was already forgotten by MODEL")
@@ -499,6 +491,7 @@ def verify_forget(
     from diffaudit.model.pipeline import AuditPipeline
     from diffaudit.unlearning.protocol import verify_forget as run_verify
     from diffaudit.unlearning.record import FORGET
+    from diffaudit.unlearning.request import as_held
 
     cfg = _configured(verify_forget, locals())
     summaries = []
@@ -510,7 +503,8 @@ def verify_forget(
              for p in (original, unlearned / "model", reference / "model")]
     out = _out_dir(out)
     with _progress() as progress:
-        record = run_verify(summaries[0], summaries[1], *pipes, load_imagefolder(data, cfg.data.resolution), cfg,
+        held = as_held(original, load_imagefolder(data, cfg.data.resolution))[0]  # as `forget` read it
+        record = run_verify(summaries[0], summaries[1], *pipes, held, cfg,
                             cfg.study.delta, cfg.sample.guidance, out, out, progress)
     verdict = record["verification"]
     show = Table(title=f"verify-forget: {summaries[0]['method']} against the retrain reference")

@@ -237,8 +237,9 @@ class MemoWriter:
             out.append(f"A cheap screening test, then the full test on the top {tiered['prompts_confirmed']} "
                        f"captions only, found {tiered['recovered']} of the {tiered['full_probe_extracted_prompts']} "
                        f"copied captions, for {pct(tiered['cost_ratio_vs_full'])} of the computing cost.")
-        if self.deletion:
-            out.append(self.deletion)
+        deletion = self.deletion
+        if deletion:
+            out.append(deletion)
         if len(self.res.seeds) > 1:
             out.append(f"The findings above are for training run {row['seed']}; the rates in the table on page 3 "
                        f"pool all {len(self.res.seeds)} runs.")

@@ -5,6 +5,7 @@ every row of its near-duplicate family, a concept every row whose caption contai
 matches no training row is an error that names the key, never an empty deletion.
 """
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pandas as pd
 
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
+from diffaudit.model.lineage import read_lineage
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,17 @@ class ForgetRequest:
     def to_json(self) -> dict:
         return {"kind": self.kind, **asdict(self)}
 
-    @classmethod
-    def from_json(cls, record: dict) -> "ForgetRequest":
-        return cls(tuple(record.get("images", ())), tuple(record.get("families", ())), record.get("caption_contains"))
+
+def as_held(model: Path, data: ImageDataset) -> tuple[ImageDataset, pd.DataFrame, set[str]]:
+    """`data` as `model` holds it: without member rows deleted from it before (absent from its lineage, or steered
+    away by a fine-tune, which its manifest lists), with its lineage and those earlier deletions."""
+    trained = read_lineage(model, data.root)
+    manifest = Path(model) / "training_manifest.json"
+    earlier = set(json.loads(manifest.read_text()).get("unlearning", {}).get("forgotten_ids", [])
+                  ) if manifest.exists() else set()
+    ids = data.table["id"]
+    gone = (data.table["split"] == "member") & (~ids.isin(trained["id"]) | ids.isin(earlier))
+    return data.where(~gone.to_numpy()), trained, earlier
 
 
 def retained(data: ImageDataset, forget_ids: set[str]) -> ImageDataset:
