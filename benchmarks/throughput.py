@@ -1,18 +1,26 @@
-"""Train steps/s and sampling images/s per preset, our sampler against a plain diffusers loop, peak RSS.
+"""Sampling images/s: diffaudit's sampler against a diffusers-pipeline-style loop, and train steps/s.
 
-Ratios are measured in one run on one machine. The plain loop is what a user writes from the diffusers
-docs: one prompt's samples per batch, separate unconditional and conditional UNet calls, `no_grad`,
-default memory format. Usage: python benchmarks/throughput.py [--presets quick full] [--images 128]
+The baseline is what `StableDiffusionPipeline.__call__` does: one prompt per call with `num_images_per_prompt`
+samples, the unconditional and conditional halves in one UNet batch, DDIM at the preset's steps, `no_grad`.
+Ours packs many prompts into each UNet call (`config.UNET_ROWS` rows) and, optionally, uses DPM-Solver++ at
+fewer steps: `benchmarks/sampler_verdicts.py` measures whether those keep DDIM's extraction verdicts.
+
+Variants run interleaved (baseline, ours, ours, ..., then again) so a slow spell of the machine hits all of
+them; the ratio is taken within each repeat and its median and range reported. Run it alone on the machine.
+Usage: python benchmarks/throughput.py [--model models/quick] [--guidance 3 7.5] [--repeats 3]
 """
 
 import argparse
+import os
 import resource
+import statistics
 import time
+from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler
 
-from diffaudit.config import PRESETS
+from diffaudit.config import PRESETS, UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.sample import initial_noise, sample
 
@@ -33,49 +41,72 @@ def train_steps_per_s(pipe: AuditPipeline, batch: int, steps: int = 5) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def plain_loop(pipe: AuditPipeline, cond: torch.Tensor, uncond: torch.Tensor, per_prompt: int, steps: int,
-               guidance: float) -> None:
+def pipeline_loop(pipe: AuditPipeline, prompts: list[str], per_prompt: int, steps: int, guidance: float) -> None:
+    """StableDiffusionPipeline's loop: per prompt, N latents doubled for the two guidance halves, one UNet call."""
     sched = DDIMScheduler.from_config(pipe.scheduler.config)
+    uncond = pipe.encode_text([""])
     with torch.no_grad():
-        for p in range(0, len(cond), per_prompt):
-            c = cond[p: p + per_prompt]
-            x = initial_noise(pipe, list(range(len(c))))
+        for prompt in prompts:
+            cond = pipe.encode_text([prompt]).expand(per_prompt, -1, -1)
+            context = torch.cat([uncond.expand_as(cond), cond])
+            x = initial_noise(pipe, list(range(per_prompt))) * sched.init_noise_sigma
             sched.set_timesteps(steps)
             for t in sched.timesteps:
-                eps_u = pipe.unet(x, t, encoder_hidden_states=uncond.expand_as(c)).sample
-                eps_c = pipe.unet(x, t, encoder_hidden_states=c).sample
+                model_in = sched.scale_model_input(torch.cat([x, x]), t)
+                eps_u, eps_c = pipe.unet(model_in, t, encoder_hidden_states=context).sample.chunk(2)
                 x = sched.step(eps_u + guidance * (eps_c - eps_u), t, x).prev_sample
+            pipe.to_uint8(x)
 
 
-def seconds(fn, *args, **kwargs) -> float:
+def ours(pipe: AuditPipeline, prompts: list[str], per_prompt: int, steps: int, guidance: float, sampler: str) -> None:
+    cond = pipe.encode_text([p for p in prompts for _ in range(per_prompt)])
+    sample(pipe, cond, list(range(per_prompt)) * len(prompts), guidance, steps, sampler, batch_size=UNET_ROWS)
+
+
+def seconds(fn, *args) -> float:
     start = time.perf_counter()
-    fn(*args, **kwargs)
+    fn(*args)
     return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--presets", nargs="+", default=["quick", "full"])
+    parser.add_argument("--model", type=Path, help="trained model folder (default: a fresh quick-preset model; "
+                                                   "speed does not depend on the weights)")
     parser.add_argument("--images", type=int, default=128)
-    parser.add_argument("--per-prompt", type=int, default=16)
-    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--per-prompt", type=int, default=16, help="num_images_per_prompt of the baseline")
+    parser.add_argument("--guidance", type=float, nargs="+", default=[3.0, 7.5])
+    parser.add_argument("--fast-steps", type=int, default=10, help="DPM-Solver++ steps of the fast variant")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    for name in args.presets:
-        preset = PRESETS[name]
-        pipe = build_pipeline(preset.model, preset.data.resolution)
-        steps = preset.sample.steps
-        prompts = [f"emoji number {i}" for i in range(args.images // args.per_prompt)]
-        cond = pipe.encode_text([p for p in prompts for _ in range(args.per_prompt)])
-        uncond = pipe.encode_text([""])
-        n = len(cond)
-        train_rate = train_steps_per_s(pipe, preset.train.batch_size)
-        plain = n / seconds(plain_loop, pipe, cond, uncond, args.per_prompt, steps, args.guidance)
-        ours = n / seconds(sample, pipe, cond, list(range(n)), args.guidance, steps,
-                           batch_size=preset.sample.batch_size)
-        print(f"{name}: {preset.data.resolution}px, train {train_rate:.2f} steps/s (batch {preset.train.batch_size});"
-              f" sampling DDIM-{steps} g={args.guidance}: ours {ours:.1f} img/s, plain diffusers loop "
-              f"{plain:.1f} img/s, ratio {ours / plain:.2f}x")
+    preset = PRESETS["quick"]
+    pipe = AuditPipeline.from_pretrained(args.model) if args.model else build_pipeline(preset.model,
+                                                                                       preset.data.resolution)
+    steps = preset.sample.steps
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; {args.images} images per timing, "
+          f"{args.per_prompt} per prompt; {args.repeats} interleaved repeats")
+    print(f"quick preset, {preset.data.resolution}px; train {train_steps_per_s(pipe, preset.train.batch_size):.2f} "
+          f"steps/s (batch {preset.train.batch_size})")
+    prompts = [f"emoji number {i}" for i in range(args.images // args.per_prompt)]
+    n = len(prompts) * args.per_prompt
+    variants = {f"pipeline loop, DDIM-{steps}": lambda g: pipeline_loop(pipe, prompts, args.per_prompt, steps, g),
+                f"ours, DDIM-{steps}": lambda g: ours(pipe, prompts, args.per_prompt, steps, g, "ddim"),
+                f"ours, DPM-Solver++-{args.fast_steps}":
+                    lambda g: ours(pipe, prompts, args.per_prompt, args.fast_steps, g, "dpmsolver++")}
+    base = next(iter(variants))
+    print("| guidance | sampler | img/s (median, range) | ratio to the pipeline loop (median, range) |")
+    print("|---|---|---|---|")
+    for g in args.guidance:
+        variants[base](g)  # warm-up: first-call allocations
+        rates = {name: [] for name in variants}
+        for _ in range(args.repeats):
+            for name, fn in variants.items():
+                rates[name].append(n / seconds(fn, g))
+        for name, r in rates.items():
+            ratios = [a / b for a, b in zip(r, rates[base], strict=True)]
+            print(f"| {g:g} | {name} | {statistics.median(r):.2f} ({min(r):.2f}–{max(r):.2f}) | "
+                  f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) |", flush=True)
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

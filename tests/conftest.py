@@ -13,6 +13,8 @@ from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import make_progress
 
+STUDY_ATTACKS = ["loss", "pia", "secmi", "clid"]  # the membership attacks the positive control runs
+
 
 @pytest.fixture(scope="session")
 def tiny() -> Preset:
@@ -41,6 +43,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset, tiny_
 @pytest.fixture()
 def tiny_pipe(tiny_model_dir: Path) -> AuditPipeline:
     return AuditPipeline.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def overfit_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """The membership positive control at test scale, trained once (seconds): 24 images seen 300 times each.
+    Its model (`out/train/model`) is also the memorization detectors' positive control."""
+    from diffaudit.study.mia_controls import positive_control
+
+    out = tmp_path_factory.mktemp("overfit")
+    return positive_control(PRESETS["tiny-overfit"], STUDY_ATTACKS, out, make_progress(disable=True)), out
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from diffaudit.attacks.copies import match_generations, per_prompt_verdicts
+from diffaudit.attacks.detect import DETECTORS
 from diffaudit.attacks.extraction import ExtractionConfig, cliques, largest_clique, probe, summarize
 from diffaudit.attacks.neighbours import TrainingIndex
 from diffaudit.config import Preset
@@ -94,7 +95,8 @@ def test_tiered_audit_counts_detector_and_probe_cost(tmp_path: Path, tiny: Prese
                                                      tiny_data: ImageDataset) -> None:
     prompts = most_duplicated_prompts(tiny_data, 6)
     full = run_extraction(tiny_pipe, tiny_data, tmp_path / "full", prompts, 3, 1.0, tiny.sample, ExtractionConfig())
-    for detector, per_prompt in (("wen", 2), ("webster", 8)):
+    for detector in DETECTORS:  # each detector's declared cost is what the one UNet counter counts
+        per_prompt = DETECTORS[detector]().queries_per_prompt
         summary = run_tiered(tiny_pipe, tiny_data, tmp_path / detector, prompts, 3, 1.0, tiny.sample,
                              ExtractionConfig(), detector, confirm_fraction=0.34, full_run=tmp_path / "full")
         assert summary["prompts_confirmed"] == 3

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import STUDY_ATTACKS
 from sklearn.metrics import roc_curve
 
 from diffaudit.attacks.metrics import paired_auc_difference, roc_summary, tpr_at_fpr
@@ -16,19 +17,10 @@ from diffaudit.attacks.mia.tuning import tune
 from diffaudit.config import PRESETS, ModelConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
-from diffaudit.progress import make_progress
 from diffaudit.study.mia_audit import evaluation_set, run_mia
-from diffaudit.study.mia_controls import negative_control, never_trained_halves, positive_control, positive_verdict
+from diffaudit.study.mia_controls import negative_control, never_trained_halves, positive_verdict
 
-STUDY_ATTACKS = ["loss", "pia", "secmi", "clid"]
 MARGIN = 0.75  # the CI control's bar: a flipped sign (AUC 1 - a) or chance cannot clear it
-
-
-@pytest.fixture(scope="session")
-def overfit_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    """The positive control at test scale, trained once (seconds): 24 images seen 300 times each."""
-    out = tmp_path_factory.mktemp("overfit")
-    return positive_control(PRESETS["tiny-overfit"], STUDY_ATTACKS, out, make_progress(disable=True)), out
 
 
 def _final_model(out: Path) -> AuditPipeline:

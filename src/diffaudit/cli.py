@@ -210,7 +210,7 @@ def generate(
     guidance: Annotated[list[float] | None, setting("sample.guidance", "Guidance scale; repeat for a sweep.")] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
     steps: Annotated[int | None, setting("sample.steps", "Sampling steps.")] = None,
-    sampler: Annotated[str | None, setting("sample.sampler", "ddim or dpmsolver++.")] = None,
+    sampler: Annotated[str | None, setting("sample.sampler", "ddim, ddim-unclamped, dpmsolver++ or unipc.")] = None,
     batch_size: Annotated[int | None, setting("sample.batch_size", "UNet rows per call.")] = None,
     device: DeviceOpt = None, dtype: DtypeOpt = None,
 ) -> None:
@@ -237,7 +237,7 @@ def extract(
     guidance: Annotated[float | None, setting("sample.guidance", "Classifier-free guidance scale.")] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
     steps: Annotated[int | None, setting("sample.steps", "Sampling steps.")] = None,
-    sampler: Annotated[str | None, setting("sample.sampler", "ddim or dpmsolver++.")] = None,
+    sampler: Annotated[str | None, setting("sample.sampler", "ddim, ddim-unclamped, dpmsolver++ or unipc.")] = None,
     delta: Annotated[float | None, setting("study.delta", "Extraction threshold on tiled RMS distance (the cap "
                                                           "of the calibration when study.calibrate is on).")] = None,
     edge_threshold: Annotated[float | None, setting("study.edge_threshold", "Clique edge threshold between "
@@ -249,7 +249,8 @@ def extract(
                                                                        "training images are compared.")] = None,
     tiered: Annotated[bool | None, setting("study.tiered", "Score prompts cheaply first; probe only the top "
                                                            "fraction.")] = None,
-    detector: Annotated[str | None, setting("study.detector", "Cheap detector for --tiered: wen or webster.")] = None,
+    detector: Annotated[str | None, setting("study.detector", "Cheap detector for --tiered: wen, agreement or "
+                                                              "sharpness.")] = None,
     confirm_fraction: Annotated[float | None, setting("study.confirm_fraction", "Share of prompts the full probe "
                                                                                  "confirms.")] = None,
     full_run: Annotated[Path | None, typer.Option(help="An earlier full probe to compare --tiered with.")] = None,

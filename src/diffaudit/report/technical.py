@@ -39,9 +39,10 @@ METHODS = [
      "construction."),
     ("Near-duplicate families", "Codepoint variants (skin tone, gender, hair) and images within the join "
      "threshold (connected components over the whole pool) form one family; splits take whole families."),
-    ("Tiered detection", "A one-step memorization detector (Wen et al. 2024 text-conditional noise norm, or "
-     "Webster 2023 edge consistency) scores every prompt; only the top fraction goes to the full probe. Cost is "
-     "counted in UNet evaluations, exactly, by a counter around the denoiser."),
+    ("Tiered detection", "A cheap memorization detector (Wen et al. 2024 text-conditional noise norm over the first "
+     "sampling steps; Webster 2023's one-step x_0 scored by its agreement across seeds; or Jeon et al. 2025 "
+     "sharpness) scores every prompt; only the top fraction goes to the full probe. Cost is counted in UNet "
+     "evaluations, exactly, by a counter around the denoiser."),
     ("Membership inference", "Loss (Carlini et al. 2022 threshold on denoising error), PIA (Kong et al. 2024), "
      "SecMI (Duan et al. 2023), CLiD (Zhai et al. 2024) and, when shadows are trained, LiRA (Carlini et al. 2022). "
      "Members are unique training images with their most frequent caption; non-members a family-disjoint "

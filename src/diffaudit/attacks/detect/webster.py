@@ -1,21 +1,35 @@
 """Webster 2023 one-step extraction: denoise pure noise to x_0 in a single step for a few seeds. A
-verbatim-memorized prompt gives a sharp image that holds still across seeds; others give a blur. The
-score is the share of pixels that are edges (Sobel magnitude over a threshold) in most seeds.
-2 UNet evaluations (guided) per seed."""
+verbatim-memorized prompt gives an image that holds still across seeds; others change with the seed.
+
+Webster scores the share of pixels that are edges (Sobel magnitude over a threshold) in most seeds. That score
+failed its controls here and was removed: constant on the 8 px positive control (AUC 0.50), and AUC 0.38-0.50
+over ten guidance/threshold settings on a second-seed quick model, at Stable Diffusion's first-step noise level
+(benchmarks/detectors.py). In pixel space the one-step x_0 amplifies the noise-prediction error 1/sqrt(alpha-bar)
+= 14.6 times and saturates, so edges are everywhere whatever the prompt. Seed agreement keeps the idea."""
 
 import numpy as np
 import torch
-from scipy.ndimage import sobel
 
+from diffaudit.attacks.detect.first_step import FirstStep, first_steps, sd_matched_step
 from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
-from diffaudit.model.sample import guided_eps, initial_noise
 
 
-class WebsterEdges:
-    def __init__(self, seeds: int = 4, guidance: float = 7.5, edge_threshold: float = 1.5, batch_size: int = UNET_ROWS):
-        # Public code: 4 seeds, guidance 7.5, Sobel magnitude summed over RGB > 1.5 (on [0,1] pixels here).
-        self.seeds, self.guidance, self.edge_threshold, self.batch_size = seeds, guidance, edge_threshold, batch_size
+def one_step_images(pipe: AuditPipeline, step: FirstStep, guidance: float) -> np.ndarray:
+    """x_0 predicted in one guided step from the noise, as [0,1] images (rows x C x H x W)."""
+    a = pipe.scheduler.alphas_cumprod[step.t].to(step.x.device, step.x.dtype)
+    eps = step.eps_u + guidance * (step.eps_c - step.eps_u)
+    x0 = ((step.x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+    return pipe.to_images(x0).cpu().float().numpy()
+
+
+class SeedAgreement:
+    """Webster's premise scored directly: a memorized prompt's one-step x_0 is the same picture whatever the seed.
+    Score = minus the per-pixel standard deviation across seeds, averaged over pixels. 2 UNet evaluations per seed.
+    Guidance 3: the best of 1, 3 and 7.5 on a second-seed quick model (benchmarks/detectors.py)."""
+
+    def __init__(self, seeds: int = 4, guidance: float = 3.0, batch_size: int = UNET_ROWS):
+        self.seeds, self.guidance, self.batch_size = seeds, guidance, batch_size
 
     @property
     def queries_per_prompt(self) -> int:
@@ -23,18 +37,8 @@ class WebsterEdges:
 
     @torch.inference_mode()
     def score(self, pipe: AuditPipeline, prompts: list[str]) -> np.ndarray:
-        t = pipe.scheduler.config.num_train_timesteps - 1
-        a = pipe.scheduler.alphas_cumprod[t]
-        cond = pipe.encode_text(prompts).repeat_interleave(self.seeds, 0)
-        uncond = pipe.encode_text([""])
-        seeds = [s for _ in prompts for s in range(self.seeds)]
-        images = []
-        for i in range(0, len(cond), self.batch_size):
-            x = initial_noise(pipe, seeds[i: i + self.batch_size])
-            eps = guided_eps(pipe, x, t, cond[i: i + self.batch_size], uncond, self.guidance)
-            x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)  # one step straight to x_0
-            images.append(pipe.to_images(x0).cpu().float().numpy())
-        stack = np.concatenate(images)  # N x C x H x W in [0,1]
-        magnitude = np.hypot(sobel(stack, axis=-1), sobel(stack, axis=-2)).sum(1)
-        edges = (magnitude > self.edge_threshold).reshape(len(prompts), self.seeds, -1)
-        return (edges.mean(1) > 0.5).mean(1)
+        out = []
+        for step in first_steps(pipe, prompts, self.seeds, sd_matched_step(pipe), self.batch_size):
+            images = one_step_images(pipe, step, self.guidance)
+            out.append(-images.reshape(-1, self.seeds, images[0].size).std(1).mean(1))
+        return np.concatenate(out)
