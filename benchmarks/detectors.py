@@ -69,7 +69,7 @@ def scores(pipe: AuditPipeline, name: str, settings: dict, prompts: list[str], c
            ) -> tuple[np.ndarray, int]:
     """The detector's scores, kept in `cache` under the model, detector, settings and prompts they belong to."""
     det = DETECTORS[name](**settings)
-    key = hashlib.sha256(json.dumps([pipe.model_hash(), name, settings, prompts], sort_keys=True).encode())
+    key = hashlib.sha256(json.dumps([pipe.model_hash(), name, vars(det), prompts], sort_keys=True).encode())
     path = cache / f"{name}-{key.hexdigest()[:16]}.npy" if cache is not None else None
     if path is not None and path.exists():
         return np.load(path), det.queries_per_prompt

@@ -27,7 +27,7 @@ def references(run: Path, model_hash: str, guidance: float) -> Path:
     """The extraction folder of the study arm that sampled this model at this guidance with its own text."""
     for summary in sorted(run.glob("seed*/*/extraction/summary.json")):
         s = json.loads(summary.read_text())
-        if s["model_hash"] == model_hash and s["guidance"] == guidance and s["conditioning"] == "text":
+        if s["model_hash"] == model_hash and s["guidance"] == guidance and s.get("conditioning", "text") == "text":
             return summary.parent
     raise SystemExit(f"no extraction of model {model_hash} at guidance {guidance:g} under {run}")
 

@@ -10,6 +10,9 @@ from diffaudit.attacks.mia.common import matched_timestep
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.sample import initial_noise, make_scheduler
 
+# Detectors draw their noise from seeds SEED_BASE, SEED_BASE + 1, ...: apart from the probe's seeds 0..N-1, so a
+# detector never starts from the noise whose samples decided the oracle's verdict.
+SEED_BASE = 1_000_000
 SD_FIRST_STEP = 999  # Stable Diffusion's first sampling step on its scaled-linear schedule (alpha-bar 0.0047)
 
 
@@ -43,12 +46,13 @@ def first_sampling_step(pipe: AuditPipeline, steps: int = 25) -> int:
 
 @torch.inference_mode()
 def first_steps(pipe: AuditPipeline, prompts: list[str], seeds: int, t: int, batch_size: int) -> Iterator[FirstStep]:
-    """Noise predictions with and without each prompt at step t, seeds 0..seeds-1, whole prompts per batch."""
+    """Noise predictions with and without each prompt at step t, `seeds` seeds from SEED_BASE, whole prompts
+    per batch."""
     cond = pipe.encode_text(prompts)
     uncond = pipe.encode_text([""])
     per_batch = max(1, batch_size // (2 * seeds))
     for i in range(0, len(prompts), per_batch):
         c = cond[i: i + per_batch].repeat_interleave(seeds, 0)
-        x = initial_noise(pipe, list(range(seeds)) * (len(c) // seeds))
+        x = initial_noise(pipe, list(range(SEED_BASE, SEED_BASE + seeds)) * (len(c) // seeds))
         eps_u, eps_c = pipe.denoiser(torch.cat([x, x]), t, torch.cat([uncond.expand_as(c), c])).chunk(2)
         yield FirstStep(x, t, eps_u, eps_c, c, uncond, seeds)

@@ -2,7 +2,7 @@
 conditional density is sharply peaked, so the guidance direction s = eps_c - eps_u changes fast when x moves
 along it. Score = ||s(x + h s) - s(x)|| / h at the first sampling step, the finite-difference form of their
 Hessian-times-score norm, averaged over a few seeds. 4 UNet evaluations per seed. The step h = 0.01 was the best of
-0.01, 0.1 and 1 on a second-seed quick model (all three within 0.002 AUC; benchmarks/detectors.py)."""
+0.01, 0.1 and 1 on a second-seed quick model (all three within 0.003 AUC; benchmarks/detectors.py)."""
 
 import numpy as np
 import torch

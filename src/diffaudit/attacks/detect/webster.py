@@ -4,8 +4,9 @@ verbatim-memorized prompt gives an image that holds still across seeds; others c
 Webster scores the share of pixels that are edges (Sobel magnitude over a threshold) in most seeds. That score
 failed its controls here and was removed: constant on the 8 px positive control (AUC 0.50), and AUC 0.38-0.50
 over ten guidance/threshold settings on a second-seed quick model, at Stable Diffusion's first-step noise level
-(benchmarks/detectors.py). In pixel space the one-step x_0 amplifies the noise-prediction error 1/sqrt(alpha-bar)
-= 14.6 times and saturates, so edges are everywhere whatever the prompt. Seed agreement keeps the idea."""
+(benchmarks/results/detectors-first-run.txt). In pixel space the one-step x_0 amplifies the noise-prediction
+error 1/sqrt(alpha-bar) = 14.6 times and saturates, so edges are everywhere whatever the prompt. Seed agreement
+keeps the idea."""
 
 import numpy as np
 import torch

@@ -1,19 +1,21 @@
 """Wen et al. ICLR 2024: memorized prompts pull hard on the sample from the first steps, so the norm of
 (text-conditional - unconditional) noise prediction is large. The paper's detector averages the norm over
 the first sampling steps of a few guided generations (its official notebook: 4 generations, guidance 7.5);
-2 UNet evaluations per generation per step. Default: 4 generations, 10 of DDIM's 25 steps, the best of 1, 3 and 10
-steps by AUC on a second-seed quick model (benchmarks/detectors.py), never on the evaluated model."""
+2 UNet evaluations per generation per step. Default: 4 generations, the first 3 of DDIM's 25 steps (unclamped, as
+Stable Diffusion samples), the best of 1, 3 and 10 steps by AUC on a second-seed quick model (benchmarks/
+detectors.py), never on the evaluated model."""
 
 import numpy as np
 import torch
 
+from diffaudit.attacks.detect.first_step import SEED_BASE
 from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.sample import initial_noise, make_scheduler
 
 
 class WenTextNorm:
-    def __init__(self, generations: int = 4, steps: int = 10, guidance: float = 7.5, sampling_steps: int = 25,
+    def __init__(self, generations: int = 4, steps: int = 3, guidance: float = 7.5, sampling_steps: int = 25,
                  batch_size: int = UNET_ROWS):
         if not 1 <= steps <= sampling_steps:
             raise ValueError(f"Wen's norm is averaged over 1..{sampling_steps} sampling steps, not {steps}")
@@ -28,11 +30,11 @@ class WenTextNorm:
     def score(self, pipe: AuditPipeline, prompts: list[str]) -> np.ndarray:
         cond = pipe.encode_text(prompts).repeat_interleave(self.generations, 0)
         uncond = pipe.encode_text([""])
-        seeds = [g for _ in prompts for g in range(self.generations)]
+        seeds = [SEED_BASE + g for _ in prompts for g in range(self.generations)]
         norms = []
         for i in range(0, len(cond), self.batch_size // 2):
             c = cond[i: i + self.batch_size // 2]
-            sched = make_scheduler(pipe, "ddim", self.sampling_steps)
+            sched = make_scheduler(pipe, "ddim-unclamped", self.sampling_steps)  # a clamped DDIM collapses at 7.5
             x = initial_noise(pipe, seeds[i: i + self.batch_size // 2]) * sched.init_noise_sigma
             total = torch.zeros(len(c), device=x.device)
             for t in sched.timesteps[: self.steps]:
