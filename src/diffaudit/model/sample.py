@@ -45,13 +45,20 @@ def initial_noise(pipe: AuditPipeline, seeds: list[int]) -> torch.Tensor:
     return pipe.place(noise)
 
 
+def noise_pair(pipe: AuditPipeline, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor,
+               uncond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(unconditional, conditional) noise predictions at x, both halves in one UNet batch."""
+    eps_u, eps_c = pipe.denoiser(torch.cat([x, x]), t, torch.cat([uncond.expand_as(cond), cond])).chunk(2)
+    return eps_u, eps_c
+
+
 @torch.inference_mode()
 def guided_eps(pipe: AuditPipeline, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
                guidance: float) -> torch.Tensor:
     """Classifier-free guidance (Ho & Salimans 2022); guidance 1 needs only the conditional pass."""
     if guidance == 1.0:
         return pipe.denoiser(x, t, cond)
-    eps_u, eps_c = pipe.denoiser(torch.cat([x, x]), t, torch.cat([uncond.expand_as(cond), cond])).chunk(2)
+    eps_u, eps_c = noise_pair(pipe, x, t, cond, uncond)
     return eps_u + guidance * (eps_c - eps_u)
 
 

@@ -8,7 +8,7 @@ import torch
 
 from diffaudit.attacks.mia.common import matched_timestep
 from diffaudit.model.pipeline import AuditPipeline
-from diffaudit.model.sample import initial_noise, make_scheduler
+from diffaudit.model.sample import initial_noise, make_scheduler, noise_pair
 
 # Detectors draw their noise from seeds SEED_BASE, SEED_BASE + 1, ...: apart from the probe's seeds 0..N-1, so a
 # detector never starts from the noise whose samples decided the oracle's verdict.
@@ -54,5 +54,5 @@ def first_steps(pipe: AuditPipeline, prompts: list[str], seeds: int, t: int, bat
     for i in range(0, len(prompts), per_batch):
         c = cond[i: i + per_batch].repeat_interleave(seeds, 0)
         x = initial_noise(pipe, list(range(SEED_BASE, SEED_BASE + seeds)) * (len(c) // seeds))
-        eps_u, eps_c = pipe.denoiser(torch.cat([x, x]), t, torch.cat([uncond.expand_as(c), c])).chunk(2)
+        eps_u, eps_c = noise_pair(pipe, x, t, c, uncond)
         yield FirstStep(x, t, eps_u, eps_c, c, uncond, seeds)

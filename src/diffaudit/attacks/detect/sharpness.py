@@ -10,6 +10,7 @@ import torch
 from diffaudit.attacks.detect.first_step import first_sampling_step, first_steps
 from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.model.sample import noise_pair
 
 
 class Sharpness:
@@ -26,8 +27,7 @@ class Sharpness:
         for step in first_steps(pipe, prompts, self.seeds, first_sampling_step(pipe), self.batch_size // 2):
             s = step.eps_c - step.eps_u
             moved = step.x + self.step_size * s
-            eps_u, eps_c = pipe.denoiser(torch.cat([moved, moved]), step.t,
-                                         torch.cat([step.uncond.expand_as(step.cond), step.cond])).chunk(2)
+            eps_u, eps_c = noise_pair(pipe, moved, step.t, step.cond, step.uncond)
             change = ((eps_c - eps_u) - s).flatten(1).norm(dim=1).float() / self.step_size
             out.append(step.per_prompt(change).mean(1).cpu().numpy())
         return np.concatenate(out)

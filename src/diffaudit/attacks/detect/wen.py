@@ -11,7 +11,7 @@ import torch
 from diffaudit.attacks.detect.first_step import SEED_BASE
 from diffaudit.config import UNET_ROWS
 from diffaudit.model.pipeline import AuditPipeline
-from diffaudit.model.sample import initial_noise, make_scheduler
+from diffaudit.model.sample import initial_noise, make_scheduler, noise_pair
 
 
 class WenTextNorm:
@@ -38,7 +38,7 @@ class WenTextNorm:
             x = initial_noise(pipe, seeds[i: i + self.batch_size // 2]) * sched.init_noise_sigma
             total = torch.zeros(len(c), device=x.device)
             for t in sched.timesteps[: self.steps]:
-                eps_u, eps_c = pipe.denoiser(torch.cat([x, x]), t, torch.cat([uncond.expand_as(c), c])).chunk(2)
+                eps_u, eps_c = noise_pair(pipe, x, t, c, uncond)
                 total += (eps_c - eps_u).flatten(1).norm(dim=1).float()
                 x = sched.step(eps_u + self.guidance * (eps_c - eps_u), t, x).prev_sample
             norms.append(total / self.steps)
