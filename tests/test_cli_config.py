@@ -74,6 +74,7 @@ def test_flags_and_config_file_meet_in_one_preset(tmp_path: Path) -> None:
     values = {"preset": "tiny", "config": config, "top": 3, "samples": None, "guidance": None, "steps": None,
               "sampler": None, "delta": None, "edge_threshold": None, "min_clique": None, "calibrate": False,
               "compare_size": None, "tiered": None, "detector": None, "confirm_fraction": None, "device": None,
+                  "ray": None, "ray_cpus": None, "ray_gpus": None, "ray_workers": None,
               "dtype": "float64"}
     cfg = cli._configured(cli.extract, values)
     assert cfg.study.delta == 0.1 and cfg.study.mia_attacks == ("pia",), "the file's [study] section is read"

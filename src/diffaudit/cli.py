@@ -57,11 +57,22 @@ def _configured(command: Any, values: dict[str, Any]) -> Preset:
         if isinstance(value, list) and scalar:  # a repeated flag (a guidance sweep): each is checked by the command
             value = value[0]
         overrides.setdefault(section, {})[key] = value
-    return load_preset(values.get("preset", "quick"), values.get("config"), overrides)
+    cfg = load_preset(values.get("preset", "quick"), values.get("config"), overrides)
+    if cfg.runtime.ray is not None:
+        from diffaudit.scale.backend import connect
+
+        connect(cfg.runtime)
+    return cfg
 
 
 DeviceOpt = Annotated[str | None, setting("runtime.device", "auto (CUDA when present), cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str | None, setting("runtime.dtype", "float32, bfloat16 or float16 (GPU only).")]
+RayOpt = Annotated[str | None, setting(
+    "runtime.ray", "Run generation shards, neighbour search and detector scoring on Ray: local (start a cluster "
+    "here), auto (join the one `ray start` runs) or a cluster address. Same results as without it.")]
+RayCpusOpt = Annotated[int | None, setting("runtime.ray_cpus", "CPUs (and torch threads) per Ray worker.")]
+RayGpusOpt = Annotated[float | None, setting("runtime.ray_gpus", "GPUs per Ray worker (1: one worker per GPU).")]
+RayWorkersOpt = Annotated[int | None, setting("runtime.ray_workers", "Ray workers (default: as many as fit).")]
 
 
 def _read_prompts(prompt: list[str] | None, prompts_file: Path | None) -> list[str]:
@@ -212,7 +223,8 @@ def generate(
     steps: Annotated[int | None, setting("sample.steps", "Sampling steps.")] = None,
     sampler: Annotated[str | None, setting("sample.sampler", "ddim, ddim-unclamped, dpmsolver++ or unipc.")] = None,
     batch_size: Annotated[int | None, setting("sample.batch_size", "UNet rows per call.")] = None,
-    device: DeviceOpt = None, dtype: DtypeOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, ray: RayOpt = None, ray_cpus: RayCpusOpt = None,
+    ray_gpus: RayGpusOpt = None, ray_workers: RayWorkersOpt = None,
 ) -> None:
     """Generate prompts x seeds x guidance into OUT (image shards + index.parquet); resumes if interrupted."""
     from diffaudit.model.generate import generate as run_generate
@@ -254,7 +266,8 @@ def extract(
     confirm_fraction: Annotated[float | None, setting("study.confirm_fraction", "Share of prompts the full probe "
                                                                                  "confirms.")] = None,
     full_run: Annotated[Path | None, typer.Option(help="An earlier full probe to compare --tiered with.")] = None,
-    device: DeviceOpt = None, dtype: DtypeOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, ray: RayOpt = None, ray_cpus: RayCpusOpt = None,
+    ray_gpus: RayGpusOpt = None, ray_workers: RayWorkersOpt = None,
 ) -> None:
     """Carlini et al. 2023 extraction probe: generate, clique-filter, match to the training set, score.
 
@@ -340,7 +353,8 @@ def mia(
                                                                             "that choose each attack's settings (0: "
                                                                             "the papers' settings).", min=0)] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
-    device: DeviceOpt = None, dtype: DtypeOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, ray: RayOpt = None, ray_cpus: RayCpusOpt = None,
+    ray_gpus: RayGpusOpt = None, ray_workers: RayWorkersOpt = None,
 ) -> None:
     """Membership inference: loss, PIA, SecMI, CLiD and LiRA, side by side on one honest split."""
     from diffaudit.attacks.mia.tuning import settings
@@ -484,7 +498,8 @@ def verify_forget(
     delta: Annotated[float | None, setting("study.delta", "Copy threshold (tiled distance).")] = None,
     samples: Annotated[int | None, setting("study.samples_per_prompt", "Generations per forgotten caption.")] = None,
     guidance: Annotated[float | None, setting("sample.guidance", "Guidance scale of the generations.")] = None,
-    device: DeviceOpt = None, dtype: DtypeOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, ray: RayOpt = None, ray_cpus: RayCpusOpt = None,
+    ray_gpus: RayGpusOpt = None, ray_workers: RayWorkersOpt = None,
 ) -> None:
     """Extraction, membership and utility of ORIGINAL, UNLEARNED and REFERENCE, judged by the config's forget
     thresholds; writes OUT/audit_record.json. Exit status 1 when the verification fails."""
@@ -525,7 +540,8 @@ def verify_forget(
 def study(
     out: Annotated[Path, typer.Option(help="Run folder (resumes if it exists).")] = Path("runs/study"),
     preset: PresetOpt = "quick", config: ConfigOpt = None, reference: ReferenceOpt = Path("models/quick"),
-    device: DeviceOpt = None, dtype: DtypeOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, ray: RayOpt = None, ray_cpus: RayCpusOpt = None,
+    ray_gpus: RayGpusOpt = None, ray_workers: RayWorkersOpt = None,
 ) -> None:
     """The whole investigation: data, base model, audits, each mitigation arm, audits, comparison table."""
     _run_study(_configured(study, locals()), _out_dir(out), reference)
@@ -535,7 +551,8 @@ def study(
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder (resumes if it exists).")] = Path("runs/demo"),
     preset: PresetOpt = "quick", config: ConfigOpt = None, reference: ReferenceOpt = Path("models/quick"),
-    device: DeviceOpt = None, dtype: DtypeOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, ray: RayOpt = None, ray_cpus: RayCpusOpt = None,
+    ray_gpus: RayGpusOpt = None, ray_workers: RayWorkersOpt = None,
 ) -> None:
     """The quick study end to end on the embedded OpenMoji default: data, model, extraction and membership
     audits, every mitigation, then the memo, technical report and extraction viewer in OUT/report."""

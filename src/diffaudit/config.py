@@ -237,6 +237,14 @@ class RuntimeConfig(_Frozen):
 
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"  # auto: CUDA when present
     dtype: Literal["float32", "bfloat16", "float16", "float64"] = "float32"
+    # Ray (scale.backend): None runs everything in this process and never imports Ray; "local" starts a cluster on
+    # this machine, "auto" joins the one `ray start` runs here (or RAY_ADDRESS), anything else is its address.
+    ray: Annotated[str | None, Field(min_length=1)] = None
+    # Per worker: CPUs asked of Ray and torch's thread count there (pinned, so a sample's bytes do not depend on
+    # how many workers ran), and GPUs (1 puts each worker on its own GPU).
+    ray_cpus: Positive = 1
+    ray_gpus: Annotated[float, Field(strict=True, ge=0, le=8, allow_inf_nan=False)] = 0
+    ray_workers: Positive | None = None  # None: as many as the cluster's free CPUs (GPUs) hold
 
     @model_validator(mode="after")
     def _half_needs_gpu(self) -> "RuntimeConfig":

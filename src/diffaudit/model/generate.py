@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from diffaudit import faults
 from diffaudit.attacks.distance import resize_images
@@ -24,6 +25,7 @@ from diffaudit.model.conditioning import Conditioning, Text
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.sample import sample
 from diffaudit.progress import Progress
+from diffaudit.scale.backend import mapped
 
 INDEX = "index.parquet"
 KEY = ["prompt", "seed", "guidance"]
@@ -36,6 +38,20 @@ def _write_shard(path: Path, images: np.ndarray) -> None:
             np.save(f, images)
 
     write_atomic(path, save)
+
+
+def sample_shard(pipe: AuditPipeline, cond: torch.Tensor, chunk: list[tuple[str, int, float]], cfg: SampleConfig,
+                 batch: int) -> tuple[np.ndarray, list[int]]:
+    """One shard's images (in `chunk` order) and each sample's UNet evaluations: one sampler call per guidance
+    scale. A worker runs this as it is; the caller writes the shard."""
+    images, evals = [], []
+    for g in dict.fromkeys(j[2] for j in chunk):
+        rows = [i for i, j in enumerate(chunk) if j[2] == g]
+        with pipe.denoiser.counting() as spent:
+            images.append(sample(pipe, cond[rows], [chunk[i][1] for i in rows], g, cfg.steps, cfg.sampler, batch))
+        evals += [spent.evaluations // len(rows)] * len(rows)
+    faults.point("sample-shard")  # drawn, not yet written: a crash here loses the shard's work only
+    return np.concatenate(images), evals
 
 
 def _read_index(out: Path) -> pd.DataFrame:
@@ -122,20 +138,13 @@ def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidance
     task = (progress.add_task("generate", total=len(requested), completed=len(requested) - len(todo))
             if progress else None)
     next_shard = int(index["shard"].str[6:11].astype(int).max()) + 1 if not index.empty else 0
-    for shards_written, start in enumerate(range(0, len(todo), shard_size)):
-        if max_shards is not None and shards_written >= max_shards:
-            break
-        chunk = todo[start: start + shard_size]
-        images, evals = [], []
-        for g in dict.fromkeys(j[2] for j in chunk):  # one sampler call per guidance scale in the shard
-            part = [j for j in chunk if j[2] == g]
-            cond = emb[[row_of[(p, s)] for p, s, _ in part]]
-            with pipe.denoiser.counting() as spent:
-                images.append(sample(pipe, cond, [s for _, s, _ in part], g, cfg.steps, cfg.sampler,
-                                     min(cfg.batch_size, shard_size)))
-            evals += [spent.evaluations // len(part)] * len(part)
-        shard = f"shard-{next_shard + shards_written:05d}.npy"
-        _write_shard(out / shard, np.concatenate(images))
+    chunks = [todo[start: start + shard_size] for start in range(0, len(todo), shard_size)][:max_shards]
+    batch = min(cfg.batch_size, shard_size)
+    blocks = [(emb[[row_of[(p, s)] for p, s, _ in chunk]], chunk, cfg, batch) for chunk in chunks]
+    # Shards come back in order wherever they were drawn (scale.backend), so the index grows exactly as here.
+    for n, (chunk, (images, evals)) in enumerate(zip(chunks, mapped(pipe, sample_shard, blocks), strict=True)):
+        shard = f"shard-{next_shard + n:05d}.npy"
+        _write_shard(out / shard, images)
         evals = [e + upfront[k] for e, k in zip(evals, chunk, strict=True)]
         rows = pd.DataFrame(chunk, columns=KEY).assign(**want, shard=shard, offset=np.arange(len(chunk)),
                                                        unet_evals=evals)

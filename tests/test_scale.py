@@ -1,0 +1,138 @@
+"""Ray as the backend: the same bytes as a local run, and nothing lost or doubled when a worker or the driver dies.
+
+One 2-CPU local cluster serves the module. Its workers carry a crash point that fires once per marker file, so a
+test arms it by deleting the marker. Local runs pin torch to 1 thread, as each Ray worker does (runtime.ray_cpus).
+"""
+
+import os
+import pkgutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import diffaudit
+from diffaudit import faults
+from diffaudit.config import Preset, RuntimeConfig
+from diffaudit.model.generate import INDEX, SHARD_SIZE, generate
+from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.scale import backend
+
+PROMPTS = ["grinning face emoji", "red heart emoji", "cat emoji"]
+SEEDS, SCALES, SHARD = [0, 1, 2, 3], [1.0, 3.0], 5  # 24 samples in 5 shards
+KILL_AFTER_FIRST_SHARD = 5  # the driver's crash points: 4 in the first shard's two atomic writes, then this one
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A 2-worker local cluster; yields the crash marker (present: the workers' crash point is disarmed)."""
+    ray = pytest.importorskip("ray")
+    mark = tmp_path_factory.mktemp("ray") / "crashed"
+    mark.touch()
+    # Each worker dies at its second shard if the marker is absent: mid-run, after it drew the shard, before the
+    # driver received it.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {faults.WORKER_ENV: "2", faults.WORKER_MARK: str(mark)}})
+    backend.connect(RuntimeConfig(ray="local", ray_cpus=1))
+    yield mark
+    backend.disconnect()
+    ray.shutdown()
+
+
+@pytest.fixture()
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _local(pipe: AuditPipeline, tiny: Preset, out: Path, seeds: list[int] = SEEDS, **kw: object) -> None:
+    """A run in this process, however the module's backend is connected."""
+    pool, backend._pool = backend._pool, None
+    try:
+        generate(pipe, PROMPTS, seeds, SCALES, tiny.sample, out, **{"shard_size": SHARD} | kw)
+    finally:
+        backend._pool = pool
+
+
+def _same_files(a: Path, b: Path, shards: int = 5) -> None:
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    assert INDEX in names and len(names) == shards + 1
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_ray_writes_the_local_runs_bytes(cluster: Path, tmp_path: Path, tiny: Preset, tiny_pipe: AuditPipeline,
+                                         one_thread: None) -> None:
+    assert backend.workers() == 2
+    _local(tiny_pipe, tiny, tmp_path / "local")
+    generate(tiny_pipe, PROMPTS, SEEDS, SCALES, tiny.sample, tmp_path / "ray", shard_size=SHARD)
+    _same_files(tmp_path / "local", tmp_path / "ray")
+
+
+def test_a_worker_killed_mid_shard_loses_and_doubles_nothing(cluster: Path, tmp_path: Path, tiny: Preset,
+                                                             tiny_pipe: AuditPipeline, one_thread: None) -> None:
+    _local(tiny_pipe, tiny, tmp_path / "local")
+    cluster.unlink()  # arm: the first worker to reach its second shard dies there
+    generate(tiny_pipe, PROMPTS, SEEDS, SCALES, tiny.sample, tmp_path / "ray", shard_size=SHARD)
+    assert cluster.exists(), "no worker was killed"
+    _same_files(tmp_path / "local", tmp_path / "ray")
+
+
+def test_a_run_begun_on_ray_resumes_anywhere(cluster: Path, tmp_path: Path, tiny: Preset, tiny_pipe: AuditPipeline,
+                                             one_thread: None) -> None:
+    _local(tiny_pipe, tiny, tmp_path / "local")
+    generate(tiny_pipe, PROMPTS, SEEDS, SCALES, tiny.sample, tmp_path / "ray", shard_size=SHARD, max_shards=2)
+    _local(tiny_pipe, tiny, tmp_path / "ray", max_shards=1)  # the driver died twice, once per backend
+    generate(tiny_pipe, PROMPTS, SEEDS, SCALES, tiny.sample, tmp_path / "ray", shard_size=SHARD)
+    _same_files(tmp_path / "local", tmp_path / "ray")
+
+
+def _kill_session(sid: int) -> None:
+    """Whatever the killed driver's cluster left behind (Ray's agents outlive a driver killed with -9)."""
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        try:
+            if os.getsid(pid) == sid:
+                os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+def test_a_killed_driver_resumes_from_its_shards(tmp_path: Path, tiny: Preset, tiny_model_dir: Path,
+                                                 tiny_pipe: AuditPipeline, one_thread: None) -> None:
+    """`diffaudit generate --ray local` (3 shards of 64), killed as by kill -9 after its first shard, then run
+    again: the same bytes as one uninterrupted local run."""
+    seeds = 22  # 3 prompts x 22 seeds x 2 scales = 132 samples
+    cmd = [sys.executable, "-c", "from diffaudit.cli import main; main()", "generate", str(tiny_model_dir),
+           str(tmp_path / "ray"), *[a for p in PROMPTS for a in ("--prompt", p)], "--seeds", str(seeds), "--guidance", "1", "--guidance",
+           "3", "--preset", "tiny", "--ray", "local", "--ray-cpus", "1"]
+    logs = []
+    for crash in (KILL_AFTER_FIRST_SHARD, None):
+        env = os.environ | ({faults.ENV: str(crash)} if crash else {})
+        run = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        logs.append((run.wait(timeout=300), run.stdout.read()))
+        _kill_session(run.pid)
+        if crash:
+            written = len(pd.read_parquet(tmp_path / "ray" / INDEX))
+    assert logs[0][0] == faults.CRASH_STATUS and "injected crash" in logs[0][1], logs[0][1]
+    assert written == SHARD_SIZE, "the driver did not die between shards"
+    assert logs[1][0] == 0, logs[1][1]
+    _local(tiny_pipe, tiny, tmp_path / "local", seeds=list(range(seeds)), shard_size=SHARD_SIZE)
+    _same_files(tmp_path / "local", tmp_path / "ray", shards=3)
+
+
+def test_without_ray_nothing_imports_it() -> None:
+    code = ("import pkgutil, sys, importlib, diffaudit\n"
+            "for m in pkgutil.walk_packages(diffaudit.__path__, 'diffaudit.'):\n"
+            "    if m.name != 'diffaudit.scale.ray_pool': importlib.import_module(m.name)\n"
+            "assert 'ray' not in sys.modules, 'ray was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert "diffaudit.scale.ray_pool" in {m.name for m in pkgutil.walk_packages(diffaudit.__path__, "diffaudit.")}
