@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diffaudit.attacks.detect import DETECTORS
+from diffaudit.attacks.detect import DETECTORS, score_prompts
 from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.metrics import roc_summary
 from diffaudit.config import CARLINI_SAMPLES, PRESETS
@@ -73,7 +73,7 @@ def scores(pipe: AuditPipeline, name: str, settings: dict, prompts: list[str], c
     path = cache / f"{name}-{key.hexdigest()[:16]}.npy" if cache is not None else None
     if path is not None and path.exists():
         return np.load(path), det.queries_per_prompt
-    score = det.score(pipe, prompts)
+    score, _ = score_prompts(det, pipe, prompts)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, score)

@@ -9,21 +9,27 @@ import pkgutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
+import faiss
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import diffaudit
 from diffaudit import faults
+from diffaudit.attacks.detect import DETECTORS, PROMPT_BLOCK, score_prompts
+from diffaudit.attacks.neighbours import TrainingIndex
 from diffaudit.config import Preset, RuntimeConfig
 from diffaudit.model.generate import INDEX, SHARD_SIZE, generate
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.scale import backend
 
 PROMPTS = ["grinning face emoji", "red heart emoji", "cat emoji"]
+T = TypeVar("T")
 SEEDS, SCALES, SHARD = [0, 1, 2, 3], [1.0, 3.0], 5  # 24 samples in 5 shards
 KILL_AFTER_FIRST_SHARD = 5  # the driver's crash points: 4 in the first shard's two atomic writes, then this one
 
@@ -31,7 +37,8 @@ KILL_AFTER_FIRST_SHARD = 5  # the driver's crash points: 4 in the first shard's 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A 2-worker local cluster; yields the crash marker (present: the workers' crash point is disarmed)."""
-    ray = pytest.importorskip("ray")
+    import ray
+
     mark = tmp_path_factory.mktemp("ray") / "crashed"
     mark.touch()
     # Each worker dies at its second shard if the marker is absent: mid-run, after it drew the shard, before the
@@ -44,6 +51,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     ray.shutdown()
 
 
+def _here(fn: Callable[..., T], *args: object) -> T:
+    """`fn` run in this process, however the module's backend is connected."""
+    pool, backend._pool = backend._pool, None
+    try:
+        return fn(*args)
+    finally:
+        backend._pool = pool
+
+
 @pytest.fixture()
 def one_thread() -> Iterator[None]:
     threads = torch.get_num_threads()
@@ -54,11 +70,7 @@ def one_thread() -> Iterator[None]:
 
 def _local(pipe: AuditPipeline, tiny: Preset, out: Path, seeds: list[int] = SEEDS, **kw: object) -> None:
     """A run in this process, however the module's backend is connected."""
-    pool, backend._pool = backend._pool, None
-    try:
-        generate(pipe, PROMPTS, seeds, SCALES, tiny.sample, out, **{"shard_size": SHARD} | kw)
-    finally:
-        backend._pool = pool
+    _here(lambda: generate(pipe, PROMPTS, seeds, SCALES, tiny.sample, out, **{"shard_size": SHARD} | kw))
 
 
 def _same_files(a: Path, b: Path, shards: int = 5) -> None:
@@ -111,8 +123,8 @@ def test_a_killed_driver_resumes_from_its_shards(tmp_path: Path, tiny: Preset, t
     again: the same bytes as one uninterrupted local run."""
     seeds = 22  # 3 prompts x 22 seeds x 2 scales = 132 samples
     cmd = [sys.executable, "-c", "from diffaudit.cli import main; main()", "generate", str(tiny_model_dir),
-           str(tmp_path / "ray"), *[a for p in PROMPTS for a in ("--prompt", p)], "--seeds", str(seeds), "--guidance", "1", "--guidance",
-           "3", "--preset", "tiny", "--ray", "local", "--ray-cpus", "1"]
+           str(tmp_path / "ray"), *[a for p in PROMPTS for a in ("--prompt", p)], "--seeds", str(seeds),
+           "--guidance", "1", "--guidance", "3", "--preset", "tiny", "--ray", "local", "--ray-cpus", "1"]
     logs = []
     for crash in (KILL_AFTER_FIRST_SHARD, None):
         env = os.environ | ({faults.ENV: str(crash)} if crash else {})
@@ -136,3 +148,21 @@ def test_without_ray_nothing_imports_it() -> None:
             "assert 'ray' not in sys.modules, 'ray was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert "diffaudit.scale.ray_pool" in {m.name for m in pkgutil.walk_packages(diffaudit.__path__, "diffaudit.")}
+
+
+@pytest.mark.parametrize("exact_limit", [10_000, 1_000], ids=["flat", "pca-ivf"])
+def test_neighbour_search_on_ray_matches_local(cluster: Path, exact_limit: int) -> None:
+    rng = np.random.default_rng(0)
+    train, queries = rng.integers(0, 256, (2_000, 8, 8, 3), np.uint8), rng.integers(0, 256, (5_000, 8, 8, 3), np.uint8)
+    index = TrainingIndex(train, exact_limit=exact_limit)
+    assert isinstance(index.index, faiss.IndexFlat) == (exact_limit > len(train))
+    np.testing.assert_array_equal(index.candidates(queries, 8), _here(index.candidates, queries, 8))
+
+
+def test_detector_scores_on_ray_match_local(cluster: Path, tiny_pipe: AuditPipeline, one_thread: None) -> None:
+    prompts = [f"{p} {i}" for i in range(24) for p in PROMPTS][:PROMPT_BLOCK + 8]  # two blocks
+    detector = DETECTORS["wen"](steps=1, sampling_steps=3)
+    scores, evals = score_prompts(detector, tiny_pipe, prompts)
+    here, here_evals = _here(score_prompts, detector, tiny_pipe, prompts)
+    np.testing.assert_array_equal(scores, here)
+    assert evals == here_evals == detector.queries_per_prompt * len(prompts)

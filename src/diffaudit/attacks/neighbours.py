@@ -12,12 +12,14 @@ import faiss
 import numpy as np
 
 from diffaudit.attacks.distance import as_unit, tiled_rms_distance
+from diffaudit.scale.backend import mapped
 
 EXACT_LIMIT = 50_000  # below this many training vectors a flat (exact) index is fast enough
 PCA_DIMS = 64  # L2 on the leading principal components ranks candidates; the re-rank is on full pixels
 IVF_LISTS_PER_SQRT = 4  # inverted lists = 4 sqrt(N), faiss's rule of thumb (4-16 sqrt(N))
 IVF_PROBES = 16
 RERANK = 8  # candidates re-ranked by tiled distance per query
+QUERY_BLOCK = 4096  # faiss's distance_compute_blas_query_bs: exact search already runs in blocks of this many
 
 
 class TrainingIndex:
@@ -38,8 +40,22 @@ class TrainingIndex:
             self.ivf.nprobe = min(probes, lists)
         self.index.add(vectors)
 
+    def __getstate__(self) -> dict:
+        """faiss's own serialisation: `ivf` is a view into `index` and must stay one after unpickling (Ray)."""
+        return {"images": self.images, "index": faiss.serialize_index(self.index)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.images, self.index = state["images"], faiss.deserialize_index(state["index"])
+        if not isinstance(self.index, faiss.IndexFlat):
+            self.ivf = faiss.extract_index_ivf(self.index)
+
     def candidates(self, images: np.ndarray, k: int) -> np.ndarray:
         """Per query, the k training images closest in plain L2 (tiled distance is re-ranked by the caller)."""
+        blocks = [(images[i: i + QUERY_BLOCK], k) for i in range(0, len(images), QUERY_BLOCK)]
+        found = list(mapped(self, _block_candidates, blocks))
+        return np.concatenate(found) if found else np.empty((0, min(k, self.index.ntotal)), dtype=np.int64)
+
+    def _candidates(self, images: np.ndarray, k: int) -> np.ndarray:
         queries = as_unit(images).reshape(len(images), -1)
         k = min(k, self.index.ntotal)
         _, ids = self.index.search(queries, k)
@@ -57,3 +73,7 @@ class TrainingIndex:
         best = tiled.argmin(1)
         rows = np.arange(len(images))
         return ids[rows, best], tiled[rows, best]
+
+
+def _block_candidates(index: TrainingIndex, images: np.ndarray, k: int) -> np.ndarray:
+    return index._candidates(images, k)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from diffaudit.attacks.copies import match_generations, per_prompt_verdicts, rate_by_delta
-from diffaudit.attacks.detect import DETECTORS
+from diffaudit.attacks.detect import DETECTORS, score_prompts
 from diffaudit.attacks.extraction import ExtractionConfig, cliques, probe, recall_sweep, summarize
 from diffaudit.attacks.metrics import rate_table, roc_summary
 from diffaudit.config import SampleConfig
@@ -125,9 +125,7 @@ def run_tiered(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: pd.D
     """
     out = Path(out)
     det = DETECTORS[detector]()
-    with pipe.denoiser.counting() as spent:
-        scores = det.score(pipe, prompts["prompt"].tolist())
-    detect_evals = spent.evaluations
+    scores, detect_evals = score_prompts(det, pipe, prompts["prompt"].tolist())
     ranked = prompts.assign(detector_score=scores).sort_values("detector_score", ascending=False)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "detector_scores.parquet", lambda p: ranked.to_parquet(p, index=False))
