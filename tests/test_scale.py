@@ -4,6 +4,8 @@ One 2-CPU local cluster serves the module. Its workers carry a crash point that 
 test arms it by deleting the marker. Local runs pin torch to 1 thread, as each Ray worker does (runtime.ray_cpus).
 """
 
+import io
+import json
 import os
 import pkgutil
 import signal
@@ -18,15 +20,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import loose_study
+from rich.console import Console
 
 import diffaudit
 from diffaudit import faults
 from diffaudit.attacks.detect import DETECTORS, PROMPT_BLOCK, score_prompts
 from diffaudit.attacks.neighbours import TrainingIndex
 from diffaudit.config import Preset, RuntimeConfig
+from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.generate import INDEX, SHARD_SIZE, generate
 from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.progress import make_progress
 from diffaudit.scale import backend
+from diffaudit.study.mia_audit import run_mia
+from diffaudit.study.runner import run_study
 
 PROMPTS = ["grinning face emoji", "red heart emoji", "cat emoji"]
 T = TypeVar("T")
@@ -166,3 +174,33 @@ def test_detector_scores_on_ray_match_local(cluster: Path, tiny_pipe: AuditPipel
     here, here_evals = _here(score_prompts, detector, tiny_pipe, prompts)
     np.testing.assert_array_equal(scores, here)
     assert evals == here_evals == detector.queries_per_prompt * len(prompts)
+
+
+def test_membership_scores_on_ray_match_local(cluster: Path, tmp_path: Path, tiny: Preset, tiny_data: ImageDataset,
+                                              tiny_pipe: AuditPipeline, one_thread: None) -> None:
+    args = (tiny_pipe, tiny_data)
+    kw = {"attacks": ["loss", "pia"], "per_side": tiny.study.mia_per_side,
+          "tune_per_side": tiny.study.mia_tune_per_side}
+    on_ray = run_mia(*args, tmp_path / "ray", **kw)
+    here = _here(lambda: run_mia(*args, tmp_path / "local", **kw))
+    assert (tmp_path / "ray" / "scores.parquet").read_bytes() == (tmp_path / "local" / "scores.parquet").read_bytes()
+    assert on_ray["attacks"] == here["attacks"]
+
+
+def test_study_arms_on_ray_match_local(cluster: Path, tmp_path: Path, tiny: Preset, tiny_model_dir: Path,
+                                       one_thread: None) -> None:
+    """Two arms besides the base, each a Ray task, against the same study run here."""
+    preset = loose_study(tiny)
+    preset = preset.model_copy(update={
+        "study": preset.study.model_copy(update={"mitigations": ("guidance",), "adaptive_probes": (),
+                                                 "mia_control_preset": None, "dp_control": False}),
+        "forget": preset.forget.model_copy(update={"in_study": False})})
+    log = io.StringIO()
+    run_study(preset, tmp_path / "ray", tiny_model_dir, make_progress(Console(file=log), disable=True))
+    _here(lambda: run_study(preset, tmp_path / "local", tiny_model_dir, make_progress(disable=True)))
+    arms = ["base", "base-tiered", "guidance-3"]
+    assert [f"seed 0: arm {a} finished on a Ray worker" in log.getvalue() for a in arms] == [True] * 3, log.getvalue()
+    for arm in arms:
+        a, b = (json.loads((tmp_path / r / "steps" / f"seed0-{arm}.json").read_text()) for r in ("ray", "local"))
+        assert {k: v for k, v in a.items() if k != "train_seconds"} == {k: v for k, v in b.items()
+                                                                          if k != "train_seconds"}, arm

@@ -44,7 +44,7 @@ def sample_shard(pipe: AuditPipeline, cond: torch.Tensor, chunk: list[tuple[str,
                  batch: int) -> tuple[np.ndarray, list[int]]:
     """One shard's images (in `chunk` order) and each sample's UNet evaluations: one sampler call per guidance
     scale. A worker runs this as it is; the caller writes the shard."""
-    images, evals = [], []
+    images, evals, cond = [], [], pipe.place(cond)
     for g in dict.fromkeys(j[2] for j in chunk):
         rows = [i for i, j in enumerate(chunk) if j[2] == g]
         with pipe.denoiser.counting() as spent:
@@ -140,7 +140,7 @@ def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidance
     next_shard = int(index["shard"].str[6:11].astype(int).max()) + 1 if not index.empty else 0
     chunks = [todo[start: start + shard_size] for start in range(0, len(todo), shard_size)][:max_shards]
     batch = min(cfg.batch_size, shard_size)
-    blocks = [(emb[[row_of[(p, s)] for p, s, _ in chunk]], chunk, cfg, batch) for chunk in chunks]
+    blocks = [(emb[[row_of[(p, s)] for p, s, _ in chunk]].cpu(), chunk, cfg, batch) for chunk in chunks]
     # Shards come back in order wherever they were drawn (scale.backend), so the index grows exactly as here.
     for n, (chunk, (images, evals)) in enumerate(zip(chunks, mapped(pipe, sample_shard, blocks), strict=True)):
         shard = f"shard-{next_shard + n:05d}.npy"

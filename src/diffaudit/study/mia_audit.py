@@ -12,7 +12,7 @@ import pandas as pd
 
 from diffaudit.attacks.metrics import paired_auc_difference, roc_summary
 from diffaudit.attacks.mia import ACCESS, ATTACKS
-from diffaudit.attacks.mia.common import query_batch
+from diffaudit.attacks.mia.common import QueryBatch, query_batch
 from diffaudit.attacks.mia.lira import LiRA, Shadow, leave_one_shadow_out
 from diffaudit.attacks.mia.loss import paper_loss
 from diffaudit.attacks.mia.split_check import model_free_auc
@@ -25,6 +25,7 @@ from diffaudit.io import write_atomic, write_json
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import Progress
+from diffaudit.scale.backend import mapped
 
 LIRA = ("lira-online", "lira-offline")
 
@@ -111,6 +112,17 @@ def check_attacks(attacks: list[str], shadows: int) -> None:
         raise ConfigError("LiRA needs shadow models: pass --shadows K")
 
 
+def _score_attack(pipe: AuditPipeline, name: str, lira: LiRA | None, batch: QueryBatch, tune_batch: QueryBatch | None,
+                  tune_labels: np.ndarray) -> tuple[object, np.ndarray, int]:
+    """One attack, tuned on the labelled set when there is one: (the attack as scored, its scores, the UNet
+    evaluations the scoring spent)."""
+    attack: object = lira or (tune(name, pipe, tune_batch, tune_labels) if tune_batch is not None
+                              else paper_default(name))
+    with pipe.denoiser.counting() as spent:
+        scores = attack.score(pipe, batch)  # type: ignore[attr-defined]
+    return attack, scores, spent.evaluations
+
+
 def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[str], per_side: int,
             shadows: list[Shadow] | None = None, progress: Progress | None = None, seed: int = 0,
             tune_per_side: int = 0) -> dict:
@@ -131,22 +143,17 @@ def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[st
     gap["relative_gap"] = gap["gap"] / gap["nonmember_loss"]
     results: dict = {}
     task = progress.add_task("membership inference", total=len(attacks)) if progress else None
-    for name in attacks:
-        if name in LIRA:
-            masks = np.stack([table["sha256"].isin(s.trained).to_numpy() for s in shadows or []])
-            attack: object = LiRA(shadows or [], masks, online=name == "lira-online")
-        elif tune_batch is not None:
-            attack = tune(name, pipe, tune_batch, tuning["label"].to_numpy())
-        else:
-            attack = paper_default(name)
-        with pipe.denoiser.counting() as spent:
-            scores = attack.score(pipe, batch)  # type: ignore[attr-defined]
+    lira = {name: LiRA(shadows or [], np.stack([table["sha256"].isin(s.trained).to_numpy() for s in shadows or []]),
+                       online=name == "lira-online") for name in attacks if name in LIRA}
+    blocks = [(name, lira.get(name), batch, tune_batch, tuning["label"].to_numpy()) for name in attacks]
+    # One attack per block: tuned and scored where it runs (scale.backend), on the same batch as here.
+    for name, (attack, scores, evaluations) in zip(attacks, mapped(pipe, _score_attack, blocks), strict=True):
         table[f"score_{name}"] = scores
         singles = ((table["label"] == 0) | (table["dup_count"] == 1)).to_numpy()
         results[name] = {
             "all": roc_summary(labels, scores, seed=seed, groups=families),
             "singleton_members": roc_summary(labels[singles], scores[singles], seed=seed, groups=families[singles]),
-            "queries_per_sample": spent.evaluations / len(table), "access": ACCESS[name],
+            "queries_per_sample": evaluations / len(table), "access": ACCESS[name],
             "choice": attack.choice if isinstance(attack, Oriented) else {"tuned": False, "shadows": len(shadows)},
         }
         if isinstance(attack, LiRA):

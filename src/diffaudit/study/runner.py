@@ -27,7 +27,9 @@ from diffaudit.model.conditioning import Conditioning, Text
 from diffaudit.model.device import resolve
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
-from diffaudit.progress import Progress
+from diffaudit.progress import Progress, make_progress
+from diffaudit.scale import backend
+from diffaudit.scale.backend import mapped
 from diffaudit.study.adaptive_audit import adaptive_targets, run_probe, search_negative_control, static_outcome
 from diffaudit.study.assumptions import register
 from diffaudit.study.calibration import calibrate_copy_test
@@ -268,6 +270,8 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
     search_control = (_step(study.run, "adaptive-control", lambda: study.search_control(base))
                       if "embedding-search" in probes else None)
     for seed in preset.study.seeds:
+        if backend.workers() > 1:
+            _arms_on_workers(study, seed)
         for name, fn in study.arms(seed):
             result = _step(study.run, f"seed{seed}-{name}", fn)
             if probes and result.get("kind") != "detection":
@@ -287,6 +291,26 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
                                             "forget": forget})
     write_json(study.run / "findings.json", findings(study.run, rows, search_control))
     return table
+
+
+def _arms_on_workers(study: Study, seed: int) -> None:
+    """On Ray, each unfinished arm of `seed` as its own task (the base first: the tiered arm reads its samples). A
+    task writes its step's result into the run folder (the workers share it: one machine, or a shared file
+    system); the study's loop then reads them as finished steps, in order, as after a resume."""
+    study.base(seed)  # trained here, once, before any task loads it
+    pending = [name for name, _ in study.arms(seed) if not (study.run / "steps" / f"seed{seed}-{name}.json").exists()]
+    spec = (study.preset, study.run.resolve(), study.reference.resolve() if study.reference else None)
+    for wave in ([n for n in pending if n == "base"], [n for n in pending if n != "base"]):
+        for name, _ in zip(wave, mapped(spec, _arm_step, [(seed, name) for name in wave]), strict=True):
+            study.progress.console.print(f"seed {seed}: arm {name} finished on a Ray worker")
+
+
+def _arm_step(spec: tuple[Preset, Path, Path | None], seed: int, name: str) -> None:
+    """One arm, run where a Ray worker runs it, against the study's calibrated copy test."""
+    preset, run, reference = spec
+    study = Study(preset, run, reference, make_progress(disable=True))
+    study.calibration = json.loads((run / "steps" / "calibration.json").read_text())
+    _step(run, f"seed{seed}-{name}", dict(study.arms(seed))[name])
 
 
 def _record_choices(path: Path, rows: list[dict], controls: dict) -> None:
