@@ -3,14 +3,15 @@
 1. Throughput: `generate` into a fresh folder, timed end to end (a Ray run includes starting its workers and
    shipping them the pipeline), for W = 1, 2, ... workers of 1 torch thread each, against the local run with W torch
    threads on the same cores. Reported per W: images/s of both, their ratio, and Ray's scaling efficiency
-   (images/s with W workers over W times images/s with one). Variants run interleaved within each repeat; the
-   median and range over repeats are reported. Each Ray run's folder is compared byte for byte with a local
+   (images/s with W workers over W/W0 times images/s with the fewest, W0). Variants run interleaved within each
+   repeat; the median and range over repeats are reported. Each Ray run's folder is compared byte for byte with a local
    1-thread run. Run it alone on the machine.
 2. Projection: UNet evaluations, images and device-hours for 350,000 prompts x 500 generations (Carlini et al.
    2023's scale), with and without the tiered detector. Per-sample and per-prompt evaluation counts are read from
    the one UNet counter (a generation of the quick model; the detector's declared cost, which tests hold to the
    counter); the rate is a Stable Diffusion v1 UNet (diffusers' default UNet2DConditionModel, 768-d text, 64x64
-   latents, random weights: speed does not depend on them) timed on this machine's device.
+   latents, random weights: speed does not depend on them) timed on this machine's device in float32. Left out:
+   VAE decoding and the neighbour search, and the step count is the study's (DDIM-25), not Stable Diffusion's 50.
 
 Usage: python benchmarks/scale.py --model models/quick [--workers 1 2] [--prompts 24] [--seeds 16] [--repeats 3]
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 import torch
 
 from diffaudit.attacks.detect import DETECTORS
-from diffaudit.config import CARLINI_SAMPLES, PRESETS, SD_DEFAULT_GUIDANCE, RuntimeConfig, StudyConfig
+from diffaudit.config import CARLINI_SAMPLES, PRESETS, SD_DEFAULT_GUIDANCE, UNET_ROWS, RuntimeConfig, StudyConfig
 from diffaudit.model.generate import generate, load_samples
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.scale import backend
@@ -73,7 +74,7 @@ def throughput(pipe: AuditPipeline, workers: list[int], prompts: list[str], seed
     for w in workers:
         local, on_ray, one = runs[("local", w)], runs[("ray", w)], runs[("ray", workers[0])]
         ratio = [r / lo for r, lo in zip(on_ray, local, strict=True)]
-        scaling = [r / (w * o) for r, o in zip(on_ray, one, strict=True)]
+        scaling = [r / (w / workers[0] * o) for r, o in zip(on_ray, one, strict=True)]
         rows.append({"workers": w, "local_img_s": local, "ray_img_s": on_ray, "ray_over_local": ratio,
                      "scaling_efficiency": scaling, "same_bytes_as_local_1_thread": same[w]})
     return rows
@@ -128,7 +129,8 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=SD_DEFAULT_GUIDANCE)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--sd-rows", type=int, default=2, help="UNet rows per timed call (2: one guided sample)")
+    ap.add_argument("--sd-rows", type=int, default=None,
+                    help="UNet rows per timed call (default: 2, one guided sample, on the CPU; UNET_ROWS on a GPU)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/scale.json"))
     args = ap.parse_args()
@@ -152,11 +154,12 @@ def main() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
         per_sample = per_sample_evals(pipe, args.guidance, scratch)
     detector = DETECTORS[StudyConfig().detector]()
-    rate = sd_unet_rate(args.device, args.sd_rows)
+    rows = args.sd_rows or (UNET_ROWS if args.device.startswith("cuda") else 2)
+    rate = sd_unet_rate(args.device, rows)
     result["projection"] = {"per_sample_unet_evals": per_sample, "detector": StudyConfig().detector,
                             "detector_unet_evals_per_prompt": detector.queries_per_prompt,
                             "confirm_fraction": StudyConfig().confirm_fraction,
-                            "sd_unet_evals_per_s": rate, "sd_rows_per_call": args.sd_rows,
+                            "sd_unet_evals_per_s": rate, "sd_rows_per_call": rows,
                             "rows": projection(per_sample, detector.queries_per_prompt,
                                                StudyConfig().confirm_fraction, rate)}
     print(f"per sample {per_sample} UNet evals; detector {detector.queries_per_prompt} per prompt; SD v1 UNet "

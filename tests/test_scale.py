@@ -26,11 +26,12 @@ from rich.console import Console
 import diffaudit
 from diffaudit import faults
 from diffaudit.attacks.detect import DETECTORS, PROMPT_BLOCK, score_prompts
-from diffaudit.attacks.neighbours import TrainingIndex
+from diffaudit.attacks.distance import as_unit
+from diffaudit.attacks.neighbours import QUERY_BLOCK, TrainingIndex
 from diffaudit.config import Preset, RuntimeConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.generate import INDEX, SHARD_SIZE, generate
-from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.model.pipeline import AuditPipeline, CountingDenoiser
 from diffaudit.progress import make_progress
 from diffaudit.scale import backend
 from diffaudit.study.mia_audit import run_mia
@@ -61,19 +62,37 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def _here(fn: Callable[..., T], *args: object) -> T:
     """`fn` run in this process, however the module's backend is connected."""
-    pool, backend._pool = backend._pool, None
+    runtime, pool = backend._runtime, backend._pool
+    backend.disconnect()
     try:
         return fn(*args)
     finally:
-        backend._pool = pool
+        backend._runtime, backend._pool = runtime, pool
+
+
+@pytest.fixture()
+def on_ray(cluster: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions that went out to the Ray workers during the test."""
+    pool, sent = backend._connected(), []
+    original = pool.mapped
+
+    def spy(state: object, fn: Callable[..., object], blocks: list[tuple]) -> object:
+        sent.append(fn.__name__)
+        return original(state, fn, blocks)
+
+    monkeypatch.setattr(pool, "mapped", spy)
+    return sent
 
 
 @pytest.fixture()
 def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
+    """This process on one thread, as each Ray worker (runtime.ray_cpus = 1)."""
+    threads, omp = torch.get_num_threads(), faiss.omp_get_max_threads()
     torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(omp)
 
 
 def _local(pipe: AuditPipeline, tiny: Preset, out: Path, seeds: list[int] = SEEDS, **kw: object) -> None:
@@ -138,7 +157,8 @@ def test_a_killed_driver_resumes_from_its_shards(tmp_path: Path, tiny: Preset, t
         env = os.environ | ({faults.ENV: str(crash)} if crash else {})
         run = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-        logs.append((run.wait(timeout=300), run.stdout.read()))
+        log = run.communicate(timeout=300)[0]
+        logs.append((run.returncode, log))
         _kill_session(run.pid)
         if crash:
             written = len(pd.read_parquet(tmp_path / "ray" / INDEX))
@@ -159,32 +179,42 @@ def test_without_ray_nothing_imports_it() -> None:
 
 
 @pytest.mark.parametrize("exact_limit", [10_000, 1_000], ids=["flat", "pca-ivf"])
-def test_neighbour_search_on_ray_matches_local(cluster: Path, exact_limit: int) -> None:
+def test_neighbour_search_on_ray_matches_local(on_ray: list[str], exact_limit: int, one_thread: None) -> None:
     rng = np.random.default_rng(0)
-    train, queries = rng.integers(0, 256, (2_000, 8, 8, 3), np.uint8), rng.integers(0, 256, (5_000, 8, 8, 3), np.uint8)
+    train = rng.integers(0, 256, (2_000, 8, 8, 3), np.uint8)
+    queries = rng.integers(0, 256, (2 * QUERY_BLOCK + 100, 8, 8, 3), np.uint8)  # a short tail joins the last block
     index = TrainingIndex(train, exact_limit=exact_limit)
     assert isinstance(index.index, faiss.IndexFlat) == (exact_limit > len(train))
-    np.testing.assert_array_equal(index.candidates(queries, 8), _here(index.candidates, queries, 8))
+    found = index.candidates(queries, 8)
+    assert on_ray == ["_block_candidates"]
+    np.testing.assert_array_equal(found, _here(index.candidates, queries, 8))
+    if exact_limit > len(train):  # exact search: blocks give what one faiss call over every query gives
+        np.testing.assert_array_equal(found, index.index.search(as_unit(queries).reshape(len(queries), -1), 8)[1])
 
 
-def test_detector_scores_on_ray_match_local(cluster: Path, tiny_pipe: AuditPipeline, one_thread: None) -> None:
+def test_detector_scores_on_ray_match_local(on_ray: list[str], tiny_pipe: AuditPipeline, one_thread: None) -> None:
     prompts = [f"{p} {i}" for i in range(24) for p in PROMPTS][:PROMPT_BLOCK + 8]  # two blocks
     detector = DETECTORS["wen"](steps=1, sampling_steps=3)
     scores, evals = score_prompts(detector, tiny_pipe, prompts)
-    here, here_evals = _here(score_prompts, detector, tiny_pipe, prompts)
-    np.testing.assert_array_equal(scores, here)
-    assert evals == here_evals == detector.queries_per_prompt * len(prompts)
+    assert on_ray == ["_score_block"]
+    np.testing.assert_array_equal(scores, _here(score_prompts, detector, tiny_pipe, prompts)[0])
+    np.testing.assert_array_equal(scores, detector.score(tiny_pipe, prompts))  # blocks change no score
+    assert evals == detector.queries_per_prompt * len(prompts)
 
 
-def test_membership_scores_on_ray_match_local(cluster: Path, tmp_path: Path, tiny: Preset, tiny_data: ImageDataset,
+def test_membership_scores_on_ray_match_local(on_ray: list[str], tmp_path: Path, tiny: Preset, tiny_data: ImageDataset,
                                               tiny_pipe: AuditPipeline, one_thread: None) -> None:
     args = (tiny_pipe, tiny_data)
     kw = {"attacks": ["loss", "pia"], "per_side": tiny.study.mia_per_side,
           "tune_per_side": tiny.study.mia_tune_per_side}
-    on_ray = run_mia(*args, tmp_path / "ray", **kw)
+    evals = CountingDenoiser.total
+    remote = run_mia(*args, tmp_path / "ray", **kw)
+    assert on_ray == ["_score_attack"]
+    evals, before = CountingDenoiser.total - evals, CountingDenoiser.total
     here = _here(lambda: run_mia(*args, tmp_path / "local", **kw))
+    assert evals == CountingDenoiser.total - before, "the workers' UNet evaluations are counted here"
     assert (tmp_path / "ray" / "scores.parquet").read_bytes() == (tmp_path / "local" / "scores.parquet").read_bytes()
-    assert on_ray["attacks"] == here["attacks"]
+    assert remote["attacks"] == here["attacks"]
 
 
 def test_study_arms_on_ray_match_local(cluster: Path, tmp_path: Path, tiny: Preset, tiny_model_dir: Path,

@@ -1,45 +1,53 @@
 """Ray actors that hold one state (a pipeline, an index) and run blocks of work against it, in order.
 
-Each worker is an actor asking Ray for `ray_cpus` CPUs (and `ray_gpus` GPUs) and pinning torch to that many
-threads. The state goes into the object store once (`ray.put`) and each actor reads it once. Blocks go round-robin,
-at most two queued per worker, and come back in submission order, so the caller commits them exactly as a local
-run would. A worker that dies (killed, out of memory) is restarted by Ray and its unfinished blocks re-run; the
-caller never sees a partial block. Scheduling is Ray's: this module only chooses the order of results.
+Each worker is an actor asking Ray for `ray_cpus` CPUs (and `ray_gpus` GPUs) and pinning torch and faiss to that
+many threads. The state goes into the object store once (`ray.put`) and each actor reads it once. Blocks go
+round-robin, at most two queued per worker, and come back in submission order, so the caller commits them exactly
+as a local run would. A worker that dies (killed, out of memory) is restarted by Ray and its unfinished blocks
+re-run, up to RETRIES times; the caller never sees a partial block. Scheduling is Ray's: this module only chooses
+the order of results.
 """
 
 import copy
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import faiss
 import ray
 import torch
+from ray.exceptions import RayActorError
 
 from diffaudit import faults
 from diffaudit.config import RuntimeConfig
-from diffaudit.errors import ConfigError
-from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.errors import ConfigError, DiffauditError
+from diffaudit.model.device import resolve_device
+from diffaudit.model.pipeline import AuditPipeline, CountingDenoiser
 
 QUEUED_PER_WORKER = 2  # one running, one waiting: a worker never idles between blocks
+RETRIES = 3  # restarts of a dead worker (and re-runs of its blocks) before the run stops with an error
+LOGS = "/tmp/ray/session_latest/logs"
 
 
-@ray.remote(max_restarts=-1, max_task_retries=-1)
+class WorkerError(DiffauditError):
+    """A Ray worker died more often than RETRIES allows."""
+
+
+@ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)
 class Worker:
-    """Holds the state; runs `fn(state, *block)`."""
+    """Holds the state; runs `fn(state, *block)` and reports the UNet evaluations it spent."""
 
     def __init__(self, state: Any, threads: int, gpu: bool):
         faults.as_worker()
         torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
         if gpu and isinstance(state, AuditPipeline):
             state.to("cuda", state.dtype)  # Ray has set CUDA_VISIBLE_DEVICES to this worker's GPU
         self.state = state
 
-    def run(self, fn: Callable[..., Any], *block: Any) -> Any:
-        return fn(self.state, *block)
-
-    def pid(self) -> int:
-        return os.getpid()
+    def run(self, fn: Callable[..., Any], *block: Any) -> tuple[Any, int]:
+        before = CountingDenoiser.total
+        return fn(self.state, *block), CountingDenoiser.total - before
 
 
 def _address(name: str) -> str | None:
@@ -49,18 +57,22 @@ def _address(name: str) -> str | None:
 class RayPool:
     def __init__(self, runtime: RuntimeConfig):
         self.runtime = runtime
+        if resolve_device(runtime.device).type == "cuda" and not runtime.ray_gpus:
+            raise ConfigError("runtime.ray: this run is on CUDA but its Ray workers ask for no GPU; give each worker "
+                              "one (--ray-gpus 1), or run the driver on the CPU (--device cpu)")
         if not ray.is_initialized():
             try:
                 ray.init(address=_address(runtime.ray), include_dashboard=False, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ConfigError(f"runtime.ray: cannot reach a Ray cluster at {runtime.ray!r} ({exc}); start one "
                                   "with `ray start --head`, or use --ray local") from exc
-        free = ray.cluster_resources()
-        kind, each = ("GPU", runtime.ray_gpus) if runtime.ray_gpus else ("CPU", runtime.ray_cpus)
-        fits = int(free.get(kind, 0) // each)
+        total = ray.cluster_resources()
+        asked = {"CPU": runtime.ray_cpus, "GPU": runtime.ray_gpus}
+        fits = min(int(total.get(kind, 0) // each) for kind, each in asked.items() if each)
         if fits < 1:
-            raise ConfigError(f"runtime.ray: the cluster has {free.get(kind, 0):g} {kind}(s); each worker asks "
-                              f"{each:g} (runtime.ray_{kind.lower()}s)")
+            have = ", ".join(f"{total.get(k, 0):g} {k}" for k in asked)
+            raise ConfigError(f"runtime.ray: the cluster has {have}; each worker asks {runtime.ray_cpus} CPU(s) "
+                              f"(runtime.ray_cpus) and {runtime.ray_gpus:g} GPU(s) (runtime.ray_gpus)")
         self.workers = min(runtime.ray_workers or fits, fits)
 
     def start(self, state: Any, count: int) -> tuple[Any, list[Any]]:
@@ -76,17 +88,31 @@ class RayPool:
                      for _ in range(count)]
 
     def mapped(self, state: Any, fn: Callable[..., Any], blocks: Sequence[tuple]) -> Iterator[Any]:
+        """Results in block order; the workers' UNet evaluations are added to this process's counters, so cost
+        records read the same as after a local run."""
         if not blocks:
             return
         ref, actors = self.start(state, min(self.workers, len(blocks)))
         pending: deque = deque()
+
+        def collect() -> Any:
+            try:
+                result, spent = ray.get(pending.popleft())
+            except RayActorError as exc:
+                raise WorkerError(f"a Ray worker running {fn.__name__} died {RETRIES + 1} times; its log is under "
+                                  f"{LOGS} on its node ({exc})") from exc
+            CountingDenoiser.total += spent
+            if isinstance(state, AuditPipeline):
+                state.denoiser.evaluations += spent
+            return result
+
         try:
             for i, block in enumerate(blocks):
                 pending.append(actors[i % len(actors)].run.remote(fn, *block))
                 if len(pending) >= QUEUED_PER_WORKER * len(actors):
-                    yield ray.get(pending.popleft())
+                    yield collect()
             while pending:
-                yield ray.get(pending.popleft())
+                yield collect()
         finally:
             for actor in actors:
                 ray.kill(actor)

@@ -3,8 +3,9 @@ likely memorized), and `queries_per_prompt`, the UNet evaluations each prompt co
 with its controls (tests/test_detectors.py) and its measured ranking on a model it was not tuned on
 (benchmarks/detectors.py).
 
-`score_prompts` runs a detector in blocks of PROMPT_BLOCK prompts, here or on Ray workers (`scale.backend`). A block
-is whole UNet batches for every detector (64 prompts x 4 generations), so blocking changes no score.
+`score_prompts` runs a detector in blocks of PROMPT_BLOCK prompts, here or on Ray workers (`scale.backend`). At the
+registered detectors' default settings a block is whole UNet batches (64 prompts x 4 generations), so blocking
+changes no score; other seed counts or batch sizes can split a batch at a block's edge (float rounding only).
 """
 
 from typing import Protocol
