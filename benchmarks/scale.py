@@ -65,7 +65,8 @@ def throughput(pipe: AuditPipeline, workers: list[int], prompts: list[str], seed
             torch.set_num_threads(w)
             runs.setdefault(("local", w), []).append(timed_run(pipe, prompts, seeds, guidance, scratch / "local"))
             torch.set_num_threads(1)
-            backend.connect(RuntimeConfig(ray="local", ray_cpus=1, ray_workers=w))
+            backend.connect(RuntimeConfig(ray="local", ray_cpus=1, ray_workers=w, device=pipe.device.type,
+                                          ray_gpus=int(pipe.device.type == "cuda")))
             runs.setdefault(("ray", w), []).append(timed_run(pipe, prompts, seeds, guidance, scratch / "ray"))
             same[w] = same.get(w, True) and same_bytes(scratch / "reference", scratch / "ray")
     backend.disconnect()
@@ -134,7 +135,7 @@ def main() -> None:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/scale.json"))
     args = ap.parse_args()
-    pipe = AuditPipeline.from_pretrained(args.model)
+    pipe = AuditPipeline.from_pretrained(args.model, RuntimeConfig(device=args.device))
     prompts = [f"emoji number {i}" for i in range(args.prompts)]
     result: dict = {"machine": {"cpus": os.cpu_count(), "device": args.device,
                                 "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda")

@@ -30,12 +30,16 @@ from diffaudit.attacks.distance import as_unit
 from diffaudit.attacks.neighbours import QUERY_BLOCK, TrainingIndex
 from diffaudit.config import Preset, RuntimeConfig
 from diffaudit.data.imagefolder import ImageDataset
+from diffaudit.errors import ConfigError
 from diffaudit.model.generate import INDEX, SHARD_SIZE, generate
 from diffaudit.model.pipeline import AuditPipeline, CountingDenoiser
 from diffaudit.progress import make_progress
 from diffaudit.scale import backend
+from diffaudit.scale.ray_pool import WorkerError
+from diffaudit.study import runner
 from diffaudit.study.mia_audit import run_mia
 from diffaudit.study.runner import run_study
+from diffaudit.study.tracking import write_run_record
 
 PROMPTS = ["grinning face emoji", "red heart emoji", "cat emoji"]
 T = TypeVar("T")
@@ -54,7 +58,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # driver received it.
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {faults.WORKER_ENV: "2", faults.WORKER_MARK: str(mark)}})
-    backend.connect(RuntimeConfig(ray="local", ray_cpus=1))
+    backend.connect(RuntimeConfig(ray="local", ray_cpus=1, device="cpu"))
     yield mark
     backend.disconnect()
     ray.shutdown()
@@ -151,7 +155,8 @@ def test_a_killed_driver_resumes_from_its_shards(tmp_path: Path, tiny: Preset, t
     seeds = 22  # 3 prompts x 22 seeds x 2 scales = 132 samples
     cmd = [sys.executable, "-c", "from diffaudit.cli import main; main()", "generate", str(tiny_model_dir),
            str(tmp_path / "ray"), *[a for p in PROMPTS for a in ("--prompt", p)], "--seeds", str(seeds),
-           "--guidance", "1", "--guidance", "3", "--preset", "tiny", "--ray", "local", "--ray-cpus", "1"]
+           "--guidance", "1", "--guidance", "3", "--preset", "tiny", "--ray", "local", "--ray-cpus", "1",
+           "--device", "cpu"]
     logs = []
     for crash in (KILL_AFTER_FIRST_SHARD, None):
         env = os.environ | ({faults.ENV: str(crash)} if crash else {})
@@ -182,7 +187,7 @@ def test_without_ray_nothing_imports_it() -> None:
 def test_neighbour_search_on_ray_matches_local(on_ray: list[str], exact_limit: int, one_thread: None) -> None:
     rng = np.random.default_rng(0)
     train = rng.integers(0, 256, (2_000, 8, 8, 3), np.uint8)
-    queries = rng.integers(0, 256, (2 * QUERY_BLOCK + 100, 8, 8, 3), np.uint8)  # a short tail joins the last block
+    queries = rng.integers(0, 256, (2 * QUERY_BLOCK + 5, 8, 8, 3), np.uint8)  # alone, 5 rows would skip BLAS
     index = TrainingIndex(train, exact_limit=exact_limit)
     assert isinstance(index.index, faiss.IndexFlat) == (exact_limit > len(train))
     found = index.candidates(queries, 8)
@@ -234,3 +239,23 @@ def test_study_arms_on_ray_match_local(cluster: Path, tmp_path: Path, tiny: Pres
         a, b = (json.loads((tmp_path / r / "steps" / f"seed0-{arm}.json").read_text()) for r in ("ray", "local"))
         assert {k: v for k, v in a.items() if k != "train_seconds"} == {k: v for k, v in b.items()
                                                                           if k != "train_seconds"}, arm
+
+
+def test_a_worker_that_keeps_dying_stops_the_run(on_ray: list[str]) -> None:
+    with pytest.raises(WorkerError, match="raise_signal died"):
+        list(backend.mapped(signal.SIGKILL, signal.raise_signal, [()]))  # each restart kills itself again
+
+
+def test_a_cuda_run_needs_gpu_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("diffaudit.model.device.resolve_device", lambda name: torch.device("cuda"))
+    with pytest.raises(ConfigError, match="--ray-gpus 1"):
+        backend.connect(RuntimeConfig(ray="local"))
+
+
+def test_a_study_resumes_under_other_ray_settings(tmp_path: Path, tiny: Preset) -> None:
+    write_run_record(tmp_path, tiny.model_dump(), {})
+    moved = tiny.runtime.model_copy(update={"ray": "auto", "ray_cpus": 2, "ray_gpus": 1.0, "ray_workers": 3})
+    runner._check_same_config(tmp_path, tiny.model_copy(update={"runtime": moved}))
+    with pytest.raises(ConfigError, match="sample.steps"):
+        runner._check_same_config(tmp_path, tiny.model_copy(update={"sample": tiny.sample.model_copy(
+            update={"steps": 5})}))

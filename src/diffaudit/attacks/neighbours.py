@@ -57,10 +57,11 @@ class TrainingIndex:
 
     def candidates(self, images: np.ndarray, k: int) -> np.ndarray:
         """Per query, the k training images closest in plain L2 (tiled distance is re-ranked by the caller)."""
-        starts = list(range(0, len(images), QUERY_BLOCK))[: max(1, len(images) // QUERY_BLOCK)]  # a short tail
-        blocks = [(images[a:b], k) for a, b in zip(starts, [*starts[1:], len(images)], strict=True)]  # joins the last
-        found = list(mapped(self, _block_candidates, blocks))
-        return np.concatenate(found) if found else np.empty((0, min(k, self.index.ntotal)), dtype=np.int64)
+        if len(images) == 0:
+            return np.empty((0, min(k, self.index.ntotal)), dtype=np.int64)
+        ends = [*range(QUERY_BLOCK, len(images) - QUERY_BLOCK + 1, QUERY_BLOCK), len(images)]  # a short tail joins
+        blocks = [(images[a:b], k) for a, b in zip([0, *ends[:-1]], ends, strict=True)]  # the last block
+        return np.concatenate(list(mapped(self, _block_candidates, blocks)))
 
     def _candidates(self, images: np.ndarray, k: int) -> np.ndarray:
         queries = as_unit(images).reshape(len(images), -1)

@@ -11,6 +11,8 @@ tests/test_scale.py holds this). Ray is imported, and a cluster joined, only whe
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from diffaudit.errors import ConfigError
+
 if TYPE_CHECKING:
     from diffaudit.config import RuntimeConfig
     from diffaudit.scale.ray_pool import RayPool
@@ -20,9 +22,18 @@ _pool: "RayPool | None" = None
 
 
 def connect(runtime: "RuntimeConfig") -> None:
-    """Send work to the Ray cluster `runtime.ray` names from now on; a no-op when it names none."""
+    """Send work to the Ray cluster `runtime.ray` names from now on (none: this process). What can be checked
+    without a cluster is checked here, before any work starts."""
     global _runtime, _pool
-    if runtime.ray is not None and runtime != _runtime:
+    if runtime.ray is None:
+        disconnect()
+        return
+    from diffaudit.model.device import resolve_device
+
+    if resolve_device(runtime.device).type == "cuda" and not runtime.ray_gpus:
+        raise ConfigError("runtime.ray: this run's models are on CUDA but its Ray workers ask for no GPU; give each "
+                          "worker one (--ray-gpus 1), or keep the models on the CPU (--device cpu)")
+    if runtime != _runtime:
         _runtime, _pool = runtime, None
 
 

@@ -21,12 +21,10 @@ from ray.exceptions import RayActorError
 from diffaudit import faults
 from diffaudit.config import RuntimeConfig
 from diffaudit.errors import ConfigError, DiffauditError
-from diffaudit.model.device import resolve_device
 from diffaudit.model.pipeline import AuditPipeline, CountingDenoiser
 
 QUEUED_PER_WORKER = 2  # one running, one waiting: a worker never idles between blocks
 RETRIES = 3  # restarts of a dead worker (and re-runs of its blocks) before the run stops with an error
-LOGS = "/tmp/ray/session_latest/logs"
 
 
 class WorkerError(DiffauditError):
@@ -45,9 +43,15 @@ class Worker:
             state.to("cuda", state.dtype)  # Ray has set CUDA_VISIBLE_DEVICES to this worker's GPU
         self.state = state
 
-    def run(self, fn: Callable[..., Any], *block: Any) -> tuple[Any, int]:
-        before = CountingDenoiser.total
-        return fn(self.state, *block), CountingDenoiser.total - before
+    def run(self, fn: Callable[..., Any], *block: Any) -> tuple[Any, int, int]:
+        """The result, the UNet evaluations of every model it used, and those of the state's own pipeline."""
+        before, before_own = CountingDenoiser.total, _own_evaluations(self.state)
+        result = fn(self.state, *block)
+        return result, CountingDenoiser.total - before, _own_evaluations(self.state) - before_own
+
+
+def _own_evaluations(state: Any) -> int:
+    return state.denoiser.evaluations if isinstance(state, AuditPipeline) else 0
 
 
 def _address(name: str) -> str | None:
@@ -57,9 +61,6 @@ def _address(name: str) -> str | None:
 class RayPool:
     def __init__(self, runtime: RuntimeConfig):
         self.runtime = runtime
-        if resolve_device(runtime.device).type == "cuda" and not runtime.ray_gpus:
-            raise ConfigError("runtime.ray: this run is on CUDA but its Ray workers ask for no GPU; give each worker "
-                              "one (--ray-gpus 1), or run the driver on the CPU (--device cpu)")
         if not ray.is_initialized():
             try:
                 ray.init(address=_address(runtime.ray), include_dashboard=False, log_to_driver=False)
@@ -97,13 +98,14 @@ class RayPool:
 
         def collect() -> Any:
             try:
-                result, spent = ray.get(pending.popleft())
+                result, spent, own = ray.get(pending.popleft())
             except RayActorError as exc:
-                raise WorkerError(f"a Ray worker running {fn.__name__} died {RETRIES + 1} times; its log is under "
-                                  f"{LOGS} on its node ({exc})") from exc
+                raise WorkerError(f"a Ray worker running {fn.__name__} died and was not restarted (at most "
+                                  f"{RETRIES} restarts); its log is in the `logs` folder of Ray's session directory on "
+                                  f"its node ({exc})") from exc
             CountingDenoiser.total += spent
             if isinstance(state, AuditPipeline):
-                state.denoiser.evaluations += spent
+                state.denoiser.evaluations += own
             return result
 
         try:

@@ -116,8 +116,10 @@ def _score_attack(pipe: AuditPipeline, name: str, lira: LiRA | None, batch: Quer
                   tune_labels: np.ndarray) -> tuple[object, np.ndarray, int]:
     """One attack, tuned on the labelled set when there is one: (the attack as scored, its scores, the UNet
     evaluations the scoring spent)."""
-    batch, tune_batch = (b and QueryBatch(pipe.place(b.latents), pipe.place(b.cond), b.captions)
+    batch, tune_batch = (None if b is None else QueryBatch(pipe.place(b.latents), pipe.place(b.cond), b.captions)
                          for b in (batch, tune_batch))  # onto the worker's device when it runs on Ray
+    for shadow in lira.shadows if lira is not None else []:
+        shadow.pipe.to(pipe.device, pipe.dtype)  # a no-op here; on a GPU worker the shadows follow the target
     attack: object = lira or (tune(name, pipe, tune_batch, tune_labels) if tune_batch is not None
                               else paper_default(name))
     with pipe.denoiser.counting() as spent:
