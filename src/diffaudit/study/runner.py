@@ -43,9 +43,14 @@ from diffaudit.study.tracking import log_to_mlflow, write_run_record
 from diffaudit.study.utility import UtilityProbe
 
 
+def _step_file(run: Path, name: str) -> Path:
+    """Where a finished step's result lies: its existence is what marks the step finished."""
+    return run / "steps" / f"{name}.json"
+
+
 def _step(run: Path, name: str, fn: Callable[[], dict]) -> dict:
     """Run `fn` once; its JSON result marks the step finished for every later (resumed) run."""
-    path = run / "steps" / f"{name}.json"
+    path = _step_file(run, name)
     if path.exists():
         return json.loads(path.read_text())
     with measured() as cost:
@@ -298,7 +303,7 @@ def _arms_on_workers(study: Study, seed: int) -> None:
     task writes its step's result into the run folder (the workers share it: one machine, or a shared file
     system); the study's loop then reads them as finished steps, in order, as after a resume."""
     study.base(seed)  # trained here, once, before any task loads it
-    pending = [name for name, _ in study.arms(seed) if not (study.run / "steps" / f"seed{seed}-{name}.json").exists()]
+    pending = [name for name, _ in study.arms(seed) if not _step_file(study.run, f"seed{seed}-{name}").exists()]
     spec = (study.preset, study.run.resolve(), study.reference.resolve() if study.reference else None)
     for wave in ([n for n in pending if n == "base"], [n for n in pending if n != "base"]):
         for name, _ in zip(wave, mapped(spec, _arm_step, [(seed, name) for name in wave]), strict=True):
@@ -309,7 +314,7 @@ def _arm_step(spec: tuple[Preset, Path, Path | None], seed: int, name: str) -> N
     """One arm, run where a Ray worker runs it, against the study's calibrated copy test."""
     preset, run, reference = spec
     study = Study(preset, run, reference, make_progress(disable=True))
-    study.calibration = json.loads((run / "steps" / "calibration.json").read_text())
+    study.calibration = json.loads(_step_file(run, "calibration").read_text())
     _step(run, f"seed{seed}-{name}", dict(study.arms(seed))[name])
 
 
