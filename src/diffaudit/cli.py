@@ -68,8 +68,9 @@ def _configured(command: Any, values: dict[str, Any]) -> Preset:
 DeviceOpt = Annotated[str | None, setting("runtime.device", "auto (CUDA when present), cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str | None, setting("runtime.dtype", "float32, bfloat16 or float16 (GPU only).")]
 RayOpt = Annotated[str | None, setting(
-    "runtime.ray", "Run generation shards, neighbour search and detector scoring on Ray: local (start a cluster "
-    "here), auto (join the one `ray start` runs) or a cluster address. Same results as without it.")]
+    "runtime.ray", "Run generation shards, neighbour search, detector and membership scoring and the study's arms on "
+    "Ray: local (start a cluster here), auto (join the one `ray start` runs) or a cluster address. Same results as "
+    "without it when each worker has as many threads as this process.")]
 RayCpusOpt = Annotated[int | None, setting("runtime.ray_cpus", "CPUs (and torch threads) per Ray worker.")]
 RayGpusOpt = Annotated[float | None, setting("runtime.ray_gpus", "GPUs per Ray worker (1: one worker per GPU).")]
 RayWorkersOpt = Annotated[int | None, setting("runtime.ray_workers", "Ray workers (default: as many as fit).")]
