@@ -4,9 +4,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from diffaudit.errors import ConfigError
+from diffaudit.model.samplers import SAMPLERS
 
 # UNet rows per forward call. At 16 px on 2 CPU cores, 32-64 rows ran 1.3x faster than 256 (cache-resident
 # activations; measured 2026-11-25, quick model, DDIM-25), and a sample's pixels do not depend on the batch.
@@ -31,6 +32,16 @@ Distance = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]  # ti
 Copies = Annotated[int, Field(strict=True, ge=2)]  # a planted duplicate appears at least twice
 AtLeastTwo = Annotated[int, Field(strict=True, ge=2)]
 Rate = Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)]  # learning rates
+Steps = Annotated[int, Field(strict=True, ge=1, le=1000)]
+
+
+def _registered_sampler(name: str) -> str:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    return name
+
+
+SamplerName = Annotated[str, AfterValidator(_registered_sampler)]  # a name of model.samplers.SAMPLERS
 
 
 class _Frozen(BaseModel):
@@ -114,17 +125,48 @@ class TrainConfig(_Frozen):
 
 
 class SampleConfig(_Frozen):
-    sampler: Literal["ddim", "ddim-unclamped", "dpmsolver++", "unipc"] = "ddim"
-    steps: Annotated[int, Field(strict=True, ge=1, le=1000)] = 25
+    sampler: SamplerName = "ddim-unclamped"  # as deployed Stable Diffusion pipelines run DDIM (model.samplers)
+    steps: Steps = 25
     guidance: Guidance = 1.0
+    # Jain et al. (CVPR 2025): guidance only from this share of the steps on; before it, `early_guidance` (0: the
+    # unconditional prediction, their "no guidance"). 0 guides every step, as plain classifier-free guidance does.
+    guidance_start: Annotated[float, Field(strict=True, ge=0, lt=1, allow_inf_nan=False)] = 0.0
+    early_guidance: Guidance = 0.0
     batch_size: Positive = UNET_ROWS  # UNet rows per call; guided sampling fits half as many prompts
     seeds: Annotated[int, Field(strict=True, ge=1, le=MAX_SEED)] = 4  # `diffaudit generate`: seeds 0..N-1 per prompt
+
+
+class SamplerSetting(_Frozen):
+    """One way of drawing: a registered sampler at a step count."""
+
+    name: SamplerName
+    steps: Steps
+
+    @property
+    def key(self) -> str:
+        """How files and results name it, e.g. "ddim-unclamped-25"."""
+        return f"{self.name}-{self.steps}"
 
 
 class StudyConfig(_Frozen):
     """Audits and mitigation arms of `diffaudit study`. Every threshold is fixed here, before any arm runs."""
 
     seeds: tuple[Seed, ...] = Field(default=(0,), min_length=1)  # training seeds of base and retrained arms
+    # Arms trained or audited at every seed; None: all of them. The others run at the first seed only (and are labelled
+    # so); extra seeds measure extraction under the headline sampler, not membership or quality.
+    seed_arms: tuple[str, ...] | None = None
+    # Every arm's extraction and quality are measured under each of these; the first is the headline (the copy
+    # threshold is calibrated under it). A verdict must hold under all of them. Deployers sample unclamped DDIM at
+    # 25 steps or DPM-Solver++ at 10-25 (diffusers' defaults).
+    samplers: tuple[SamplerSetting, ...] = Field(default=(SamplerSetting(name="ddim-unclamped", steps=25),
+                                                          SamplerSetting(name="dpmsolver++", steps=10)), min_length=1)
+    # Measured for the base and the guidance arms only, outside every verdict: how numbers moved from the clamped DDIM
+    # of earlier studies, and a 50-step sensitivity row.
+    reference_samplers: tuple[SamplerSetting, ...] = (SamplerSetting(name="ddim", steps=25),
+                                                      SamplerSetting(name="ddim-unclamped", steps=50))
+    # Every (sampler, guidance) setting other than the headline gets its own model null on this many never-trained
+    # captions (0 of 100 has an upper 95% bound of 3.6%); a setting whose bound exceeds null_bound is left out.
+    setting_null_prompts: Positive = 100
     prompts_top: Positive = 96  # Carlini et al. 2023 attack the most-duplicated captions
     samples_per_prompt: AtLeastTwo = 16  # Carlini: 500; scaled down for CPU; a clique needs 2+
     # The copy threshold is calibrated on the base model: the largest delta of the grid up to this cap whose
@@ -154,8 +196,14 @@ class StudyConfig(_Frozen):
     # exposure curve and the attacks' verdicts go into the report. None skips it.
     mia_control_preset: str | None = "overfit"
     # Mitigation arms, in order, by kind (registered in diffaudit.mitigations.registry); each reads its own settings.
-    mitigations: tuple[str, ...] = ("guidance", "dedup", "dp", "caption-randomization", "inference")
+    mitigations: tuple[str, ...] = ("guidance", "guidance-interval", "dedup", "dp", "caption-randomization",
+                                    "inference")
     guidance_sweep: tuple[Guidance, ...] = Field(default=(1.0, 3.0, 5.0, 7.5, 10.0, 15.0), min_length=1)
+    # Guidance kept out of the first steps (Jain et al., CVPR 2025), at these scales; its start is chosen among
+    # `guidance_starts` on a second-seed model (the study's second seed, or train.seed + 1), never the audited one.
+    interval_guidance: tuple[Guidance, ...] = (7.5,)
+    guidance_starts: tuple[Annotated[float, Field(strict=True, gt=0, lt=1)], ...] = Field(
+        default=(0.2, 0.4, 0.6), min_length=1)
     dedup_methods: tuple[str, ...] = ("exact", "normalized", "minhash", "embedding")
     dp_epsilons: tuple[PositiveFloat, ...] = (1.0, 8.0)
     dp_steps: Positive = 100
@@ -284,7 +332,9 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(name="quick", data=DataConfig(resolution=16, n_member=1300, exact_per_count=14,
                                                   n_calibration=256),
                     train=TrainConfig(steps=1200),
-                    study=StudyConfig(guidance_sweep=(1.0, 3.0, 7.5), dp_steps=300)),
+                    # Three training seeds for the fixes a verdict rests on (about an hour of CPU per extra seed).
+                    study=StudyConfig(guidance_sweep=(1.0, 3.0, 7.5), dp_steps=300, seeds=(0, 1, 2),
+                                      seed_arms=("base", "guidance-3", "guidance-7.5", "dp-eps8", "dedup-caption"))),
     # Positive control for membership inference: 64 images, no planted duplicates, each seen 200 times (400 steps of
     # 32) by the quick model's architecture. Every attack must find membership here (~2 min on 2 cores).
     "overfit": Preset(
@@ -314,6 +364,10 @@ PRESETS: dict[str, Preset] = {
         train=TrainConfig(steps=4, batch_size=8, checkpoint_every=2, log_every=1, warmup_steps=1),
         sample=SampleConfig(steps=3, batch_size=16),
         study=StudyConfig(prompts_top=6, samples_per_prompt=3, mia_per_side=6, mia_tune_per_side=2,
+                          samplers=(SamplerSetting(name="ddim-unclamped", steps=3),
+                                    SamplerSetting(name="dpmsolver++", steps=3)),
+                          reference_samplers=(SamplerSetting(name="ddim", steps=3),), setting_null_prompts=4,
+                          interval_guidance=(3.0,), guidance_starts=(0.5,),
                           mia_control_preset="tiny-overfit", guidance_sweep=(1.0, 3.0), dp_epsilons=(8.0,),
                           dp_steps=2, dp_expected_batch=2, dp_multiplicity=2, adaptive_min_dup=2, paraphrases=2,
                           search_steps=2),

@@ -35,6 +35,21 @@ def pair_image(generated: np.ndarray, training: np.ndarray, scale: int) -> Image
     return strip.resize((strip.width * scale, strip.height * scale), Image.Resampling.NEAREST)
 
 
+def pairs_grid(generated: np.ndarray, training: np.ndarray, out: Path, columns: int = 6, scale: int = 4) -> Path:
+    """Many generation|training pairs in one picture (row-major), for looking at what a count counts."""
+    h, w = generated.shape[1:3]
+    cell_w, pad = 2 * w + 2, 4
+    rows = max(1, -(-len(generated) // columns))
+    grid = np.full((rows * (h + pad), columns * (cell_w + pad), 3), 255, np.uint8)
+    for i, (gen, ref) in enumerate(zip(generated, training, strict=True)):
+        y, x = (i // columns) * (h + pad), (i % columns) * (cell_w + pad)
+        grid[y: y + h, x: x + w] = gen
+        grid[y: y + h, x + w + 2: x + cell_w] = ref
+    picture = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.NEAREST)
+    write_atomic(out, lambda tmp: picture.save(tmp, format="PNG"))
+    return out
+
+
 def pair_strip(generated: np.ndarray, training: np.ndarray, out: Path, scale: int = 8) -> Path:
     strip = pair_image(generated, training, scale)
     write_atomic(out, lambda tmp: strip.save(tmp, format="PNG"))

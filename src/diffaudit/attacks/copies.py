@@ -25,6 +25,10 @@ KINDS = ("own", "family", "other", "none")  # a generation's verdict, strongest 
 DELTA_GRID = (0.03, 0.04, 0.05, 0.06, 0.08, 0.10, 0.12, CARLINI_DELTA)
 # Gu et al. 2023: a generation replicates when nearest / second-nearest training distance < 1/3.
 GU_RATIO = 1 / 3
+# What the copy test may miss: the nearest training picture is the caption's own, far nearer than any other (a Gu ratio
+# at or below this), yet above delta (and below MISS_FACTOR x delta), e.g. a copy with a speckled background.
+MISS_RATIO = 0.2
+MISS_FACTOR = 2.0
 
 
 def copy_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -101,6 +105,23 @@ def per_prompt_verdicts(matches: pd.DataFrame, delta: float) -> pd.DataFrame:
         gu_hit=("gu_hit", "any"), oracle_min_distance=("own_distance", "min"),
         nearest_min_distance=("nearest_distance", "min")).reset_index()
     return out
+
+
+def near_misses(matches: pd.DataFrame, delta: float) -> pd.Series:
+    """Per generation: a likely copy the test misses (see MISS_RATIO), for counting and looking at beside the rate."""
+    return ((matches["kind"] != "own") & (matches["own_distance"] >= delta)
+            & (matches["own_distance"] < MISS_FACTOR * delta) & (matches["nearest_idx"] == matches["own_idx"])
+            & (matches["gu_ratio"] <= MISS_RATIO))
+
+
+def saturation(generated: np.ndarray, training: np.ndarray) -> np.ndarray:
+    """Per pair: the share of pixels a generation pins at 0 or 255 where its training picture does not (OpenMoji's
+    white backgrounds are 255 in the training picture itself, so they do not count)."""
+    if len(generated) == 0:
+        return np.zeros(0)
+    pinned = ((generated == 0) | (generated == 255)).any(-1)
+    free = ~((training == 0) | (training == 255)).all(-1)
+    return (pinned & free).sum((1, 2)) / np.maximum(free.sum((1, 2)), 1)
 
 
 def rate_by_delta(min_distance_per_prompt: pd.Series, grid: tuple[float, ...] = DELTA_GRID) -> list[dict]:

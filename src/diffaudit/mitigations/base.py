@@ -32,6 +32,7 @@ class Arm:
     mia: bool = True  # false: the same weights as the base (membership cannot differ), so it is not re-measured
     record: dict = field(default_factory=dict)
     wrap: Callable[[Conditioning], Conditioning] | None = None
+    sampling: dict = field(default_factory=dict)  # SampleConfig fields the arm sets (e.g. guidance_start)
 
     def conditioning(self, inner: Conditioning) -> Conditioning:
         """What the model is conditioned on when a user sends `inner` to this arm."""
@@ -50,6 +51,11 @@ class Context:
     base: Callable[[], AuditPipeline]
     retrain: Callable[[ImageDataset, Path], tuple[AuditPipeline, float]]
     progress: Progress | None = None
+    # For choosing a setting without looking at the audited model: a base trained with another seed, and the study's
+    # extraction probe (pipe, guidance, SampleConfig fields, folder) -> its summary.
+    second_seed: int = 1
+    second_base: Callable[[], AuditPipeline] | None = None
+    copies: Callable[[AuditPipeline, float, dict, Path], dict] | None = None
 
 
 def trainable_copy(pipe: AuditPipeline) -> AuditPipeline:

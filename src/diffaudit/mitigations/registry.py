@@ -3,11 +3,12 @@
 from diffaudit.mitigations.base import Description, Mitigation
 from diffaudit.mitigations.caption_randomization import CaptionRandomization
 from diffaudit.mitigations.guidance import Guidance
+from diffaudit.mitigations.guidance_interval import GuidanceInterval
 from diffaudit.mitigations.inference import InferenceTime
 from diffaudit.mitigations.private_finetune import PrivateFinetune
 from diffaudit.mitigations.retrain_dedup import RetrainDeduplicated
 
-MITIGATIONS: dict[str, Mitigation] = {m.kind: m for m in (Guidance(), RetrainDeduplicated(), PrivateFinetune(),
+MITIGATIONS: dict[str, Mitigation] = {m.kind: m for m in (Guidance(), GuidanceInterval(), RetrainDeduplicated(), PrivateFinetune(),
                                                           CaptionRandomization(), InferenceTime())}
 
 

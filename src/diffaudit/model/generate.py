@@ -48,18 +48,21 @@ def sample_shard(pipe: AuditPipeline, cond: torch.Tensor, chunk: list[tuple[str,
     for g in dict.fromkeys(j[2] for j in chunk):
         rows = [i for i, j in enumerate(chunk) if j[2] == g]
         with pipe.denoiser.counting() as spent:
-            images.append(sample(pipe, cond[rows], [chunk[i][1] for i in rows], g, cfg.steps, cfg.sampler, batch))
+            images.append(sample(pipe, cond[rows], [chunk[i][1] for i in rows], g, cfg.steps, cfg.sampler, batch,
+                                 guidance_start=cfg.guidance_start, early_guidance=cfg.early_guidance))
         evals += [spent.evaluations // len(rows)] * len(rows)
     faults.point("sample-shard")  # drawn, not yet written: a crash here loses the shard's work only
     return np.concatenate(images), evals
 
 
 def _read_index(out: Path) -> pd.DataFrame:
-    """The folder's index; folders written before conditionings existed hold text samples only."""
+    """The folder's index; folders written before conditionings (or delayed guidance) existed hold text samples
+    guided at every step."""
     if not (out / INDEX).exists():
         return pd.DataFrame()
     index = pd.read_parquet(out / INDEX)
-    return index if "conditioning" in index.columns else index.assign(conditioning=Text.name)
+    older = {"conditioning": Text.name, "guidance_start": 0.0, "early_guidance": 0.0}
+    return index.assign(**{k: v for k, v in older.items() if k not in index.columns})
 
 
 def _check_folder(out: Path, index: pd.DataFrame, want: dict) -> None:
@@ -93,7 +96,8 @@ def can_share(out: Path, pipe: AuditPipeline, cfg: SampleConfig, conditioning: C
 
 def _settings(pipe: AuditPipeline, cfg: SampleConfig, conditioning: Conditioning | None) -> dict:
     return {"model_hash": pipe.model_hash(), "pipeline_config": pipe.config_hash(), "sampler": cfg.sampler,
-            "steps": cfg.steps, "conditioning": (conditioning or Text()).name}
+            "steps": cfg.steps, "guidance_start": cfg.guidance_start, "early_guidance": cfg.early_guidance,
+            "conditioning": (conditioning or Text()).name}
 
 
 def requested_keys(prompts: list[str], seeds: list[int], guidances: list[float]) -> pd.DataFrame:

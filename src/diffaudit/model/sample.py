@@ -1,8 +1,4 @@
-"""Batched classifier-free-guidance sampling with diffusers schedulers (DDIM, DPM-Solver++, UniPC).
-
-DDIM inherits the training schedule's `clip_sample`; ours is on, so every step clamps its x_0 estimate to [-1, 1].
-Under guidance >= 3 that clamp washes the quick model's samples out and hides its copies (benchmarks/
-guidance_clipping.py); "ddim-unclamped" samples as Stable Diffusion's DDIM does.
+"""Batched classifier-free-guidance sampling with the schedulers of the sampler registry (`model.samplers`).
 
 The unconditional and conditional halves go through the UNet as one batch and many prompts share a batch; at
 16 px on 2 cores this runs at the speed of a diffusers-pipeline-style loop (1.02-1.03x, benchmarks/throughput.py):
@@ -11,10 +7,9 @@ only fewer steps buy more, and they change verdicts (benchmarks/sampler_verdicts
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from diffaudit.errors import ConfigError
+from diffaudit.model import samplers
 from diffaudit.model.device import host_randn, on_host
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.progress import Progress
@@ -22,19 +17,7 @@ from diffaudit.progress import Progress
 
 def make_scheduler(pipe: AuditPipeline, sampler: str, steps: int) -> SchedulerMixin:
     """A fresh sampling scheduler derived from the model's training schedule (multistep ones keep state)."""
-    if sampler == "ddim":  # the training schedule's clip_sample (ours: on) clamps each step's x_0 estimate
-        sched = DDIMScheduler.from_config(pipe.scheduler.config)
-    elif sampler == "ddim-unclamped":  # as Stable Diffusion's pipelines run DDIM; see benchmarks/guidance_clipping.py
-        sched = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
-    elif sampler == "dpmsolver++":
-        sched = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
-    elif sampler == "unipc":
-        sched = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
-    else:
-        raise ConfigError(f"unknown sampler {sampler!r}; choose 'ddim', 'ddim-unclamped', 'dpmsolver++' or "
-                          "'unipc'")
-    sched.set_timesteps(steps)
-    return sched
+    return samplers.scheduler(sampler, pipe.scheduler.config, steps)
 
 
 def initial_noise(pipe: AuditPipeline, seeds: list[int]) -> torch.Tensor:
@@ -55,23 +38,30 @@ def noise_pair(pipe: AuditPipeline, x: torch.Tensor, t: torch.Tensor | int, cond
 @torch.inference_mode()
 def guided_eps(pipe: AuditPipeline, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
                guidance: float) -> torch.Tensor:
-    """Classifier-free guidance (Ho & Salimans 2022); guidance 1 needs only the conditional pass."""
+    """Classifier-free guidance (Ho & Salimans 2022); guidance 1 needs only the conditional pass, 0 only the
+    unconditional one."""
     if guidance == 1.0:
         return pipe.denoiser(x, t, cond)
+    if guidance == 0.0:
+        return pipe.denoiser(x, t, uncond.expand_as(cond))
     eps_u, eps_c = noise_pair(pipe, x, t, cond, uncond)
     return eps_u + guidance * (eps_c - eps_u)
 
 
 def sample(pipe: AuditPipeline, cond: torch.Tensor, seeds: list[int], guidance: float, steps: int,
-           sampler: str = "ddim", batch_size: int = 256, progress: Progress | None = None) -> np.ndarray:
-    """Generate one image per (cond row, seed); returns uint8 N x H x W x 3."""
+           sampler: str = "ddim-unclamped", batch_size: int = 256, progress: Progress | None = None,
+           guidance_start: float = 0.0, early_guidance: float = 0.0) -> np.ndarray:
+    """Generate one image per (cond row, seed); returns uint8 N x H x W x 3. With `guidance_start` > 0 the first
+    that share of the steps runs at `early_guidance` (0: unconditional) and `guidance` only after it: Jain et al.
+    (CVPR 2025) keep guidance out of the early "attraction basin" that steers a trajectory to a memorized image."""
     if len(cond) != len(seeds):
         raise ValueError(f"{len(cond)} conditionings but {len(seeds)} seeds")
     with torch.inference_mode(False):  # weights converted in inference mode could never be trained or searched again
         pipe.unet.to(memory_format=torch.channels_last)
     with torch.inference_mode():
         uncond = pipe.encode_text([""])
-        per_batch = batch_size if guidance == 1.0 else max(1, batch_size // 2)
+        delayed = guidance_start > 0
+        per_batch = batch_size if guidance == 1.0 and not delayed else max(1, batch_size // 2)
         task = progress.add_task(f"sample {sampler} x{steps} g={guidance:g}", total=len(seeds)) if progress else None
         out = []
         for i in range(0, len(seeds), per_batch):
@@ -79,8 +69,10 @@ def sample(pipe: AuditPipeline, cond: torch.Tensor, seeds: list[int], guidance: 
             x = initial_noise(pipe, seeds[i: i + per_batch])
             sched = make_scheduler(pipe, sampler, steps)
             x = x * sched.init_noise_sigma
-            for t in sched.timesteps:
-                eps = guided_eps(pipe, sched.scale_model_input(x, t), t, c, uncond, guidance)
+            late = round(guidance_start * len(sched.timesteps))  # the first step index that gets `guidance`
+            for i, t in enumerate(sched.timesteps):
+                scale = guidance if i >= late else early_guidance
+                eps = guided_eps(pipe, sched.scale_model_input(x, t), t, c, uncond, scale)
                 x = sched.step(eps, t, x).prev_sample
             out.append(pipe.to_uint8(x))
             if progress is not None:

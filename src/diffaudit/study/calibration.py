@@ -12,7 +12,7 @@ import numpy as np
 
 from diffaudit.attacks.copies import calibrate_delta, model_null
 from diffaudit.attacks.memorization import caption_following, nonmember_prompts
-from diffaudit.config import Preset
+from diffaudit.config import Preset, SampleConfig
 from diffaudit.data.families import near_copies
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.generate import generate, load_samples
@@ -43,3 +43,18 @@ def calibrate_copy_test(pipe: AuditPipeline, data: ImageDataset, preset: Preset,
             "samples_per_prompt": s.samples_per_prompt, "guidance": preset.sample.guidance,
             "model_hash": pipe.model_hash(), "caption_following_nonmember": caption_following(images, index),
             "unet_evaluations": int(np.sum(index["unet_evals"]))}
+
+
+def setting_null(pipe: AuditPipeline, data: ImageDataset, preset: Preset, sampling: SampleConfig, guidance: float,
+                 delta: float, samples: Path, progress: Progress | None = None) -> dict:
+    """The model null of one sampling setting at the calibrated `delta`: the first `study.setting_null_prompts` of the
+    calibration's never-trained captions, drawn as the probe draws them at that setting. Delta is not re-chosen (it is
+    calibrated once, at the headline setting); this says whether the copy test is valid at this one."""
+    s = preset.study
+    prompts, own = nonmember_prompts(data, min(s.setting_null_prompts, s.null_prompts), seed=preset.data.seed)
+    rows = generate(pipe, prompts["prompt"].tolist(), list(range(s.samples_per_prompt)), [guidance], sampling, samples,
+                    progress)
+    images, index = load_samples(samples, rows, side=data.images.shape[1])
+    null = model_null(images, index, own, (delta,))[0]
+    return {**null, "guidance": guidance, "sampler": f"{sampling.sampler}-{sampling.steps}",
+            "guidance_start": sampling.guidance_start, "unet_evaluations": int(np.sum(index["unet_evals"]))}

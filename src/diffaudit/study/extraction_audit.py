@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diffaudit.attacks.copies import match_generations, per_prompt_verdicts, rate_by_delta
+from diffaudit.attacks.copies import match_generations, near_misses, per_prompt_verdicts, rate_by_delta, saturation
 from diffaudit.attacks.detect import DETECTORS, score_prompts
 from diffaudit.attacks.extraction import ExtractionConfig, cliques, probe, recall_sweep, summarize
 from diffaudit.attacks.metrics import rate_table, roc_summary
 from diffaudit.config import SampleConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
-from diffaudit.figures import pair_strip
+from diffaudit.figures import pair_strip, pairs_grid, sample_grid
 from diffaudit.io import write_atomic, write_json
 from diffaudit.model.conditioning import Conditioning, Text
 from diffaudit.model.generate import can_share, generate, load_samples
@@ -87,7 +87,7 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
     confirmed = per_prompt.set_index("prompt")["flagged"].reindex(matches["prompt"]).to_numpy() & (clique > 0)
     summary |= {
         "samples_per_prompt": samples_per_prompt, "guidance": guidance, "sampler": sample_cfg.sampler,
-        "steps": sample_cfg.steps, "seeds": f"0..{samples_per_prompt - 1}", "model_hash": pipe.model_hash(),
+        "steps": sample_cfg.steps, "guidance_start": sample_cfg.guidance_start, "seeds": f"0..{samples_per_prompt - 1}", "model_hash": pipe.model_hash(),
         "conditioning": conditioning.name,
         "compare_size": int(data.images.shape[1]), "generated_size": int(pipe.resolution),
         "dataset_version": data.version, "clique_size_required": cfg.clique_size(samples_per_prompt),
@@ -107,11 +107,29 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
     write_atomic(out / "matches.parquet", lambda p: matches.assign(confirmed=confirmed).to_parquet(p, index=False))
     write_atomic(out / "per_prompt.parquet", lambda p: per_prompt.to_parquet(p, index=False))
     write_atomic(out / "pairs.parquet", lambda p: pairs.to_parquet(p, index=False))
+    summary["near_misses"] = _near_misses(images, matches, members, cfg.delta, out / "near_misses.png")
+    refs = {p: members.images[i] for p, i in matches.loc[matches["own_idx"] >= 0].groupby("prompt")["own_idx"].first()
+            .items()}
+    sample_grid(images, index, refs, prompts["prompt"].head(12).tolist(), out / "samples_grid.png")
     write_json(out / "summary.json", summary)
     best = pairs[pairs["kind"] == "own"].sort_values("distance").drop_duplicates("train_idx")
     for row in best.itertuples():
         pair_strip(images[row.sample], members.images[row.train_idx], out / "pairs" / f"{row.train_idx:05d}.png")
     return summary
+
+
+def _near_misses(images: np.ndarray, matches: pd.DataFrame, members: ImageDataset, delta: float, grid: Path,
+                 shown: int = 60) -> dict:
+    """Generations the copy test may miss (attacks.copies.near_misses): how many, of how many captions, how much of
+    them is pinned at 0 or 255, and a grid of the first `shown` (closest first) to look at."""
+    miss = matches[near_misses(matches, delta)].sort_values("own_distance")
+    gens, refs = images[miss["sample"].to_numpy()], members.images[miss["own_idx"].to_numpy()]
+    sat = saturation(gens, refs)
+    if len(miss):
+        pairs_grid(gens[:shown], refs[:shown], grid)
+    return {"generations": len(miss), "prompts": int(miss["prompt"].nunique()),
+            "saturated_share": float(sat.mean()) if len(sat) else float("nan"),
+            "grid": grid.name if len(miss) else None}
 
 
 def run_tiered(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: pd.DataFrame, samples_per_prompt: int,

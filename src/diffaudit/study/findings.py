@@ -3,7 +3,7 @@ chance (exact paired test on the same prompts), at what utility cost, and whethe
 duplication. The study writes them to `findings.json`; the memo and reports only read that file, so no sentence
 can claim more than the study computed."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,45 +11,59 @@ import pandas as pd
 from scipy.stats import mannwhitneyu
 
 from diffaudit.attacks.extraction import distinct_copies
-from diffaudit.attacks.metrics import clopper_pearson, mcnemar_p, paired_change
+from diffaudit.attacks.metrics import clopper_pearson, mcnemar_p
 from diffaudit.data.imagefolder import load_imagefolder
 from diffaudit.errors import DiffauditError
 from diffaudit.mitigations.base import Description
 from diffaudit.mitigations.registry import describe
+from diffaudit.study.verdicts import (ALPHA, DURABILITY, VERDICTS, Cell, by_picture, cluster_interval, counts, holm,
+                                      sampler_tests, seed_checks, switch_sampler, worst_case)
 
-ALPHA = 0.05  # significance level for "changed beyond chance"
-# A fix in the training data outlasts one in the weights, which outlasts a sampling setting anyone can change.
-DURABILITY = {"data": 0, "weights": 1, "setting": 2}
 
 
 @dataclass(frozen=True)
 class ArmEffect:
+    """One fix against the base. Rates and intervals are the first seed's, headline sampler; `stopped`/`started`
+    count *pictures* (owner's check); `verdict` is the worst case over samplers, seeds and probes (study.verdicts)."""
+
     arm: str
     kind: str
-    rate: float
+    rate: float  # outsider's probe: captions with a confirmed copy of their own picture
     ci_low: float
     ci_high: float
     extracted: int
     prompts: int
-    stopped: int  # prompts extracted before, not after
-    started: int  # prompts extracted after, not before
-    p_value: float  # exact McNemar, Holm-adjusted over all arms of the study
+    stopped: int  # pictures the base copied and this arm did not (owner's check, headline sampler)
+    started: int  # pictures this arm copied and the base did not
+    p_value: float  # picture-paired exact McNemar under the headline sampler, Holm-adjusted over the arms
     frechet_change: float  # relative to the base model; + is worse quality
     loss_change: float
     train_seconds: float
     description: Description  # the mitigation's own plain words (mitigations.registry)
     base_rate: float = float("nan")
+    owner_prompts: int = 0  # captions with a copy of their own picture among all generations (the owner's check)
+    owner_rate: float = float("nan")
+    owner_ci_low: float = float("nan")
+    owner_ci_high: float = float("nan")
+    base_owner_rate: float = float("nan")
+    pictures: int = 0
+    owner_pictures: int = 0
+    base_owner_pictures: int = 0
+    worst: str = "no clear change"  # a key of study.verdicts.VERDICTS
+    by_sampler: list = field(default_factory=list)  # the picture-paired test under each default sampler
+    seeds: list = field(default_factory=list)  # the same at each replicate training seed
+    started_pictures: list = field(default_factory=list)  # pictures it newly copies under any sampler, named
+    undone_by: list = field(default_factory=list)  # probes (adaptive, or another sampler) that undid it
+    seed_note: str = ""  # e.g. "first training seed only"
 
     @property
     def verdict(self) -> str:
-        if self.p_value >= ALPHA:
-            return "no clear change"
-        return "fewer copies" if self.stopped > self.started else "more copies"
+        return VERDICTS[self.worst]
 
     @property
     def lowered(self) -> bool:
-        """Fewer captions gave copies beyond chance, and the extraction rate itself went down."""
-        return self.verdict == "fewer copies" and self.rate < self.base_rate
+        """Fewer pictures copied beyond chance under every sampler and seed, undone by no probe."""
+        return self.worst == "fewer"
 
 
 def bucket_start(label: str) -> int:
@@ -63,78 +77,136 @@ def by_dup(row: dict, key: str = "by_dup") -> pd.DataFrame:
     return frame.sort_values("dup_bucket", key=lambda s: s.map(bucket_start)).reset_index(drop=True)
 
 
-def per_prompt(run: Path, seed: int, arm: str) -> pd.DataFrame:
-    path = run / f"seed{seed}" / arm / "extraction" / "per_prompt.parquet"
+def extraction_dir(run: Path, seed: int, arm: str, sampler: str | None = None) -> Path:
+    """Where an arm's extraction lies: the headline sampler's in the arm's folder, another sampler's beside it."""
+    folder = run / f"seed{seed}" / arm
+    return (folder if sampler is None else folder / f"sampler-{sampler}") / "extraction"
+
+
+def per_prompt(run: Path, seed: int, arm: str, sampler: str | None = None) -> pd.DataFrame:
+    path = extraction_dir(run, seed, arm, sampler) / "per_prompt.parquet"
     if not path.exists():
         raise DiffauditError(f"{path} is missing: the run's arm {arm!r} (seed {seed}) did not finish its extraction")
     return pd.read_parquet(path).set_index("prompt")
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment, so testing several arms does not inflate the chance of a false 'it worked'."""
-    order = np.argsort(p_values)
-    adjusted, running = np.empty(len(p_values)), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted.tolist()
 
 
 def _relative(new: float, old: float) -> float:
     return new / old - 1 if old and np.isfinite(old) and np.isfinite(new) else float("nan")
 
 
-def pooled_arms(rows: list[dict]) -> pd.DataFrame:
-    """One row per arm, pooled over seeds: extraction rate (prompts that copied their own image / prompts
-    attacked) with its exact interval and the seed spread; unique images and subjects (families) beside it,
-    summed over seeds."""
+def pictures_of(run: Path) -> tuple[pd.Series, pd.Series]:
+    """Each training caption's picture (its most frequent own image, by content hash) and each picture's name (its
+    first caption): the unit that verdicts pair and resample by."""
+    members = load_imagefolder(run / "data").split("member").table
+    picture = members.groupby("text")["sha256"].agg(lambda x: x.value_counts().index[0])
+    caption = picture.reset_index().groupby("sha256")["text"].min()
+    return picture, caption + " (" + caption.index.str[:8] + ")"
+
+
+def cells(run: Path, rows: list[dict], sampler_rows: list[dict]) -> list[Cell]:
+    """Every (arm, sampler, seed) measured: the headline rows and the other samplers' rows."""
+    out = []
+    for row, other in [(r, False) for r in rows] + [(r, True) for r in sampler_rows]:
+        if row.get("kind") == "detection":
+            continue
+        table = per_prompt(run, row["seed"], row["arm"], row["sampler"] if other else None).reset_index()
+        out.append(Cell(row["arm"], row["kind"], row.get("sampler", "headline"), row["seed"], row.get("setting", ""),
+                        table, row.get("frechet_distance", float("nan"))))
+    return out
+
+
+def pooled_arms(run: Path, rows: list[dict]) -> pd.DataFrame:
+    """One row per arm under the headline sampler, pooled over the seeds it was measured at: the outsider's and the
+    owner's caption rates with 95% intervals from a cluster bootstrap over pictures stratified by seed (captions of one
+    picture are not independent), the per-seed spread, and distinct pictures and subjects."""
+    pictures, _ = pictures_of(run)
     out = []
     for arm, group in pd.DataFrame([r for r in rows if r.get("kind") != "detection"]).groupby("arm", sort=False):
+        tables = [by_picture(per_prompt(run, int(seed), str(arm)).reset_index(), pictures) for seed in group["seed"]]
         k, n = int(group["prompts_with_copy"].sum()), int(group["attacked_prompts"].sum())
-        low, high = clopper_pearson(min(k, n), n)
+        owner = int(group["oracle_memorized_prompts"].sum())
         mia = [max(m.values(), key=lambda v: v["auc"]) for m in group.get("mia", pd.Series(dtype=object))
                if isinstance(m, dict) and m]
+        low, high = cluster_interval(tables, "outsider_captions")
         out.append({"arm": arm, "kind": group["kind"].iloc[0], "guidance": group["guidance"].iloc[0],
                     "extracted": k, "prompts": n, "rate": k / n, "ci_low": low, "ci_high": high,
+                    "owner_prompts": owner, "owner_rate": owner / n,
+                    "owner_ci": cluster_interval(tables, "owner_captions"),
+                    "owner_pictures": [int(t["owner"].sum()) for t in tables], "pictures": len(tables[0]),
                     "images": int(group["extracted_images"].sum()),
                     "families": int(group["extracted_families"].sum()),
                     "family_prompts": int(group["family_prompts"].sum()),
+                    "seed_list": group["seed"].astype(int).tolist(),
                     "seed_min": group["extraction_rate"].min(), "seed_max": group["extraction_rate"].max(),
+                    "owner_seed_min": float((group["oracle_memorized_prompts"] / group["attacked_prompts"]).min()),
+                    "owner_seed_max": float((group["oracle_memorized_prompts"] / group["attacked_prompts"]).max()),
                     "mia_auc": float(np.mean([m["auc"] for m in mia])) if mia else None,
-                    "frechet_distance": group["frechet_distance"].mean(),
-                    "heldout_loss": group["heldout_loss"].mean(), "seeds": len(group),
+                    "frechet_distance": group["frechet_distance"].mean() if "frechet_distance" in group else None,
+                    "heldout_loss": group["heldout_loss"].mean() if "heldout_loss" in group else None,
+                    "seeds": len(group),
                     "train_seconds": group.get("train_seconds", pd.Series([0.0])).fillna(0).mean()})
     return pd.DataFrame(out)
 
 
-def arm_effects(run: Path, rows: list[dict]) -> list[ArmEffect]:
-    """Every mitigation arm against the base model, paired prompt by prompt over all seeds."""
-    arms = pooled_arms(rows).set_index("arm")
-    base, others = arms.loc["base"], arms.drop(index="base")
+def arm_effects(run: Path, rows: list[dict], sampler_rows: list[dict] | None = None,
+                nulls: dict[str, dict] | None = None, adaptive: list[dict] | None = None,
+                ) -> tuple[list[ArmEffect], list[dict]]:
+    """Every mitigation arm against the base (study.verdicts), and the switch-the-sampler probe's cells."""
+    sampler_rows = sampler_rows or []
     seeds = sorted({r["seed"] for r in rows})
-    base_extracted = {seed: per_prompt(run, seed, "base")["extracted"] for seed in seeds}
-    tests = []
-    for arm in others.index:
-        pairs = [pd.concat([base_extracted[seed], per_prompt(run, seed, arm)["extracted"]], axis=1, join="inner")
-                 for seed in seeds]
-        tests.append(paired_change(np.concatenate([p.iloc[:, 0] for p in pairs]),
-                                   np.concatenate([p.iloc[:, 1] for p in pairs])))
-    adjusted = holm([t["p_value"] for t in tests])
-    return [ArmEffect(
-        arm=str(arm), kind=row["kind"], rate=row["rate"], ci_low=row["ci_low"], ci_high=row["ci_high"],
-        extracted=int(row["extracted"]), prompts=int(row["prompts"]), stopped=test["stopped"],
-        started=test["started"], p_value=p, frechet_change=_relative(row["frechet_distance"], base["frechet_distance"]),
-        loss_change=_relative(row["heldout_loss"], base["heldout_loss"]),
-        train_seconds=float(row["train_seconds"]), base_rate=float(base["rate"]),
-        description=describe(next(r for r in rows if r["arm"] == arm)))
-        for (arm, row), test, p in zip(others.iterrows(), tests, adjusted, strict=True)]
+    first = min(seeds) if not rows else next(r["seed"] for r in rows if r["arm"] == "base")
+    headline = next(r.get("sampler", "headline") for r in rows if r["arm"] == "base" and r["seed"] == first)
+    measured = cells(run, rows, sampler_rows)
+    valid = {tag: bool(v["valid"]) for tag, v in (nulls or {}).items()}
+    if not nulls:  # a study without per-setting nulls judges at every setting (older runs)
+        valid = {c.setting: True for c in measured}
+    pictures, labels = pictures_of(run)
+    tests = sampler_tests(measured, pictures, labels, valid, headline, first)
+    replicate = seed_checks(measured, pictures, labels, headline, first)
+    first_rows = {r["arm"]: r for r in rows if r["seed"] == first and r.get("kind") != "detection"}
+    settings_only = {a for a, r in first_rows.items() if a != "base" and describe(r).lasts == "setting"}
+    switched = switch_sampler(measured, pictures, valid, headline, first, settings_only)
+    base = first_rows["base"]
+    base_cell = counts(next(c for c in measured if c.arm == "base" and c.seed == first and c.sampler == headline),
+                       pictures)
+    out = []
+    for arm, row in first_rows.items():
+        if arm == "base":
+            continue
+        cell = counts(next(c for c in measured if c.arm == arm and c.seed == first and c.sampler == headline), pictures)
+        by_sampler = tests.get(arm, [])
+        head = next((t for t in by_sampler if t["sampler"] == headline), {"stopped": 0, "started": 0,
+                                                                           "p_value": float("nan")})
+        undone = sorted({f"{c['probe']} probe" for c in (adaptive or []) if c["arm"] == arm and c["verdict"] == "undone"}
+                        | {f"the {c['sampler']} sampler" for c in switched if c["arm"] == arm
+                           and c["verdict"] == "undone"})
+        seeds_of_arm = replicate.get(arm, [])
+        out.append(ArmEffect(
+            arm=arm, kind=row["kind"], rate=row["extraction_rate"], ci_low=row["extraction_ci"][0],
+            ci_high=row["extraction_ci"][1], extracted=row["prompts_with_copy"], prompts=row["attacked_prompts"],
+            stopped=head["stopped"], started=head["started"], p_value=head["p_value"],
+            frechet_change=_relative(row.get("frechet_distance", np.nan), base.get("frechet_distance", np.nan)),
+            loss_change=_relative(row.get("heldout_loss", np.nan), base.get("heldout_loss", np.nan)),
+            train_seconds=float(row.get("train_seconds", 0.0) or 0.0), description=describe(row),
+            base_rate=base["extraction_rate"], owner_prompts=cell["owner_prompts"], owner_rate=cell["owner_rate"],
+            owner_ci_low=cell["owner_ci"][0], owner_ci_high=cell["owner_ci"][1],
+            base_owner_rate=base_cell["owner_rate"], pictures=cell["pictures"],
+            owner_pictures=cell["owner_pictures"], base_owner_pictures=base_cell["owner_pictures"],
+            worst=worst_case(by_sampler, seeds_of_arm, undone), by_sampler=by_sampler, seeds=seeds_of_arm,
+            started_pictures=sorted({p for t in [*by_sampler, *seeds_of_arm] for p in t["started_pictures"]}),
+            undone_by=undone,
+            seed_note="" if seeds_of_arm or len(seeds) == 1 else f"training seed {first} only"))
+    return out, switched
 
 
 def ranked_fixes(effects: list[ArmEffect]) -> list[ArmEffect]:
-    """The arms that reduced extraction beyond chance, the most durable first (where the fix lives), then the
-    lowest rate, then the smaller quality cost."""
+    """The one ranking: fixes whose verdict holds in the worst case (study.verdicts), the most durable first (where
+    the fix lives), then the fewest pictures copied under the worst sampler, then the smaller quality cost."""
+    def worst_pictures(e: ArmEffect) -> int:
+        return max([e.owner_pictures] + [e.base_owner_pictures - t["stopped"] + t["started"] for t in e.by_sampler])
+
     return sorted((e for e in effects if e.lowered),
-                  key=lambda e: (DURABILITY.get(e.description.lasts, 1), e.rate, e.frechet_change))
+                  key=lambda e: (DURABILITY.get(e.description.lasts, 1), worst_pictures(e), e.frechet_change))
 
 
 def best_arm(effects: list[ArmEffect]) -> ArmEffect | None:
@@ -218,21 +290,30 @@ def adaptive_effects(rows: list[dict], search_control: dict | None) -> list[dict
     return out
 
 
-def findings(run: Path, rows: list[dict], search_control: dict | None = None) -> dict:
+def findings(run: Path, rows: list[dict], search_control: dict | None = None, sampler_rows: list[dict] | None = None,
+             nulls: dict[str, dict] | None = None) -> dict:
     """Everything the memo and reports state beyond the rows themselves, computed once by the study."""
-    effects = arm_effects(run, rows)
-    best = best_arm(effects)
+    adaptive = adaptive_effects(rows, search_control)
+    effects, switched = arm_effects(run, rows, sampler_rows, nulls, adaptive)
+    ranking = ranked_fixes(effects)
+    first = next(r["seed"] for r in rows if r["arm"] == "base")
     seeds = sorted({r["seed"] for r in rows})
     base = {seed: next(r for r in rows if r["arm"] == "base" and r["seed"] == seed) for seed in seeds}
-    return {"alpha": ALPHA, "arms": pooled_arms(rows).to_dict("records"),
-            "effects": [asdict(e) for e in effects], "best_arm": best.arm if best else None,
-            "duplication_trend": {str(s): duplication_trend(run, s, by_dup(base[s])) for s in seeds},
+    pictures, _ = pictures_of(run)
+    measured = cells(run, rows, sampler_rows or [])
+    return {"alpha": ALPHA, "arms": pooled_arms(run, rows).to_dict("records"),
+            "cells": [{**counts(c, pictures), "null": (nulls or {}).get(c.setting)} for c in measured],
+            "setting_nulls": nulls or {},
+            "effects": [asdict(e) | {"verdict": e.verdict} for e in effects],
+            "ranking": [e.arm for e in ranking], "best_arm": ranking[0].arm if ranking else None,
+            "switch_sampler": switched,
+            "duplication_trend": {str(s): duplication_trend(run, s, by_dup(base[s])) for s in seeds if s == first},
             "flag_precision": {str(s): flag_precision(run, s) for s in seeds},
             "oracle_extent": {str(s): oracle_extent(run, s) for s in seeds},
-            "adaptive": adaptive_effects(rows, search_control)}
+            "adaptive": adaptive}
 
 
 def effect_from_record(record: dict) -> ArmEffect:
     """An `ArmEffect` read back from findings.json, where an undefined number was written as null."""
-    numbers = {k: float("nan") if v is None else v for k, v in record.items()}
+    numbers = {k: float("nan") if v is None else v for k, v in record.items() if k != "verdict"}
     return ArmEffect(**{**numbers, "description": Description(**record["description"])})

@@ -15,7 +15,7 @@ import pandas as pd
 from diffaudit import faults
 from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.mia.tuning import settings
-from diffaudit.config import PRESETS, ForgetConfig, Preset, StudyConfig
+from diffaudit.config import PRESETS, ForgetConfig, Preset, SampleConfig, SamplerSetting, StudyConfig, validated
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.demo import prepare_data, prepare_model, trained_folder
 from diffaudit.errors import ConfigError
@@ -32,7 +32,7 @@ from diffaudit.scale import backend
 from diffaudit.scale.backend import mapped
 from diffaudit.study.adaptive_audit import adaptive_targets, run_probe, search_negative_control, static_outcome
 from diffaudit.study.assumptions import register
-from diffaudit.study.calibration import calibrate_copy_test
+from diffaudit.study.calibration import calibrate_copy_test, setting_null
 from diffaudit.study.cost import measured
 from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
 from diffaudit.study.findings import findings
@@ -82,8 +82,27 @@ def check_names(cfg: StudyConfig, forget: ForgetConfig | None = None) -> None:
             raise ConfigError(f"study.{field}: unknown name(s) {unknown}; choose from {sorted(known)}")
 
 
+def all_arms(preset: Preset) -> list[str]:
+    """Every arm name of a study under `preset`, the base and the tiered audit first."""
+    return ["base", "base-tiered"] + [v for kind in preset.study.mitigations
+                                      for v in MITIGATIONS[kind].variants(preset)]
+
+
+def headline(preset: Preset) -> Preset:
+    """The preset as the study samples: `sample` set to the headline sampler (study.samplers[0])."""
+    first = preset.study.samplers[0]
+    return preset.model_copy(update={"sample": validated(preset.sample, sampler=first.name, steps=first.steps)})
+
+
+def setting_tag(sampling: SampleConfig, guidance: float) -> str:
+    """How results name a (sampler, guidance, delayed start) setting, e.g. "ddim-unclamped-25 g3"."""
+    start = f" from {sampling.guidance_start:g}" if sampling.guidance_start else ""
+    return f"{sampling.sampler}-{sampling.steps} g{guidance:g}{start}"
+
+
 class Study:
     def __init__(self, preset: Preset, run: Path, reference: Path | None, progress: Progress):
+        preset = headline(preset)
         self.preset, self.run, self.reference, self.progress = preset, Path(run), reference, progress
         self.calibration: dict | None = None
         self.data = prepare_data(preset, self.run / "data", progress)
@@ -130,14 +149,21 @@ class Study:
             self._utility = UtilityProbe.build(self.data, self.preset.sample.steps, self.preset.sample.sampler)
         return self._utility
 
+    def sampling(self, setting: SamplerSetting | None = None, arm: Arm | None = None) -> SampleConfig:
+        """What an arm samples with: the headline sampler unless `setting` names another, plus the arm's own
+        sampling fields (e.g. a delayed guidance start)."""
+        fields = {"sampler": setting.name, "steps": setting.steps} if setting else {}
+        return validated(self.preset.sample, **fields, **(arm.sampling if arm else {}))
+
     def audit(self, pipe: AuditPipeline, folder: Path, guidance: float, mia: bool = True,
-              members: ImageDataset | None = None, conditioning: Conditioning | None = None) -> dict:
+              members: ImageDataset | None = None, conditioning: Conditioning | None = None,
+              sampling: SampleConfig | None = None, utility: bool = True) -> dict:
         """Extraction (against the original training set and prompts), membership inference (on `members`, the
         arm's own training set when it differs from the study's), utility; samples drawn through `conditioning` (an
-        inference-time setting) when one is given."""
-        s = self.preset.study
+        inference-time setting) when one is given, with `sampling` (the headline sampler by default)."""
+        s, sampling = self.preset.study, sampling or self.preset.sample
         ext = run_extraction(pipe, self.data, folder / "extraction", self.prompts, s.samples_per_prompt, guidance,
-                             self.preset.sample, self.probe_cfg, self.progress, conditioning=conditioning)
+                             sampling, self.probe_cfg, self.progress, conditioning=conditioning)
         row = {"extraction_rate": ext["rate"], "extraction_ci": [ext["ci_low"], ext["ci_high"]],
                "prompts_with_copy": ext["prompts_with_copy"], "extracted_images": ext["extracted_images"],
                "extracted_families": ext["extracted_families"], "family_prompts": ext["family_prompts"],
@@ -147,7 +173,9 @@ class Study:
                "extraction_by_delta": ext["extraction_by_delta"], "oracle_by_delta": ext["oracle_by_delta"],
                "probe_sweep": ext["probe_sweep"], "delta": self.probe_cfg.delta, "probe_precision": ext["precision"],
                "probe_recall": ext["recall"], "by_dup": ext["by_dup"], "extraction_unet_evals": ext["unet_evaluations"],
-               "guidance": guidance, "model_hash": pipe.model_hash()}
+               "guidance": guidance, "model_hash": pipe.model_hash(), "sampler": f"{sampling.sampler}-{sampling.steps}",
+               "setting": setting_tag(sampling, guidance), "near_misses": ext["near_misses"],
+               "sampling": sampling.model_dump(include={"sampler", "steps", "guidance_start", "early_guidance"})}
         if mia:
             res = run_mia(pipe, members or self.data, folder / "mia", list(s.mia_attacks), s.mia_per_side,
                           progress=self.progress, tune_per_side=s.mia_tune_per_side)
@@ -157,7 +185,8 @@ class Study:
             row["mia_loss_gap"] = res["loss_gap"]
             row["mia_paired"] = res["paired"]
             row["split_check_auc"] = res["split_check"]["auc"]
-        row |= self.utility.measure(pipe, guidance, conditioning)
+        if utility:
+            row |= self.utility.measure(pipe, guidance, conditioning, sampling)
         return row
 
     def base(self, seed: int) -> AuditPipeline:
@@ -175,36 +204,92 @@ class Study:
         return AuditPipeline.from_pretrained(folder / "model", self.preset.runtime), json.loads(
             manifest.read_text())["seconds"]
 
+    def second_seed(self, seed: int) -> int:
+        """The seed of the model on which an arm's setting is chosen: the study's next seed, never `seed` itself."""
+        others = [s for s in self.preset.study.seeds if s != seed]
+        return others[0] if others else seed + 1
+
+    def copies(self, pipe: AuditPipeline, guidance: float, fields: dict, folder: Path) -> dict:
+        """The study's extraction probe on any model and setting (for choosing a setting on a second-seed model)."""
+        return run_extraction(pipe, self.data, folder, self.prompts, self.preset.study.samples_per_prompt, guidance,
+                              validated(self.preset.sample, **fields), self.probe_cfg, self.progress)
+
     def context(self, folder: Path, seed: int) -> Context:
+        other = self.second_seed(seed)
         return Context(self.preset, self.data, seed, folder, base=lambda: self.base(seed),
-                       retrain=lambda data, out: self.retrain(data, out, seed), progress=self.progress)
+                       retrain=lambda data, out: self.retrain(data, out, seed), progress=self.progress,
+                       second_seed=other, second_base=lambda: self.base(other), copies=self.copies)
+
+    def first_seed(self, seed: int) -> bool:
+        """The seed at which every arm, sampler, probe and control runs; other seeds replicate `seed_arms`."""
+        return seed == self.preset.study.seeds[0]
+
+    def arm_names(self, seed: int) -> list[str]:
+        """Every arm of the study at `seed`, the base and the tiered audit first."""
+        s, names = self.preset.study, all_arms(self.preset)
+        if self.first_seed(seed) or s.seed_arms is None:
+            return names
+        return [n for n in names if n in s.seed_arms]
 
     def arms(self, seed: int) -> list[tuple[str, Callable[[], dict]]]:
         s, g0 = self.preset.study, self.preset.sample.guidance
-        root = self.run / f"seed{seed}"
-        out: list[tuple[str, Callable[[], dict]]] = [
-            ("base", lambda: {"kind": "none", **self.audit(self.base(seed), root / "base", g0)})]
-        out.append(("base-tiered", lambda: {"kind": "detection", **run_tiered(
-            self.base(seed), self.data, root / "tiered", self.prompts, s.samples_per_prompt, g0, self.preset.sample,
-            self.probe_cfg, s.detector, s.confirm_fraction, root / "base" / "extraction", self.progress)}))
+        root, full = self.run / f"seed{seed}", self.first_seed(seed)
+        steps: dict[str, Callable[[], dict]] = {
+            "base": lambda: {"kind": "none", **self.audit(self.base(seed), root / "base", g0, mia=full, utility=full)},
+            "base-tiered": lambda: {"kind": "detection", **run_tiered(
+                self.base(seed), self.data, root / "tiered", self.prompts, s.samples_per_prompt, g0, self.preset.sample,
+                self.probe_cfg, s.detector, s.confirm_fraction, root / "base" / "extraction", self.progress)}}
         for kind in s.mitigations:
             for variant in MITIGATIONS[kind].variants(self.preset):
-                out.append((variant, lambda m=MITIGATIONS[kind], v=variant: self.mitigated(m, v, root, seed)))
-        return out
+                steps[variant] = lambda m=MITIGATIONS[kind], v=variant: self.mitigated(m, v, root, seed)
+        return [(name, steps[name]) for name in self.arm_names(seed)]
 
     def arm(self, name: str, seed: int) -> Arm:
-        """The model an arm audits (a finished mitigation is reloaded from its folder, not redone)."""
+        """The model an arm audits (a finished mitigation is reloaded from its folder, not redone), kept for the
+        arm's next audit (another sampler, a probe)."""
+        if self._arm is not None and self._arm[0] == (name, seed):
+            return self._arm[1]
         if name == "base":
-            return Arm(self.base(seed), self.preset.sample.guidance)
-        kind = next(k for k in self.preset.study.mitigations if name in MITIGATIONS[k].variants(self.preset))
-        return MITIGATIONS[kind].apply(name, self.context(self.run / f"seed{seed}" / name, seed))
+            arm = Arm(self.base(seed), self.preset.sample.guidance)
+        else:
+            kind = next(k for k in self.preset.study.mitigations if name in MITIGATIONS[k].variants(self.preset))
+            arm = MITIGATIONS[kind].apply(name, self.context(self.run / f"seed{seed}" / name, seed))
+        self._arm = ((name, seed), arm)
+        return arm
 
     def mitigated(self, mitigation: Mitigation, variant: str, root: Path, seed: int) -> dict:
-        """Apply one mitigation variant to a fresh base and audit the result like the base."""
-        arm = mitigation.apply(variant, self.context(root / variant, seed))
+        """Apply one mitigation variant to a fresh base and audit the result like the base (at a replicate seed:
+        extraction only)."""
+        arm = self.arm(variant, seed)
+        full = self.first_seed(seed)
         return {"kind": mitigation.kind, **arm.record,
-                **self.audit(arm.pipe, root / variant, arm.guidance, mia=arm.mia, members=arm.members,
-                             conditioning=arm.conditioning(Text()) if arm.wrap else None)}
+                **self.audit(arm.pipe, root / variant, arm.guidance, mia=arm.mia and full, members=arm.members,
+                             conditioning=arm.conditioning(Text()) if arm.wrap else None,
+                             sampling=self.sampling(arm=arm), utility=full)}
+
+    def settings_of(self, kind: str) -> list[SamplerSetting]:
+        """The samplers an arm of `kind` is measured under beyond the headline: the other default samplers, and for
+        the base and the guidance arms the reference ones (how numbers moved)."""
+        s = self.preset.study
+        extra = s.reference_samplers if kind in ("none", "guidance") else ()
+        return [x for x in (*s.samplers[1:], *extra) if x != s.samplers[0]]
+
+    def sampler_audit(self, name: str, seed: int, setting: SamplerSetting) -> dict:
+        """One arm's extraction (probe and owner's check) and quality under another sampler. Membership scores do
+        not sample, so they are not repeated."""
+        arm = self.arm(name, seed)
+        return self.audit(arm.pipe, self.run / f"seed{seed}" / name / f"sampler-{setting.key}", arm.guidance,
+                          mia=False, conditioning=arm.conditioning(Text()) if arm.wrap else None,
+                          sampling=self.sampling(setting, arm))
+
+    def null(self, sampling: SampleConfig, guidance: float) -> dict:
+        """The model null of one (sampler, guidance) setting at the calibrated delta, on the first seed's base."""
+        seed = self.preset.study.seeds[0]
+        folder = self.run / f"seed{seed}" / "null" / f"samples-{sampling.sampler}-{sampling.steps}"
+        if sampling.guidance_start:
+            folder = folder.with_name(f"{folder.name}-from-{sampling.guidance_start:g}")
+        return setting_null(self.base(seed), self.data, self.preset, sampling, guidance, self.probe_cfg.delta,
+                            folder, self.progress)
 
     @property
     def targets(self) -> pd.DataFrame:
@@ -214,9 +299,7 @@ class Study:
         """One adaptive probe against one arm, on the heavily duplicated attacked captions (the arm's model is kept
         for its next probe)."""
         root = self.run / f"seed{seed}"
-        if self._arm is None or self._arm[0] != (name, seed):
-            self._arm = ((name, seed), self.arm(name, seed))
-        return run_probe(probe, self._arm[1], self.data, root / name, self.targets, self.preset, self.probe_cfg,
+        return run_probe(probe, self.arm(name, seed), self.data, root / name, self.targets, self.preset, self.probe_cfg,
                          [root / "base" / "extraction" / "samples", root / name / "extraction" / "samples"],
                          self.progress)
 
@@ -255,6 +338,9 @@ class Study:
 def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
     """Run (or resume) every arm for every seed; write and return the comparison table."""
     check_names(preset.study, preset.forget)
+    unknown = sorted(set(preset.study.seed_arms or ()) - set(all_arms(preset)))
+    if unknown:
+        raise ConfigError(f"study.seed_arms: unknown arm(s) {unknown}; this study's arms are {all_arms(preset)}")
     resolve(preset.runtime)  # a missing GPU is named before any data is prepared
     _check_same_config(Path(run), preset)
     remove_stale_temps(Path(run))
@@ -268,7 +354,7 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
     controls = study.mia_controls(base)
     # Rewritten on every run: a resumed study whose arms or probes were extended states its new assumptions too.
     write_json(study.run / "assumptions.json", register(preset, study.data, base, calibration))
-    rows, dp_controls = [], {}
+    rows, sampler_rows, dp_controls = [], [], {}
     probes = preset.study.adaptive_probes
     targets = len(adaptive_targets(study.prompts, preset.study.adaptive_min_dup))
     probes = probes if targets else ()  # nothing duplicated enough to attack harder: said in the assumptions
@@ -277,13 +363,21 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
     for seed in preset.study.seeds:
         if backend.workers() > 1:
             _arms_on_workers(study, seed)
+        full = study.first_seed(seed)
         for name, fn in study.arms(seed):
             result = _step(study.run, f"seed{seed}-{name}", fn)
-            if probes and result.get("kind") != "detection":
-                result = {**result, "adaptive": study.adaptive(name, seed)}
+            if full and result.get("kind") != "detection":
+                for setting in study.settings_of(result["kind"]):
+                    other = _step(study.run, f"seed{seed}-{name}~{setting.key}",
+                                  lambda name=name, setting=setting: study.sampler_audit(name, seed, setting))
+                    sampler_rows.append({"arm": name, "seed": seed, "kind": result["kind"], **other})
+                if probes:
+                    result = {**result, "adaptive": study.adaptive(name, seed)}
             rows.append({"arm": name, "seed": seed, **result})
             _log_arm(study.run, preset, name, seed, result)
-        if preset.study.dp_control and "dp" in preset.study.mitigations:
+        if full:
+            nulls = setting_nulls(study, rows + sampler_rows, calibration)
+        if full and preset.study.dp_control and "dp" in preset.study.mitigations:
             dp_controls[str(seed)] = _step(study.run, f"seed{seed}-dp-nonprivate",
                                            lambda seed=seed: study.dp_control(seed))
     forget = study.forget(preset.study.seeds[0]) if preset.forget.in_study else None
@@ -291,11 +385,30 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
     table = comparison_table(rows)
     table.to_parquet(study.run / "comparison.parquet", index=False)
     write_json(study.run / "results.json", {"rows": rows, "preset": preset.name, "dataset_version": study.data.version,
+                                            "sampler_rows": sampler_rows, "setting_nulls": nulls,
                                             "calibration": calibration, "mia_controls": controls,
                                             "dp_controls": dp_controls, "adaptive_control": search_control,
                                             "forget": forget})
-    write_json(study.run / "findings.json", findings(study.run, rows, search_control))
+    write_json(study.run / "findings.json", findings(study.run, rows, search_control, sampler_rows, nulls))
     return table
+
+
+def setting_nulls(study: Study, rows: list[dict], calibration: dict) -> dict[str, dict]:
+    """Each (sampler, guidance) setting an arm was measured at, with its own model null at the calibrated delta: the
+    headline's is the calibration's; every other is measured on `study.setting_null_prompts` never-trained captions,
+    each its own step. A setting whose upper bound exceeds `study.null_bound` is not valid for verdicts."""
+    bound = study.preset.study.null_bound
+    head = calibration["model_null"]
+    head_tag = setting_tag(study.preset.sample, study.preset.sample.guidance)
+    out = {head_tag: {**head, "valid": bool(head["ci_high"] <= bound), "source": "calibration"}}
+    for row in rows:
+        tag = row.get("setting")
+        if tag is None or tag in out:
+            continue
+        sampling = validated(study.preset.sample, **row["sampling"])
+        null = _step(study.run, f"null-{tag.replace(' ', '_')}", lambda s=sampling, g=row["guidance"]: study.null(s, g))
+        out[tag] = {**null, "valid": bool(null["ci_high"] <= bound), "source": "setting null"}
+    return out
 
 
 def _arms_on_workers(study: Study, seed: int) -> None:

@@ -14,6 +14,7 @@ from scipy import linalg
 
 from diffaudit.attacks.mia.common import query_batch
 from diffaudit.attacks.mia.loss import denoising_loss
+from diffaudit.config import SampleConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.data.openmoji import distinct_renders, named_glyphs
 from diffaudit.model.conditioning import Conditioning
@@ -99,9 +100,11 @@ class UtilityProbe:
         held_out = held_out.where(np.arange(len(held_out)) < (prompts or len(held_out)))
         return cls(encoder, encoder.features(held_out.images), held_out, steps, sampler)
 
-    def measure(self, pipe: AuditPipeline, guidance: float, conditioning: Conditioning | None = None) -> dict:
+    def measure(self, pipe: AuditPipeline, guidance: float, conditioning: Conditioning | None = None,
+                sampling: SampleConfig | None = None) -> dict:
         """Held-out loss and Fréchet distance of held-out captions' samples, drawn through `conditioning` (an
-        inference-time setting) when one is given."""
+        inference-time setting) when one is given, with `sampling`'s sampler (the probe's own by default)."""
+        sampling = sampling or SampleConfig(sampler=self.sampler, steps=self.steps)
         batch = query_batch(pipe, self.held_out.images, self.held_out.texts)
         key = pipe.model_hash()  # the loss depends on the model only: guidance arms reuse the base's
         if key not in self.losses:
@@ -112,7 +115,8 @@ class UtilityProbe:
         seeds = list(range(len(self.held_out)))
         with pipe.denoiser.counting() as spent:
             cond = batch.cond if conditioning is None else conditioning(pipe, list(self.held_out.texts), seeds)
-            generated = sample(pipe, cond, seeds, guidance, self.steps, self.sampler)
+            generated = sample(pipe, cond, seeds, guidance, sampling.steps, sampling.sampler,
+                               guidance_start=sampling.guidance_start, early_guidance=sampling.early_guidance)
         fd = frechet_distance(self.encoder.features(generated), self.real_features)
         # The cost of this measurement, whether or not the loss was computed just now (as the tiered audit
         # counts reused samples at what they cost to draw).

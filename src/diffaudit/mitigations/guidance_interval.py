@@ -1,0 +1,53 @@
+"""Guidance kept out of the first sampling steps (Jain et al., CVPR 2025, "Classifier-free guidance inside the
+attraction basin may cause memorization"): the best published form of mitigation (b), beside plain higher guidance.
+
+Its start is a choice, so it is made where it cannot fit the audited model: on a base model trained with another seed,
+by the same owner's check that judges the arm. The start with the fewest captions copying their own picture there
+wins; ties go to the earlier start (more guidance, closer to what the scale asks for)."""
+
+import json
+
+from diffaudit.config import Preset
+from diffaudit.io import write_json
+from diffaudit.mitigations.base import Arm, Context, Description, Mitigation
+
+PREFIX = "guidance-interval-"
+
+
+def choose_start(ctx: Context, guidance: float) -> dict:
+    """The start of guidance, chosen on the second-seed model (kept in the arm's folder, so it is chosen once)."""
+    path = ctx.folder / "start_choice.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    pipe, candidates = ctx.second_base(), []
+    for start in ctx.preset.study.guidance_starts:
+        summary = ctx.copies(pipe, guidance, {"guidance_start": start}, ctx.folder / "choice" / f"start-{start:g}")
+        candidates.append({"start": start, "owner_prompts": summary["oracle_memorized_prompts"],
+                           "probe_prompts": summary["prompts_with_copy"]})
+    best = min(candidates, key=lambda c: (c["owner_prompts"], c["start"]))
+    choice = {"start": best["start"], "candidates": candidates, "chosen_on": f"seed {ctx.second_seed}",
+              "model_hash": pipe.model_hash()}
+    write_json(path, choice)
+    return choice
+
+
+class GuidanceInterval(Mitigation):
+    kind = "guidance-interval"
+
+    def variants(self, preset: Preset) -> list[str]:
+        return [f"{PREFIX}{g:g}" for g in preset.study.interval_guidance]
+
+    def apply(self, variant: str, ctx: Context) -> Arm:
+        guidance = float(variant.removeprefix(PREFIX))
+        choice = choose_start(ctx, guidance)
+        return Arm(ctx.base(), guidance, mia=False, sampling={"guidance_start": choice["start"]},
+                   record={"start_choice": choice})
+
+    def describe(self, variant: str, record: dict) -> Description:
+        start = record["start_choice"]["start"]
+        return Description(f"Guidance after the first steps (scale {variant.removeprefix(PREFIX)})",
+                           f"Same model; guidance switched on only after the first {start:.0%} of the drawing steps.",
+                           undone_by="anyone who holds the model file or can choose the sampling settings",
+                           lasts="setting",
+                           note=f"Its start was chosen on a model trained with another seed "
+                                f"({record['start_choice']['chosen_on']}), not on the audited one.")

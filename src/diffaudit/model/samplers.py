@@ -1,0 +1,46 @@
+"""The samplers an audit may draw with, declared once: name -> diffusers scheduler and the options that make it that
+sampler. Config, CLI and the study read this registry; `model.sample.make_scheduler` builds from it.
+
+Our training schedule has `clip_sample` on, so plain DDIM clamps every step's x_0 estimate to [-1, 1]. Deployed
+Stable Diffusion pipelines do not; under guidance >= 3 the clamp washes the quick model's samples out and hides its
+copies (benchmarks/guidance_clipping.py). So the deployer's DDIM is "ddim-unclamped", and "ddim" stays only to show how
+numbers measured with it moved.
+"""
+
+from dataclasses import dataclass, field
+
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from diffaudit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Sampler:
+    scheduler: type[SchedulerMixin]
+    title: str  # plain words for readers
+    options: dict = field(default_factory=dict)  # overrides of the model's training-schedule config
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "ddim": Sampler(DDIMScheduler, "DDIM with the training schedule's x0 clamp (not how deployed pipelines sample)"),
+    "ddim-unclamped": Sampler(DDIMScheduler, "DDIM as Stable Diffusion pipelines run it (no clamp)",
+                              {"clip_sample": False}),
+    "dpmsolver++": Sampler(DPMSolverMultistepScheduler, "DPM-Solver++", {"algorithm_type": "dpmsolver++"}),
+    "unipc": Sampler(UniPCMultistepScheduler, "UniPC"),
+}
+
+
+def checked(name: str) -> str:
+    """`name` when it is a registered sampler; otherwise a ConfigError listing the choices."""
+    if name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    return name
+
+
+def scheduler(name: str, training_config: dict, steps: int) -> SchedulerMixin:
+    """A fresh scheduler for `name` from the model's training schedule, set to `steps` (multistep ones keep state)."""
+    entry = SAMPLERS[checked(name)]
+    sched = entry.scheduler.from_config(training_config, **entry.options)
+    sched.set_timesteps(steps)
+    return sched
