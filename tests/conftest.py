@@ -1,5 +1,6 @@
 """Shared tiny fixtures: an 8x8 OpenMoji dataset and a model trained for a few steps, built once."""
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -56,17 +57,25 @@ def overfit_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
 
 
 @pytest.fixture(scope="session")
-def tiny_study_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset, tiny_model_dir: Path) -> Path:
+def tiny_study_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset, tiny_model_dir: Path,
+                   overfit_run: tuple[dict, Path]) -> Path:
     """A finished tiny study. Its thresholds are loosened to 1.0 so an 8x8 model trained for a few steps
     still yields extracted pairs for the reports and viewer to show (every arm extracts every prompt)."""
     from diffaudit.study.runner import run_study
 
     run = tmp_path_factory.mktemp("study") / "run"
+    seed_positive_control(run, overfit_run[1])
     before = faults.calls()
     run_study(loose_study(tiny), run, tiny_model_dir, make_progress(disable=True))
     # How many crash points an uninterrupted study passes: the fault tests draw their kill points below it.
     (run.parent / "crash_points.txt").write_text(str(faults.calls() - before))
     return run
+
+
+def seed_positive_control(run: Path, control: Path) -> None:
+    """Put the finished membership positive control (the `overfit_run` fixture: the tiny preset's control preset and
+    attacks) where a tiny study looks for it, so the study reads it back instead of training it again."""
+    shutil.copytree(control, run / "mia-controls" / "positive")
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:

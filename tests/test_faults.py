@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import LOOSE_TOML, loose_study
+from conftest import LOOSE_TOML, loose_study, seed_positive_control
 
 from diffaudit import faults
 from diffaudit.config import Preset
@@ -82,12 +82,14 @@ def test_generate_killed_anywhere_resumes_without_loss_or_duplicates(tmp_path: P
 
 @pytest.mark.parametrize("draw", DRAWS)
 def test_study_killed_anywhere_resumes_to_the_same_results(tmp_path: Path, tiny: Preset, tiny_study_dir: Path,
-                                                           tiny_model_dir: Path, draw: int) -> None:
+                                                           tiny_model_dir: Path, overfit_run: tuple[dict, Path],
+                                                           draw: int) -> None:
     from diffaudit.study.runner import run_study
 
     total = int((tiny_study_dir.parent / "crash_points.txt").read_text())
     (tmp_path / "loose.toml").write_text(LOOSE_TOML)
     run = tmp_path / "run"
+    seed_positive_control(run, overfit_run[1])  # as the reference study had it
     _crash(_kill_point(total, "study", draw), "study", "--preset", "tiny", "--config", str(tmp_path / "loose.toml"),
            "--out", str(run), "--reference", str(tiny_model_dir))
     run_study(loose_study(tiny), run, tiny_model_dir, make_progress(disable=True))

@@ -14,12 +14,9 @@ from safetensors.torch import load_file
 
 from diffaudit.config import PRESETS, Preset
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
-from diffaudit.data.openmoji import build_openmoji
 from diffaudit.errors import CheckpointError, ConfigError
 from diffaudit.model.lineage import read_lineage
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
-from diffaudit.model.train import train
-from diffaudit.progress import make_progress
 from diffaudit.unlearning.base import ForgetJob, fresh_like
 from diffaudit.unlearning.protocol import run_forget, verify_forget
 from diffaudit.unlearning.request import ForgetRequest, most_extracted_families
@@ -137,14 +134,10 @@ def test_judge_fails_what_was_not_forgotten_or_was_over_forgotten() -> None:
 
 
 @pytest.fixture(scope="module")
-def overfit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Preset, ImageDataset, Path]:
-    """A model that memorised its 24 pictures (the membership attacks' positive-control preset)."""
-    preset = PRESETS["tiny-overfit"]
-    root = tmp_path_factory.mktemp("overfit")
-    build_openmoji(root / "data", preset.data, make_progress(disable=True))
-    data = load_imagefolder(root / "data")
-    train(build_pipeline(preset.model, preset.data.resolution), data, preset.train, root / "original")
-    return preset, data, root / "original" / "model"
+def overfit(overfit_run: tuple[dict, Path]) -> tuple[Preset, ImageDataset, Path]:
+    """A model that memorised its 24 pictures: the membership attacks' positive control (trained once, in conftest)."""
+    root = overfit_run[1]
+    return PRESETS["tiny-overfit"], load_imagefolder(root / "data"), root / "train" / "model"
 
 
 def test_verification_fails_a_model_that_forgot_nothing_and_passes_a_faithful_retrain(

@@ -8,8 +8,8 @@ from diffaudit.mitigations.inference import InferenceTime
 from diffaudit.mitigations.private_finetune import PrivateFinetune
 from diffaudit.mitigations.retrain_dedup import RetrainDeduplicated
 
-MITIGATIONS: dict[str, Mitigation] = {m.kind: m for m in (Guidance(), GuidanceInterval(), RetrainDeduplicated(), PrivateFinetune(),
-                                                          CaptionRandomization(), InferenceTime())}
+MITIGATIONS: dict[str, Mitigation] = {m.kind: m for m in (Guidance(), GuidanceInterval(), RetrainDeduplicated(),
+                                                          PrivateFinetune(), CaptionRandomization(), InferenceTime())}
 
 
 def describe(row: dict) -> Description:

@@ -16,10 +16,11 @@ import pandas as pd
 import pypdf
 
 from diffaudit.attacks.adaptive.registry import PROBES
-from diffaudit.config import CARLINI_SAMPLES, SD_DEFAULT_GUIDANCE
+from diffaudit.config import CARLINI_SAMPLES
 from diffaudit.errors import DiffauditError
 from diffaudit.figures import arms_figure, dup_rate_figure, pairs_montage
 from diffaudit.io import write_atomic, write_json, write_text
+from diffaudit.model.samplers import SAMPLERS
 from diffaudit.report.readability import readability
 from diffaudit.report.results import StudyResults
 from diffaudit.study.findings import ALPHA, ArmEffect, by_dup, ranked_fixes
@@ -79,9 +80,14 @@ def _arm_cost(e: ArmEffect) -> str:
     return f"quality distance {signed(e.frechet_change)}{minutes}"
 
 
+SHORT_VERDICTS = {"fewer": "fewer", "undone": "fewer, but undone", "not at every seed": "fewer, not at every seed",
+                  "not under every sampler": "fewer under some samplers only", "no clear change": "no clear change",
+                  "more": "more", "not judged": "not judged"}
+
+
 def _verdict(e: ArmEffect) -> str:
-    """The paired test's answer in the table's words."""
-    return {"no clear change": "no clear change", "fewer copies": "fewer", "more copies": "more"}[e.verdict]
+    """The worst-case verdict (study.verdicts) in the table's words."""
+    return SHORT_VERDICTS[e.worst]
 
 
 @dataclass
@@ -105,6 +111,36 @@ class MemoWriter:
         self.trend = res.findings["duplication_trend"][str(self.base["seed"])]
         self.flags = res.findings["flag_precision"][str(self.base["seed"])]
         self.adaptive = res.findings.get("adaptive", [])
+        self.cells = res.findings.get("cells", [])
+        self.headline = self.base.get("sampler", "")
+
+    def sampler_words(self, key: str) -> str:
+        """A sampler key ("ddim-unclamped-25") in a reader's words."""
+        name, _, steps = key.rpartition("-")
+        return f"{SAMPLERS[name].title} at {steps} steps" if name in SAMPLERS else key
+
+    def cell(self, arm: str, sampler: str) -> dict | None:
+        seed = self.base["seed"]
+        return next((c for c in self.cells if c["arm"] == arm and c["sampler"] == sampler and c["seed"] == seed), None)
+
+    def sampler_sentence(self) -> str:
+        """How the sampler moved the guidance result, in counts: the clamped DDIM of earlier audits beside the
+        deployed sampler, for the strongest guidance arm (empty when the study did not measure both)."""
+        guided = [e for e in self.effects if e.kind == "guidance"]
+        clamped = next((c["sampler"] for c in self.cells if c["sampler"].startswith("ddim-")
+                        and c["sampler"].rpartition("-")[0] == "ddim"), None)
+        if not guided or clamped is None:
+            return ""
+        e = max(guided, key=lambda x: self.arms.loc[x.arm, "guidance"])
+        before, after = self.cell(e.arm, clamped), self.cell(e.arm, self.headline)
+        base_before, base_after = self.cell("base", clamped), self.cell("base", self.headline)
+        if None in (before, after, base_before, base_after):
+            return ""
+        return (f"The sampler decides what guidance does. With {self.sampler_words(clamped)} (which clamps each step, "
+                f"as our earlier audits did), {_arm_name(e).lower()} seemed to stop copies: {before['owner_pictures']} "
+                f"pictures copied, against {base_before['owner_pictures']} without it. Drawn as deployed pipelines "
+                f"draw ({self.sampler_words(self.headline)}), it copied {after['owner_pictures']} pictures, against "
+                f"{base_after['owner_pictures']} without it (owner's check, {after['pictures']} pictures tried).")
 
     @property
     def base_arm(self) -> pd.Series:
@@ -135,9 +171,10 @@ class MemoWriter:
                 f"{data['n_member']:,} captioned emoji pictures (some repeated on purpose), "
                 f"{len(seeds)} training run{'s' if len(seeds) > 1 else ''}; the {self.study['prompts_top']} most "
                 f"repeated captions, {self.study['samples_per_prompt']} tries each (the published study used "
-                f"{CARLINI_SAMPLES}), made at guidance scale {self.base['guidance']:g} (Stable Diffusion tools "
-                f"default to {SD_DEFAULT_GUIDANCE:g}). A copy is a picture within distance {self.base['delta']:g} "
-                "of the caption's own training picture; "
+                f"{CARLINI_SAMPLES}), made at guidance scale {self.base['guidance']:g} with "
+                f"{self.sampler_words(self.headline)}, as deployed pipelines draw. A copy is a picture whose largest "
+                f"difference from the caption's own training picture, over a 4×4 grid of tiles, is below "
+                f"{self.base['delta']:g} (root-mean-square on pixels scaled 0 to 1); "
                 f"captions the model never saw got such a 'copy' {null['hits']} times in {null['n']} (95% range "
                 f"{span(null['ci_low'], null['ci_high'])}).")
 
@@ -157,14 +194,17 @@ class MemoWriter:
         """The most durable fix that held, with its interval and cost, or that none held."""
         fixes = ranked_fixes(self.effects)
         if not fixes:
-            return "None of the fixes we tried lowered the extraction rate by more than chance could explain."
+            return ("None of the fixes we tried cut the pictures the model copies by more than chance could explain "
+                    "under every sampler we tried.")
         e = fixes[0]
-        others = (f"{len(fixes) - 1} other fixes also lowered copies; page 4 says which held under harder attacks."
+        others = (f"{len(fixes) - 1} other fixes also held under every sampler and attack we tried; page 4 lists them."
                   if len(fixes) > 1 else "")
         return " ".join(filter(None, [
-            f"{_arm_name(e)}, a fix in {LIVES[e.description.lasts]}, cut the extraction rate from {pct(e.base_rate)} "
-            f"to {pct(e.rate)} (95% range {span(e.ci_low, e.ci_high)}; {p_text(e.p_value)}), at a cost of "
-            f"{_arm_cost(e)}.", e.description.note, self._attack_sentence(e.arm).strip(), others]))
+            f"{_arm_name(e)}, a fix in {LIVES[e.description.lasts]}, cut the pictures the model copied from "
+            f"{e.base_owner_pictures} to {e.owner_pictures} of {e.pictures} under every sampler we tried "
+            f"({p_text(e.p_value)}); the outsider's extraction rate went from {pct(e.base_rate)} to {pct(e.rate)} "
+            f"(95% range {span(e.ci_low, e.ci_high)}). Its cost: {_arm_cost(e)}.", e.description.note,
+            self._started(e), self._attack_sentence(e.arm).strip(), others]))
 
     def caveats(self) -> list[str]:
         return ["These rates hold for this small model and these most repeated captions, not for every caption "
@@ -178,8 +218,13 @@ class MemoWriter:
         top = hits.loc[hits["hits"].idxmax(), "dup_bucket"] if len(hits) else None
         where = f"Here, most copies came from pictures in the training data {top} times." if top else \
             "Here, no copies were found."
+        samplers = list(dict.fromkeys(c["sampler"] for c in self.cells if c["arm"] == "base"))
+        others = [self.sampler_words(k) for k in samplers if k != self.headline]
         return [
             f"How often does each training picture appear in the training data? {where}",
+            f"Which sampler did the audit use? Here: {self.sampler_words(self.headline)}, as deployed; every fix was "
+            "also checked with " + (", ".join(others) if others else "no other sampler") + ". A sampler that clamps "
+            "each step can hide copies under strong guidance.",
             "How many tries per caption did the extraction audit use, and what is its 95% range? Here: "
             f"{self.study['samples_per_prompt']} tries, range "
             f"{span(self.base_arm['ci_low'], self.base_arm['ci_high'])}.",
@@ -197,6 +242,9 @@ class MemoWriter:
             more = "more" if self.trend["rises"] else "less"
             out.append(f"Captions whose picture was repeated more often in the training data gave copies {more} "
                        f"often ({p_text(self.trend['p_value'])}).")
+        sampler = self.sampler_sentence()
+        if sampler:
+            out.append(sampler)
         return out
 
     def found(self) -> list[str]:
@@ -313,7 +361,8 @@ class MemoWriter:
         for e in self.effects:
             rows.append({"name": _arm_name(e), "what": e.description.what,
                          "rate": f"{pct(e.rate)} ({span(e.ci_low, e.ci_high)})", "cost": _arm_cost(e),
-                         "change": f"{e.stopped} / {e.started}: {_verdict(e)} ({p_text(e.p_value)})",
+                         "change": f"{e.stopped} / {e.started}: {_verdict(e)}" + (
+                             f" ({p_text(e.p_value)})" if math.isfinite(e.p_value) else ""),
                          "attack": self.under_attack(e.arm)})
         return rows
 
@@ -353,10 +402,13 @@ class MemoWriter:
 
     def paired_note(self) -> str:
         """How to read the table's last column, said once."""
-        return (f"The fifth column compares each fix with no fix, caption by caption: how many of the "
-                f"{self.base_arm['prompts']} captions stopped giving a copy, and how many started. 'Fewer' means "
-                f"chance alone would rarely give such a difference, after allowing for testing {len(self.effects)} "
-                "fixes at once; 'no clear change' means it could.")
+        pictures = next((e.pictures for e in self.effects), 0)
+        return (f"The fifth column compares each fix with no fix, picture by picture, by the owner's check (every "
+                f"picture made, against the training data): how many of the {pictures} training pictures behind "
+                "these captions stopped being copied, and how many started. 'Fewer' means chance alone would rarely "
+                f"give such a drop, after allowing for testing {len(self.effects)} fixes at once, and that it held "
+                "under every sampler we tried, at every training seed we repeated, and against every harder attack; "
+                "'no clear change' means it did not.")
 
     def recommendations(self) -> list[str]:
         """Fixes that lowered extraction beyond chance, the most durable first (in the training data, then in the
@@ -368,11 +420,12 @@ class MemoWriter:
         for rank, e in enumerate(held):
             lead = "Adopt the most durable fix that worked here" if rank == 0 else "Also effective"
             out.append(" ".join(filter(None, [
-                f"{lead}: {_arm_name(e).lower()}, which lives in {LIVES[e.description.lasts]}. It cut the extraction "
-                f"rate from {pct(base_rate)} to {pct(e.rate)} ({p_text(e.p_value)}), at a cost of {_arm_cost(e)}"
-                f"{self._membership_cost(e)}.", e.description.note, self._baseline_guidance(e),
+                f"{lead}: {_arm_name(e).lower()}, which lives in {LIVES[e.description.lasts]}. It cut the pictures "
+                f"copied from {e.base_owner_pictures} to {e.owner_pictures} of {e.pictures} under every sampler we "
+                f"tried ({p_text(e.p_value)}), at a cost of {_arm_cost(e)}{self._membership_cost(e)}.",
+                e.description.note, self._baseline_guidance(e), self._started(e),
                 self._attack_sentence(e.arm).strip()])))
-        undone = [e for e in working if self._undone(e.arm)]
+        undone = [e for e in self.effects if e.worst == "undone" or (e.worst == "fewer" and self._undone(e.arm))]
         if undone:
             settings = [e for e in undone if e.description.lasts == "setting"]
             said = [f"The {len(settings)} sampling settings among them protect only a hosted service whose users "
@@ -384,10 +437,14 @@ class MemoWriter:
         if not working:
             out.append("Do not rely on any one of these fixes yet. None cut copies by more than chance in this "
                        "study. Test them again with more tries per caption and more training runs.")
+        partial = [e for e in self.effects if e.worst in ("not under every sampler", "not at every seed")]
+        if partial:
+            out.append("Do not count on fixes that worked only some of the time: " + "; ".join(
+                f"{_arm_name(e).lower()} ({SHORT_VERDICTS[e.worst]})" for e in partial) + ".")
         for e in self.effects:
-            if e.verdict == "more copies":
-                out.append(f"Avoid {_arm_name(e).lower()}: more captions gave copies with it (extraction rate "
-                           f"{pct(e.rate)}, against {pct(base_rate)}).")
+            if e.worst == "more":
+                out.append(f"Avoid {_arm_name(e).lower()}: it copied more pictures under at least one sampler "
+                           f"(extraction rate {pct(e.rate)}, against {pct(base_rate)}). {self._started(e)}".strip())
         if self.trend and self.trend["clear"] and self.trend["rises"]:
             out.append("Count how often each picture repeats in the training data, and cap it: the more often a "
                        "picture repeated, the more often it was copied.")
@@ -398,6 +455,14 @@ class MemoWriter:
         out.append(f"Run this audit on the production model before each release, with {CARLINI_SAMPLES} tries per "
                    "caption as in the published study, and keep its results with the release record.")
         return out
+
+    def _started(self, e: ArmEffect) -> str:
+        """The pictures a fix newly copied, named (a fix that starts copies is not a clean fix)."""
+        if not e.started_pictures:
+            return ""
+        names = [p.rsplit(" (", 1)[0] for p in e.started_pictures]
+        return (f"It also started copying {len(names)} picture{'s' if len(names) > 1 else ''} the model without it "
+                f"did not copy: {', '.join(names[:6])}{' and others' if len(names) > 6 else ''}.")
 
     def _undone(self, arm: str) -> bool:
         return any(c["verdict"] in ("undone", "same as no fix") for c in self.attack_cells(arm))

@@ -87,7 +87,8 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
     confirmed = per_prompt.set_index("prompt")["flagged"].reindex(matches["prompt"]).to_numpy() & (clique > 0)
     summary |= {
         "samples_per_prompt": samples_per_prompt, "guidance": guidance, "sampler": sample_cfg.sampler,
-        "steps": sample_cfg.steps, "guidance_start": sample_cfg.guidance_start, "seeds": f"0..{samples_per_prompt - 1}", "model_hash": pipe.model_hash(),
+        "steps": sample_cfg.steps, "guidance_start": sample_cfg.guidance_start,
+        "seeds": f"0..{samples_per_prompt - 1}", "model_hash": pipe.model_hash(),
         "conditioning": conditioning.name,
         "compare_size": int(data.images.shape[1]), "generated_size": int(pipe.resolution),
         "dataset_version": data.version, "clique_size_required": cfg.clique_size(samples_per_prompt),

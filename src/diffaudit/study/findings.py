@@ -16,9 +16,20 @@ from diffaudit.data.imagefolder import load_imagefolder
 from diffaudit.errors import DiffauditError
 from diffaudit.mitigations.base import Description
 from diffaudit.mitigations.registry import describe
-from diffaudit.study.verdicts import (ALPHA, DURABILITY, VERDICTS, Cell, by_picture, cluster_interval, counts, holm,
-                                      sampler_tests, seed_checks, switch_sampler, worst_case)
-
+from diffaudit.study.verdicts import (
+    ALPHA,
+    DURABILITY,
+    VERDICTS,
+    Cell,
+    by_picture,
+    cluster_interval,
+    counts,
+    holm,
+    sampler_tests,
+    seed_checks,
+    switch_sampler,
+    worst_case,
+)
 
 
 @dataclass(frozen=True)
@@ -177,7 +188,8 @@ def arm_effects(run: Path, rows: list[dict], sampler_rows: list[dict] | None = N
         by_sampler = tests.get(arm, [])
         head = next((t for t in by_sampler if t["sampler"] == headline), {"stopped": 0, "started": 0,
                                                                            "p_value": float("nan")})
-        undone = sorted({f"{c['probe']} probe" for c in (adaptive or []) if c["arm"] == arm and c["verdict"] == "undone"}
+        undone = sorted({f"{c['probe']} probe" for c in (adaptive or []) if c["arm"] == arm
+                         and c["verdict"] in ("undone", "same as no fix")}
                         | {f"the {c['sampler']} sampler" for c in switched if c["arm"] == arm
                            and c["verdict"] == "undone"})
         seeds_of_arm = replicate.get(arm, [])

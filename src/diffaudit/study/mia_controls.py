@@ -6,6 +6,7 @@ audited model; every attack has to stay at chance. Between them, the exposure cu
 snapshots of the positive control's training run, answering "how much training makes membership visible?".
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.demo import prepare_data, trained_record
 from diffaudit.errors import ConfigError
 from diffaudit.figures import exposure_figure
+from diffaudit.io import jsonable, write_json
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import snapshot_models, train
 from diffaudit.progress import Progress
@@ -66,7 +68,13 @@ def positive_verdict(attacks: dict) -> dict:
 
 def positive_control(preset: Preset, attacks: list[str], out: Path, progress: Progress,
                      seed: int = 0) -> dict:
-    """Train `preset`'s model (kept snapshots: the exposure curve), attack every snapshot, judge the last one."""
+    """Train `preset`'s model (kept snapshots: the exposure curve), attack every snapshot, judge the last one. A
+    finished control in `out` made by the same preset, attacks and seed is read back, not redone."""
+    key = jsonable({"preset": preset.model_dump(exclude={"runtime": {"device"}}), "attacks": list(attacks),
+                    "seed": seed})
+    finished = out / "positive_control.json"
+    if finished.exists() and (saved := json.loads(finished.read_text()))["key"] == key:
+        return saved["result"]
     data = prepare_data(preset, out / "data", progress)
     members = int((data.table["split"] == "member").sum())
     steps = exposure_steps(preset.train.steps)
@@ -88,10 +96,13 @@ def positive_control(preset: Preset, attacks: list[str], out: Path, progress: Pr
         final = summary
     exposure = pd.DataFrame(rows)
     exposure_figure(exposure, out / "exposure.png")
-    return {"preset": preset.name, "members": members, "train_steps": preset.train.steps,
-            "batch_size": preset.train.batch_size, "epochs": preset.train.steps * preset.train.batch_size / members,
-            "exposure": exposure.to_dict("records"), "final": final, "verdict": positive_verdict(final["attacks"]),
-            "figure": str((out / "exposure.png").relative_to(out.parent))}
+    result = jsonable({"preset": preset.name, "members": members, "train_steps": preset.train.steps,
+                       "batch_size": preset.train.batch_size,
+                       "epochs": preset.train.steps * preset.train.batch_size / members,
+                       "exposure": exposure.to_dict("records"), "final": final,
+                       "verdict": positive_verdict(final["attacks"]), "figure": f"{out.name}/exposure.png"})
+    write_json(finished, {"key": key, "result": result})
+    return result
 
 
 def never_trained_halves(data: ImageDataset, seed: int = 0) -> ImageDataset:

@@ -369,7 +369,7 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
             if full and result.get("kind") != "detection":
                 for setting in study.settings_of(result["kind"]):
                     other = _step(study.run, f"seed{seed}-{name}~{setting.key}",
-                                  lambda name=name, setting=setting: study.sampler_audit(name, seed, setting))
+                                  lambda n=name, x=setting, s=seed: study.sampler_audit(n, s, x))
                     sampler_rows.append({"arm": name, "seed": seed, "kind": result["kind"], **other})
                 if probes:
                     result = {**result, "adaptive": study.adaptive(name, seed)}

@@ -90,7 +90,7 @@ def cluster_interval(tables: list[pd.DataFrame], hits: str, seed: int = 0) -> li
 def paired(base: pd.DataFrame, arm: pd.DataFrame, labels: pd.Series) -> dict:
     """Pictures copied (owner's check) by the base and not the arm (stopped) and the other way (started, named), with
     the exact two-sided McNemar p-value; pictures attacked in both only."""
-    both = base[["owner"]].join(arm[["owner"]], lsuffix="_base", rsuffix="_arm", how="inner")
+    both = base[["owner"]].add_suffix("_base").join(arm[["owner"]].add_suffix("_arm"), how="inner")
     stopped = both["owner_base"] & ~both["owner_arm"]
     started = ~both["owner_base"] & both["owner_arm"]
     return {"stopped": int(stopped.sum()), "started": int(started.sum()), "pictures": len(both),

@@ -1,0 +1,106 @@
+"""The one ranking of fixes (study.verdicts through study.findings): the owner's check decides, paired by picture,
+under every sampler and training seed; a fix that works under one sampler only, or starts as many copies as it
+stops, is not a fix."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from diffaudit.study import findings
+from diffaudit.study.findings import arm_effects, extraction_dir, ranked_fixes
+
+PICTURES = [f"sha{i:02d}" for i in range(16)]
+HEAD, OTHER = "ddim-unclamped-25", "dpmsolver++-10"
+
+
+def _captions(picture: str) -> list[str]:
+    return [f"{picture} caption {j}" for j in range(2)]
+
+
+def _write(run: Path, seed: int, arm: str, sampler: str | None, copied: set[str]) -> None:
+    """An arm's per-prompt table: every caption of a copied picture copies it (owner's and outsider's check)."""
+    prompts = [c for p in PICTURES for c in _captions(p)]
+    hit = [p.split(" ")[0] in copied for p in prompts]
+    folder = extraction_dir(run, seed, arm, sampler)
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"prompt": prompts, "memorized": hit, "extracted": hit}).to_parquet(folder / "per_prompt.parquet")
+
+
+def _row(arm: str, kind: str, seed: int, sampler: str, guidance: float, copied: set[str]) -> dict:
+    k, n = 2 * len(copied), 2 * len(PICTURES)
+    return {"arm": arm, "kind": kind, "seed": seed, "sampler": sampler, "setting": f"{sampler} g{guidance:g}",
+            "guidance": guidance, "extraction_rate": k / n, "extraction_ci": [0.0, 1.0], "prompts_with_copy": k,
+            "attacked_prompts": n, "oracle_memorized_prompts": k, "frechet_distance": 1.0, "heldout_loss": 1.0,
+            "extracted_images": len(copied), "extracted_families": len(copied), "family_prompts": 0,
+            "dp": {"calibration_examples": 4}, "dedup": {"member_rows_removed": 2}}
+
+
+def _study(run: Path, arms: dict[str, tuple[str, float, dict[tuple[str, int], set[str]]]]) -> tuple[list, list]:
+    """Write a study whose arms copy the given pictures per (sampler, seed); the base is the first entry."""
+    rows, sampler_rows = [], []
+    for arm, (kind, guidance, copies) in arms.items():
+        for (sampler, seed), copied in copies.items():
+            headline = sampler == HEAD
+            _write(run, seed, arm, None if headline else sampler, copied)
+            (rows if headline else sampler_rows).append(_row(arm, kind, seed, sampler, guidance, copied))
+    return rows, sampler_rows
+
+
+@pytest.fixture(autouse=True)
+def _pictures(monkeypatch: pytest.MonkeyPatch) -> None:
+    pictures = pd.Series({c: p for p in PICTURES for c in _captions(p)})
+    monkeypatch.setattr(findings, "pictures_of", lambda run: (pictures, pd.Series({p: p for p in PICTURES})))
+
+
+BASE = set(PICTURES[:12])
+
+
+def _verdicts(run: Path, arms: dict, nulls: dict | None = None) -> dict[str, findings.ArmEffect]:
+    rows, sampler_rows = _study(run, {"base": ("none", 1.0, {(HEAD, 0): BASE, (OTHER, 0): BASE}), **arms})
+    effects, _ = arm_effects(run, rows, sampler_rows, nulls)
+    return {e.arm: e for e in effects}
+
+
+def test_a_setting_that_works_under_one_sampler_only_is_not_a_fix(tmp_path: Path) -> None:
+    effects = _verdicts(tmp_path, {
+        "guidance-3": ("guidance", 3.0, {(HEAD, 0): set(), (OTHER, 0): BASE}),  # stops all 12 under one sampler only
+        "dp-eps8": ("dp", 1.0, {(HEAD, 0): set(), (OTHER, 0): set()}),  # stops all 12 under both: the positive case
+    })
+    assert effects["guidance-3"].by_sampler[0]["verdict"] == "fewer", "under the headline sampler alone it works"
+    assert effects["guidance-3"].worst == "not under every sampler" and not effects["guidance-3"].lowered
+    assert effects["dp-eps8"].worst == "fewer" and effects["dp-eps8"].lowered
+    assert [e.arm for e in ranked_fixes(list(effects.values()))] == ["dp-eps8"]
+
+
+def test_a_fix_that_starts_as_many_copies_as_it_stops_is_not_fewer(tmp_path: Path) -> None:
+    starts = set(PICTURES[6:12]) | set(PICTURES[12:16]) | set(PICTURES[4:6])  # stops sha00-03, starts sha12-15
+    effects = _verdicts(tmp_path, {"dp-eps8": ("dp", 1.0, {(HEAD, 0): starts, (OTHER, 0): starts})})
+    e = effects["dp-eps8"]
+    assert (e.stopped, e.started) == (4, 4)
+    assert e.worst == "no clear change" and not e.lowered
+    assert e.started_pictures == PICTURES[12:16], "every picture a fix newly copies is named"
+
+
+def test_captions_of_one_picture_count_once(tmp_path: Path) -> None:
+    """Twelve pictures stopped is clear; the same 24 captions would be too, but two pictures are not."""
+    effects = _verdicts(tmp_path, {"dp-eps8": ("dp", 1.0, {(HEAD, 0): BASE - set(PICTURES[:2]),
+                                                           (OTHER, 0): BASE - set(PICTURES[:2])})})
+    assert effects["dp-eps8"].stopped == 2 and effects["dp-eps8"].worst == "no clear change"
+
+
+def test_an_invalid_copy_test_is_not_judged(tmp_path: Path) -> None:
+    nulls = {f"{HEAD} g1": {"valid": True}, f"{OTHER} g1": {"valid": True}, f"{HEAD} g3": {"valid": False},
+             f"{OTHER} g3": {"valid": False}}
+    effects = _verdicts(tmp_path, {"guidance-3": ("guidance", 3.0, {(HEAD, 0): set(), (OTHER, 0): set()})}, nulls)
+    assert effects["guidance-3"].worst == "not judged"
+    assert {t["verdict"] for t in effects["guidance-3"].by_sampler} == {"copy test invalid here"}
+
+
+def test_a_fix_must_hold_at_every_training_seed(tmp_path: Path) -> None:
+    rows, sampler_rows = _study(tmp_path, {
+        "base": ("none", 1.0, {(HEAD, 0): BASE, (OTHER, 0): BASE, (HEAD, 1): BASE}),
+        "dp-eps8": ("dp", 1.0, {(HEAD, 0): set(), (OTHER, 0): set(), (HEAD, 1): BASE | {PICTURES[15]}})})
+    e = {x.arm: x for x in arm_effects(tmp_path, rows, sampler_rows)[0]}["dp-eps8"]
+    assert e.seeds[0]["started"] == 1 and e.worst == "not at every seed"
+    assert PICTURES[15] in e.started_pictures
