@@ -1,8 +1,16 @@
-"""Shared tiny fixtures: an 8x8 OpenMoji dataset and a model trained for a few steps, built once."""
+"""Shared tiny fixtures: an 8x8 OpenMoji dataset and a model trained for a few steps, built once.
 
-import shutil
-import sys
-from pathlib import Path
+The suite runs on two pytest-xdist workers (pyproject's addopts), one torch thread each: on two cores two
+single-threaded processes finish sooner than one process with two threads. Tests that use the expensive session
+fixtures (the tiny study, the membership positive control) are kept on one worker, so each is built once."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported; crash tests' subprocesses inherit it
+
+import shutil  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest
 
@@ -15,6 +23,14 @@ from diffaudit.model.train import train
 from diffaudit.progress import make_progress
 
 STUDY_ATTACKS = ["loss", "pia", "secmi", "clid"]  # the membership attacks the positive control runs
+SHARED = {"tiny_study_dir", "overfit_run"}  # session fixtures too costly to build on both workers
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs a costly shared fixture runs on the same xdist worker (`--dist loadgroup`)."""
+    for item in items:
+        if SHARED & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("shared-fixtures"))
 
 
 @pytest.fixture(scope="session")

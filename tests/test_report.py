@@ -4,6 +4,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from diffaudit.attacks.metrics import clopper_pearson
@@ -41,8 +42,11 @@ def edited_study(tiny_study_dir: Path, tmp_path: Path) -> Path:
     results = json.loads((run / "results.json").read_text())
     for row in results["rows"]:
         if row["arm"] in ("base", "dedup-image"):
-            row["prompts_with_copy"] = row["extracted_images"] = 1 if row["arm"] == "base" else 4
+            row["prompts_with_copy"] = row["extracted_images"] = k = 1 if row["arm"] == "base" else 4
             row["extracted_families"] = 1
+            table = run / f"seed{row['seed']}" / row["arm"] / "extraction" / "per_prompt.parquet"
+            frame = pd.read_parquet(table)
+            frame.assign(extracted=[i < k for i in range(len(frame))]).to_parquet(table, index=False)
     # The deletion's controls as a tested finding needs them (the original fails, a second retrain passes), so the
     # memo carries its paragraph; at the tiny preset's loose delta they need not come out so.
     forget = results["forget"]
@@ -61,7 +65,8 @@ def test_memo_is_four_pages_and_every_percentage_comes_from_the_results(edited_s
     results = json.loads((edited_study / "results.json").read_text())
     rows = {r["arm"]: r for r in results["rows"] if r.get("kind") != "detection"}
     base = rows["base"]
-    allowed = {pct(x) for x in _floats(results)} | {"95%"}
+    computed = json.loads((edited_study / "findings.json").read_text())  # intervals the study computed
+    allowed = {pct(x) for x in _floats(results) + _floats(computed)} | {"95%"}
     for arm, r in rows.items():  # rates and intervals recomputed here from the counts, and quality costs
         k, n = r["prompts_with_copy"], r["attacked_prompts"]
         allowed |= {pct(k / n), *map(pct, clopper_pearson(k, n))}
@@ -81,9 +86,10 @@ def test_memo_is_four_pages_and_every_percentage_comes_from_the_results(edited_s
 
 def _effect(arm: str, kind: str, rate: float, stopped: int, started: int, p: float) -> ArmEffect:
     record = {"dp": {"calibration_examples": 4}, "dedup": {"member_rows_removed": 2}}
+    worst = "no clear change" if p >= 0.05 else "fewer" if stopped > started else "more"
     return ArmEffect(arm=arm, kind=kind, rate=rate, ci_low=0.0, ci_high=1.0, extracted=1, prompts=6, stopped=stopped,
                      started=started, p_value=p, frechet_change=0.1, loss_change=0.0, train_seconds=0.0, base_rate=0.5,
-                     description=MITIGATIONS[kind].describe(arm, record))
+                     description=MITIGATIONS[kind].describe(arm, record), worst=worst)
 
 
 def test_recommendations_follow_the_paired_tests(tiny_study_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,7 +219,7 @@ def test_page_one_states_scope_intervals_floor_and_ceiling(tiny_study_dir: Path,
     base = res.row("base")
     for needed in ("What was tested", f"{res.config['data']['resolution']}×{res.config['data']['resolution']}-pixel",
                    "training run", f"{res.config['study']['samples_per_prompt']} tries each",
-                   f"within distance {base['delta']:g}", "never saw", "An outsider who can only ask for pictures",
+                   f"below {base['delta']:g}", "never saw", "An outsider who can only ask for pictures",
                    f"finds copies for {base['oracle_memorized_prompts']} of {base['attacked_prompts']} captions",
                    "What helped most", f"made at guidance scale {base['guidance']:g}",
                    "Read with care", "not for large deployed models"):

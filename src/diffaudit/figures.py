@@ -110,9 +110,10 @@ def arms_figure(arms: pd.DataFrame, out: Path, labels: list[str] | None = None) 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 0.6 + 0.3 * len(arms)))
     y = np.arange(len(arms))[::-1]
-    ax.errorbar(arms["rate"] * 100, y, xerr=[(arms["rate"] - arms["ci_low"]) * 100,
-                                             (arms["ci_high"] - arms["rate"]) * 100], fmt="o", color="#2c3e50",
-                capsize=3)
+    # A cluster-bootstrap interval need not contain the ratio's point estimate: draw what lies on each side of it.
+    ax.errorbar(arms["rate"] * 100, y, xerr=[(arms["rate"] - arms["ci_low"]).clip(lower=0) * 100,
+                                             (arms["ci_high"] - arms["rate"]).clip(lower=0) * 100], fmt="o",
+                color="#2c3e50", capsize=3)
     ax.axvline(arms["rate"].iloc[0] * 100, color="#c0392b", ls=":", lw=1)
     ax.set_yticks(y, labels or arms["arm"], fontsize=7)
     top = min(100, 10 * np.ceil(arms["ci_high"].max() * 100 / 10 + 0.5))

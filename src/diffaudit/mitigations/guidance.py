@@ -22,5 +22,5 @@ class Guidance(Mitigation):
                            undone_by="anyone who holds the model file or can choose the sampling settings",
                            lasts="setting",
                            note="It protects only a hosted service whose users cannot change the setting, and none "
-                                "once the model file is released. Stable Diffusion tools already default to scale "
-                                f"{SD_DEFAULT_GUIDANCE:g}.")
+                                "once the model file is released, and its effect depends on the sampler. Stable "
+                                f"Diffusion tools already default to scale {SD_DEFAULT_GUIDANCE:g}.")

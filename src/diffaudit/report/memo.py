@@ -222,9 +222,8 @@ class MemoWriter:
         others = [self.sampler_words(k) for k in samplers if k != self.headline]
         return [
             f"How often does each training picture appear in the training data? {where}",
-            f"Which sampler did the audit use? Here: {self.sampler_words(self.headline)}, as deployed; every fix was "
-            "also checked with " + (", ".join(others) if others else "no other sampler") + ". A sampler that clamps "
-            "each step can hide copies under strong guidance.",
+            f"Which sampler did the audit use? Here: {self.sampler_words(self.headline)}, as deployed; fixes were also "
+            "checked with " + (", ".join(others) if others else "no other sampler") + ".",
             "How many tries per caption did the extraction audit use, and what is its 95% range? Here: "
             f"{self.study['samples_per_prompt']} tries, range "
             f"{span(self.base_arm['ci_low'], self.base_arm['ci_high'])}.",
@@ -403,12 +402,10 @@ class MemoWriter:
     def paired_note(self) -> str:
         """How to read the table's last column, said once."""
         pictures = next((e.pictures for e in self.effects), 0)
-        return (f"The fifth column compares each fix with no fix, picture by picture, by the owner's check (every "
-                f"picture made, against the training data): how many of the {pictures} training pictures behind "
-                "these captions stopped being copied, and how many started. 'Fewer' means chance alone would rarely "
-                f"give such a drop, after allowing for testing {len(self.effects)} fixes at once, and that it held "
-                "under every sampler we tried, at every training seed we repeated, and against every harder attack; "
-                "'no clear change' means it did not.")
+        return (f"The fifth column compares each fix with no fix, picture by picture (owner's check): of the "
+                f"{pictures} pictures behind these captions, how many stopped being copied and how many started. "
+                f"'Fewer' means clearly fewer, allowing for testing {len(self.effects)} fixes at once, under every "
+                "sampler, training seed and harder attack we tried.")
 
     def recommendations(self) -> list[str]:
         """Fixes that lowered extraction beyond chance, the most durable first (in the training data, then in the

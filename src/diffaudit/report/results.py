@@ -2,7 +2,7 @@
 number comes from the run's own files, the pooled rates and tests from the study's `findings.json`."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +24,7 @@ class StudyResults:
     findings: dict  # pooled rates, paired tests, trends: computed by the study (findings.json)
     adaptive_control: dict | None  # the embedding search on never-trained captions (its negative control)
     forget: dict | None = None  # the deletion request: every method's audit record, the reference and the control
+    sampler_rows: list[dict] = field(default_factory=list)  # every arm under the study's other samplers (first seed)
 
     @classmethod
     def load(cls, run: Path) -> "StudyResults":
@@ -38,7 +39,7 @@ class StudyResults:
         return cls(run, results["rows"], json.loads((run / "assumptions.json").read_text()), results["preset"],
                    record["config"], record, results["calibration"], results.get("mia_controls", {}),
                    results.get("dp_controls", {}), json.loads((run / "findings.json").read_text()),
-                   results.get("adaptive_control"), results.get("forget"))
+                   results.get("adaptive_control"), results.get("forget"), results.get("sampler_rows", []))
 
     @property
     def seeds(self) -> list[int]:
@@ -49,8 +50,8 @@ class StudyResults:
         return pd.DataFrame(self.findings["arms"])
 
     def effects(self) -> list:
-        """Each mitigation against the base, paired prompt by prompt (exact McNemar, Holm-adjusted), as computed by
-        the study."""
+        """Each mitigation against the base, paired picture by picture under every sampler, as decided by the study
+        (study.verdicts)."""
         from diffaudit.study.findings import effect_from_record
 
         return [effect_from_record(e) for e in self.findings["effects"]]

@@ -415,10 +415,43 @@ def _summary(res: StudyResults) -> str:
     if mia:
         text += (f" Membership was detectable by {html.escape(mia[0])}, AUC {mia[1]['auc']:.3f} "
                  f"({_ci(mia[1]['auc_ci'])}; white-box access).")
-    text += (" Fixes that lowered extraction beyond chance (exact McNemar, Holm-adjusted): "
-             + ("; ".join(f"{html.escape(e.description.title)} to {e.rate:.1%} ({_p(e.p_value)})" for e in lowered)
-                or "none") + ".</p>")
-    return text
+    text += (" Fixes that lowered the pictures copied (owner's check, picture-paired exact McNemar, Holm-adjusted) "
+             "under every default sampler and replicate seed, and that no probe undid: "
+             + ("; ".join(f"{html.escape(e.description.title)}: {e.base_owner_pictures} to {e.owner_pictures} of "
+                          f"{e.pictures} pictures ({_p(e.p_value)})" for e in lowered) or "none") + ". ")
+    others = [e for e in res.effects() if not e.lowered]
+    text += ("Not a fix under that rule: " + "; ".join(
+        f"{html.escape(e.description.title)} ({html.escape(e.verdict)}"
+        + (f"; newly copies {len(e.started_pictures)} picture(s)" if e.started_pictures else "") + ")"
+        for e in others) + ".</p>") if others else "</p>"
+    return text + _samplers(res)
+
+
+def _samplers(res: StudyResults) -> str:
+    """Every (arm, sampler, seed) measured: owner's and outsider's counts in captions and pictures with intervals,
+    the setting's own null and whether the copy test is valid there, and the copy test's near misses."""
+    cells = res.findings.get("cells", [])
+    if not cells:
+        return ""
+    rows = []
+    for c in cells:
+        null = c.get("null") or {}
+        row = next((r for r in [*res.rows, *res.sampler_rows] if r["arm"] == c["arm"] and r["seed"] == c["seed"]
+                    and r.get("sampler") == c["sampler"]), {})
+        misses = row.get("near_misses") or {}
+        rows.append({"arm": c["arm"], "sampler": c["sampler"], "seed": c["seed"], "setting": c["setting"],
+                     "owner captions": f"{c['owner_prompts']}/{c['prompts']} ({_ci(c['owner_ci'])})",
+                     "owner pictures": f"{c['owner_pictures']}/{c['pictures']} ({_ci(c['owner_picture_ci'])})",
+                     "outsider captions": f"{c['outsider_prompts']}/{c['prompts']} ({_ci(c['outsider_ci'])})",
+                     "outsider pictures": f"{c['outsider_pictures']}/{c['pictures']}",
+                     "null": f"{null.get('hits', '–')}/{null.get('n', '–')}" if null else "–",
+                     "copy test valid": null.get("valid", "–") if null else "–",
+                     "near misses": misses.get("generations", "–"),
+                     "saturated share": misses.get("saturated_share", float("nan")),
+                     "quality distance": c.get("frechet_distance")})
+    switched = pd.DataFrame(res.findings.get("switch_sampler", []))
+    return ("<h3>Every arm under every sampler and seed</h3>" + _table(pd.DataFrame(rows))
+            + ("<h3>Switch the sampler (an attacker with the weights)</h3>" + _table(switched) if len(switched) else ""))
 
 
 def write_technical(run: Path, out: Path | None = None) -> Path:

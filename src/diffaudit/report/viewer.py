@@ -95,7 +95,10 @@ def write_viewer(run: Path, out: Path | None = None) -> Path:
         return json.dumps(value).replace("</", "<\\/")
 
     # Rows go in last, so text inside a prompt can never be taken for one of the placeholders.
-    none = ("No copies found by the probe in: " + ", ".join(empty) + ".") if empty else ""
+    sampler = res.row("base").get("sampler", "the study's sampler")
+    none = (f"No copies confirmed by the outsider's probe with {sampler} in: " + ", ".join(empty) + ". Other samplers "
+            "and the owner's check can find copies there: the technical report lists every arm under every sampler."
+            ) if empty else ""
     page = (page.replace("{{title}}", html.escape(title)).replace("{{no_copies}}", html.escape(none))
             .replace("/*COLUMNS*/[]", embed(COLUMNS))
             .replace("/*ROWS*/[]", embed(rows)))

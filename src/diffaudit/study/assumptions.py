@@ -49,8 +49,19 @@ def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline, calibratio
          "Carlini et al. 2023: ~10 of 500; floor of 3 is ours"),
         ("extraction", "Prompts attacked", f"The {s.prompts_top} most-duplicated training captions.",
          "Carlini et al. 2023 attacked the 350k most-duplicated LAION captions"),
-        ("extraction", "Sampling", f"{preset.sample.sampler} with {preset.sample.steps} steps, guidance "
-         f"{preset.sample.guidance:g}, seeds 0..{s.samples_per_prompt - 1} per prompt.", "diffaudit default"),
+        ("extraction", "Sampling", f"Headline: {s.samplers[0].name} with {s.samplers[0].steps} steps, guidance "
+         f"{preset.sample.guidance:g}, seeds 0..{s.samples_per_prompt - 1} per prompt. Every arm is also measured "
+         f"with {', '.join(x.key for x in s.samplers[1:]) or 'no other sampler'} (a verdict must hold under each); "
+         f"the base and guidance arms also with {', '.join(x.key for x in s.reference_samplers) or 'nothing else'}, "
+         "outside the verdicts. Membership scores do not sample and are measured once.",
+         "deployed pipelines: DDIM without the x0 clamp, DPM-Solver++ (diffusers defaults)"),
+        ("extraction", "Copy test per setting", f"Delta is calibrated once at the headline setting; every other "
+         f"(sampler, guidance) setting gets its own model null on {s.setting_null_prompts} never-trained captions, "
+         f"and a setting whose upper 95% bound exceeds {s.null_bound:.1%} is not judged.", "diffaudit"),
+        ("verdicts", "What counts as a fix", "The owner's check (every generation against the caption's own "
+         "picture), paired by picture, exact McNemar per sampler, Holm over the arms; fewer under every default "
+         f"sampler, not the other way at any replicate seed ({', '.join(map(str, s.seeds[1:])) or 'none'}), undone by "
+         "no probe. The outsider's clique-filtered count is reported beside it.", "diffaudit; Carlini et al. 2023"),
         ("splits", "Member / non-member", f"Splits are family-disjoint: whole near-duplicate families (codepoint "
          f"variants joined with images within {preset.data.family_join:g}) go to one split, in seeded random order: "
          f"{splits}. A model-free classifier checks the split is at chance.", "Dubiński et al. 2024; diffaudit"),
