@@ -8,9 +8,9 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported; crash tests' subprocesses inherit it
 
-import shutil  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +26,7 @@ STUDY_ATTACKS = ["loss", "pia", "secmi", "clid"]  # the membership attacks the p
 SHARED = {"tiny_study_dir", "overfit_run"}  # session fixtures too costly to build on both workers
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that needs a costly shared fixture runs on the same xdist worker (`--dist loadgroup`)."""
     for item in items:

@@ -62,3 +62,26 @@ def test_stable_diffusion_folder_loads_and_samples(tmp_path: Path, tiny_sd_dir: 
     assert latents.shape == (2, 4, 8, 8)
     with pytest.raises(CheckpointError, match="read-only"):
         pipe.save_pretrained(tmp_path / "out")
+
+
+def test_delayed_guidance_leaves_the_first_steps_unguided(tiny_pipe: AuditPipeline) -> None:
+    """Jain et al.'s interval: the first share of steps at `early_guidance` (0: unconditional), then the scale."""
+    cond = tiny_pipe.encode_text(["grinning face emoji"] * 2)
+    plain = sample(tiny_pipe, cond, [0, 1], guidance=5.0, steps=4)
+    same = sample(tiny_pipe, cond, [0, 1], guidance=5.0, steps=4, guidance_start=0.5, early_guidance=5.0)
+    np.testing.assert_array_equal(plain, same)  # the early scale equal to the late one: plain guidance
+    before = tiny_pipe.denoiser.evaluations
+    delayed = sample(tiny_pipe, cond, [0, 1], guidance=5.0, steps=4, guidance_start=0.5)
+    assert tiny_pipe.denoiser.evaluations - before == 2 * (2 * 1 + 2 * 2), "unconditional steps cost one pass each"
+    assert not np.array_equal(delayed, plain)
+
+
+def test_the_sampler_registry_is_the_one_list(tmp_path: Path) -> None:
+    from diffaudit.config import load_preset
+    from diffaudit.errors import ConfigError
+    from diffaudit.model.samplers import SAMPLERS
+
+    for name in SAMPLERS:
+        assert load_preset("tiny", overrides={"sample": {"sampler": name}}).sample.sampler == name
+    with pytest.raises(ConfigError, match="choose from ddim"):
+        load_preset("tiny", overrides={"study": {"samplers": [{"name": "euler", "steps": 3}]}})

@@ -275,3 +275,16 @@ def test_every_number_in_the_memo_comes_from_a_result_file(edited_study: Path) -
     for sentence in re.split(r"(?<=[.:;])\s", text):
         if re.search(r"\b\d[\d,]* of \d[\d,]*\b", sentence) and "of 4" not in sentence:
             assert any(u in sentence for u in UNITS), f"a count without its unit: {sentence!r}"
+
+
+def test_verdicts_page_renders_every_arm_sampler_and_setting(tiny_study_dir: Path) -> None:
+    from diffaudit.report.verdicts import verdicts_markdown
+
+    res = StudyResults.load(tiny_study_dir)
+    page = verdicts_markdown(res)
+    for row in res.rows + res.sampler_rows:
+        if row.get("kind") != "detection":
+            assert f"| {row['arm']} |" in page and row["sampler"] in page
+    for tag in res.findings["setting_nulls"]:
+        assert f"| {tag} |" in page
+    assert page.rstrip().endswith(".") and "Ranking" in page

@@ -18,8 +18,8 @@ def test_study_runs_every_arm_and_resumes(tiny_study_dir: Path, tiny: Preset, mo
     run = tiny_study_dir
     preset = loose_study(tiny)
     table = pd.read_parquet(run / "comparison.parquet")
-    assert list(table["arm"]) == ["base", "guidance-3", "guidance-interval-3", "dedup-caption", "dedup-image", "dp-eps8",
-                                  "caption-random", "embedding-noise", "random-words", "norm-minimised"]
+    assert list(table["arm"]) == ["base", "guidance-3", "guidance-interval-3", "dedup-caption", "dedup-image",
+                                  "dp-eps8", "caption-random", "embedding-noise", "random-words", "norm-minimised"]
     assert ((table["ci_low"] <= table["extraction_rate"]) & (table["extraction_rate"] <= table["ci_high"])).all()
     assert table["frechet_distance"].notna().all() and (table["heldout_loss"] > 0).all()
     assumptions = json.loads((run / "assumptions.json").read_text())

@@ -13,6 +13,9 @@ from rich.table import Table
 from diffaudit.config import Preset, load_preset, validated
 from diffaudit.errors import ConfigError, DatasetError, DiffauditError
 from diffaudit.io import jsonable
+from diffaudit.model.samplers import SAMPLERS
+
+SAMPLER_HELP = "One of " + ", ".join(SAMPLERS) + " (model.samplers)."
 
 app = typer.Typer(help="Audit text-to-image diffusion models for training-data memorization.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -222,7 +225,7 @@ def generate(
     guidance: Annotated[list[float] | None, setting("sample.guidance", "Guidance scale; repeat for a sweep.")] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
     steps: Annotated[int | None, setting("sample.steps", "Sampling steps.")] = None,
-    sampler: Annotated[str | None, setting("sample.sampler", "ddim, ddim-unclamped, dpmsolver++ or unipc.")] = None,
+    sampler: Annotated[str | None, setting("sample.sampler", SAMPLER_HELP)] = None,
     batch_size: Annotated[int | None, setting("sample.batch_size", "UNet rows per call.")] = None,
     device: DeviceOpt = None, dtype: DtypeOpt = None, ray: RayOpt = None, ray_cpus: RayCpusOpt = None,
     ray_gpus: RayGpusOpt = None, ray_workers: RayWorkersOpt = None,
@@ -250,7 +253,7 @@ def extract(
     guidance: Annotated[float | None, setting("sample.guidance", "Classifier-free guidance scale.")] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
     steps: Annotated[int | None, setting("sample.steps", "Sampling steps.")] = None,
-    sampler: Annotated[str | None, setting("sample.sampler", "ddim, ddim-unclamped, dpmsolver++ or unipc.")] = None,
+    sampler: Annotated[str | None, setting("sample.sampler", SAMPLER_HELP)] = None,
     delta: Annotated[float | None, setting("study.delta", "Extraction threshold on tiled RMS distance (the cap "
                                                           "of the calibration when study.calibrate is on).")] = None,
     edge_threshold: Annotated[float | None, setting("study.edge_threshold", "Clique edge threshold between "
@@ -591,6 +594,14 @@ def report_viewer(run: RunArg, out: Annotated[Path | None, typer.Option(help="HT
     console.print(f"viewer: {write_viewer(run, out)}")
 
 
+@report_app.command("verdicts")
+def report_verdicts(run: RunArg, out: Annotated[Path | None, typer.Option(help="Markdown file.")] = None) -> None:
+    """The fixes' verdicts per arm, sampler and seed, with the nulls per setting, as a Markdown page."""
+    from diffaudit.report.verdicts import write_verdicts
+
+    console.print(f"verdicts: {write_verdicts(run, out)}")
+
+
 @report_app.command("all")
 def report_all(run: RunArg, out: Annotated[Path | None, typer.Option(help="Folder (default RUN).")] = None) -> None:
     """Memo, technical report and viewer into one folder (docs/example is made this way)."""
@@ -598,6 +609,7 @@ def report_all(run: RunArg, out: Annotated[Path | None, typer.Option(help="Folde
     report_memo(run, out / "memo")
     report_technical(run, out / "technical_report.html")
     report_viewer(run, out / "viewer.html")
+    report_verdicts(run, out / "verdicts.md")
 
 
 def main() -> None:

@@ -18,14 +18,13 @@ from diffaudit.errors import ConfigError
 @dataclass(frozen=True)
 class Sampler:
     scheduler: type[SchedulerMixin]
-    title: str  # plain words for readers
+    title: str  # a reader's name for it
     options: dict = field(default_factory=dict)  # overrides of the model's training-schedule config
 
 
 SAMPLERS: dict[str, Sampler] = {
-    "ddim": Sampler(DDIMScheduler, "DDIM with the training schedule's x0 clamp (not how deployed pipelines sample)"),
-    "ddim-unclamped": Sampler(DDIMScheduler, "DDIM as Stable Diffusion pipelines run it (no clamp)",
-                              {"clip_sample": False}),
+    "ddim": Sampler(DDIMScheduler, "clamped DDIM"),  # the training schedule's clip_sample: not how pipelines sample
+    "ddim-unclamped": Sampler(DDIMScheduler, "DDIM", {"clip_sample": False}),  # as Stable Diffusion pipelines run it
     "dpmsolver++": Sampler(DPMSolverMultistepScheduler, "DPM-Solver++", {"algorithm_type": "dpmsolver++"}),
     "unipc": Sampler(UniPCMultistepScheduler, "UniPC"),
 }

@@ -117,7 +117,7 @@ class MemoWriter:
     def sampler_words(self, key: str) -> str:
         """A sampler key ("ddim-unclamped-25") in a reader's words."""
         name, _, steps = key.rpartition("-")
-        return f"{SAMPLERS[name].title} at {steps} steps" if name in SAMPLERS else key
+        return f"{SAMPLERS[name].title} ({steps} steps)" if name in SAMPLERS else key
 
     def cell(self, arm: str, sampler: str) -> dict | None:
         seed = self.base["seed"]
@@ -136,11 +136,11 @@ class MemoWriter:
         base_before, base_after = self.cell("base", clamped), self.cell("base", self.headline)
         if None in (before, after, base_before, base_after):
             return ""
-        return (f"The sampler decides what guidance does. With {self.sampler_words(clamped)} (which clamps each step, "
-                f"as our earlier audits did), {_arm_name(e).lower()} seemed to stop copies: {before['owner_pictures']} "
-                f"pictures copied, against {base_before['owner_pictures']} without it. Drawn as deployed pipelines "
-                f"draw ({self.sampler_words(self.headline)}), it copied {after['owner_pictures']} pictures, against "
-                f"{base_after['owner_pictures']} without it (owner's check, {after['pictures']} pictures tried).")
+        return (f"The sampler decides what guidance does: with {self.sampler_words(clamped)}, as our earlier audits "
+                f"drew, {_arm_name(e).lower()} copied {before['owner_pictures']} pictures against "
+                f"{base_before['owner_pictures']} without it; drawn as deployed pipelines draw "
+                f"({self.sampler_words(self.headline)}), {after['owner_pictures']} against "
+                f"{base_after['owner_pictures']} (of {after['pictures']} pictures).")
 
     @property
     def base_arm(self) -> pd.Series:
@@ -172,9 +172,9 @@ class MemoWriter:
                 f"{len(seeds)} training run{'s' if len(seeds) > 1 else ''}; the {self.study['prompts_top']} most "
                 f"repeated captions, {self.study['samples_per_prompt']} tries each (the published study used "
                 f"{CARLINI_SAMPLES}), made at guidance scale {self.base['guidance']:g} with "
-                f"{self.sampler_words(self.headline)}, as deployed pipelines draw. A copy is a picture whose largest "
-                f"difference from the caption's own training picture, over a 4×4 grid of tiles, is below "
-                f"{self.base['delta']:g} (root-mean-square on pixels scaled 0 to 1); "
+                f"{self.sampler_words(self.headline)}, as deployed. A copy is a picture whose largest difference "
+                f"from the caption's own training picture, over 4×4 tiles, is below {self.base['delta']:g} (RMS, "
+                "pixels scaled 0 to 1); "
                 f"captions the model never saw got such a 'copy' {null['hits']} times in {null['n']} (95% range "
                 f"{span(null['ci_low'], null['ci_high'])}).")
 
@@ -222,8 +222,8 @@ class MemoWriter:
         others = [self.sampler_words(k) for k in samplers if k != self.headline]
         return [
             f"How often does each training picture appear in the training data? {where}",
-            f"Which sampler did the audit use? Here: {self.sampler_words(self.headline)}, as deployed; fixes were also "
-            "checked with " + (", ".join(others) if others else "no other sampler") + ".",
+            f"Which sampler did the audit use? Here {self.sampler_words(self.headline)}, and "
+            + (", ".join(others) if others else "no other") + ".",
             "How many tries per caption did the extraction audit use, and what is its 95% range? Here: "
             f"{self.study['samples_per_prompt']} tries, range "
             f"{span(self.base_arm['ci_low'], self.base_arm['ci_high'])}.",
@@ -257,26 +257,30 @@ class MemoWriter:
                 claim = f"Copying rises with repetition ({p_text(p)}; chance alone would rarely give this)."
             else:
                 claim = f"Copying falls with repetition here ({p_text(p)}), unlike in the published study."
+            once = "time" if lo["dup_bucket"] == "1" else "times"
             out.append(f"{claim} Pictures that appeared {hi['dup_bucket']} times: {hi['hits']} of {hi['prompts']} "
                        f"captions gave a copy ({pct(hi['rate'])}). Pictures that appeared {lo['dup_bucket']} "
-                       f"time(s): {lo['hits']} of {lo['prompts']} captions ({pct(lo['rate'])}).")
+                       f"{once}: {lo['hits']} of {lo['prompts']} captions ({pct(lo['rate'])}).")
         if self.flags:
             out.append(f"An attacker does not need our data to spot likely copies: when the model gives the same "
                        f"picture again and again for one caption, that picture is probably a copy. This test "
                        f"flagged {self.flags['flagged']} captions; {self.flags['true']} of them "
-                       f"({pct(self.flags['precision'])}) really can give a copy. It found "
+                       f"({pct(self.flags['precision'])}) really can give a copy, and for {row['prompts_with_copy']} "
+                       "the repeated picture was itself the copy (the count on page 1). It found "
                        f"{pct(row['probe_recall'])} of all the captions that we know, from the training data, "
                        f"can give one.")
         mia = row.get("mia") or {}
         if mia:
             name, best = max(mia.items(), key=lambda kv: kv[1]["auc"])
+            sharp_name, sharp = max(mia.items(), key=lambda kv: kv[1]["tpr_at_1pct_fpr"])
             lo, hi = best["auc_ci"]
             verdict = "better than a coin toss" if lo > 0.5 else "not clearly better than a coin toss"
             out.append(f"We also asked a second question: given a picture, can someone tell whether we trained on "
                        f"it? The best of {len(mia)} published tests ({ATTACK_NAMES.get(name, name)}) scored "
                        f"{best['auc']:.2f} on a scale where 0.50 is a coin toss and 1.00 is always right (95% "
-                       f"range {lo:.2f} to {hi:.2f}): {verdict}. When it may wrongly accuse only 1 in 100 outsiders, "
-                       f"it caught {pct(best['tpr_at_1pct_fpr'])} of the real training pictures. These tests read "
+                       f"range {lo:.2f} to {hi:.2f}): {verdict}. When allowed to wrongly accuse only 1 in 100 "
+                       f"outsiders, the sharpest test ({ATTACK_NAMES.get(sharp_name, sharp_name)}) caught "
+                       f"{pct(sharp['tpr_at_1pct_fpr'])} of the real training pictures. These tests read "
                        "the model's internal predictions, so they need the model file itself; a user of a hosted "
                        "service could not run them." + self._controls_sentence())
         tiered = next((r for r in self.res.rows if r.get("kind") == "detection" and r["seed"] == row["seed"]), None)

@@ -450,8 +450,8 @@ def _samplers(res: StudyResults) -> str:
                      "saturated share": misses.get("saturated_share", float("nan")),
                      "quality distance": c.get("frechet_distance")})
     switched = pd.DataFrame(res.findings.get("switch_sampler", []))
-    return ("<h3>Every arm under every sampler and seed</h3>" + _table(pd.DataFrame(rows))
-            + ("<h3>Switch the sampler (an attacker with the weights)</h3>" + _table(switched) if len(switched) else ""))
+    probe = "<h3>Switch the sampler (an attacker with the weights)</h3>" + _table(switched) if len(switched) else ""
+    return "<h3>Every arm under every sampler and seed</h3>" + _table(pd.DataFrame(rows)) + probe
 
 
 def write_technical(run: Path, out: Path | None = None) -> Path:
