@@ -1,15 +1,18 @@
 """Shared tiny fixtures: an 8x8 OpenMoji dataset and a model trained for a few steps, built once.
 
 The suite runs on two pytest-xdist workers (pyproject's addopts), one torch thread each: on two cores two
-single-threaded processes finish sooner than one process with two threads. Tests that use the expensive session
-fixtures (the tiny study, the membership positive control) are kept on one worker, so each is built once."""
+single-threaded processes finish sooner than one process with two threads. The costly session fixtures (data, model,
+membership positive control, the tiny study) are built once per run, by whichever worker asks first, under a file
+lock in the run's shared temporary folder; the other worker waits for them and reads the same folder."""
 
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported; crash tests' subprocesses inherit it
 
+import fcntl
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,15 +26,21 @@ from diffaudit.model.train import train
 from diffaudit.progress import make_progress
 
 STUDY_ATTACKS = ["loss", "pia", "secmi", "clid"]  # the membership attacks the positive control runs
-SHARED = {"tiny_study_dir", "overfit_run"}  # session fixtures too costly to build on both workers
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that needs a costly shared fixture runs on the same xdist worker (`--dist loadgroup`)."""
-    for item in items:
-        if SHARED & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("shared-fixtures"))
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """`name`'s folder, built by `build` once for the whole test run (every xdist worker shares it)."""
+    root = factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    out = root / f"shared-{name}"
+    with (root / f"shared-{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / f"shared-{name}.done").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            build(out)
+            (root / f"shared-{name}.done").touch()
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +50,8 @@ def tiny() -> Preset:
 
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset) -> Path:
-    out = tmp_path_factory.mktemp("data") / "openmoji"
-    build_openmoji(out, tiny.data, make_progress(disable=True))
-    return out
+    return built_once(tmp_path_factory, "data", lambda out: build_openmoji(out / "openmoji", tiny.data,
+                                                                           make_progress(disable=True))) / "openmoji"
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +61,8 @@ def tiny_data(tiny_data_dir: Path) -> ImageDataset:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset, tiny_data: ImageDataset) -> Path:
-    out = tmp_path_factory.mktemp("train")
-    train(build_pipeline(tiny.model, tiny.data.resolution), tiny_data, tiny.train, out)
-    return out / "model"
+    return built_once(tmp_path_factory, "train", lambda out: train(
+        build_pipeline(tiny.model, tiny.data.resolution), tiny_data, tiny.train, out)) / "model"
 
 
 @pytest.fixture()
@@ -69,8 +76,11 @@ def overfit_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     Its model (`out/train/model`) is also the memorization detectors' positive control."""
     from diffaudit.study.mia_controls import positive_control
 
-    out = tmp_path_factory.mktemp("overfit")
-    return positive_control(PRESETS["tiny-overfit"], STUDY_ATTACKS, out, make_progress(disable=True)), out
+    def control(out: Path) -> dict:
+        return positive_control(PRESETS["tiny-overfit"], STUDY_ATTACKS, out, make_progress(disable=True))
+
+    out = built_once(tmp_path_factory, "overfit", control)
+    return control(out), out  # read back from the finished control
 
 
 @pytest.fixture(scope="session")
@@ -80,13 +90,14 @@ def tiny_study_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset, tiny_
     still yields extracted pairs for the reports and viewer to show (every arm extracts every prompt)."""
     from diffaudit.study.runner import run_study
 
-    run = tmp_path_factory.mktemp("study") / "run"
-    seed_positive_control(run, overfit_run[1])
-    before = faults.calls()
-    run_study(loose_study(tiny), run, tiny_model_dir, make_progress(disable=True))
-    # How many crash points an uninterrupted study passes: the fault tests draw their kill points below it.
-    (run.parent / "crash_points.txt").write_text(str(faults.calls() - before))
-    return run
+    def build(out: Path) -> None:
+        seed_positive_control(out / "run", overfit_run[1])
+        before = faults.calls()
+        run_study(loose_study(tiny), out / "run", tiny_model_dir, make_progress(disable=True))
+        # How many crash points an uninterrupted study passes: the fault tests draw their kill points below it.
+        (out / "crash_points.txt").write_text(str(faults.calls() - before))
+
+    return built_once(tmp_path_factory, "study", build) / "run"
 
 
 def seed_positive_control(run: Path, control: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from diffaudit.attacks.distance import TILE_GRID
 from diffaudit.attacks.metrics import clopper_pearson
 from diffaudit.config import CARLINI_SAMPLES, SD_DEFAULT_GUIDANCE
 from diffaudit.io import write_json
@@ -54,7 +55,8 @@ def edited_study(tiny_study_dir: Path, tmp_path: Path) -> Path:
         record["original_against_reference"] |= {"passed": False, "verdict": "fail", "failed": ["copies"]}
     forget["control"]["verification"] |= {"passed": True, "verdict": "pass", "failed": []}
     (run / "results.json").write_text(json.dumps(results))
-    write_json(run / "findings.json", findings(run, results["rows"], results["adaptive_control"]))  # as the study would
+    write_json(run / "findings.json", findings(run, results["rows"], results["adaptive_control"],  # as the study would
+                                               results["sampler_rows"], results["setting_nulls"]))
     return run
 
 
@@ -232,7 +234,8 @@ def test_page_one_states_scope_intervals_floor_and_ceiling(tiny_study_dir: Path,
 
 
 UNITS = ("caption", "picture", "subject", "tries", "training entries", "training rows", "training run", "model steps")
-CONSTANTS = {"1", "100", "0.50", "1.00", "95", "95%", str(CARLINI_SAMPLES), f"{SD_DEFAULT_GUIDANCE:g}"}
+CONSTANTS = {"0", "1", "100", "0.50", "1.00", "95", "95%", str(CARLINI_SAMPLES), f"{SD_DEFAULT_GUIDANCE:g}",
+             str(TILE_GRID)}
 
 
 def _spellings(value: object) -> set[str]:

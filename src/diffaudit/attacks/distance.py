@@ -3,6 +3,7 @@
 import numpy as np
 from PIL import Image
 
+TILE_GRID = 4  # Carlini et al. 2023 §4.2: the image is cut into TILE_GRID x TILE_GRID tiles
 
 def as_unit(images: np.ndarray) -> np.ndarray:
     """uint8 N x H x W x C -> float32 in [0,1]."""
@@ -40,4 +41,4 @@ def resize_images(images: np.ndarray, side: int) -> np.ndarray:
 
 def tile_grid(side: int) -> int:
     """Carlini tile 4x4; images whose side is not a multiple of 4 fall back to one tile (plain RMS)."""
-    return 4 if side % 4 == 0 else 1
+    return TILE_GRID if side % TILE_GRID == 0 else 1

@@ -16,6 +16,7 @@ import pandas as pd
 import pypdf
 
 from diffaudit.attacks.adaptive.registry import PROBES
+from diffaudit.attacks.distance import TILE_GRID
 from diffaudit.config import CARLINI_SAMPLES
 from diffaudit.errors import DiffauditError
 from diffaudit.figures import arms_figure, dup_rate_figure, pairs_montage
@@ -173,7 +174,8 @@ class MemoWriter:
                 f"repeated captions, {self.study['samples_per_prompt']} tries each (the published study used "
                 f"{CARLINI_SAMPLES}), made at guidance scale {self.base['guidance']:g} with "
                 f"{self.sampler_words(self.headline)}, as deployed. A copy is a picture whose largest difference "
-                f"from the caption's own training picture, over 4×4 tiles, is below {self.base['delta']:g} (RMS, "
+                f"from the caption's own training picture, over {TILE_GRID}×{TILE_GRID} tiles, is below "
+                f"{self.base['delta']:g} (RMS, "
                 "pixels scaled 0 to 1); "
                 f"captions the model never saw got such a 'copy' {null['hits']} times in {null['n']} (95% range "
                 f"{span(null['ci_low'], null['ci_high'])}).")
@@ -350,7 +352,11 @@ class MemoWriter:
             out.append("We did not test attackers who adapt to a fix, for example by rewording captions.")
         out.append("Private fine-tuning protects only the small extra set it trains on. It gives no formal "
                    "guarantee for the pictures the model learned before.")
-        ns = [e for e in self.effects if e.verdict == "no clear change"]
+        unjudged = [e for e in self.effects if e.worst == "not judged"]
+        if unjudged:
+            out.append(f"We could not judge {len(unjudged)} of the fixes: at their settings, captions the model never "
+                       "saw also gave 'copies' too often for the copy test to mean anything.")
+        ns = [e for e in self.effects if e.worst == "no clear change"]
         if ns:
             out.append("No clear effect, in either direction, for: " + "; ".join(_arm_name(e).lower() for e in ns)
                        + ".")

@@ -354,7 +354,7 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
     controls = study.mia_controls(base)
     # Rewritten on every run: a resumed study whose arms or probes were extended states its new assumptions too.
     write_json(study.run / "assumptions.json", register(preset, study.data, base, calibration))
-    rows, sampler_rows, dp_controls = [], [], {}
+    rows, sampler_rows, dp_controls, nulls = [], [], {}, {}
     probes = preset.study.adaptive_probes
     targets = len(adaptive_targets(study.prompts, preset.study.adaptive_min_dup))
     probes = probes if targets else ()  # nothing duplicated enough to attack harder: said in the assumptions
@@ -375,8 +375,8 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
                     result = {**result, "adaptive": study.adaptive(name, seed)}
             rows.append({"arm": name, "seed": seed, **result})
             _log_arm(study.run, preset, name, seed, result)
-        if full:
-            nulls = setting_nulls(study, rows + sampler_rows, calibration)
+            if full:  # each arm's settings get their nulls at once, so a partial run can already be judged
+                nulls = setting_nulls(study, rows + sampler_rows, calibration)
         if full and preset.study.dp_control and "dp" in preset.study.mitigations:
             dp_controls[str(seed)] = _step(study.run, f"seed{seed}-dp-nonprivate",
                                            lambda seed=seed: study.dp_control(seed))
