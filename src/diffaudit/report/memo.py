@@ -34,8 +34,8 @@ ATTACK_NAMES = {"loss": "loss threshold", "pia": "PIA", "secmi": "SecMI", "clid"
                 "lira-offline": "offline LiRA"}
 GLOSSARY = [
     ("Extraction", "getting the model to output a near-exact copy of a picture it was trained on."),
-    ("Extraction rate", "the share of captions tried for which the model made a near-exact copy of that caption's "
-     "own training picture; copies of a look-alike (another skin tone, say) count apart."),
+    ("Extraction rate", "the share of captions tried that gave back a near-exact copy of their own training "
+     "picture (copies of a look-alike count apart)."),
     ("Subject", "a group of look-alike training pictures, such as one emoji in its five skin tones."),
     ("Caption", "the short text that came with each training picture; we use it as the request to the model."),
     ("95% range", "the span in which the true rate lies with 95% confidence."),
@@ -267,8 +267,8 @@ class MemoWriter:
             out.append(f"An attacker does not need our data to spot likely copies: when the model gives the same "
                        f"picture again and again for one caption, that picture is probably a copy. This test "
                        f"flagged {self.flags['flagged']} captions; {self.flags['true']} of them "
-                       f"({pct(self.flags['precision'])}) really can give a copy, and for {row['prompts_with_copy']} "
-                       "the repeated picture was itself the copy (the count on page 1). It found "
+                       f"({pct(self.flags['precision'])}) really can give a copy; for {row['prompts_with_copy']}, the "
+                       "repeat was the copy (page 1's count). It found "
                        f"{pct(row['probe_recall'])} of all the captions that we know, from the training data, "
                        f"can give one.")
         mia = row.get("mia") or {}
@@ -280,8 +280,8 @@ class MemoWriter:
             out.append(f"We also asked a second question: given a picture, can someone tell whether we trained on "
                        f"it? The best of {len(mia)} published tests ({ATTACK_NAMES.get(name, name)}) scored "
                        f"{best['auc']:.2f} on a scale where 0.50 is a coin toss and 1.00 is always right (95% "
-                       f"range {lo:.2f} to {hi:.2f}): {verdict}. When allowed to wrongly accuse only 1 in 100 "
-                       f"outsiders, the sharpest test ({ATTACK_NAMES.get(sharp_name, sharp_name)}) caught "
+                       f"range {lo:.2f} to {hi:.2f}): {verdict}. Wrongly accusing only 1 in 100 outsiders, "
+                       f"{ATTACK_NAMES.get(sharp_name, sharp_name)} caught "
                        f"{pct(sharp['tpr_at_1pct_fpr'])} of the real training pictures. These tests read "
                        "the model's internal predictions, so they need the model file itself; a user of a hosted "
                        "service could not run them." + self._controls_sentence())
@@ -354,8 +354,8 @@ class MemoWriter:
                    "guarantee for the pictures the model learned before.")
         unjudged = [e for e in self.effects if e.worst == "not judged"]
         if unjudged:
-            out.append(f"We could not judge {len(unjudged)} of the fixes: at their settings, captions the model never "
-                       "saw also gave 'copies' too often for the copy test to mean anything.")
+            out.append(f"We could not judge {len(unjudged)} fixes: at their settings, never-seen captions also gave "
+                       "'copies' too often.")
         ns = [e for e in self.effects if e.worst == "no clear change"]
         if ns:
             out.append("No clear effect, in either direction, for: " + "; ".join(_arm_name(e).lower() for e in ns)

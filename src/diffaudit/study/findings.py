@@ -194,13 +194,15 @@ def arm_effects(run: Path, rows: list[dict], sampler_rows: list[dict] | None = N
                            and c["verdict"] == "undone"})
         seeds_of_arm = replicate.get(arm, [])
         out.append(ArmEffect(
-            arm=arm, kind=row["kind"], rate=row["extraction_rate"], ci_low=row["extraction_ci"][0],
+            arm=arm, kind=row["kind"], rate=row["prompts_with_copy"] / row["attacked_prompts"],
+            ci_low=row["extraction_ci"][0],
             ci_high=row["extraction_ci"][1], extracted=row["prompts_with_copy"], prompts=row["attacked_prompts"],
             stopped=head["stopped"], started=head["started"], p_value=head["p_value"],
             frechet_change=_relative(row.get("frechet_distance", np.nan), base.get("frechet_distance", np.nan)),
             loss_change=_relative(row.get("heldout_loss", np.nan), base.get("heldout_loss", np.nan)),
             train_seconds=float(row.get("train_seconds", 0.0) or 0.0), description=describe(row),
-            base_rate=base["extraction_rate"], owner_prompts=cell["owner_prompts"], owner_rate=cell["owner_rate"],
+            base_rate=base["prompts_with_copy"] / base["attacked_prompts"], owner_prompts=cell["owner_prompts"],
+            owner_rate=cell["owner_rate"],
             owner_ci_low=cell["owner_ci"][0], owner_ci_high=cell["owner_ci"][1],
             base_owner_rate=base_cell["owner_rate"], pictures=cell["pictures"],
             owner_pictures=cell["owner_pictures"], base_owner_pictures=base_cell["owner_pictures"],
