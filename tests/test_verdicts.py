@@ -104,3 +104,22 @@ def test_a_fix_must_hold_at_every_training_seed(tmp_path: Path) -> None:
     e = {x.arm: x for x in arm_effects(tmp_path, rows, sampler_rows)[0]}["dp-eps8"]
     assert e.seeds[0]["started"] == 1 and e.worst == "not at every seed"
     assert PICTURES[15] in e.started_pictures
+
+
+def test_switching_the_sampler_undoes_a_setting_and_reference_samplers_stay_out_of_the_verdict(tmp_path: Path) -> None:
+    clamped = "ddim-25"
+    rows, sampler_rows = _study(tmp_path, {
+        "base": ("none", 1.0, {(HEAD, 0): BASE, (OTHER, 0): BASE, (clamped, 0): BASE}),
+        "guidance-3": ("guidance", 3.0, {(HEAD, 0): set(), (OTHER, 0): set(), (clamped, 0): BASE})})
+    effects, switched = arm_effects(tmp_path, rows, sampler_rows, samplers=[HEAD, OTHER])
+    e = effects[0]
+    assert [t["sampler"] for t in e.by_sampler] == [HEAD, OTHER], "the reference sampler is not part of the verdict"
+    assert {c["sampler"]: c["verdict"] for c in switched} == {OTHER: "holds", clamped: "undone"}
+    assert e.worst == "undone" and not e.lowered and e.undone_by == [f"the {clamped} sampler"]
+
+
+def test_a_sampler_the_arm_was_not_measured_under_blocks_fewer(tmp_path: Path) -> None:
+    rows, sampler_rows = _study(tmp_path, {"base": ("none", 1.0, {(HEAD, 0): BASE, (OTHER, 0): BASE}),
+                                           "dp-eps8": ("dp", 1.0, {(HEAD, 0): set()})})
+    e = arm_effects(tmp_path, rows, sampler_rows, samplers=[HEAD, OTHER])[0][0]
+    assert e.by_sampler[1]["verdict"] == "not measured" and e.worst == "partly judged" and not e.lowered

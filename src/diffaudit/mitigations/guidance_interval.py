@@ -17,15 +17,18 @@ PREFIX = "guidance-interval-"
 def choose_start(ctx: Context, guidance: float) -> dict:
     """The start of guidance, chosen on the second-seed model (kept in the arm's folder, so it is chosen once)."""
     path = ctx.folder / "start_choice.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    starts = list(ctx.preset.study.guidance_starts)
+    if path.exists() and (saved := json.loads(path.read_text())).get("guidance") == guidance and [
+            c["start"] for c in saved["candidates"]] == starts and saved["chosen_on"] == f"seed {ctx.second_seed}":
+        return saved  # chosen already, for this scale, these candidates and this second seed
     pipe, candidates = ctx.second_base(), []
-    for start in ctx.preset.study.guidance_starts:
+    for start in starts:
         summary = ctx.copies(pipe, guidance, {"guidance_start": start}, ctx.folder / "choice" / f"start-{start:g}")
         candidates.append({"start": start, "owner_prompts": summary["oracle_memorized_prompts"],
                            "probe_prompts": summary["prompts_with_copy"]})
     best = min(candidates, key=lambda c: (c["owner_prompts"], c["start"]))
-    choice = {"start": best["start"], "candidates": candidates, "chosen_on": f"seed {ctx.second_seed}",
+    choice = {"start": best["start"], "guidance": guidance, "candidates": candidates,
+              "chosen_on": f"seed {ctx.second_seed}",
               "model_hash": pipe.model_hash()}
     write_json(path, choice)
     return choice

@@ -82,8 +82,10 @@ def _arm_cost(e: ArmEffect) -> str:
 
 
 SHORT_VERDICTS = {"fewer": "fewer", "undone": "fewer, but undone", "not at every seed": "fewer, not at every seed",
-                  "not under every sampler": "fewer under some samplers only", "no clear change": "no clear change",
-                  "more": "more", "not judged": "not judged"}
+                  "one seed only": "fewer, one training seed only",
+                  "not under every sampler": "fewer under some samplers only",
+                  "partly judged": "fewer where judged", "no clear change": "no clear change", "more": "more",
+                  "not judged": "not judged"}
 
 
 def _verdict(e: ArmEffect) -> str:
@@ -137,8 +139,8 @@ class MemoWriter:
         base_before, base_after = self.cell("base", clamped), self.cell("base", self.headline)
         if None in (before, after, base_before, base_after):
             return ""
-        return (f"The sampler decides what guidance does: with {self.sampler_words(clamped)}, as our earlier audits "
-                f"drew, {_arm_name(e).lower()} copied {before['owner_pictures']} pictures against "
+        return (f"Sampler and guidance together: with {self.sampler_words(clamped)}, as our earlier audits drew, "
+                f"{_arm_name(e).lower()} copied {before['owner_pictures']} pictures against "
                 f"{base_before['owner_pictures']} without it; drawn as deployed pipelines draw "
                 f"({self.sampler_words(self.headline)}), {after['owner_pictures']} against "
                 f"{base_after['owner_pictures']} (of {after['pictures']} pictures).")
@@ -363,9 +365,10 @@ class MemoWriter:
         return out
 
     def table(self) -> list[dict]:
-        b = self.base_arm
+        b = self.base  # the first seed's, as every fix's row beside it
         rows = [{"name": "No fix", "what": "The model as trained.",
-                 "rate": f"{pct(b['rate'])} ({span(b['ci_low'], b['ci_high'])})", "cost": "none",
+                 "rate": f"{pct(b['prompts_with_copy'] / b['attacked_prompts'])} ({span(*b['extraction_ci'])})",
+                 "cost": "none",
                  "change": "(the yardstick)", "attack": self.under_attack("base")}]
         for e in self.effects:
             rows.append({"name": _arm_name(e), "what": e.description.what,
@@ -421,7 +424,7 @@ class MemoWriter:
         """Fixes that lowered extraction beyond chance, the most durable first (in the training data, then in the
         weights, then a sampling setting), each with its cost and what a reader must know before adopting it."""
         out = []
-        base_rate = self.base_arm["rate"]
+        base_rate = self.base["prompts_with_copy"] / self.base["attacked_prompts"]  # the first seed's, as e.rate
         working = ranked_fixes(self.effects)
         held = [e for e in working if not self._undone(e.arm)]
         for rank, e in enumerate(held):
@@ -440,11 +443,13 @@ class MemoWriter:
                     *dict.fromkeys(filter(None, map(self._baseline_guidance, settings)))] if settings else []
             out.append(" ".join([
                 "Do not rely on these alone: each cut copies in the plain test, but a harder attack undid it. "
-                + "; ".join(f"{_arm_name(e)} ({self.under_attack(e.arm)})" for e in undone) + ".", *said]))
+                + "; ".join(f"{_arm_name(e)} (undone by {', '.join(self._undone_by(e))})" for e in undone) + ".",
+                *said]))
         if not working:
             out.append("Do not rely on any one of these fixes yet. None cut copies by more than chance in this "
                        "study. Test them again with more tries per caption and more training runs.")
-        partial = [e for e in self.effects if e.worst in ("not under every sampler", "not at every seed")]
+        partial = [e for e in self.effects if e.worst in ("not under every sampler", "not at every seed",
+                                                          "one seed only", "partly judged")]
         if partial:
             out.append("Do not count on fixes that worked only some of the time: " + "; ".join(
                 f"{_arm_name(e).lower()} ({SHORT_VERDICTS[e.worst]})" for e in partial) + ".")
@@ -470,6 +475,14 @@ class MemoWriter:
         names = [p.rsplit(" (", 1)[0] for p in e.started_pictures]
         return (f"It also started copying {len(names)} picture{'s' if len(names) > 1 else ''} the model without it "
                 f"did not copy: {', '.join(names[:6])}{' and others' if len(names) > 6 else ''}.")
+
+    def _undone_by(self, e: ArmEffect) -> list[str]:
+        """Who undid a fix, in a reader's words: the adaptive probes and the samplers that gave its copies back."""
+        probes = [PROBES[c["probe"]].short for c in self.attack_cells(e.arm) if c["verdict"] in ("undone",
+                                                                                                   "same as no fix")]
+        samplers = [f"drawing with {self.sampler_words(u.removeprefix('the ').removesuffix(' sampler'))}"
+                    for u in e.undone_by if u.endswith(" sampler")]
+        return list(dict.fromkeys(probes + samplers)) or ["a harder attack"]
 
     def _undone(self, arm: str) -> bool:
         return any(c["verdict"] in ("undone", "same as no fix") for c in self.attack_cells(arm))

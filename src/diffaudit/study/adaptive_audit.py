@@ -21,7 +21,7 @@ from diffaudit.attacks.copies import model_null
 from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.memorization import nonmember_prompts
 from diffaudit.attacks.metrics import clopper_pearson, paired_change
-from diffaudit.config import Preset
+from diffaudit.config import Preset, validated
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.mitigations.base import Arm
 from diffaudit.model.generate import can_share, generate, load_samples
@@ -56,13 +56,14 @@ def run_probe(name: str, arm: Arm, data: ImageDataset, folder: Path, targets: pd
     query is recognised as such (`same_as_static`: its result is the static one by construction)."""
     probe = PROBES[name]
     query = probe.query(arm, preset, data, targets["prompt"].tolist())
-    reuse = next((f for f in shared if can_share(f, arm.pipe, preset.sample, query.conditioning)), None)
+    sampling = validated(preset.sample, **query.sampling)  # the arm's sampling setting, when the probe keeps it
+    reuse = next((f for f in shared if can_share(f, arm.pipe, sampling, query.conditioning)), None)
     own = folder / "extraction" / "samples"
-    same = reuse == own and query.guidance == arm.guidance
+    same = reuse == own and query.guidance == arm.guidance and query.sampling == arm.sampling
     ext = run_extraction(arm.pipe, data, folder / "adaptive" / name, targets, preset.study.samples_per_prompt,
-                         query.guidance, preset.sample, cfg, progress, samples=reuse, conditioning=query.conditioning)
+                         query.guidance, sampling, cfg, progress, samples=reuse, conditioning=query.conditioning)
     before, alone = outcome(folder / "extraction", targets), outcome(folder / "adaptive" / name, targets)
-    return {"title": probe.title, "access": probe.access, "guidance": query.guidance,
+    return {"title": probe.title, "access": probe.access, "guidance": query.guidance, "sampling": query.sampling,
             "conditioning": query.conditioning.name, "static": _rate(int(before.sum()), len(targets)),
             "alone": _rate(int(alone.sum()), len(targets)), "union": _rate(int((before | alone).sum()), len(targets)),
             **paired_change(before, alone), "same_as_static": bool(same),

@@ -161,22 +161,28 @@ def pooled_arms(run: Path, rows: list[dict]) -> pd.DataFrame:
 
 def arm_effects(run: Path, rows: list[dict], sampler_rows: list[dict] | None = None,
                 nulls: dict[str, dict] | None = None, adaptive: list[dict] | None = None,
-                ) -> tuple[list[ArmEffect], list[dict]]:
-    """Every mitigation arm against the base (study.verdicts), and the switch-the-sampler probe's cells."""
+                samplers: list[str] | None = None) -> tuple[list[ArmEffect], list[dict]]:
+    """Every mitigation arm against the base (study.verdicts), and the switch-the-sampler probe's cells. `samplers`
+    are the default samplers a verdict must hold under (study.samplers' keys, the headline first); by default those
+    every arm was measured under."""
     sampler_rows = sampler_rows or []
     seeds = sorted({r["seed"] for r in rows})
-    first = min(seeds) if not rows else next(r["seed"] for r in rows if r["arm"] == "base")
+    first = next(r["seed"] for r in rows if r["arm"] == "base")
     headline = next(r.get("sampler", "headline") for r in rows if r["arm"] == "base" and r["seed"] == first)
     measured = cells(run, rows, sampler_rows)
+    if samplers is None:
+        arms = {c.arm for c in measured if c.seed == first}
+        samplers = [s for s in dict.fromkeys([headline, *(c.sampler for c in measured)])
+                    if all(any(c.arm == a and c.sampler == s and c.seed == first for c in measured) for a in arms)]
     valid = {tag: bool(v["valid"]) for tag, v in (nulls or {}).items()}
     if not nulls:  # a study without per-setting nulls judges at every setting (older runs)
         valid = {c.setting: True for c in measured}
     pictures, labels = pictures_of(run)
-    tests = sampler_tests(measured, pictures, labels, valid, headline, first)
+    tests = sampler_tests(measured, pictures, labels, valid, samplers, first)
     replicate = seed_checks(measured, pictures, labels, headline, first)
     first_rows = {r["arm"]: r for r in rows if r["seed"] == first and r.get("kind") != "detection"}
     settings_only = {a for a, r in first_rows.items() if a != "base" and describe(r).lasts == "setting"}
-    switched = switch_sampler(measured, pictures, valid, headline, first, settings_only)
+    switched = switch_sampler(measured, pictures, labels, valid, headline, first, settings_only)
     base = first_rows["base"]
     base_cell = counts(next(c for c in measured if c.arm == "base" and c.seed == first and c.sampler == headline),
                        pictures)
@@ -206,9 +212,10 @@ def arm_effects(run: Path, rows: list[dict], sampler_rows: list[dict] | None = N
             owner_ci_low=cell["owner_ci"][0], owner_ci_high=cell["owner_ci"][1],
             base_owner_rate=base_cell["owner_rate"], pictures=cell["pictures"],
             owner_pictures=cell["owner_pictures"], base_owner_pictures=base_cell["owner_pictures"],
-            worst=worst_case(by_sampler, seeds_of_arm, undone), by_sampler=by_sampler, seeds=seeds_of_arm,
-            started_pictures=sorted({p for t in [*by_sampler, *seeds_of_arm] for p in t["started_pictures"]}),
-            undone_by=undone,
+            worst=worst_case(by_sampler, seeds_of_arm, undone, replicated=bool(seeds_of_arm) or len(seeds) == 1),
+            by_sampler=by_sampler, seeds=seeds_of_arm, undone_by=undone,
+            started_pictures=sorted({p for t in [*by_sampler, *seeds_of_arm] if t.get("valid", True)
+                                     for p in t["started_pictures"]}),
             seed_note="" if seeds_of_arm or len(seeds) == 1 else f"training seed {first} only"))
     return out, switched
 
@@ -217,7 +224,7 @@ def ranked_fixes(effects: list[ArmEffect]) -> list[ArmEffect]:
     """The one ranking: fixes whose verdict holds in the worst case (study.verdicts), the most durable first (where
     the fix lives), then the fewest pictures copied under the worst sampler, then the smaller quality cost."""
     def worst_pictures(e: ArmEffect) -> int:
-        return max([e.owner_pictures] + [e.base_owner_pictures - t["stopped"] + t["started"] for t in e.by_sampler])
+        return max([e.owner_pictures] + [t["arm_pictures"] for t in e.by_sampler if t["valid"]])
 
     return sorted((e for e in effects if e.lowered),
                   key=lambda e: (DURABILITY.get(e.description.lasts, 1), worst_pictures(e), e.frechet_change))
@@ -270,7 +277,8 @@ def adaptive_effects(rows: list[dict], search_control: dict | None) -> list[dict
     clearly more captions to copy; otherwise `no clear rise`, which is weaker than "it holds" when targets are few.
     The attacker who keeps both (static OR probe) is described, not tested."""
     counts = ("static", "alone", "union", "targets", "stopped", "started", "unet_evaluations")
-    base_query = {(r["seed"], probe): (r["model_hash"], p["conditioning"], p["guidance"]) for r in rows
+    base_query = {(r["seed"], probe): (r["model_hash"], p["conditioning"], p["guidance"], str(p.get("sampling", {})))
+                  for r in rows
                   if r["arm"] == "base" for probe, p in (r.get("adaptive") or {}).get("probes", {}).items()}
     cells: dict[tuple[str, str], dict] = {}
     for row in rows:
@@ -284,8 +292,8 @@ def adaptive_effects(rows: list[dict], search_control: dict | None) -> list[dict
             for key in ("stopped", "started", "unet_evaluations"):
                 cell[key] += r[key]
             cell["same_as_static"] &= r["same_as_static"]
-            cell["same_as_base"] &= base_query.get((row["seed"], probe)) == (row["model_hash"], r["conditioning"],
-                                                                           r["guidance"])
+            cell["same_as_base"] &= base_query.get((row["seed"], probe)) == (
+                row["model_hash"], r["conditioning"], r["guidance"], str(r.get("sampling", {})))
     out = list(cells.values())
     search_failed = search_control is not None and not search_control["passed"]
     for cell in out:
@@ -305,10 +313,10 @@ def adaptive_effects(rows: list[dict], search_control: dict | None) -> list[dict
 
 
 def findings(run: Path, rows: list[dict], search_control: dict | None = None, sampler_rows: list[dict] | None = None,
-             nulls: dict[str, dict] | None = None) -> dict:
+             nulls: dict[str, dict] | None = None, samplers: list[str] | None = None) -> dict:
     """Everything the memo and reports state beyond the rows themselves, computed once by the study."""
     adaptive = adaptive_effects(rows, search_control)
-    effects, switched = arm_effects(run, rows, sampler_rows, nulls, adaptive)
+    effects, switched = arm_effects(run, rows, sampler_rows, nulls, adaptive, samplers)
     ranking = ranked_fixes(effects)
     first = next(r["seed"] for r in rows if r["arm"] == "base")
     seeds = sorted({r["seed"] for r in rows})

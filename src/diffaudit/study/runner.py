@@ -96,7 +96,8 @@ def headline(preset: Preset) -> Preset:
 
 def setting_tag(sampling: SampleConfig, guidance: float) -> str:
     """How results name a (sampler, guidance, delayed start) setting, e.g. "ddim-unclamped-25 g3"."""
-    start = f" from {sampling.guidance_start:g}" if sampling.guidance_start else ""
+    early = f" early {sampling.early_guidance:g}" if sampling.early_guidance else ""  # 0 (unconditional) unsaid
+    start = f" from {sampling.guidance_start:g}{early}" if sampling.guidance_start else ""
     return f"{sampling.sampler}-{sampling.steps} g{guidance:g}{start}"
 
 
@@ -389,7 +390,8 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
                                             "calibration": calibration, "mia_controls": controls,
                                             "dp_controls": dp_controls, "adaptive_control": search_control,
                                             "forget": forget})
-    write_json(study.run / "findings.json", findings(study.run, rows, search_control, sampler_rows, nulls))
+    write_json(study.run / "findings.json", findings(study.run, rows, search_control, sampler_rows, nulls,
+                                                     [s.key for s in preset.study.samplers]))
     return table
 
 

@@ -71,20 +71,21 @@ def counts(cell: Cell, pictures: pd.Series) -> dict:
 
 
 def cluster_interval(tables: list[pd.DataFrame], hits: str, seed: int = 0) -> list[float]:
-    """95% percentile interval of the pooled caption rate, resampling pictures with replacement within each table
-    (one table per training seed: a bootstrap stratified by seed)."""
-    rng = np.random.default_rng(seed)
-    k = np.zeros(BOOTSTRAP)
-    n = np.zeros(BOOTSTRAP)
+    """95% percentile interval of the pooled caption rate over pictures: each resample draws pictures with
+    replacement once and takes that same draw at every training seed (one table per seed), since a picture that is
+    easy to copy is easy at every seed."""
+    tables = [t for t in tables if not t.empty]
+    if not tables:
+        return [float("nan"), float("nan")]
+    index = sorted(set().union(*(t.index for t in tables)))
+    draw = np.random.default_rng(seed).integers(0, len(index), (BOOTSTRAP, len(index)))
+    k, n = np.zeros(BOOTSTRAP), np.zeros(BOOTSTRAP)
     for table in tables:
-        if table.empty:
-            continue
-        draw = rng.integers(0, len(table), (BOOTSTRAP, len(table)))
-        k += table[hits].to_numpy()[draw].sum(1)
-        n += table["captions"].to_numpy()[draw].sum(1)
+        full = table.reindex(index, fill_value=0)
+        k += full[hits].to_numpy()[draw].sum(1)
+        n += full["captions"].to_numpy()[draw].sum(1)
     rates = np.divide(k, n, out=np.full(BOOTSTRAP, np.nan), where=n > 0)
-    return [float(np.nanpercentile(rates, 2.5)), float(np.nanpercentile(rates, 97.5))] if np.isfinite(
-        rates).any() else [float("nan"), float("nan")]
+    return [float(np.nanpercentile(rates, 2.5)), float(np.nanpercentile(rates, 97.5))]
 
 
 def paired(base: pd.DataFrame, arm: pd.DataFrame, labels: pd.Series) -> dict:
@@ -94,8 +95,9 @@ def paired(base: pd.DataFrame, arm: pd.DataFrame, labels: pd.Series) -> dict:
     stopped = both["owner_base"] & ~both["owner_arm"]
     started = ~both["owner_base"] & both["owner_arm"]
     return {"stopped": int(stopped.sum()), "started": int(started.sum()), "pictures": len(both),
+            "arm_pictures": int(both["owner_arm"].sum()), "base_pictures": int(both["owner_base"].sum()),
             "raw_p_value": mcnemar_p(int(stopped.sum()), int(started.sum())),
-            "started_pictures": sorted(labels.get(p, str(p)) for p in both.index[started])}
+            "started_pictures": sorted(str(labels.get(p, p)) for p in both.index[started])}
 
 
 def direction(test: dict, p: float) -> str:
@@ -105,33 +107,34 @@ def direction(test: dict, p: float) -> str:
 
 
 def sampler_tests(cells: list[Cell], pictures: pd.Series, labels: pd.Series, valid: dict[str, bool],
-                  headline: str, seed: int) -> dict[str, list[dict]]:
-    """Per arm, its picture-paired test against the base under each default sampler at `seed` (Holm over the arms,
-    per sampler). A test at a setting whose copy test is invalid (its null too high), for the arm or for the base, is
-    not judged."""
+                  samplers: list[str], seed: int) -> dict[str, list[dict]]:
+    """Per arm, its picture-paired test against the base under each default sampler (`samplers`, the headline first)
+    at `seed`, Holm-adjusted over the arms per sampler. A sampler the arm was not measured under is "not measured"; a
+    setting whose copy test is invalid (its null too high), for the arm or the base, is not judged. Reference samplers
+    never enter a verdict."""
     at = {(c.arm, c.sampler): c for c in cells if c.seed == seed}
-    samplers = list(dict.fromkeys([headline] + [c.sampler for c in cells if c.arm == "base" and c.seed == seed]))
-    out: dict[str, list[dict]] = {}
+    arms = list(dict.fromkeys(c.arm for c in cells if c.seed == seed and c.arm != "base"))
+    out: dict[str, list[dict]] = {arm: [] for arm in arms}
     for sampler in samplers:
         base = at.get(("base", sampler))
-        if base is None:
-            continue
-        base_table = by_picture(base.per_prompt, pictures)
         tests = []
-        for (arm, s), cell in at.items():
-            if s != sampler or arm == "base":
+        for arm in arms:
+            cell = at.get((arm, sampler))
+            if base is None or cell is None:
+                out[arm].append({"sampler": sampler, "verdict": "not measured", "valid": False, "stopped": 0,
+                                 "started": 0, "p_value": float("nan"), "started_pictures": []})
                 continue
-            test = {"sampler": sampler, "setting": cell.setting, **paired(base_table, by_picture(cell.per_prompt,
-                                                                                                  pictures), labels),
-                    "valid": bool(valid.get(cell.setting, False) and valid.get(base.setting, False))}
-            tests.append((arm, test))
-        judged = [t for _, t in tests if t["valid"]]
+            test = {"sampler": sampler, "setting": cell.setting, **paired(
+                by_picture(base.per_prompt, pictures), by_picture(cell.per_prompt, pictures), labels),
+                "valid": bool(valid.get(cell.setting, False) and valid.get(base.setting, False))}
+            tests.append(test)
+            out[arm].append(test)
+        judged = [t for t in tests if t["valid"]]
         for t, p in zip(judged, holm([t["raw_p_value"] for t in judged]), strict=True):
             t["p_value"], t["verdict"] = p, direction(t, p)
-        for arm, t in tests:
+        for t in tests:
             if not t["valid"]:
                 t["p_value"], t["verdict"] = float("nan"), "copy test invalid here"
-            out.setdefault(arm, []).append(t)
     return out
 
 
@@ -149,51 +152,56 @@ def seed_checks(cells: list[Cell], pictures: pd.Series, labels: pd.Series, headl
     return out
 
 
-def switch_sampler(cells: list[Cell], pictures: pd.Series, valid: dict[str, bool], headline: str, first: int,
-                   settings_only: set[str]) -> list[dict]:
+def switch_sampler(cells: list[Cell], pictures: pd.Series, labels: pd.Series, valid: dict[str, bool], headline: str,
+                   first: int, settings_only: set[str]) -> list[dict]:
     """The attacker who holds the weights, or a service that lets users pick a sampler, draws a setting-only fix with
-    the other samplers: more pictures copied than under the headline sampler? One-sided exact McNemar, Holm over
-    every (arm, sampler) cell."""
+    another sampler (default or reference). The fix is *undone* when that gives back at least as many pictures as the
+    model without the fix, drawn as deployed (the base under the headline sampler); the exact McNemar p-value of that
+    comparison is kept beside it."""
     at = {(c.arm, c.sampler): c for c in cells if c.seed == first}
+    base = at.get(("base", headline))
     out = []
     for (arm, sampler), cell in at.items():
-        if arm not in settings_only or sampler == headline or (arm, headline) not in at:
+        if base is None or arm not in settings_only or sampler == headline:
             continue
-        test = paired(by_picture(at[(arm, headline)].per_prompt, pictures), by_picture(cell.per_prompt, pictures),
-                      pd.Series(dtype=str))
-        out.append({"arm": arm, "sampler": sampler, "setting": cell.setting, "stopped": test["stopped"],
-                    "started": test["started"], "valid": bool(valid.get(cell.setting, False)),
-                    "raw_p_value": mcnemar_p(test["stopped"], test["started"], alternative="less")})
-    family = [c for c in out if c["valid"]]
-    for c, p in zip(family, holm([c["raw_p_value"] for c in family]), strict=True):
-        c["p_value"], c["verdict"] = p, "undone" if p < ALPHA else "no clear rise"
-    for c in out:
-        if not c["valid"]:
-            c["p_value"], c["verdict"] = float("nan"), "copy test invalid here"
+        test = paired(by_picture(base.per_prompt, pictures), by_picture(cell.per_prompt, pictures), labels)
+        ok = bool(valid.get(cell.setting, False))
+        out.append({"arm": arm, "sampler": sampler, "setting": cell.setting, **test, "valid": ok,
+                    "p_value": test["raw_p_value"],
+                    "verdict": "copy test invalid here" if not ok else
+                    "undone" if test["started"] >= test["stopped"] else "holds"})
     return out
 
 
 VERDICTS = {  # the one verdict per arm, in the words every report uses
     "fewer": "fewer copies under every sampler",
     "undone": "fewer copies, undone by an attacker",
+    "one seed only": "fewer copies at the one training seed measured",
     "not at every seed": "fewer copies here, not at every training seed",
     "not under every sampler": "fewer copies under some samplers only",
+    "partly judged": "fewer copies where judged; not judged under every sampler",
     "no clear change": "no clear change",
     "more": "more copies under some sampler",
     "not judged": "not judged: the copy test is invalid at its settings",
 }
 
 
-def worst_case(tests: list[dict], seeds: list[dict], undone: list[str]) -> str:
-    """The arm's one verdict (a key of VERDICTS): "fewer" only if fewer under every sampler, not the other way at any
-    replicate seed, and undone by no probe."""
-    verdicts = [t["verdict"] for t in tests]
-    if "more" in verdicts:
+def worst_case(tests: list[dict], seeds: list[dict], undone: list[str], replicated: bool) -> str:
+    """The arm's one verdict (a key of VERDICTS). "more" needs a clear rise under some sampler after a Bonferroni
+    correction over the samplers judged (a union claim); "fewer" needs clearly fewer under every default sampler
+    (intersection-union), fewer pictures (stopped > started) at every replicate training seed when the study has
+    several (`replicated` false: the arm was measured at one seed of a several-seed study), and no probe undoing it."""
+    judged = [t for t in tests if t["valid"]]
+    if any(t["verdict"] == "more" and t["p_value"] * len(judged) < ALPHA for t in judged):
         return "more"
-    if not verdicts or all(v == "copy test invalid here" for v in verdicts):
+    if not judged:
         return "not judged"
-    if not all(v == "fewer" for v in verdicts):
-        return "not under every sampler" if "fewer" in verdicts else "no clear change"
+    if not all(t["verdict"] == "fewer" for t in judged):
+        return "not under every sampler" if any(t["verdict"] == "fewer" for t in judged) else "no clear change"
+    if len(judged) < len(tests):
+        return "partly judged"
+    if not replicated:
+        return "one seed only"
     if any(s["stopped"] <= s["started"] for s in seeds):
         return "not at every seed"
     return "undone" if undone else "fewer"

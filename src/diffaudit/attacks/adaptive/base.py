@@ -6,7 +6,7 @@ caption's own image, the UNet-evaluation counter) is the static probe's, unchang
 """
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from diffaudit.config import Preset
@@ -19,6 +19,7 @@ from diffaudit.model.conditioning import Conditioning
 class Query:
     conditioning: Conditioning
     guidance: float
+    sampling: dict = field(default_factory=dict)  # SampleConfig fields drawn with (an arm's setting kept, or not)
 
 
 class Probe(ABC):

@@ -17,7 +17,7 @@ class EmbeddingSearchProbe(Probe):
     access = "weights"
 
     def query(self, arm: Arm, preset: Preset, data: ImageDataset, targets: list[str]) -> Query:
-        return Query(arm.conditioning(search(preset)), arm.guidance)
+        return Query(arm.conditioning(search(preset)), arm.guidance, arm.sampling)
 
 
 def search(preset: Preset) -> EmbeddingSearch:

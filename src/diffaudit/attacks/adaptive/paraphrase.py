@@ -65,4 +65,4 @@ class Paraphrase(Probe):
     def query(self, arm: Arm, preset: Preset, data: ImageDataset, targets: list[str]) -> Query:
         alternatives = paraphrases(arm.pipe, data, targets, preset.study.paraphrases)
         return Query(arm.conditioning(Rewritten(alternatives, f"paraphrase(k={preset.study.paraphrases})")),
-                     arm.guidance)
+                     arm.guidance, arm.sampling)
