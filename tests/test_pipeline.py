@@ -85,3 +85,26 @@ def test_the_sampler_registry_is_the_one_list(tmp_path: Path) -> None:
         assert load_preset("tiny", overrides={"sample": {"sampler": name}}).sample.sampler == name
     with pytest.raises(ConfigError, match="choose from ddim"):
         load_preset("tiny", overrides={"study": {"samplers": [{"name": "euler", "steps": 3}]}})
+
+
+def test_a_model_is_checked_before_it_draws(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """NaN weights or a stated resolution the UNet does not have are refused, naming the file (not drawn black)."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    nan, wrong = tmp_path / "nan", tmp_path / "wrong"
+    for folder in (nan, wrong):
+        shutil.copytree(tiny_model_dir, folder)
+    weights = next((nan / "unet").glob("*.safetensors"))
+    tensors = load_file(weights)
+    first = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[first] = torch.full_like(tensors[first], float("nan"))
+    save_file(tensors, weights)
+    with pytest.raises(CheckpointError, match=f"weight {first} holds NaN"):
+        AuditPipeline.from_pretrained(nan)
+    index = json.loads((wrong / "model_index.json").read_text())
+    (wrong / "model_index.json").write_text(json.dumps({**index, "resolution": 64}))
+    with pytest.raises(CheckpointError, match="resolution 64 does not match the UNet's sample_size 8"):
+        AuditPipeline.from_pretrained(wrong)

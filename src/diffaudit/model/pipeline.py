@@ -201,6 +201,7 @@ class AuditPipeline:
         """Load diffaudit's own folder or a Stable Diffusion (diffusers layout) folder from a local path, onto the
         runtime's device and dtype (CPU float32 without one)."""
         pipe = cls._load(Path(folder))
+        _check_finite(Path(folder), pipe)
         return pipe.use(runtime) if runtime is not None else pipe
 
     @classmethod
@@ -226,6 +227,9 @@ class AuditPipeline:
                 text, resolution = index["text_encoder"], index["resolution"]
                 _check_int(index_path, "resolution", resolution, MIN_RESOLUTION, 4096)
                 _check_int(index_path, "text_encoder.max_tokens", text["max_tokens"], 2, 512)
+                if resolution != unet.config.sample_size:  # the weights decide, never the stated resolution
+                    raise CheckpointError(f"{index_path}: resolution {resolution} does not match the UNet's "
+                                          f"sample_size {unet.config.sample_size}; correct model_index.json")
                 return cls(unet, scheduler, MiniLMEncoder(text["max_tokens"]), resolution, text_config=text)
             vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True).eval()
             encoder = CLIPEncoder(folder)
@@ -234,6 +238,15 @@ class AuditPipeline:
             raise CheckpointError(f"cannot load model folder {folder}: {what}") from exc
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
         return cls(unet, scheduler, encoder, unet.config.sample_size * factor, vae=vae, kind="stable-diffusion")
+
+
+def _check_finite(folder: Path, pipe: "AuditPipeline") -> None:
+    """A model with NaN or infinite weights draws black squares without complaint: refuse it, naming the tensor."""
+    for part, net in (("unet", pipe.unet), ("vae", pipe.vae)):
+        for name, tensor in (net.state_dict().items() if net is not None else ()):
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise CheckpointError(f"{folder / part}: weight {name} holds NaN or infinite values; the model "
+                                      "cannot draw (restore the weights or retrain)")
 
 
 def _check_int(path: Path, name: str, value: object, low: int, high: int) -> None:
