@@ -107,11 +107,13 @@ def per_prompt_verdicts(matches: pd.DataFrame, delta: float) -> pd.DataFrame:
     return out
 
 
-def near_misses(matches: pd.DataFrame, delta: float) -> pd.Series:
-    """Per generation: a likely copy the test misses (see MISS_RATIO), for counting and looking at beside the rate."""
-    return ((matches["kind"] != "own") & (matches["own_distance"] >= delta)
-            & (matches["own_distance"] < MISS_FACTOR * delta) & (matches["nearest_idx"] == matches["own_idx"])
-            & (matches["gu_ratio"] <= MISS_RATIO))
+def near_misses(matches: pd.DataFrame, delta: float, ratio: float | None = MISS_RATIO) -> pd.Series:
+    """Per generation: a likely copy the test misses, for counting and looking at beside the rate: its closest training
+    picture is the caption's own, between delta and MISS_FACTOR x delta, with a Gu ratio at or below `ratio` (None:
+    any ratio; study.verdicts uses that, since speckle raises the distance to every picture alike)."""
+    near = ((matches["kind"] != "own") & (matches["own_distance"] >= delta)
+            & (matches["own_distance"] < MISS_FACTOR * delta) & (matches["nearest_idx"] == matches["own_idx"]))
+    return near & (matches["gu_ratio"] <= ratio) if ratio is not None else near
 
 
 def saturation(generated: np.ndarray, training: np.ndarray) -> np.ndarray:

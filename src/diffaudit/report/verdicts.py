@@ -20,7 +20,8 @@ def _p(p: float | None) -> str:
 def _cell(c: dict) -> str:
     return (f"{c['owner_pictures']}/{c['pictures']} pictures, {c['owner_prompts']}/{c['prompts']} captions "
             f"({_ci(c['owner_cluster_ci'])}); outsider {c['outsider_prompts']}/{c['prompts']} "
-            f"({_ci(c['outsider_cluster_ci'])})")
+            f"({_ci(c['outsider_cluster_ci'])})" + (f"; {c['miss_captions']} captions with near misses only"
+                                                     if c.get("miss_captions") else ""))
 
 
 def verdicts_markdown(res: StudyResults) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
+from diffaudit.attacks.copies import near_misses
 from diffaudit.attacks.extraction import distinct_copies
 from diffaudit.attacks.metrics import clopper_pearson, mcnemar_p
 from diffaudit.data.imagefolder import load_imagefolder
@@ -114,15 +115,27 @@ def pictures_of(run: Path) -> tuple[pd.Series, pd.Series]:
     return picture, caption + " (" + caption.index.str[:8] + ")"
 
 
+def missed_captions(folder: Path, delta: float | None) -> int:
+    """Captions whose generations came near their own picture (attacks.copies.near_misses, without the Gu ratio: under
+    strong guidance speckle inflates every tiled distance, so no ratio is small) and never copied it."""
+    path = folder / "matches.parquet"
+    if delta is None or not path.exists():
+        return 0
+    m = pd.read_parquet(path, columns=["prompt", "kind", "own_idx", "nearest_idx", "own_distance", "gu_ratio"])
+    near = set(m.loc[near_misses(m, delta, ratio=None), "prompt"])
+    return len(near - set(m.loc[m["kind"] == "own", "prompt"]))
+
+
 def cells(run: Path, rows: list[dict], sampler_rows: list[dict]) -> list[Cell]:
     """Every (arm, sampler, seed) measured: the headline rows and the other samplers' rows."""
     out = []
     for row, other in [(r, False) for r in rows] + [(r, True) for r in sampler_rows]:
         if row.get("kind") == "detection":
             continue
+        folder = extraction_dir(run, row["seed"], row["arm"], row["sampler"] if other else None)
         table = per_prompt(run, row["seed"], row["arm"], row["sampler"] if other else None).reset_index()
         out.append(Cell(row["arm"], row["kind"], row.get("sampler", "headline"), row["seed"], row.get("setting", ""),
-                        table, row.get("frechet_distance", float("nan"))))
+                        table, row.get("frechet_distance", float("nan")), missed_captions(folder, row.get("delta"))))
     return out
 
 
@@ -174,9 +187,8 @@ def arm_effects(run: Path, rows: list[dict], sampler_rows: list[dict] | None = N
         arms = {c.arm for c in measured if c.seed == first}
         samplers = [s for s in dict.fromkeys([headline, *(c.sampler for c in measured)])
                     if all(any(c.arm == a and c.sampler == s and c.seed == first for c in measured) for a in arms)]
-    valid = {tag: bool(v["valid"]) for tag, v in (nulls or {}).items()}
-    if not nulls:  # a study without per-setting nulls judges at every setting (older runs)
-        valid = {c.setting: True for c in measured}
+    null_ok = {tag: bool(v["valid"]) for tag, v in (nulls or {}).items()}  # none: older runs judge every setting
+    valid = {(c.arm, c.sampler, c.seed): null_ok.get(c.setting, not nulls) and not c.misses_too_much for c in measured}
     pictures, labels = pictures_of(run)
     tests = sampler_tests(measured, pictures, labels, valid, samplers, first)
     replicate = seed_checks(measured, pictures, labels, headline, first)
@@ -324,7 +336,8 @@ def findings(run: Path, rows: list[dict], search_control: dict | None = None, sa
     pictures, _ = pictures_of(run)
     measured = cells(run, rows, sampler_rows or [])
     return {"alpha": ALPHA, "arms": pooled_arms(run, rows).to_dict("records"),
-            "cells": [{**counts(c, pictures), "null": (nulls or {}).get(c.setting)} for c in measured],
+            "cells": [{**counts(c, pictures), "null": (nulls or {}).get(c.setting), "miss_captions": c.miss_captions,
+                       "misses_too_much": c.misses_too_much} for c in measured],
             "setting_nulls": nulls or {},
             "effects": [asdict(e) | {"verdict": e.verdict} for e in effects],
             "ranking": [e.arm for e in ranking], "best_arm": ranking[0].arm if ranking else None,

@@ -17,6 +17,11 @@ import pandas as pd
 from diffaudit.attacks.metrics import clopper_pearson, mcnemar_p
 
 ALPHA = 0.05  # significance level for "changed beyond chance"
+# The copy test is not trusted where it misses too much: at most this share of the attacked captions may have near
+# misses (closest training picture their own, within 2 delta) and no copy. Under guidance 7.5 with deployed DDIM, 19
+# of 48 captions had only near misses, and the 60 closest of them, looked at, were all visible copies with speckled,
+# over-saturated backgrounds (docs/results/2026-12-02-verdicts-part1): counted as "fewer copies", they were not.
+MISS_SHARE = 0.05
 BOOTSTRAP = 2000  # cluster-bootstrap resamples for pooled intervals
 # A fix in the training data outlasts one in the weights, which outlasts a sampling setting anyone can change.
 DURABILITY = {"data": 0, "weights": 1, "setting": 2}
@@ -33,6 +38,11 @@ class Cell:
     setting: str
     per_prompt: pd.DataFrame  # prompt, memorized (owner), extracted (outsider)
     frechet_distance: float = float("nan")
+    miss_captions: int = 0  # captions with near misses of their own picture and no copy (attacks.copies.near_misses)
+
+    @property
+    def misses_too_much(self) -> bool:
+        return self.miss_captions > MISS_SHARE * len(self.per_prompt)
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -106,11 +116,12 @@ def direction(test: dict, p: float) -> str:
     return "fewer" if test["stopped"] > test["started"] else "more"
 
 
-def sampler_tests(cells: list[Cell], pictures: pd.Series, labels: pd.Series, valid: dict[str, bool],
+def sampler_tests(cells: list[Cell], pictures: pd.Series, labels: pd.Series, valid: dict[tuple[str, str, int], bool],
                   samplers: list[str], seed: int) -> dict[str, list[dict]]:
     """Per arm, its picture-paired test against the base under each default sampler (`samplers`, the headline first)
     at `seed`, Holm-adjusted over the arms per sampler. A sampler the arm was not measured under is "not measured"; a
-    setting whose copy test is invalid (its null too high), for the arm or the base, is not judged. Reference samplers
+    cell whose copy test is invalid (its setting's null too high, or too many near misses), for the arm or the base, is
+    not judged. Reference samplers
     never enter a verdict."""
     at = {(c.arm, c.sampler): c for c in cells if c.seed == seed}
     arms = list(dict.fromkeys(c.arm for c in cells if c.seed == seed and c.arm != "base"))
@@ -126,7 +137,7 @@ def sampler_tests(cells: list[Cell], pictures: pd.Series, labels: pd.Series, val
                 continue
             test = {"sampler": sampler, "setting": cell.setting, **paired(
                 by_picture(base.per_prompt, pictures), by_picture(cell.per_prompt, pictures), labels),
-                "valid": bool(valid.get(cell.setting, False) and valid.get(base.setting, False))}
+                "valid": bool(valid.get((arm, sampler, seed), False) and valid.get(("base", sampler, seed), False))}
             tests.append(test)
             out[arm].append(test)
         judged = [t for t in tests if t["valid"]]
@@ -152,7 +163,8 @@ def seed_checks(cells: list[Cell], pictures: pd.Series, labels: pd.Series, headl
     return out
 
 
-def switch_sampler(cells: list[Cell], pictures: pd.Series, labels: pd.Series, valid: dict[str, bool], headline: str,
+def switch_sampler(cells: list[Cell], pictures: pd.Series, labels: pd.Series, valid: dict[tuple[str, str, int], bool],
+                   headline: str,
                    first: int, settings_only: set[str]) -> list[dict]:
     """The attacker who holds the weights, or a service that lets users pick a sampler, draws a setting-only fix with
     another sampler (default or reference). The fix is *undone* when that gives back at least as many pictures as the
@@ -165,7 +177,7 @@ def switch_sampler(cells: list[Cell], pictures: pd.Series, labels: pd.Series, va
         if base is None or arm not in settings_only or sampler == headline:
             continue
         test = paired(by_picture(base.per_prompt, pictures), by_picture(cell.per_prompt, pictures), labels)
-        ok = bool(valid.get(cell.setting, False))
+        ok = bool(valid.get((arm, sampler, first), False))
         out.append({"arm": arm, "sampler": sampler, "setting": cell.setting, **test, "valid": ok,
                     "p_value": test["raw_p_value"],
                     "verdict": "copy test invalid here" if not ok else
