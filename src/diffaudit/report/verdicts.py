@@ -20,7 +20,7 @@ def _p(p: float | None) -> str:
 def _cell(c: dict) -> str:
     return (f"{c['owner_pictures']}/{c['pictures']} pictures, {c['owner_prompts']}/{c['prompts']} captions "
             f"({_ci(c['owner_cluster_ci'])}); outsider {c['outsider_prompts']}/{c['prompts']} "
-            f"({_ci(c['outsider_cluster_ci'])})" + (f"; {c['miss_captions']} captions with near misses only"
+            f"({_ci(c['outsider_cluster_ci'])})" + (f"; near misses only: {c['miss_captions']} caption(s)"
                                                      if c.get("miss_captions") else ""))
 
 
@@ -63,7 +63,7 @@ def verdicts_markdown(res: StudyResults) -> str:
     switched = f.get("switch_sampler", [])
     if switched:
         lines += ["", "Switch the sampler (an attacker with the weights draws a setting-only fix another way):", "",
-                  "| arm | sampler | stopped | started | p (Holm) | verdict |", "|---|---|---|---|---|---|"]
+                  "| arm | sampler | stopped | started | p (exact McNemar) | verdict |", "|---|---|---|---|---|---|"]
         lines += [f"| {c['arm']} | {c['sampler']} | {c['stopped']} | {c['started']} | "
                   f"{_p(c['p_value'])} | {c['verdict']} |" for c in switched]
     lines += ["", "Ranking (the one the memo, reports and viewer read): "
