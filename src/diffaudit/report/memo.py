@@ -143,7 +143,10 @@ class MemoWriter:
                 f"{_arm_name(e).lower()} copied {before['owner_pictures']} pictures against "
                 f"{base_before['owner_pictures']} without it; drawn as deployed pipelines draw "
                 f"({self.sampler_words(self.headline)}), {after['owner_pictures']} against "
-                f"{base_after['owner_pictures']} (of {after['pictures']} pictures).")
+                f"{base_after['owner_pictures']} (of {after['pictures']} pictures)." + (
+                    f" That count is too low: {after['miss_captions']} more captions came just outside the copy "
+                    "distance of their own picture (the technical report shows them)."
+                    if after.get("misses_too_much") else ""))
 
     @property
     def base_arm(self) -> pd.Series:
@@ -226,8 +229,8 @@ class MemoWriter:
         others = [self.sampler_words(k) for k in samplers if k != self.headline]
         return [
             f"How often does each training picture appear in the training data? {where}",
-            f"Which sampler did the audit use? Here {self.sampler_words(self.headline)}, and "
-            + (", ".join(others) if others else "no other") + ".",
+            f"Which sampler did the audit use? Here {self.sampler_words(self.headline)}"
+            + (f"; also {' and '.join(others)}." if others else "."),
             "How many tries per caption did the extraction audit use, and what is its 95% range? Here: "
             f"{self.study['samples_per_prompt']} tries, range "
             f"{span(self.base_arm['ci_low'], self.base_arm['ci_high'])}.",
@@ -352,12 +355,14 @@ class MemoWriter:
             out.append("We did not run the strongest membership test (LiRA), which needs many extra models.")
         if not self.adaptive:
             out.append("We did not test attackers who adapt to a fix, for example by rewording captions.")
-        out.append("Private fine-tuning protects only the small extra set it trains on. It gives no formal "
-                   "guarantee for the pictures the model learned before.")
+        if any(e.kind == "dp" for e in self.effects):
+            out.append("Private fine-tuning protects only the small extra set it trains on. It gives no formal "
+                       "guarantee for the pictures the model learned before.")
         unjudged = [e for e in self.effects if e.worst == "not judged"]
         if unjudged:
-            out.append(f"We could not judge {len(unjudged)} fixes: at their settings, never-seen captions also gave "
-                       "'copies' too often.")
+            fixes = "fix" if len(unjudged) == 1 else "fixes"
+            out.append(f"We could not judge {len(unjudged)} {fixes}: at their settings the copy test was not reliable "
+                       "(never-seen captions 'copied', or visible copies fell just outside the copy distance).")
         ns = [e for e in self.effects if e.worst == "no clear change"]
         if ns:
             out.append("No clear effect, in either direction, for: " + "; ".join(_arm_name(e).lower() for e in ns)
@@ -365,14 +370,14 @@ class MemoWriter:
         return out
 
     def table(self) -> list[dict]:
-        b = self.base  # the first seed's, as every fix's row beside it
+        b = self.base_arm  # every row as page 1 and figure 3 give it: pooled over its seeds, picture-clustered range
         rows = [{"name": "No fix", "what": "The model as trained.",
-                 "rate": f"{pct(b['prompts_with_copy'] / b['attacked_prompts'])} ({span(*b['extraction_ci'])})",
-                 "cost": "none",
+                 "rate": f"{pct(b['rate'])} ({span(b['ci_low'], b['ci_high'])})", "cost": "none",
                  "change": "(the yardstick)", "attack": self.under_attack("base")}]
         for e in self.effects:
+            a = self.arms.loc[e.arm]
             rows.append({"name": _arm_name(e), "what": e.description.what,
-                         "rate": f"{pct(e.rate)} ({span(e.ci_low, e.ci_high)})", "cost": _arm_cost(e),
+                         "rate": f"{pct(a['rate'])} ({span(a['ci_low'], a['ci_high'])})", "cost": _arm_cost(e),
                          "change": f"{e.stopped} / {e.started}: {_verdict(e)}" + (
                              f" ({p_text(e.p_value)})" if math.isfinite(e.p_value) else ""),
                          "attack": self.under_attack(e.arm)})
@@ -596,7 +601,8 @@ def write_memo(run: Path, out: Path | None = None) -> Memo:
         "bottom_line": w.bottom_line(), "scope": w.scope(), "floor_ceiling": w.floor_ceiling(),
         "best_fix": w.best_fix(),
         "caveats": w.caveats(), "questions": w.questions(),
-        "fixes": NUMBER_WORDS.get(kinds, str(kinds)), "findings_intro": w.intro(), "found": w.found(),
+        "fixes": f"{NUMBER_WORDS.get(kinds, str(kinds))} kind{'s' if kinds != 1 else ''} of fix",
+        "findings_intro": w.intro(), "found": w.found(),
         "pairs": _figures(w, out), "not_found": w.not_found(), "table": w.table(), "paired_note": w.paired_note(),
         "attack_note": w.attack_note(),
         "recommendations": w.recommendations(), "assumptions": w.assumptions(), "glossary": GLOSSARY,
