@@ -28,6 +28,24 @@ from diffaudit.progress import make_progress
 STUDY_ATTACKS = ["loss", "pia", "secmi", "clid"]  # the membership attacks the positive control runs
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One test that needs the tiny study first (a worker starts building it at once), then every test that does not,
+    the long Ray tests first (the other worker runs them meanwhile instead of waiting for the study), then the rest,
+    the study's crash test first among them (the longest). The order is the same in every worker, as xdist requires."""
+    def needs_study(item: pytest.Item) -> bool:
+        return "tiny_study_dir" in getattr(item, "fixturenames", ())
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        if item is first:
+            return (0, 0)
+        if needs_study(item):
+            return (2, "test_study_killed" not in item.name)
+        return (1, "test_scale.py" not in item.nodeid)
+
+    first = next((i for i in items if needs_study(i)), None)
+    items.sort(key=rank)
+
+
 def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
     """`name`'s folder, built by `build` once for the whole test run (every xdist worker shares it)."""
     root = factory.getbasetemp()
