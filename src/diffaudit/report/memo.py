@@ -361,8 +361,7 @@ class MemoWriter:
         unjudged = [e for e in self.effects if e.worst == "not judged"]
         if unjudged:
             fixes = "fix" if len(unjudged) == 1 else "fixes"
-            out.append(f"We could not judge {len(unjudged)} {fixes}: at their settings the copy test was not reliable "
-                       "(never-seen captions 'copied', or visible copies fell just outside the copy distance).")
+            out.append(f"We could not judge {len(unjudged)} {fixes}: the copy test was not reliable at their settings.")
         ns = [e for e in self.effects if e.worst == "no clear change"]
         if ns:
             out.append("No clear effect, in either direction, for: " + "; ".join(_arm_name(e).lower() for e in ns)
