@@ -139,11 +139,11 @@ def cells(run: Path, rows: list[dict], sampler_rows: list[dict]) -> list[Cell]:
     return out
 
 
-def pooled_arms(run: Path, rows: list[dict]) -> pd.DataFrame:
+def pooled_arms(run: Path, rows: list[dict], pictures: pd.Series | None = None) -> pd.DataFrame:
     """One row per arm under the headline sampler, pooled over the seeds it was measured at: the outsider's and the
     owner's caption rates with 95% intervals from a cluster bootstrap over pictures stratified by seed (captions of one
     picture are not independent), the per-seed spread, and distinct pictures and subjects."""
-    pictures, _ = pictures_of(run)
+    pictures = pictures_of(run)[0] if pictures is None else pictures
     out = []
     for arm, group in pd.DataFrame([r for r in rows if r.get("kind") != "detection"]).groupby("arm", sort=False):
         tables = [by_picture(per_prompt(run, int(seed), str(arm)).reset_index(), pictures) for seed in group["seed"]]
@@ -174,7 +174,8 @@ def pooled_arms(run: Path, rows: list[dict]) -> pd.DataFrame:
 
 def arm_effects(run: Path, rows: list[dict], sampler_rows: list[dict] | None = None,
                 nulls: dict[str, dict] | None = None, adaptive: list[dict] | None = None,
-                samplers: list[str] | None = None) -> tuple[list[ArmEffect], list[dict]]:
+                samplers: list[str] | None = None, pictures: tuple[pd.Series, pd.Series] | None = None,
+                ) -> tuple[list[ArmEffect], list[dict]]:
     """Every mitigation arm against the base (study.verdicts), and the switch-the-sampler probe's cells. `samplers`
     are the default samplers a verdict must hold under (study.samplers' keys, the headline first); by default those
     every arm was measured under."""
@@ -189,7 +190,7 @@ def arm_effects(run: Path, rows: list[dict], sampler_rows: list[dict] | None = N
                     if all(any(c.arm == a and c.sampler == s and c.seed == first for c in measured) for a in arms)]
     null_ok = {tag: bool(v["valid"]) for tag, v in (nulls or {}).items()}  # none: older runs judge every setting
     valid = {(c.arm, c.sampler, c.seed): null_ok.get(c.setting, not nulls) and not c.misses_too_much for c in measured}
-    pictures, labels = pictures_of(run)
+    pictures, labels = pictures or pictures_of(run)
     tests = sampler_tests(measured, pictures, labels, valid, samplers, first)
     replicate = seed_checks(measured, pictures, labels, headline, first)
     first_rows = {r["arm"]: r for r in rows if r["seed"] == first and r.get("kind") != "detection"}
@@ -328,14 +329,15 @@ def findings(run: Path, rows: list[dict], search_control: dict | None = None, sa
              nulls: dict[str, dict] | None = None, samplers: list[str] | None = None) -> dict:
     """Everything the memo and reports state beyond the rows themselves, computed once by the study."""
     adaptive = adaptive_effects(rows, search_control)
-    effects, switched = arm_effects(run, rows, sampler_rows, nulls, adaptive, samplers)
+    picture_map = pictures_of(run)  # the dataset is read once for every table below
+    effects, switched = arm_effects(run, rows, sampler_rows, nulls, adaptive, samplers, picture_map)
     ranking = ranked_fixes(effects)
     first = next(r["seed"] for r in rows if r["arm"] == "base")
     seeds = sorted({r["seed"] for r in rows})
     base = {seed: next(r for r in rows if r["arm"] == "base" and r["seed"] == seed) for seed in seeds}
-    pictures, _ = pictures_of(run)
+    pictures = picture_map[0]
     measured = cells(run, rows, sampler_rows or [])
-    return {"alpha": ALPHA, "arms": pooled_arms(run, rows).to_dict("records"),
+    return {"alpha": ALPHA, "arms": pooled_arms(run, rows, pictures).to_dict("records"),
             "cells": [{**counts(c, pictures), "null": (nulls or {}).get(c.setting), "miss_captions": c.miss_captions,
                        "misses_too_much": c.misses_too_much} for c in measured],
             "setting_nulls": nulls or {},
