@@ -260,3 +260,13 @@ def test_a_study_resumes_under_other_ray_settings(tmp_path: Path, tiny: Preset) 
     with pytest.raises(ConfigError, match="sample.steps"):
         runner._check_same_config(tmp_path, tiny.model_copy(update={"sample": tiny.sample.model_copy(
             update={"steps": 5})}))
+
+
+def test_a_study_may_grow_its_seeds_but_not_rewrite_them(tmp_path: Path, tiny: Preset) -> None:
+    write_run_record(tmp_path, tiny.model_dump(), {})
+    study = tiny.study
+    runner._check_same_config(tmp_path, tiny.model_copy(update={"study": study.model_copy(
+        update={"seeds": (*study.seeds, 7)})}))
+    with pytest.raises(ConfigError, match="study.seeds"):
+        runner._check_same_config(tmp_path, tiny.model_copy(update={"study": study.model_copy(
+            update={"seeds": (7, *study.seeds)})}))

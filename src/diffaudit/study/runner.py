@@ -455,8 +455,8 @@ def _record_choices(path: Path, rows: list[dict], controls: dict) -> None:
 # and the GPU evidence in the README), so a study started on one machine can finish on another.
 RESUMABLE_ANYWHERE = {("runtime", "device"), ("runtime", "ray"), ("runtime", "ray_cpus"), ("runtime", "ray_gpus"),
                       ("runtime", "ray_workers")}  # where the work runs, not what it computes (scale.backend)
-# Lists of arms or probes a finished study may grow: the old entries keep their steps, new ones run after them.
-EXTENDABLE = {("study", "mitigations"), ("study", "adaptive_probes")}
+# Lists of arms, probes or seeds a finished study may grow: the old entries keep their steps, new ones run after them.
+EXTENDABLE = {("study", "mitigations"), ("study", "adaptive_probes"), ("study", "seeds"), ("study", "seed_arms")}
 
 
 def _same(section: str, key: str, before: object, now: object) -> bool:
