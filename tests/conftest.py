@@ -23,6 +23,7 @@ from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
 from diffaudit.data.openmoji import build_openmoji
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
+from diffaudit.ownership import mark, marker
 from diffaudit.progress import make_progress
 
 STUDY_ATTACKS = ["loss", "pia", "secmi", "clid"]  # the membership attacks the positive control runs
@@ -120,7 +121,11 @@ def tiny_study_dir(tmp_path_factory: pytest.TempPathFactory, tiny: Preset, tiny_
 
 def seed_positive_control(run: Path, control: Path) -> None:
     """Put the finished membership positive control (the `overfit_run` fixture: the tiny preset's control preset and
-    attacks) where a tiny study looks for it, so the study reads it back instead of training it again."""
+    attacks) where a tiny study looks for it, so the study reads it back instead of training it again. The run folder
+    is marked as a study folder first, as the study itself would on its first write."""
+    if marker(run) is None:
+        run.mkdir(parents=True, exist_ok=True)
+        mark(run, "study")
     shutil.copytree(control, run / "mia-controls" / "positive")
 
 

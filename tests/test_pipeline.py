@@ -76,6 +76,16 @@ def test_delayed_guidance_leaves_the_first_steps_unguided(tiny_pipe: AuditPipeli
     assert not np.array_equal(delayed, plain)
 
 
+def test_every_registered_sampler_draws_a_seeded_picture(tiny_pipe: AuditPipeline) -> None:
+    from diffaudit.model.samplers import SAMPLERS
+
+    cond = tiny_pipe.encode_text(["cat emoji"] * 2)
+    for name in SAMPLERS:
+        first, again = (sample(tiny_pipe, cond, [0, 1], guidance=3.0, steps=3, sampler=name) for _ in range(2))
+        assert first.shape == again.shape and torch.equal(torch.as_tensor(first), torch.as_tensor(again)), name
+        assert torch.isfinite(torch.as_tensor(first).float()).all(), name
+
+
 def test_the_sampler_registry_is_the_one_list(tmp_path: Path) -> None:
     from diffaudit.config import load_preset
     from diffaudit.errors import ConfigError
@@ -84,7 +94,7 @@ def test_the_sampler_registry_is_the_one_list(tmp_path: Path) -> None:
     for name in SAMPLERS:
         assert load_preset("tiny", overrides={"sample": {"sampler": name}}).sample.sampler == name
     with pytest.raises(ConfigError, match="choose from ddim"):
-        load_preset("tiny", overrides={"study": {"samplers": [{"name": "euler", "steps": 3}]}})
+        load_preset("tiny", overrides={"study": {"samplers": [{"name": "heun", "steps": 3}]}})
 
 
 def test_a_model_is_checked_before_it_draws(tiny_model_dir: Path, tmp_path: Path) -> None:

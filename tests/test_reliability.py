@@ -15,10 +15,11 @@ from diffaudit.cli import main
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
 from diffaudit.errors import CheckpointError, DatasetError
-from diffaudit.io import TEMP_PREFIXES, dumps, remove_stale_temps, write_json
+from diffaudit.io import dumps, write_json
 from diffaudit.model.generate import INDEX, generate, load_samples
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
+from diffaudit.ownership import TEMP_PREFIXES, marker, remove_stale_temps
 
 PROMPTS = ["grinning face emoji", "red heart emoji", "cat emoji"]
 
@@ -210,10 +211,12 @@ def test_stale_temps_are_cleaned_and_durations_summed(tmp_path: Path, tiny: Pres
     state = json.loads((ckpt / "state.json").read_text())
     state["seconds"] = 1000.0  # as if the first part had taken 1,000 s
     (ckpt / "state.json").write_text(json.dumps(state))
-    (tmp_path / "checkpoints" / ".ckpt.abandoned").mkdir()
-    (tmp_path / ".tmp.train_log.jsonl.x").write_text("half")
+    fid = marker(tmp_path)["id"]
+    (tmp_path / "checkpoints" / f".ckpt.{fid}.abandoned").mkdir()
+    (tmp_path / f".tmp.{fid}.train_log.jsonl.x").write_text("half")
+    (tmp_path / ".tmp.notes").write_text("a user's file that only looks like a temp")
     train(build_pipeline(tiny.model, tiny.data.resolution), tiny_data, tiny.train, tmp_path)
-    assert not [p for p in tmp_path.rglob(".*") if p.name.startswith(TEMP_PREFIXES)]
+    assert [p.name for p in tmp_path.rglob(".*") if p.name.startswith(TEMP_PREFIXES)] == [".tmp.notes"]
     manifest = json.loads((tmp_path / "model" / "training_manifest.json").read_text())
     assert 1000.0 < manifest["seconds"] < 1100.0
     assert remove_stale_temps(tmp_path / "missing") == []

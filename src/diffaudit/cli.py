@@ -14,6 +14,7 @@ from diffaudit.config import Preset, load_preset, validated
 from diffaudit.errors import ConfigError, DatasetError, DiffauditError
 from diffaudit.io import jsonable
 from diffaudit.model.samplers import SAMPLERS
+from diffaudit.ownership import owned
 
 SAMPLER_HELP = "One of " + ", ".join(SAMPLERS) + " (model.samplers)."
 
@@ -101,12 +102,6 @@ def _read_prompts(prompt: list[str] | None, prompts_file: Path | None) -> list[s
         if problem:
             raise ConfigError(f"prompt {p[:40]!r}: {problem}")
     return prompts
-
-
-def _out_dir(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {out} exists and is not a folder; choose another path")
-    return out
 
 
 def _sides(data: Any) -> str:
@@ -204,15 +199,15 @@ def train(
     from diffaudit.unlearning.sisa import train_sharded
 
     cfg = _configured(train, locals())
-    out = _out_dir(out)
-    dataset = load_imagefolder(data, cfg.data.resolution)
-    pipe = build_pipeline(cfg.model, cfg.data.resolution, seed=cfg.train.seed, runtime=cfg.runtime)
-    with _progress() as progress:
-        if sharded:
-            pipe = AuditPipeline.from_pretrained(train_sharded(pipe, dataset, cfg.train, cfg.forget.shards,
-                                                               cfg.forget.slices, out, cfg.runtime, progress))
-        else:
-            run_train(pipe, dataset, cfg.train, out, progress)
+    with owned(out, "model", {"dataset": data}):
+        dataset = load_imagefolder(data, cfg.data.resolution)
+        pipe = build_pipeline(cfg.model, cfg.data.resolution, seed=cfg.train.seed, runtime=cfg.runtime)
+        with _progress() as progress:
+            if sharded:
+                pipe = AuditPipeline.from_pretrained(train_sharded(pipe, dataset, cfg.train, cfg.forget.shards,
+                                                                   cfg.forget.slices, out, cfg.runtime, progress))
+            else:
+                run_train(pipe, dataset, cfg.train, out, progress)
     console.print(f"model written to {out / 'model'} (hash {pipe.model_hash()})")
 
 
@@ -232,14 +227,17 @@ def generate(
 ) -> None:
     """Generate prompts x seeds x guidance into OUT (image shards + index.parquet); resumes if interrupted."""
     from diffaudit.model.generate import generate as run_generate
+    from diffaudit.model.generate import plan
     from diffaudit.model.pipeline import AuditPipeline
 
     prompts = _read_prompts(prompt, prompts_file)
     cfg = _configured(generate, locals())
     scales = [validated(cfg.sample, guidance=g).guidance for g in guidance or [cfg.sample.guidance]]
-    pipe = AuditPipeline.from_pretrained(model, cfg.runtime)
-    with _progress() as progress:
-        index = run_generate(pipe, prompts, list(range(cfg.sample.seeds)), scales, cfg.sample, _out_dir(out), progress)
+    with owned(out, "samples", {"model": model}):
+        pipe = AuditPipeline.from_pretrained(model, cfg.runtime)
+        plan(pipe, len(prompts), cfg.sample.seeds, len(scales), out)  # before the seed list is built
+        with _progress() as progress:
+            index = run_generate(pipe, prompts, list(range(cfg.sample.seeds)), scales, cfg.sample, out, progress)
     console.print(f"{len(index)} samples in {out}")
 
 
@@ -305,8 +303,8 @@ def extract(
                    f"{int(dataset.table['source_side'].min())} to compare at the reference's own detail")
     targets = (prompts_from_file(prompts_file, dataset) if prompts_file
                else most_duplicated_prompts(dataset, s.prompts_top))
-    samples, scale, out = s.samples_per_prompt, cfg.sample.guidance, _out_dir(out)
-    with _progress() as progress:
+    samples, scale = s.samples_per_prompt, cfg.sample.guidance
+    with owned(out, "extraction", {"model": model, "dataset": data}), _progress() as progress:
         delta = s.delta
         if s.calibrate and (dataset.table["split"] == "nonmember").any():
             calibration = calibrate_copy_test(pipe, dataset, cfg, out / "null" / "samples", progress)
@@ -374,8 +372,7 @@ def mia(
     dataset = load_imagefolder(data, pipe.resolution)
     _warn_upscaled(dataset, pipe.resolution, "queried", "membership scores of blurred images understate what the "
                    "model remembers")
-    out = _out_dir(out)
-    with _progress() as progress:
+    with owned(out, "mia", {"model": model, "dataset": data}), _progress() as progress:
         shadow_models = None
         if shadows:
             shadow_models = train_shadows(dataset, cfg, shadows, out / "shadows", progress)
@@ -485,8 +482,8 @@ def forget(
     if missing:
         raise ConfigError(f"{len(missing)} requested training row(s) are not member rows of {data} (e.g. "
                           f"{sorted(missing)[0]!r}): pass the dataset MODEL was trained on")
-    with _progress() as progress:
-        summary = run_forget(method, ForgetJob(model, dataset, ids, cfg, _out_dir(out), progress), request)
+    with owned(out, "forget", {"model": model, "dataset": data}), _progress() as progress:
+        summary = run_forget(method, ForgetJob(model, dataset, ids, cfg, out, progress), request)
     console.print(f"forgot {summary['rows']} training rows ({summary['pictures']} pictures, "
                   f"{len(summary['families'])} subjects) with {method} in {summary['seconds']:.0f} s: "
                   f"{summary['unlearned']['path']} (hash {summary['unlearned']['model_hash']})")
@@ -521,8 +518,8 @@ def verify_forget(
         summaries.append(json.loads((folder / FORGET).read_text()))
     pipes = [AuditPipeline.from_pretrained(p, cfg.runtime)
              for p in (original, unlearned / "model", reference / "model")]
-    out = _out_dir(out)
-    with _progress() as progress:
+    reads = {"original model": original, "unlearned model": unlearned, "reference model": reference, "dataset": data}
+    with owned(out, "verification", reads), _progress() as progress:
         held = as_held(original, load_imagefolder(data, cfg.data.resolution))[0]  # as `forget` read it
         record = run_verify(summaries[0], summaries[1], *pipes, held, cfg,
                             cfg.study.delta, cfg.sample.guidance, out, out, progress)
@@ -548,7 +545,7 @@ def study(
     ray_gpus: RayGpusOpt = None, ray_workers: RayWorkersOpt = None,
 ) -> None:
     """The whole investigation: data, base model, audits, each mitigation arm, audits, comparison table."""
-    _run_study(_configured(study, locals()), _out_dir(out), reference)
+    _run_study(_configured(study, locals()), out, reference)
 
 
 @app.command()
@@ -560,7 +557,7 @@ def demo(
 ) -> None:
     """The quick study end to end on the embedded OpenMoji default: data, model, extraction and membership
     audits, every mitigation, then the memo, technical report and extraction viewer in OUT/report."""
-    _run_study(_configured(demo, locals()), _out_dir(out), reference)
+    _run_study(_configured(demo, locals()), out, reference)
     report_all(out, out / "report")
 
 

@@ -87,8 +87,9 @@ class ModelConfig(_Frozen):
     """Pixel-space UNet2DConditionModel conditioned on MiniLM token embeddings."""
 
     block_out_channels: tuple[Positive, ...] = Field(default=(64, 128), min_length=1)
-    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D")
-    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "UpBlock2D")
+    down_block_types: tuple[Literal["DownBlock2D", "CrossAttnDownBlock2D"], ...] = ("DownBlock2D",
+                                                                                     "CrossAttnDownBlock2D")
+    up_block_types: tuple[Literal["UpBlock2D", "CrossAttnUpBlock2D"], ...] = ("CrossAttnUpBlock2D", "UpBlock2D")
     layers_per_block: Positive = 1
     attention_head_dim: Positive = 8
     norm_num_groups: Positive = 32

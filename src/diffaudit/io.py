@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from diffaudit import faults
-
-TEMP_PREFIXES = (".ckpt.", ".tmp.")  # folders and files that only a crashed writer leaves behind
+from diffaudit.ownership import temp_prefix
 
 
 @contextmanager
@@ -22,7 +21,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it over `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp.{target.name}.", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{temp_prefix(target)}{target.name}.", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -39,7 +38,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """Like `atomic_path` for a folder: built beside `target`, swapped in only when complete."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp.{target.name}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{temp_prefix(target)}{target.name}.", dir=target.parent))
     try:
         yield tmp
         faults.point("before-rename")
@@ -49,23 +48,6 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         faults.point("after-rename")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete what a writer killed mid-write left (`.tmp.*`, `.ckpt.*`) anywhere under `folder`.
-
-    Call it at the start of a run that owns `folder`: no other writer may be active there.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    stale = [p for p in folder.rglob(".*") if p.name.startswith(TEMP_PREFIXES)]
-    for path in sorted(stale, key=lambda p: len(p.parts), reverse=True):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    return stale
 
 
 def write_atomic(target: Path, write: Callable[[Path], Any]) -> None:

@@ -5,14 +5,15 @@ unrelated glyphs render nearly alike at 16 px. A never-trained image whose sibli
 look "copied", so splits are made family-disjoint and leaks are counted per family as well as per image.
 """
 
-import faiss
 import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import DisjointSet
 
 from diffaudit.attacks.copies import copy_distance
-from diffaudit.attacks.distance import as_unit
+from diffaudit.attacks.neighbours import TrainingIndex
 
+NEIGHBOURS = 32  # faiss candidates per picture confirmed by the tiled distance
+CONFIRM_BLOCK = 1024  # pictures confirmed at once: bounds the tiled distance's memory (1024 x 32 x H x W x 3)
 # Unicode modifiers that make a variant of one subject: skin tones, variation selector, zero-width joiner,
 # gender signs, hair components (Unicode TR51 §2.4, §2.6, §2.3).
 _DROPPED = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF", "FE0F", "200D", "2640", "2642", "1F9B0", "1F9B1", "1F9B2",
@@ -36,47 +37,60 @@ def codepoint_family(code: str) -> str:
     return "-".join(parts) or code.upper()
 
 
-def close_pairs(queries: np.ndarray, base: np.ndarray, threshold: float, chunk: int = 1024) -> np.ndarray:
-    """All pairs (query i, base j) closer than `threshold` under the copy test's distance.
+def distinct(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the first image of each distinct picture, per image the position of its picture among those), so
+    identical images are compared once: 100,000 rows of one picture cost one comparison, not 10^10."""
+    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    keys = flat.view(np.dtype((np.void, flat.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first, inverse.ravel()
 
-    Plain RMS never exceeds the tiled distance (a max over tiles is at least their mean), so an exact
-    faiss range search on plain L2 finds every candidate and the tiled distance confirms it."""
+
+def close_pairs(queries: np.ndarray, base: np.ndarray, threshold: float, k: int = NEIGHBOURS) -> np.ndarray:
+    """Pairs (query i, base j) closer than `threshold` under the copy test's distance, among each query's `k`
+    nearest base images in plain L2 (faiss, as `attacks.neighbours` searches); memory and time grow with
+    len(queries) * k, never with the number of close pairs. Plain RMS never exceeds the tiled distance (a max over
+    tiles is at least their mean), so a pair missed is one with at least `k` nearer base images in L2: for a family
+    that only means its members are joined through each other (recall against exact search: benchmarks/families.py).
+    Pass distinct pictures (`distinct`): identical copies would fill the k places."""
     if len(queries) == 0 or len(base) == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    vectors = as_unit(base).reshape(len(base), -1)
-    index = faiss.IndexFlatL2(vectors.shape[1])
-    index.add(vectors)
-    radius = threshold**2 * vectors.shape[1] * (1 + 1e-5)  # float32 rounding must not drop a boundary pair
+    index = TrainingIndex(base)
     found = []
-    for start in range(0, len(queries), chunk):
-        lims, _, ids = index.range_search(as_unit(queries[start:start + chunk]).reshape(-1, vectors.shape[1]), radius)
-        rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims).astype(np.int64))
-        if len(rows) == 0:
-            continue
-        close = copy_distance(queries[rows], base[ids]) < threshold
-        found.append(np.stack([rows[close], ids[close]], 1))
-    return np.concatenate(found).astype(np.int64) if found else np.zeros((0, 2), dtype=np.int64)
+    for start in range(0, len(queries), CONFIRM_BLOCK):
+        block = queries[start:start + CONFIRM_BLOCK]
+        ids = index.candidates(block, k)
+        close = copy_distance(block[:, None], base[ids]) < threshold
+        rows, cols = np.nonzero(close)
+        found.append(np.unique(np.stack([rows + start, ids[rows, cols]], 1), axis=0))
+    return np.concatenate(found).astype(np.int64)
 
 
 def join_families(images: np.ndarray, keys: list[str], threshold: float) -> np.ndarray:
-    """Family label per image: connected components of 'same codepoint family' or 'closer than threshold'.
+    """Family label per image: connected components of 'same key' (codepoint family, or identical pixels) or
+    'closer than threshold'.
 
     Labels are the smallest member index of each component, so they do not depend on iteration order."""
     sets = DisjointSet(range(len(images)))
     first: dict[str, int] = {}
     for i, key in enumerate(keys):
         sets.merge(first.setdefault(key, i), i)
-    for i, j in close_pairs(images, images, threshold):
-        if i != j:
-            sets.merge(int(i), int(j))
-    return np.array([min(sets.subset(i)) for i in range(len(images))])
+    pictures, of = distinct(images)
+    for i, picture in enumerate(of):
+        sets.merge(int(pictures[picture]), i)
+    for a, b in close_pairs(images[pictures], images[pictures], threshold):
+        if a != b:
+            sets.merge(int(pictures[a]), int(pictures[b]))
+    roots = np.array([sets[i] for i in range(len(images))])
+    return pd.Series(np.arange(len(images))).groupby(roots).transform("min").to_numpy()
 
 
 def near_copies(images: np.ndarray, others: np.ndarray, threshold: float) -> np.ndarray:
     """Per image, whether some image of `others` lies within `threshold`: the image null of a split."""
-    hit = np.zeros(len(images), dtype=bool)
-    hit[close_pairs(images, others, threshold)[:, 0]] = True
-    return hit
+    pictures, of = distinct(images)
+    hit = np.zeros(len(pictures), dtype=bool)
+    hit[close_pairs(images[pictures], others[distinct(others)[0]], threshold)[:, 0]] = True
+    return hit[of]
 
 
 def split_leaks(images: np.ndarray, table: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -85,8 +99,11 @@ def split_leaks(images: np.ndarray, table: pd.DataFrame, threshold: float) -> pd
     member = (table["split"] == "member").to_numpy()
     held = np.flatnonzero(~member)
     member_idx = np.flatnonzero(member)
-    pairs = close_pairs(images[held], images[member_idx], threshold)
-    nearest = {int(held[i]): int(member_idx[j]) for i, j in pairs[::-1]}
+    held_pictures, held_of = distinct(images[held])
+    member_pictures = member_idx[distinct(images[member_idx])[0]]
+    pairs = close_pairs(images[held[held_pictures]], images[member_pictures], threshold)
+    near = {int(i): int(member_pictures[j]) for i, j in pairs[::-1]}  # per held picture, its first close member
+    nearest = {int(h): near[int(p)] for h, p in zip(held, held_of, strict=True) if int(p) in near}
     first_member = dict(zip(table["family"][member][::-1], member_idx[::-1], strict=True))  # lowest index wins
     for i in held:
         if i not in nearest and table["family"].iloc[i] in first_member:

@@ -5,6 +5,7 @@ Every problem is reported with the row and file that caused it, so a user can fi
 
 import hashlib
 import json
+import stat
 import unicodedata
 import warnings
 from dataclasses import dataclass
@@ -67,12 +68,13 @@ def _read_metadata(root: Path) -> tuple[pd.DataFrame, Path]:
     if not found:
         raise DatasetError(f"{root} has no metadata file; expected one of {', '.join(METADATA_FILES)}")
     path = found[0]
+    regular_file(path, f"metadata file {path}")
     try:
         if path.suffix == ".jsonl":
             # Split on newlines only: U+2028 and friends are legal inside a JSON string.
-            lines = [ln for ln in path.read_text(encoding="utf-8-sig").split("\n") if ln.strip()]
+            lines = [(i, ln) for i, ln in enumerate(_utf8_lines(path), 1) if ln.strip()]
             records = []
-            for i, ln in enumerate(lines, 1):
+            for i, ln in lines:
                 try:
                     record = json.loads(ln)
                 except json.JSONDecodeError as exc:
@@ -86,12 +88,42 @@ def _read_metadata(root: Path) -> tuple[pd.DataFrame, Path]:
                 records.append(record)
             table = pd.DataFrame.from_records(records)
         elif path.suffix == ".csv":
+            _utf8_lines(path)
             table = pd.read_csv(path, dtype={"text": object}, keep_default_na=False)
         else:
             table = pd.read_parquet(path)
     except (OSError, ValueError) as exc:
         raise DatasetError(f"cannot read {path}: {exc}") from exc
     return table, path
+
+
+def regular_file(path: Path, label: str) -> None:
+    """Refuse anything but a regular file (or a link to one) before opening it: a FIFO would block forever, a device
+    never ends."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DatasetError(f"{label} is missing") from None
+    except OSError as exc:
+        raise DatasetError(f"{label} cannot be read ({exc.strerror})") from exc
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
+                if stat.S_ISSOCK(mode) else "a device")
+        raise DatasetError(f"{label} is {kind}, not a regular file")
+
+
+def _utf8_lines(path: Path) -> list[str]:
+    """The file's lines, decoded as UTF-8 (a leading byte-order mark allowed); a line that is not UTF-8 is named by
+    its number, not by a byte offset."""
+    lines = path.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    out = []
+    for i, raw in enumerate(lines, 1):
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path.name} line {i}: not UTF-8 (byte {raw[exc.start]:#04x} at column "
+                               f"{exc.start + 1}); save the file as UTF-8") from None
+    return out
 
 
 def caption_problem(text: object) -> str | None:
@@ -127,6 +159,7 @@ def _to_rgb(im: Image.Image, label: str, path: Path) -> Image.Image:
 
 def _decode(path: Path, label: str, resolution: int | None) -> tuple[np.ndarray, int]:
     """The image as uint8 RGB (centre-cropped and resized to `resolution`) and its source's smallest side."""
+    regular_file(path, f"{label}: image file {path}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -175,13 +208,20 @@ def load_imagefolder(root: Path, resolution: int | None = None, family_join: flo
             raise DatasetError(f"{meta_path} has no {col!r} column (columns: {list(table.columns)})")
     if "id" not in table.columns:
         table["id"] = [Path(str(f)).stem for f in table["file_name"]]
+    missing = np.flatnonzero(table["id"].isna().to_numpy())
+    if len(missing):
+        raise DatasetError(f"{meta_path.name} row {missing[0] + 1}: no id, while other rows have one; give every row "
+                           f"an id or none ({len(missing)} rows lack one)")
     if "split" not in table.columns:
         table["split"] = "member"
     table["id"] = table["id"].astype(str)
-    dup_ids = table["id"][table["id"].duplicated()].unique()
-    if len(dup_ids):
-        raise DatasetError(f"{meta_path}: duplicate ids {list(dup_ids[:5])}; each row needs a unique id")
+    dup = np.flatnonzero(table["id"].duplicated().to_numpy())
+    if len(dup):
+        first = int(np.flatnonzero((table["id"] == table["id"].iloc[dup[0]]).to_numpy())[0])
+        raise DatasetError(f"{meta_path.name} row {dup[0] + 1}: id {table['id'].iloc[dup[0]]!r} is already used by row "
+                           f"{first + 1} ({len(dup)} duplicate ids); each row needs a unique id")
     images, sides = [], []
+    decoded: dict[Path, tuple[np.ndarray, int]] = {}  # rows that share a file decode it once
     resolved_root = root.resolve()
     for i, row in enumerate(table.itertuples(index=False)):
         label = f"{meta_path.name} row {i + 1} (id {row.id!r})"
@@ -193,7 +233,9 @@ def load_imagefolder(root: Path, resolution: int | None = None, family_join: flo
         path = (root / str(row.file_name)).resolve()
         if not path.is_relative_to(resolved_root):
             raise DatasetError(f"{label}: file_name {row.file_name!r} points outside the dataset folder {root}")
-        image, side = _decode(path, label, resolution)
+        if path not in decoded:
+            decoded[path] = _decode(path, label, resolution)
+        image, side = decoded[path]
         images.append(image)
         sides.append(side)
     shapes = {im.shape for im in images}

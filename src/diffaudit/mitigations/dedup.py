@@ -22,6 +22,7 @@ from diffaudit.attacks.distance import as_unit
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
 from diffaudit.io import write_json
+from diffaudit.ownership import mark, remove_owned
 
 METHODS = ("exact", "normalized", "minhash", "embedding", "image")
 
@@ -127,6 +128,7 @@ def deduplicate(data: ImageDataset, out: Path, methods: tuple[str, ...], cfg: De
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "images").mkdir()
+        mark(tmp, "dataset")
         for name in table["file_name"]:
             shutil.copyfile(data.root / name, tmp / name)
         new_sha = table[table["split"] == "member"]["sha256"].value_counts()
@@ -137,8 +139,7 @@ def deduplicate(data: ImageDataset, out: Path, methods: tuple[str, ...], cfg: De
                   "member_rows_removed": int((~keep).sum()),
                   "removable_by_method": found, "removed_by_kind": removed["dup_kind"].value_counts().to_dict()}
         write_json(tmp / "dedup_report.json", report)
-        if out.exists():
-            shutil.rmtree(out)
+        remove_owned(out, "dataset")
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,14 +20,17 @@ from diffaudit.attacks.distance import resize_images
 from diffaudit.config import SampleConfig
 from diffaudit.data.imagefolder import caption_problem
 from diffaudit.errors import CheckpointError, ConfigError
-from diffaudit.io import remove_stale_temps, write_atomic
+from diffaudit.io import write_atomic
 from diffaudit.model.conditioning import Conditioning, Text
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.sample import sample
+from diffaudit.ownership import owned, remove_stale_temps
 from diffaudit.progress import Progress
+from diffaudit.resources import check_fits
 from diffaudit.scale.backend import mapped
 
 INDEX = "index.parquet"
+REQUEST_ROW_BYTES = 400  # one (prompt, seed, guidance) row of the request table and the index, generously
 KEY = ["prompt", "seed", "guidance"]
 SHARD_SIZE = 64  # a kill loses at most this many samples (~16 s of the quick preset's sampling on 2 cores)
 
@@ -100,6 +103,16 @@ def _settings(pipe: AuditPipeline, cfg: SampleConfig, conditioning: Conditioning
             "conditioning": (conditioning or Text()).name}
 
 
+def plan(pipe: AuditPipeline, prompts: int, seeds: int, guidances: int, out: Path) -> None:
+    """Refuse a request whose samples (on disk), request table and conditioning (in memory, all at once) cannot fit,
+    before any of it is built."""
+    n = prompts * seeds * guidances
+    tokens = int(pipe.text_config.get("max_tokens", 77))  # Stable Diffusion's CLIP pads to 77
+    embedding = prompts * seeds * tokens * pipe.unet.config.cross_attention_dim * 4
+    check_fits(f"generating {n:,} samples ({prompts:,} prompts x {seeds:,} seeds x {guidances} scales)",
+               memory=n * REQUEST_ROW_BYTES + embedding, disk=n * pipe.resolution**2 * 3, where=out)
+
+
 def requested_keys(prompts: list[str], seeds: list[int], guidances: list[float]) -> pd.DataFrame:
     """The (prompt, seed, guidance) grid in sampling order: guidance outer, so a batch shares one scale."""
     for p in prompts:
@@ -113,14 +126,24 @@ def requested_keys(prompts: list[str], seeds: list[int], guidances: list[float])
 def generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidances: list[float], cfg: SampleConfig,
              out: Path, progress: Progress | None = None, shard_size: int = SHARD_SIZE,
              max_shards: int | None = None, conditioning: Conditioning | None = None) -> pd.DataFrame:
-    """Write every (prompt, seed, guidance) sample once; returns the index rows of the requested samples in
-    request order (the folder may hold more). `max_shards` stops early, as a crash would (tests)."""
+    """Write every (prompt, seed, guidance) sample once into `out` (a samples folder of ours); returns the index
+    rows of the requested samples in request order (the folder may hold more). `max_shards` stops early, as a crash
+    would (tests)."""
+    with owned(Path(out), "samples"):
+        return _generate(pipe, prompts, seeds, guidances, cfg, Path(out), progress, shard_size, max_shards,
+                         conditioning)
+
+
+def _generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidances: list[float], cfg: SampleConfig,
+              out: Path, progress: Progress | None, shard_size: int, max_shards: int | None,
+              conditioning: Conditioning | None) -> pd.DataFrame:
     conditioning = conditioning or Text()
     if shard_size < 1:
         raise ConfigError(f"shard_size must be at least 1, got {shard_size}")
     limit = pipe.scheduler.config.num_train_timesteps
     if cfg.steps > limit:
         raise ConfigError(f"{cfg.steps} sampling steps exceed the model's {limit} training timesteps")
+    plan(pipe, len(prompts), len(seeds), len(guidances), out)
     requested = requested_keys(prompts, seeds, guidances)  # checked before anything is written
     out = Path(out)
     want = _settings(pipe, cfg, conditioning)

@@ -20,12 +20,17 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffaudit.config import MIN_RESOLUTION, ModelConfig, RuntimeConfig
 from diffaudit.errors import CheckpointError
 from diffaudit.io import atomic_dir
+from diffaudit.model import samplers
 from diffaudit.model.device import at_least_float32, resolve, training_dtype
 from diffaudit.model.ensemble import ShardEnsemble
 from diffaudit.model.text import MiniLMEncoder
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 OUR_CLASS = "DiffauditPipeline"
+SD_CLASS = "StableDiffusionPipeline"
+# What a Stable Diffusion folder must declare for each component we load (model_index.json: [library, class]).
+SD_COMPONENTS = {"unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL"),
+                 "text_encoder": ("transformers", "CLIPTextModel"), "tokenizer": ("transformers", "CLIPTokenizer")}
 # Rows the VAE decodes at once: a 512 px Stable Diffusion decode holds ~1 GiB of activations per row in fp16.
 DECODE_ROWS = 8
 
@@ -106,6 +111,7 @@ class AuditPipeline:
     vae: AutoencoderKL | None = None
     kind: str = "diffaudit"
     text_config: dict = field(default_factory=dict)
+    declared_sampler: str | None = None  # the registered sampler of the scheduler class the folder declares
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     denoiser: CountingDenoiser = field(init=False)
@@ -216,6 +222,7 @@ class AuditPipeline:
             raise CheckpointError(f"{index_path} is not valid JSON ({exc}); restore it or re-save the model") from exc
         if not isinstance(index, dict):
             raise CheckpointError(f"{index_path} must hold a JSON object, not {type(index).__name__}")
+        declared = _check_classes(index_path, index)
         try:
             if index.get("shards") is not None:
                 _check_int(index_path, "shards", index["shards"], 2, 1024)
@@ -223,21 +230,31 @@ class AuditPipeline:
             else:
                 unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True).eval()
             scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+            _check_unet(folder / "unet" / "config.json", unet)
             if index.get("_class_name") == OUR_CLASS:
                 text, resolution = index["text_encoder"], index["resolution"]
                 _check_int(index_path, "resolution", resolution, MIN_RESOLUTION, 4096)
                 _check_int(index_path, "text_encoder.max_tokens", text["max_tokens"], 2, 512)
+                if text.get("name") != MiniLMEncoder.name:
+                    raise CheckpointError(f"{index_path}: text_encoder {text.get('name')!r} is not supported in a "
+                                          f"{OUR_CLASS} folder (it uses {MiniLMEncoder.name!r})")
+                _check_width(folder, unet, MiniLMEncoder.dim, "MiniLM")
                 if resolution != unet.config.sample_size:  # the weights decide, never the stated resolution
                     raise CheckpointError(f"{index_path}: resolution {resolution} does not match the UNet's "
                                           f"sample_size {unet.config.sample_size}; correct model_index.json")
                 return cls(unet, scheduler, MiniLMEncoder(text["max_tokens"]), resolution, text_config=text)
             vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True).eval()
             encoder = CLIPEncoder(folder)
-        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
-            raise CheckpointError(f"cannot load model folder {folder}: {what}") from exc
+        except CheckpointError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, NotImplementedError,
+                json.JSONDecodeError) as exc:  # whatever diffusers raises while loading, as one line
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else (str(exc).splitlines() or [""])[0]
+            raise CheckpointError(f"cannot load model folder {folder}: {type(exc).__name__}: {what}") from exc
+        _check_sd(folder, unet, vae, encoder)
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        return cls(unet, scheduler, encoder, unet.config.sample_size * factor, vae=vae, kind="stable-diffusion")
+        return cls(unet, scheduler, encoder, unet.config.sample_size * factor, vae=vae, kind="stable-diffusion",
+                   declared_sampler=declared)
 
 
 def _check_finite(folder: Path, pipe: "AuditPipeline") -> None:
@@ -247,6 +264,57 @@ def _check_finite(folder: Path, pipe: "AuditPipeline") -> None:
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise CheckpointError(f"{folder / part}: weight {name} holds NaN or infinite values; the model "
                                       "cannot draw (restore the weights or retrain)")
+
+
+def _check_classes(path: Path, index: dict) -> str | None:
+    """Refuse a pipeline or component class we would not load as declared (naming the supported ones); returns the
+    sampler the declared scheduler maps to (None for our own folders, which declare none)."""
+    name = index.get("_class_name")
+    if name not in (OUR_CLASS, SD_CLASS):
+        raise CheckpointError(f"{path}: _class_name {name!r} is not a pipeline diffaudit audits; supported: "
+                              f"{OUR_CLASS} (diffaudit's own), {SD_CLASS} (a local Stable Diffusion folder)")
+    if name == OUR_CLASS:
+        return None
+    for part, want in SD_COMPONENTS.items():
+        if list(index.get(part) or []) != list(want):
+            raise CheckpointError(f"{path}: {part} is declared as {index.get(part)!r}; diffaudit loads "
+                                  f"{list(want)} for a {SD_CLASS}")
+    sched = index.get("scheduler")
+    name = sched[1] if isinstance(sched, list) and len(sched) == 2 else None
+    found = samplers.declared(name) if isinstance(name, str) else None
+    if found is None and name != DDPMScheduler.__name__:  # DDPM: the training schedule, no sampler of its own
+        classes = sorted({DDPMScheduler.__name__, *(s.scheduler.__name__ for s in samplers.SAMPLERS.values())})
+        raise CheckpointError(f"{path}: scheduler {sched!r} is not one diffaudit can read; supported: "
+                              f"{', '.join(classes)}")
+    return found
+
+
+def _check_unet(path: Path, unet: UNet2DConditionModel | ShardEnsemble) -> None:
+    """The UNet config values we read, as typed numbers (a string '8' would fail deep inside sampling)."""
+    config = unet.config
+    _check_int(path, "sample_size", config.sample_size, 1, 4096)
+    _check_int(path, "in_channels", config.in_channels, 1, 64)
+    _check_int(path, "cross_attention_dim", config.cross_attention_dim, 1, 8192)
+
+
+def _check_width(folder: Path, unet: UNet2DConditionModel | ShardEnsemble, width: int, encoder: str) -> None:
+    if unet.config.cross_attention_dim != width:
+        raise CheckpointError(f"{folder / 'unet' / 'config.json'}: cross_attention_dim "
+                              f"{unet.config.cross_attention_dim} does not match the {encoder} text encoder's width "
+                              f"{width}")
+
+
+def _check_sd(folder: Path, unet: UNet2DConditionModel, vae: AutoencoderKL, encoder: "CLIPEncoder") -> None:
+    """A Stable Diffusion folder's parts must fit together: the text encoder's width, the VAE's latent channels and
+    a finite positive scale."""
+    _check_width(folder, unet, encoder.model.config.hidden_size, "CLIP")
+    if vae.config.latent_channels != unet.config.in_channels:
+        raise CheckpointError(f"{folder / 'vae' / 'config.json'}: latent_channels {vae.config.latent_channels} does "
+                              f"not match the UNet's in_channels {unet.config.in_channels}")
+    scale = vae.config.scaling_factor
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < 1e3:
+        raise CheckpointError(f"{folder / 'vae' / 'config.json'}: scaling_factor must be a positive number, not "
+                              f"{scale!r}")
 
 
 def _check_int(path: Path, name: str, value: object, low: int, high: int) -> None:

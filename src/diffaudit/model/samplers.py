@@ -9,7 +9,13 @@ numbers measured with it moved.
 
 from dataclasses import dataclass, field
 
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    UniPCMultistepScheduler,
+)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffaudit.errors import ConfigError
@@ -27,7 +33,16 @@ SAMPLERS: dict[str, Sampler] = {
     "ddim-unclamped": Sampler(DDIMScheduler, "DDIM", {"clip_sample": False}),  # as Stable Diffusion pipelines run it
     "dpmsolver++": Sampler(DPMSolverMultistepScheduler, "DPM-Solver++", {"algorithm_type": "dpmsolver++"}),
     "unipc": Sampler(UniPCMultistepScheduler, "UniPC"),
+    "euler": Sampler(EulerDiscreteScheduler, "Euler"),
+    "pndm": Sampler(PNDMScheduler, "PNDM", {"skip_prk_steps": True}),  # as Stable Diffusion 1.x pipelines run it
 }
+
+
+def declared(class_name: str) -> str | None:
+    """The sampler a model folder's declared scheduler class names (the first registered one), or None when we
+    cannot sample with that class."""
+    return next((name for name, s in SAMPLERS.items() if s.scheduler.__name__ == class_name
+                 and name != "ddim"), None)
 
 
 def checked(name: str) -> str:

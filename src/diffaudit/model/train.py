@@ -20,10 +20,11 @@ from diffaudit import faults
 from diffaudit.config import TrainConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import CheckpointError
-from diffaudit.io import atomic_dir, remove_stale_temps, write_json, write_text
+from diffaudit.io import atomic_dir, write_json, write_text
 from diffaudit.model.device import host_randn, on_host, training_dtype
 from diffaudit.model.lineage import write_lineage
 from diffaudit.model.pipeline import AuditPipeline, refuse_pickles
+from diffaudit.ownership import owned, remove_stale_temps
 from diffaudit.progress import Progress
 
 
@@ -119,13 +120,19 @@ def _logged_step(line: str) -> float:
 
 def train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, progress: Progress | None = None,
           stop_after: int | None = None, snapshots: tuple[int, ...] = ()) -> AuditPipeline:
-    """Train on `data` (its member rows), checkpointing into `out`; the EMA model goes to `out/model`.
+    """Train on `data` (its member rows), checkpointing into `out` (a model folder of ours); the EMA model goes to
+    `out/model`.
 
     `snapshots` are steps whose EMA model is also kept, as `out/snapshots/step-NNNNNN`, for exposure curves
     (how membership becomes visible with training). `stop_after` ends the run early after that many steps (as a
     crash would), for resume tests.
     """
-    out = Path(out)
+    with owned(Path(out), "model"):
+        return _train(pipe, data, cfg, Path(out), progress, stop_after, snapshots)
+
+
+def _train(pipe: AuditPipeline, data: ImageDataset, cfg: TrainConfig, out: Path, progress: Progress | None,
+           stop_after: int | None, snapshots: tuple[int, ...]) -> AuditPipeline:
     members = data.split("member")
     if len(members) == 0:
         raise CheckpointError(f"dataset {data.root} has no member rows to train on")

@@ -19,7 +19,7 @@ from diffaudit.config import PRESETS, ForgetConfig, Preset, SampleConfig, Sample
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.demo import prepare_data, prepare_model, trained_folder
 from diffaudit.errors import ConfigError
-from diffaudit.io import jsonable, remove_stale_temps, write_json
+from diffaudit.io import jsonable, write_json
 from diffaudit.mitigations.base import Arm, Context, Mitigation
 from diffaudit.mitigations.private_finetune import finetune_and_audit
 from diffaudit.mitigations.registry import MITIGATIONS
@@ -27,6 +27,7 @@ from diffaudit.model.conditioning import Conditioning, Text
 from diffaudit.model.device import resolve
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
+from diffaudit.ownership import owned, remove_stale_temps
 from diffaudit.progress import Progress, make_progress
 from diffaudit.scale import backend
 from diffaudit.scale.backend import mapped
@@ -337,8 +338,14 @@ class Study:
 
 
 def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
-    """Run (or resume) every arm for every seed; write and return the comparison table."""
+    """Run (or resume) every arm for every seed in `run` (a study folder of ours); write and return the comparison
+    table."""
     check_names(preset.study, preset.forget)
+    with owned(Path(run), "study", reads={"reference model": reference}):
+        return _run_study(preset, Path(run), reference, progress)
+
+
+def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
     unknown = sorted(set(preset.study.seed_arms or ()) - set(all_arms(preset)))
     if unknown:
         raise ConfigError(f"study.seed_arms: unknown arm(s) {unknown}; this study's arms are {all_arms(preset)}")

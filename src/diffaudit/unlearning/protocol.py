@@ -9,6 +9,7 @@ from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
 from diffaudit.io import write_json
 from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.ownership import owned
 from diffaudit.progress import Progress
 from diffaudit.unlearning.base import ForgetJob
 from diffaudit.unlearning.record import FORGET, RECORD, audit_record, forget_summary
@@ -18,9 +19,15 @@ from diffaudit.unlearning.verify import Verifier
 
 
 def run_forget(method: str, job: ForgetJob, request: ForgetRequest) -> dict:
-    """Forget with `method` into `job.out` (resumable) and write `forget.json` beside the new model."""
+    """Forget with `method` into `job.out` (a forget folder of ours; resumable) and write `forget.json` beside the
+    new model."""
     if method not in METHODS:
         raise ConfigError(f"unknown unlearning method {method!r}; choose from {sorted(METHODS)}")
+    with owned(job.out, "forget", {"original model": job.original}):
+        return _forget(method, job, request)
+
+
+def _forget(method: str, job: ForgetJob, request: ForgetRequest) -> dict:
     path, started = job.out / FORGET, job.out / "request.json"
     # Written before any work, so a folder left by a crashed deletion is resumed only by the same deletion.
     this = {"method": method, "forgotten_ids": sorted(job.forget_ids), "original": str(job.original)}
