@@ -3,11 +3,11 @@
 Two folders of `--rows` rows each (half member, half nonmember, so the split-leak search runs too):
 - one picture: every row names the same 16 px PNG (the hostile case that once took 304 s and 21.7 GB at 2,000 rows);
 - distinct pictures: OpenMoji renders with random shifts and scales (benchmarks/neighbours.py), one PNG per row.
-Each `data check` runs in its own process, alone; peak memory is that process's maximum resident set (wait4).
+Each `data check` runs in its own process, alone; peak memory is that process's high-water resident set (VmHWM).
 Recall: on `--recall` distinct renders, the close pairs diffaudit's families are built from (faiss candidates
 confirmed by the tiled distance) against every pair within the threshold (an exhaustive range search), and whether
 the two give the same families.
-Usage: python benchmarks/data_check.py [--rows 100000] [--recall 10000] [--out runs/bench-data-check]
+Usage: python benchmarks/data_check.py [--rows 100000] [--recall 10000] [--repeat 2] [--out runs/bench-data-check]
 """
 
 import argparse
@@ -36,7 +36,12 @@ THRESHOLD = PRESETS["quick"].data.family_join
 
 
 def write_folder(out: Path, pictures: np.ndarray, rows: int) -> None:
-    """`rows` rows cycling through `pictures` (one PNG each), alternately member and nonmember."""
+    """`rows` rows cycling through `pictures` (one PNG each), alternately member and nonmember; a folder written by an
+    earlier run with as many pictures and rows is kept."""
+    meta = out / "metadata.jsonl"
+    if meta.exists() and len(list((out / "images").iterdir())) == len(pictures) and \
+            sum(1 for _ in meta.open()) == rows:
+        return
     shutil.rmtree(out, ignore_errors=True)
     (out / "images").mkdir(parents=True)
     for i, picture in enumerate(pictures):
@@ -47,15 +52,27 @@ def write_folder(out: Path, pictures: np.ndarray, rows: int) -> None:
                                 "text": f"picture {i}", "split": "member" if i % 2 else "nonmember"}) + "\n")
 
 
-def check(folder: Path) -> dict:
-    """`diffaudit data check FOLDER` in a fresh process: wall seconds, peak resident memory, exit status."""
+# The child reports its own peak (VmHWM: its memory map's high-water mark, new at exec). wait4's ru_maxrss would not
+# do: on Linux it starts from the parent's resident size at fork, and this parent holds 10^5 renders.
+PEAK = ("import atexit, sys; atexit.register(lambda: print('VmHWM', open('/proc/self/status').read()"
+        ".split('VmHWM:')[1].split()[0], file=sys.stderr)); from diffaudit.cli import main; main()")
+
+
+def check(folder: Path, repeat: int) -> dict:
+    """`diffaudit data check FOLDER` in fresh processes, `repeat` times: median and spread of wall seconds, the
+    largest peak resident memory, exit status."""
+    runs = [_check_once(folder) for _ in range(repeat)]
+    seconds = sorted(r["seconds"] for r in runs)
+    return {**runs[-1], "seconds": float(np.median(seconds)), "seconds_min_max": [seconds[0], seconds[-1]],
+            "peak_gib": max(r["peak_gib"] for r in runs), "repeats": repeat}
+
+
+def _check_once(folder: Path) -> dict:
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", "from diffaudit.cli import main; main()", "data", "check",
-                             str(folder)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    out = proc.stdout.read().decode()
-    return {"seconds": round(time.perf_counter() - start, 1), "peak_gib": round(usage.ru_maxrss / 2**20, 3),
-            "status": os.waitstatus_to_exitcode(status), "last_line": out.strip().splitlines()[-1][:200]}
+    done = subprocess.run([sys.executable, "-c", PEAK, "data", "check", str(folder)], capture_output=True, text=True)
+    peak_kib = int(done.stderr.split("VmHWM")[-1].split()[0])
+    return {"seconds": round(time.perf_counter() - start, 1), "peak_gib": round(peak_kib / 2**20, 3),
+            "status": done.returncode, "last_line": done.stdout.strip().splitlines()[-1][:200]}
 
 
 def exact_pairs(images: np.ndarray, threshold: float) -> set[tuple[int, int]]:
@@ -95,15 +112,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--recall", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-data-check"))
+    parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     results = {"rows": args.rows, "threshold": THRESHOLD, "cpus": os.cpu_count(), "recall": recall(args.recall)}
     print(json.dumps(results["recall"]), flush=True)
     one, many = args.out / "one-picture", args.out / "distinct"
     write_folder(one, jittered_renders(1), args.rows)
-    results["one_picture"] = check(one)
+    results["one_picture"] = check(one, args.repeat)
     print("one picture:", json.dumps(results["one_picture"]), flush=True)
     write_folder(many, jittered_renders(args.rows, seed=2), args.rows)
-    results["distinct"] = check(many)
+    results["distinct"] = check(many, args.repeat)
     print("distinct:", json.dumps(results["distinct"]), flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
 

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from diffaudit.study import findings
-from diffaudit.study.findings import arm_effects, extraction_dir, ranked_fixes
+from diffaudit.study.findings import arm_effects, ranked_fixes
+from diffaudit.study.layout import RunLayout
 
 PICTURES = [f"sha{i:02d}" for i in range(16)]
 HEAD, OTHER = "ddim-unclamped-25", "dpmsolver++-10"
@@ -22,7 +23,7 @@ def _write(run: Path, seed: int, arm: str, sampler: str | None, copied: set[str]
     """An arm's per-prompt table: every caption of a copied picture copies it (owner's and outsider's check)."""
     prompts = [c for p in PICTURES for c in _captions(p)]
     hit = [p.split(" ")[0] in copied for p in prompts]
-    folder = extraction_dir(run, seed, arm, sampler)
+    folder = RunLayout(run).extraction(seed, arm, sampler)
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"prompt": prompts, "memorized": hit, "extracted": hit}).to_parquet(folder / "per_prompt.parquet")
 
@@ -132,7 +133,7 @@ def test_a_copy_test_that_misses_visible_copies_does_not_judge(tmp_path: Path) -
                                            "guidance-7.5": ("guidance", 7.5, {(HEAD, 0): set(), (OTHER, 0): set()})})
     prompts = [c for p in PICTURES[:12] for c in _captions(p)]
     pd.DataFrame({"prompt": prompts, "kind": "none", "own_idx": 1, "nearest_idx": 1, "own_distance": 0.2,
-                  "gu_ratio": 0.6}).to_parquet(extraction_dir(tmp_path, 0, "guidance-7.5") / "matches.parquet")
+                  "gu_ratio": 0.6}).to_parquet(RunLayout(tmp_path).extraction(0, "guidance-7.5") / "matches.parquet")
     for row in rows + sampler_rows:
         row["delta"] = 0.15
     e = arm_effects(tmp_path, rows, sampler_rows, samplers=[HEAD, OTHER])[0][0]

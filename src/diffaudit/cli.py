@@ -117,6 +117,13 @@ def _warn_upscaled(data: Any, side: int, use: str, consequence: str) -> None:
                       f"and were upscaled to be {use} ({_sides(data)}), which blurs them; {consequence}")
 
 
+def _say_declared_sampler(pipe: Any, sampler: str) -> None:
+    """A model folder that declares another scheduler than the one we sample with is told, never silently ignored."""
+    if pipe.declared_sampler not in (None, sampler):
+        console.print(f"[yellow]note:[/] the model folder declares the {pipe.declared_sampler} sampler; sampling with "
+                      f"{sampler} (sample.sampler; pass --sampler {pipe.declared_sampler} to draw as it declares)")
+
+
 def _progress():
     from diffaudit.progress import make_progress
 
@@ -235,6 +242,7 @@ def generate(
     scales = [validated(cfg.sample, guidance=g).guidance for g in guidance or [cfg.sample.guidance]]
     with owned(out, "samples", {"model": model}):
         pipe = AuditPipeline.from_pretrained(model, cfg.runtime)
+        _say_declared_sampler(pipe, cfg.sample.sampler)
         plan(pipe, len(prompts), cfg.sample.seeds, len(scales), out)  # before the seed list is built
         with _progress() as progress:
             index = run_generate(pipe, prompts, list(range(cfg.sample.seeds)), scales, cfg.sample, out, progress)
@@ -295,6 +303,7 @@ def extract(
     if full_run is not None and not (full_run / "per_prompt.parquet").is_file():
         raise ConfigError(f"--full-run {full_run} is not a finished extraction (per_prompt.parquet is missing)")
     pipe = AuditPipeline.from_pretrained(model, cfg.runtime)
+    _say_declared_sampler(pipe, cfg.sample.sampler)
     compare = s.compare_size or pipe.resolution
     dataset = load_imagefolder(data, compare)
     console.print(f"comparing at {compare} px: generations ({pipe.resolution} px) and training images "

@@ -147,3 +147,9 @@ def mcnemar_p(fewer: int, more: int, alternative: str = "two-sided") -> float:
     """Exact McNemar p-value from the discordant counts alone (what pooled seeds keep); `alternative="less"` asks
     only whether fewer < more (a probe that found more), so a probe that found less is not a rise."""
     return float(binomtest(fewer, fewer + more, alternative=alternative).pvalue) if fewer + more else 1.0
+
+
+def strongest_attack(attacks: dict[str, dict] | None, by: str = "auc") -> tuple[str | None, dict]:
+    """The membership attack with the highest `by` (AUC, or e.g. TPR at 1% FPR) and its summary; (None, {}) when no
+    attack ran. The one rule every table, finding and report uses."""
+    return max((attacks or {}).items(), key=lambda kv: kv[1][by], default=(None, {}))

@@ -17,6 +17,7 @@ import pypdf
 
 from diffaudit.attacks.adaptive.registry import PROBES
 from diffaudit.attacks.distance import TILE_GRID
+from diffaudit.attacks.metrics import strongest_attack
 from diffaudit.config import CARLINI_SAMPLES
 from diffaudit.errors import DiffauditError
 from diffaudit.figures import arms_figure, dup_rate_figure, pairs_montage
@@ -25,6 +26,7 @@ from diffaudit.model.samplers import SAMPLERS
 from diffaudit.report.readability import readability
 from diffaudit.report.results import StudyResults
 from diffaudit.study.findings import ALPHA, ArmEffect, by_dup, ranked_fixes
+from diffaudit.study.layout import RunLayout
 from diffaudit.unlearning.verify import UTILITY
 
 PAGES = 4
@@ -278,8 +280,8 @@ class MemoWriter:
                        f"can give one.")
         mia = row.get("mia") or {}
         if mia:
-            name, best = max(mia.items(), key=lambda kv: kv[1]["auc"])
-            sharp_name, sharp = max(mia.items(), key=lambda kv: kv[1]["tpr_at_1pct_fpr"])
+            name, best = strongest_attack(mia)
+            sharp_name, sharp = strongest_attack(mia, by="tpr_at_1pct_fpr")
             lo, hi = best["auc_ci"]
             verdict = "better than a coin toss" if lo > 0.5 else "not clearly better than a coin toss"
             out.append(f"We also asked a second question: given a picture, can someone tell whether we trained on "
@@ -563,7 +565,7 @@ def _figures(w: MemoWriter, out: Path) -> bool:
     dup_rate_figure(w.buckets.to_dict("records"), out / "fig_dup.png")
     titles = {e.arm: e.description.title for e in w.effects}
     arms_figure(w.arms.reset_index(), out / "fig_arms.png", [titles.get(a, "No fix") for a in w.arms.index])
-    folder = w.res.run / f"seed{w.base['seed']}" / "base" / "extraction"
+    folder = RunLayout(w.res.run).extraction(w.base["seed"], "base")
     pairs = pd.read_parquet(folder / "pairs.parquet").query("kind == 'own'")
     files = [folder / "pairs" / f"{int(i):05d}.png" for i in
              pairs.sort_values("distance").drop_duplicates("train_idx")["train_idx"].head(6)]

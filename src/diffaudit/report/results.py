@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from diffaudit.errors import ConfigError
+from diffaudit.study.layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,16 @@ class StudyResults:
     @classmethod
     def load(cls, run: Path) -> "StudyResults":
         run = Path(run)
-        missing = [n for n in ("results.json", "assumptions.json", "run.json", "findings.json")
-                   if not (run / n).exists()]
+        at = RunLayout(run)
+        missing = [p.name for p in (at.results, at.assumptions, at.record, at.findings) if not p.exists()]
         if missing:
             raise ConfigError(f"{run} is not a finished study run: missing {', '.join(missing)} "
                               "(run `diffaudit study` on it: finished steps are reused, the summaries rewritten)")
-        results = json.loads((run / "results.json").read_text())
-        record = json.loads((run / "run.json").read_text())
-        return cls(run, results["rows"], json.loads((run / "assumptions.json").read_text()), results["preset"],
+        results = json.loads(at.results.read_text())
+        record = json.loads(at.record.read_text())
+        return cls(run, results["rows"], json.loads(at.assumptions.read_text()), results["preset"],
                    record["config"], record, results["calibration"], results.get("mia_controls", {}),
-                   results.get("dp_controls", {}), json.loads((run / "findings.json").read_text()),
+                   results.get("dp_controls", {}), json.loads(at.findings.read_text()),
                    results.get("adaptive_control"), results.get("forget"), results.get("sampler_rows", []))
 
     @property

@@ -14,6 +14,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from diffaudit.attacks.metrics import strongest_attack
 from diffaudit.attacks.mia.tuning import settings
 from diffaudit.config import CARLINI_DELTA
 from diffaudit.figures import delta_figure
@@ -21,6 +22,7 @@ from diffaudit.io import write_text
 from diffaudit.mitigations.dp_audit import SANITY
 from diffaudit.report.results import StudyResults
 from diffaudit.study.findings import ALPHA, by_dup
+from diffaudit.study.layout import RunLayout
 
 METHODS = [
     ("Extraction probe", "Carlini et al. 2023: for each attacked caption, N generations with seeds 0..N-1; a "
@@ -119,7 +121,7 @@ def _record(record: dict) -> str:
 
 
 def _mia_table(row: dict, run: Path) -> pd.DataFrame:
-    summary = json.loads((run / f"seed{row['seed']}" / row["arm"] / "mia" / "summary.json").read_text())
+    summary = json.loads((RunLayout(run).mia(row["seed"], row["arm"]) / "summary.json").read_text())
     out = []
     for attack, res in summary["attacks"].items():
         for subset in ("all", "singleton_members"):
@@ -181,7 +183,7 @@ def _mia_controls(res: StudyResults) -> str:
         wide.columns = [" ".join(str(c) for c in col if c) for col in wide.columns]
         text += ("<h4>Exposure: AUC and TPR@1%FPR against epochs per image (snapshots of the positive control's "
                  "run; relative loss gap = held-out minus member loss, over held-out)</h4>" + _table(wide))
-        figure = _uri(res.run / "mia-controls" / pos["figure"])
+        figure = _uri(RunLayout(res.run).mia_controls / pos["figure"])
         text += f'<img src="{figure}" alt="exposure curve" width="520">' if figure else ""
     if "negative" in controls:
         neg = controls["negative"]
@@ -376,7 +378,7 @@ def _delta_figure(res: StudyResults, row: dict) -> str:
 def _calibration(res: StudyResults) -> str:
     cal = res.calibration
     null = cal["model_null"]
-    manifest = res.run / "data" / "manifest.json"
+    manifest = RunLayout(res.run).data / "manifest.json"
     families = json.loads(manifest.read_text()).get("families", {}) if manifest.exists() else {}
     following = cal["caption_following_nonmember"]
     text = (f"<p>delta = {cal['delta']:g} ({'calibrated' if cal['calibrated'] else 'fixed by the config'}; cap "
@@ -405,7 +407,7 @@ def _summary(res: StudyResults) -> str:
     arms = res.arms().set_index("arm")
     b = arms.loc["base"]
     lowered = [e for e in res.effects() if e.lowered]
-    mia = max((base.get("mia") or {}).items(), key=lambda kv: kv[1]["auc"], default=None)
+    mia = strongest_attack(base.get("mia")) if base.get("mia") else None
     text = (f"<p>Preset {html.escape(res.preset)}, seeds {', '.join(map(str, res.seeds))}, delta "
             f"{base['delta']:g}. With no fix, the black-box probe extracted {b['extracted']} of {b['prompts']} "
             f"attacked captions ({b['rate']:.1%}, 95% CI {b['ci_low']:.1%}–{b['ci_high']:.1%}): {b['images']} images "
@@ -470,10 +472,10 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
          for e in res.effects()]))))
     sections.append(("Static against adaptive extraction", _adaptive(res)))
     sections.append(("Deletion requests: forgetting and its verification", _forget(res)))
-    per_seed = pd.read_parquet(res.run / "comparison.parquet")
+    per_seed = pd.read_parquet(RunLayout(res.run).comparison)
     sections.append(("Every arm and seed", _table(per_seed)))
     for row in [r for r in res.rows if r.get("kind") != "detection"]:
-        summary = json.loads((res.run / f"seed{row['seed']}" / row["arm"] / "extraction" / "summary.json").read_text())
+        summary = json.loads((RunLayout(res.run).extraction(row["seed"], row["arm"]) / "summary.json").read_text())
         buckets = by_dup(summary).merge(by_dup(summary, "oracle_by_dup"), on="dup_bucket", suffixes=("", "_oracle"))
         body = (f"<p>At delta {row['delta']:g}: {row['prompts_with_copy']} of {row['attacked_prompts']} prompts "
                 f"copied their own image ({row['extracted_images']} images, {row['extracted_families']} families); "
@@ -491,7 +493,7 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
             body += ("<h4>Probe recall against the oracle by generations per prompt N and clique size</h4>"
                      + _table(pd.DataFrame(row["probe_sweep"])))
         if row.get("mia"):
-            roc = _uri(res.run / f"seed{row['seed']}" / row["arm"] / "mia" / "roc.png")
+            roc = _uri(RunLayout(res.run).mia(row["seed"], row["arm"]) / "roc.png")
             gap = row["mia_loss_gap"]
             body += (f"<p>Split check (model-free AUC): {row['split_check_auc']:.3f}. Held-out loss gap: non-members "
                      f"{gap['nonmember_loss']:.3g} vs members {gap['member_loss']:.3g} ({gap['relative_gap']:+.1%})."

@@ -18,6 +18,7 @@ from diffaudit.figures import pair_image
 from diffaudit.io import write_text
 from diffaudit.model.generate import INDEX, KEY, load_samples
 from diffaudit.report.results import StudyResults
+from diffaudit.study.layout import RunLayout
 
 COLUMNS = [  # (key, heading, kind, legend)
     ("pair", "generation | training image", "image", "Left: the generated picture. Right: the training picture it "
@@ -51,15 +52,16 @@ def _png_uri(generated: np.ndarray, training: np.ndarray, scale: int = 4) -> str
 
 def extracted_pairs(res: StudyResults) -> list[dict]:
     """Every (generation, training image) pair the probe confirmed, in every arm and seed, with context."""
-    members = load_imagefolder(res.run / "data").split("member")
+    layout = RunLayout(res.run)
+    members = load_imagefolder(layout.data).split("member")
     rows = []
     for seed in res.seeds:
         detector = {}
-        tiered = res.run / f"seed{seed}" / "tiered" / "detector_scores.parquet"
+        tiered = layout.tiered(seed) / "detector_scores.parquet"
         if tiered.exists():
             detector = pd.read_parquet(tiered).set_index("prompt")["detector_score"].to_dict()
         for arm in [r["arm"] for r in res.rows if r["seed"] == seed and r.get("kind") != "detection"]:
-            folder = res.run / f"seed{seed}" / arm / "extraction"
+            folder = layout.extraction(seed, arm)
             pairs = pd.read_parquet(folder / "pairs.parquet")
             if pairs.empty:
                 continue

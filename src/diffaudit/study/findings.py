@@ -12,11 +12,12 @@ from scipy.stats import mannwhitneyu
 
 from diffaudit.attacks.copies import near_misses
 from diffaudit.attacks.extraction import distinct_copies
-from diffaudit.attacks.metrics import clopper_pearson, mcnemar_p
+from diffaudit.attacks.metrics import clopper_pearson, mcnemar_p, strongest_attack
 from diffaudit.data.imagefolder import load_imagefolder
 from diffaudit.errors import DiffauditError
 from diffaudit.mitigations.base import Description
 from diffaudit.mitigations.registry import describe
+from diffaudit.study.layout import RunLayout
 from diffaudit.study.verdicts import (
     ALPHA,
     DURABILITY,
@@ -89,14 +90,8 @@ def by_dup(row: dict, key: str = "by_dup") -> pd.DataFrame:
     return frame.sort_values("dup_bucket", key=lambda s: s.map(bucket_start)).reset_index(drop=True)
 
 
-def extraction_dir(run: Path, seed: int, arm: str, sampler: str | None = None) -> Path:
-    """Where an arm's extraction lies: the headline sampler's in the arm's folder, another sampler's beside it."""
-    folder = run / f"seed{seed}" / arm
-    return (folder if sampler is None else folder / f"sampler-{sampler}") / "extraction"
-
-
 def per_prompt(run: Path, seed: int, arm: str, sampler: str | None = None) -> pd.DataFrame:
-    path = extraction_dir(run, seed, arm, sampler) / "per_prompt.parquet"
+    path = RunLayout(run).extraction(seed, arm, sampler) / "per_prompt.parquet"
     if not path.exists():
         raise DiffauditError(f"{path} is missing: the run's arm {arm!r} (seed {seed}) did not finish its extraction")
     return pd.read_parquet(path).set_index("prompt")
@@ -109,7 +104,7 @@ def _relative(new: float, old: float) -> float:
 def pictures_of(run: Path) -> tuple[pd.Series, pd.Series]:
     """Each training caption's picture (its most frequent own image, by content hash) and each picture's name (its
     first caption): the unit that verdicts pair and resample by."""
-    members = load_imagefolder(run / "data").split("member").table
+    members = load_imagefolder(RunLayout(run).data).split("member").table
     picture = members.groupby("text")["sha256"].agg(lambda x: x.value_counts().index[0])
     caption = picture.reset_index().groupby("sha256")["text"].min()
     return picture, caption + " (" + caption.index.str[:8] + ")"
@@ -132,7 +127,7 @@ def cells(run: Path, rows: list[dict], sampler_rows: list[dict]) -> list[Cell]:
     for row, other in [(r, False) for r in rows] + [(r, True) for r in sampler_rows]:
         if row.get("kind") == "detection":
             continue
-        folder = extraction_dir(run, row["seed"], row["arm"], row["sampler"] if other else None)
+        folder = RunLayout(run).extraction(row["seed"], row["arm"], row["sampler"] if other else None)
         table = per_prompt(run, row["seed"], row["arm"], row["sampler"] if other else None).reset_index()
         out.append(Cell(row["arm"], row["kind"], row.get("sampler", "headline"), row["seed"], row.get("setting", ""),
                         table, row.get("frechet_distance", float("nan")), missed_captions(folder, row.get("delta"))))
@@ -149,8 +144,7 @@ def pooled_arms(run: Path, rows: list[dict], pictures: pd.Series | None = None) 
         tables = [by_picture(per_prompt(run, int(seed), str(arm)).reset_index(), pictures) for seed in group["seed"]]
         k, n = int(group["prompts_with_copy"].sum()), int(group["attacked_prompts"].sum())
         owner = int(group["oracle_memorized_prompts"].sum())
-        mia = [max(m.values(), key=lambda v: v["auc"]) for m in group.get("mia", pd.Series(dtype=object))
-               if isinstance(m, dict) and m]
+        mia = [strongest_attack(m)[1] for m in group.get("mia", pd.Series(dtype=object)) if isinstance(m, dict) and m]
         low, high = cluster_interval(tables, "outsider_captions")
         out.append({"arm": arm, "kind": group["kind"].iloc[0], "guidance": group["guidance"].iloc[0],
                     "extracted": k, "prompts": n, "rate": k / n, "ci_low": low, "ci_high": high,
@@ -251,8 +245,9 @@ def best_arm(effects: list[ArmEffect]) -> ArmEffect | None:
 def oracle_extent(run: Path, seed: int) -> dict:
     """The owner's ceiling in pictures and subjects: distinct training images (and families) that some generation of
     the base model copies as its caption's own image, whether or not the black-box probe flagged it."""
-    matches = pd.read_parquet(run / f"seed{seed}" / "base" / "extraction" / "matches.parquet")
-    members = load_imagefolder(run / "data").split("member").table
+    layout = RunLayout(run)
+    matches = pd.read_parquet(layout.extraction(seed, "base") / "matches.parquet")
+    members = load_imagefolder(layout.data).split("member").table
     images, families = distinct_copies(matches.loc[matches["kind"] == "own", "own_idx"], members)
     return {"images": images, "families": families}
 

@@ -15,6 +15,7 @@ from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.progress import Progress
+from diffaudit.study.layout import RunLayout
 from diffaudit.unlearning.base import ForgetJob
 from diffaudit.unlearning.protocol import run_forget, verify_forget
 from diffaudit.unlearning.request import ForgetRequest, most_extracted_families
@@ -38,14 +39,14 @@ def portable(record: dict, run: Path) -> dict:
     return relative(record)
 
 
-def forget_arm(preset: Preset, data: ImageDataset, base: AuditPipeline, base_folder: Path, root: Path, run: Path,
+def forget_arm(preset: Preset, data: ImageDataset, base: AuditPipeline, base_folder: Path, run: Path,
                seed: int, delta: float, step: Step, progress: Progress | None) -> dict:
     cfg, g0 = preset.forget, preset.sample.guidance
     members = data.split("member").table
-    families = most_extracted_families(root / "base" / "extraction" / "pairs.parquet", members, cfg.min_rows)
+    families = most_extracted_families(RunLayout(run).extraction(seed, "base") / "pairs.parquet", members, cfg.min_rows)
     request = ForgetRequest(families=families)
     ids = frozenset(members.loc[request.rows(members), "id"])
-    folder = root / "forget"
+    folder = RunLayout(run).forget(seed)
 
     def job(original: Path, out: str, job_seed: int | None = None) -> ForgetJob:
         return ForgetJob(original, data, ids, preset, folder / out, progress, job_seed)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from diffaudit import faults
 from diffaudit.attacks.extraction import ExtractionConfig
+from diffaudit.attacks.metrics import strongest_attack
 from diffaudit.attacks.mia.tuning import settings
 from diffaudit.config import PRESETS, ForgetConfig, Preset, SampleConfig, SamplerSetting, StudyConfig, validated
 from diffaudit.data.imagefolder import ImageDataset
@@ -38,25 +39,23 @@ from diffaudit.study.cost import measured
 from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
 from diffaudit.study.findings import findings
 from diffaudit.study.forget_audit import forget_arm
+from diffaudit.study.layout import RunLayout
 from diffaudit.study.mia_audit import run_mia
 from diffaudit.study.mia_controls import control_preset, negative_control, never_trained_halves, positive_control
 from diffaudit.study.tracking import log_to_mlflow, write_run_record
 from diffaudit.study.utility import UtilityProbe
 
 
-def _step_file(run: Path, name: str) -> Path:
-    """Where a finished step's result lies: its existence is what marks the step finished."""
-    return run / "steps" / f"{name}.json"
-
-
 def _step(run: Path, name: str, fn: Callable[[], dict]) -> dict:
-    """Run `fn` once; its JSON result marks the step finished for every later (resumed) run."""
-    path = _step_file(run, name)
+    """Run `fn` once; its JSON result (its existence marks the step finished) is read back by every later, resumed,
+    run."""
+    layout = RunLayout(run)
+    path = layout.step(name)
     if path.exists():
         return json.loads(path.read_text())
     with measured() as cost:
         result = jsonable(fn())  # as a resumed run will read it back: NaN is null either way
-    write_json(path.with_suffix(".cost.json"), cost)
+    write_json(layout.cost(name), cost)
     write_json(path, result)
     faults.point("study-step")
     return result
@@ -106,8 +105,9 @@ class Study:
     def __init__(self, preset: Preset, run: Path, reference: Path | None, progress: Progress):
         preset = headline(preset)
         self.preset, self.run, self.reference, self.progress = preset, Path(run), reference, progress
+        self.layout = RunLayout(self.run)
         self.calibration: dict | None = None
-        self.data = prepare_data(preset, self.run / "data", progress)
+        self.data = prepare_data(preset, self.layout.data, progress)
         self.prompts = most_duplicated_prompts(self.data, preset.study.prompts_top, seed=preset.data.seed)
         self._utility: UtilityProbe | None = None
         self._arm: tuple[tuple[str, int], Arm] | None = None
@@ -125,7 +125,7 @@ class Study:
         """Choose delta against the model null of the first seed's base model, once for the whole study."""
         seed = self.preset.study.seeds[0]
         self.calibration = _step(self.run, "calibration", lambda: calibrate_copy_test(
-            base, self.data, self.preset, self.run / f"seed{seed}" / "null" / "samples", self.progress))
+            base, self.data, self.preset, self.layout.null(seed) / "samples", self.progress))
         return self.calibration
 
     def mia_controls(self, base: AuditPipeline) -> dict:
@@ -194,7 +194,7 @@ class Study:
     def base(self, seed: int) -> AuditPipeline:
         preset = self.preset.model_copy(update={"train": self.preset.train.model_copy(update={"seed": seed})})
         reference = self.reference if seed == self.preset.train.seed else None
-        return prepare_model(preset, self.data, self.run / f"seed{seed}" / "base", reference, self.progress)
+        return prepare_model(preset, self.data, self.layout.arm(seed, "base"), reference, self.progress)
 
     def retrain(self, data: ImageDataset, folder: Path, seed: int) -> tuple[AuditPipeline, float]:
         cfg = self.preset.train.model_copy(update={"seed": seed})
@@ -235,12 +235,12 @@ class Study:
 
     def arms(self, seed: int) -> list[tuple[str, Callable[[], dict]]]:
         s, g0 = self.preset.study, self.preset.sample.guidance
-        root, full = self.run / f"seed{seed}", self.first_seed(seed)
+        root, full = self.layout.seed(seed), self.first_seed(seed)
         steps: dict[str, Callable[[], dict]] = {
             "base": lambda: {"kind": "none", **self.audit(self.base(seed), root / "base", g0, mia=full, utility=full)},
             "base-tiered": lambda: {"kind": "detection", **run_tiered(
                 self.base(seed), self.data, root / "tiered", self.prompts, s.samples_per_prompt, g0, self.preset.sample,
-                self.probe_cfg, s.detector, s.confirm_fraction, root / "base" / "extraction", self.progress)}}
+                self.probe_cfg, s.detector, s.confirm_fraction, self.layout.extraction(seed, "base"), self.progress)}}
         for kind in s.mitigations:
             for variant in MITIGATIONS[kind].variants(self.preset):
                 steps[variant] = lambda m=MITIGATIONS[kind], v=variant: self.mitigated(m, v, root, seed)
@@ -255,7 +255,7 @@ class Study:
             arm = Arm(self.base(seed), self.preset.sample.guidance)
         else:
             kind = next(k for k in self.preset.study.mitigations if name in MITIGATIONS[k].variants(self.preset))
-            arm = MITIGATIONS[kind].apply(name, self.context(self.run / f"seed{seed}" / name, seed))
+            arm = MITIGATIONS[kind].apply(name, self.context(self.layout.arm(seed, name), seed))
         self._arm = ((name, seed), arm)
         return arm
 
@@ -280,14 +280,14 @@ class Study:
         """One arm's extraction (probe and owner's check) and quality under another sampler. Membership scores do
         not sample, so they are not repeated."""
         arm = self.arm(name, seed)
-        return self.audit(arm.pipe, self.run / f"seed{seed}" / name / f"sampler-{setting.key}", arm.guidance,
+        return self.audit(arm.pipe, self.layout.sampler(seed, name, setting.key), arm.guidance,
                           mia=False, conditioning=arm.conditioning(Text()) if arm.wrap else None,
                           sampling=self.sampling(setting, arm))
 
     def null(self, sampling: SampleConfig, guidance: float) -> dict:
         """The model null of one (sampler, guidance) setting at the calibrated delta, on the first seed's base."""
         seed = self.preset.study.seeds[0]
-        folder = self.run / f"seed{seed}" / "null" / f"samples-{sampling.sampler}-{sampling.steps}"
+        folder = self.layout.null(seed) / f"samples-{sampling.sampler}-{sampling.steps}"
         if sampling.guidance_start:
             folder = folder.with_name(f"{folder.name}-from-{sampling.guidance_start:g}")
         return setting_null(self.base(seed), self.data, self.preset, sampling, guidance, self.probe_cfg.delta,
@@ -300,40 +300,42 @@ class Study:
     def probe(self, probe: str, name: str, seed: int) -> dict:
         """One adaptive probe against one arm, on the heavily duplicated attacked captions (the arm's model is kept
         for its next probe)."""
-        root = self.run / f"seed{seed}"
-        return run_probe(probe, self.arm(name, seed), self.data, root / name, self.targets, self.preset, self.probe_cfg,
-                         [root / "base" / "extraction" / "samples", root / name / "extraction" / "samples"],
-                         self.progress)
+        at = self.layout
+        shared = [at.extraction(seed, "base") / "samples", at.extraction(seed, name) / "samples"]
+        return run_probe(probe, self.arm(name, seed), self.data, at.arm(seed, name), self.targets, self.preset,
+                         self.probe_cfg, shared, self.progress)
 
     def adaptive(self, name: str, seed: int) -> dict:
         """Every configured probe against one arm, each its own resumable step."""
-        probes = {p: _step(self.run, f"seed{seed}-{name}-adaptive-{p}", lambda p=p: self.probe(p, name, seed))
+        probes = {p: _step(self.run, RunLayout.probe_step(seed, name, p), lambda p=p: self.probe(p, name, seed))
                   for p in self.preset.study.adaptive_probes}
         return {"targets": len(self.targets), "min_dup": self.preset.study.adaptive_min_dup,
-                "static": static_outcome(self.run / f"seed{seed}" / name, self.targets), "probes": probes}
+                "static": static_outcome(self.layout.arm(seed, name), self.targets), "probes": probes}
 
     def search_control(self, base: AuditPipeline) -> dict:
         """The embedding search's negative control, once, on the first seed's base model, sharing the calibration's
         plain-text samples of the same never-trained captions."""
         seed = self.preset.study.seeds[0]
         return search_negative_control(base, self.data, self.run / "adaptive-control", self.preset,
-                                       self.probe_cfg.delta, self.run / f"seed{seed}" / "null" / "samples",
+                                       self.probe_cfg.delta, self.layout.null(seed) / "samples",
                                        self.progress)
 
     def forget(self, seed: int) -> dict:
         """The deletion request of the study (issue 17), each model its own step."""
         preset = self.preset.model_copy(update={"train": self.preset.train.model_copy(update={"seed": seed})})
         base = self.base(seed)
-        folder = trained_folder(preset, self.data, self.run / f"seed{seed}" / "base",
+        folder = trained_folder(preset, self.data, self.layout.arm(seed, "base"),
                                 self.reference if seed == self.preset.train.seed else None)
-        return forget_arm(self.preset, self.data, base, folder, self.run / f"seed{seed}", self.run, seed,
-                          self.probe_cfg.delta, lambda name, fn: _step(self.run, f"seed{seed}-forget-{name}", fn),
-                          self.progress)
+        def step(name: str, fn: Callable[[], dict]) -> dict:
+            return _step(self.run, RunLayout.arm_step(seed, f"forget-{name}"), fn)
+
+        return forget_arm(self.preset, self.data, base, folder, self.run, seed,
+                          self.probe_cfg.delta, step, self.progress)
 
     def dp_control(self, seed: int) -> dict:
         """The DP audit's positive control (the fine-tune without clipping or noise): not a mitigation arm, so it is
         kept out of the comparison."""
-        _, record = finetune_and_audit(float("inf"), self.context(self.run / f"seed{seed}" / "dp-nonprivate", seed))
+        _, record = finetune_and_audit(float("inf"), self.context(self.layout.arm(seed, "dp-nonprivate"), seed))
         return {"kind": "dp", **record}
 
 
@@ -355,13 +357,13 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
     with measured() as prepared:
         study = Study(preset, run, reference, progress)
         base = study.base(preset.study.seeds[0])
-    if not (study.run / "run.json").exists():
-        write_json(study.run / "steps" / "prepare.cost.json", prepared)  # data and base model, first run only
+    if not study.layout.record.exists():
+        write_json(study.layout.cost("prepare"), prepared)  # data and base model, first run only
     write_run_record(study.run, preset.model_dump(), {"dataset": study.data.version, "base_model": base.model_hash()})
     calibration = study.calibrate(base)
     controls = study.mia_controls(base)
     # Rewritten on every run: a resumed study whose arms or probes were extended states its new assumptions too.
-    write_json(study.run / "assumptions.json", register(preset, study.data, base, calibration))
+    write_json(study.layout.assumptions, register(preset, study.data, base, calibration))
     rows, sampler_rows, dp_controls, nulls = [], [], {}, {}
     probes = preset.study.adaptive_probes
     targets = len(adaptive_targets(study.prompts, preset.study.adaptive_min_dup))
@@ -373,10 +375,10 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
             _arms_on_workers(study, seed)
         full = study.first_seed(seed)
         for name, fn in study.arms(seed):
-            result = _step(study.run, f"seed{seed}-{name}", fn)
+            result = _step(study.run, RunLayout.arm_step(seed, name), fn)
             if full and result.get("kind") != "detection":
                 for setting in study.settings_of(result["kind"]):
-                    other = _step(study.run, f"seed{seed}-{name}~{setting.key}",
+                    other = _step(study.run, RunLayout.sampler_step(seed, name, setting.key),
                                   lambda n=name, x=setting, s=seed: study.sampler_audit(n, s, x))
                     sampler_rows.append({"arm": name, "seed": seed, "kind": result["kind"], **other})
                 if probes:
@@ -386,18 +388,18 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
             if full:  # each arm's settings get their nulls at once, so a partial run can already be judged
                 nulls = setting_nulls(study, rows + sampler_rows, calibration)
         if full and preset.study.dp_control and "dp" in preset.study.mitigations:
-            dp_controls[str(seed)] = _step(study.run, f"seed{seed}-dp-nonprivate",
+            dp_controls[str(seed)] = _step(study.run, RunLayout.arm_step(seed, "dp-nonprivate"),
                                            lambda seed=seed: study.dp_control(seed))
     forget = study.forget(preset.study.seeds[0]) if preset.forget.in_study else None
-    _record_choices(study.run / "assumptions.json", rows, controls)
+    _record_choices(study.layout.assumptions, rows, controls)
     table = comparison_table(rows)
-    table.to_parquet(study.run / "comparison.parquet", index=False)
-    write_json(study.run / "results.json", {"rows": rows, "preset": preset.name, "dataset_version": study.data.version,
+    table.to_parquet(study.layout.comparison, index=False)
+    write_json(study.layout.results, {"rows": rows, "preset": preset.name, "dataset_version": study.data.version,
                                             "sampler_rows": sampler_rows, "setting_nulls": nulls,
                                             "calibration": calibration, "mia_controls": controls,
                                             "dp_controls": dp_controls, "adaptive_control": search_control,
                                             "forget": forget})
-    write_json(study.run / "findings.json", findings(study.run, rows, search_control, sampler_rows, nulls,
+    write_json(study.layout.findings, findings(study.run, rows, search_control, sampler_rows, nulls,
                                                      [s.key for s in preset.study.samplers]))
     return table
 
@@ -415,7 +417,7 @@ def setting_nulls(study: Study, rows: list[dict], calibration: dict) -> dict[str
         if tag is None or tag in out:
             continue
         sampling = validated(study.preset.sample, **row["sampling"])
-        null = _step(study.run, f"null-{tag.replace(' ', '_')}", lambda s=sampling, g=row["guidance"]: study.null(s, g))
+        null = _step(study.run, RunLayout.null_step(tag), lambda s=sampling, g=row["guidance"]: study.null(s, g))
         out[tag] = {**null, "valid": bool(null["ci_high"] <= bound), "source": "setting null"}
     return out
 
@@ -425,7 +427,7 @@ def _arms_on_workers(study: Study, seed: int) -> None:
     task writes its step's result into the run folder (the workers share it: one machine, or a shared file
     system); the study's loop then reads them as finished steps, in order, as after a resume."""
     study.base(seed)  # trained here, once, before any task loads it
-    pending = [name for name, _ in study.arms(seed) if not _step_file(study.run, f"seed{seed}-{name}").exists()]
+    pending = [name for name, _ in study.arms(seed) if not study.layout.step(RunLayout.arm_step(seed, name)).exists()]
     spec = (study.preset, study.run.resolve(), study.reference.resolve() if study.reference else None)
     for wave in ([n for n in pending if n == "base"], [n for n in pending if n != "base"]):
         for name, _ in zip(wave, mapped(spec, _arm_step, [(seed, name) for name in wave]), strict=True):
@@ -436,8 +438,8 @@ def _arm_step(spec: tuple[Preset, Path, Path | None], seed: int, name: str) -> N
     """One arm, run where a Ray worker runs it, against the study's calibrated copy test."""
     preset, run, reference = spec
     study = Study(preset, run, reference, make_progress(disable=True))
-    study.calibration = json.loads(_step_file(run, "calibration").read_text())
-    _step(run, f"seed{seed}-{name}", dict(study.arms(seed))[name])
+    study.calibration = json.loads(study.layout.step("calibration").read_text())
+    _step(run, RunLayout.arm_step(seed, name), dict(study.arms(seed))[name])
 
 
 def _record_choices(path: Path, rows: list[dict], controls: dict) -> None:
@@ -475,7 +477,7 @@ def _same(section: str, key: str, before: object, now: object) -> bool:
 def _check_same_config(run: Path, preset: Preset) -> None:
     """Resuming under a different configuration would mix two studies in one table: refuse, naming what differs.
     A setting that diffaudit gained after the run started counts as unchanged while it keeps its preset default."""
-    record = run / "run.json"
+    record = RunLayout(run).record
     if not record.exists():
         return
     before = json.loads(record.read_text())["config"]
@@ -499,7 +501,7 @@ def comparison_table(rows: list[dict]) -> pd.DataFrame:
         if r.get("kind") == "detection":
             continue
         mia = r.get("mia") or {}
-        best = max(mia.items(), key=lambda kv: kv[1]["auc"], default=(None, {}))
+        best = strongest_attack(mia)
         out.append({
             "arm": r["arm"], "seed": r["seed"], "guidance": r["guidance"], "extraction_rate": r["extraction_rate"],
             "ci_low": r["extraction_ci"][0], "ci_high": r["extraction_ci"][1],
@@ -515,14 +517,15 @@ def comparison_table(rows: list[dict]) -> pd.DataFrame:
 
 def _log_arm(run: Path, preset: Preset, name: str, seed: int, result: dict) -> None:
     metrics = {k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    log_to_mlflow(run, f"diffaudit-{preset.name}", f"seed{seed}-{name}", {"arm": name, "seed": seed,
-                  "kind": result.get("kind")}, metrics, [run / "assumptions.json"])
+    log_to_mlflow(run, f"diffaudit-{preset.name}", RunLayout.arm_step(seed, name), {"arm": name, "seed": seed,
+                  "kind": result.get("kind")}, metrics, [RunLayout(run).assumptions])
 
 
 def reset_arm(run: Path, seed: int, arm: str) -> None:
     """Forget one finished arm so the next run recomputes it (e.g. after changing its code)."""
-    for suffix in (".json", ".cost.json"):
-        (run / "steps" / f"seed{seed}-{arm}{suffix}").unlink(missing_ok=True)
-    for probe in (run / "steps").glob(f"seed{seed}-{arm}-adaptive-*"):  # judged against the static result just reset
+    layout = RunLayout(run)
+    layout.step(RunLayout.arm_step(seed, arm)).unlink(missing_ok=True)
+    layout.cost(RunLayout.arm_step(seed, arm)).unlink(missing_ok=True)
+    for probe in layout.steps.glob(RunLayout.probe_step(seed, arm, "*")):  # judged against the static result just reset
         probe.unlink()
-    shutil.rmtree(run / f"seed{seed}" / arm, ignore_errors=True)
+    shutil.rmtree(layout.arm(seed, arm), ignore_errors=True)
