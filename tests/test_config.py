@@ -18,7 +18,7 @@ def test_file_and_overrides_apply_in_order(tmp_path: Path) -> None:
     ("[trian]\nsteps = 3\n", "unknown config section 'trian'"),
     ("[train]\nstesp = 3\n", "stesp"),
     ("[data]\nresolution = 4\n", r"data.resolution: Input should be greater than or equal to 8 \(got 4\)"),
-    ("[sample]\nsampler = 'euler'\n", "sampler"),
+    ("[sample]\nsampler = 'heun'\n", "sampler"),
     ("[train\n", "cannot read config"),
 ])
 def test_bad_config_names_the_problem(tmp_path: Path, text: str, match: str) -> None:

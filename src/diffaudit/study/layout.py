@@ -47,6 +47,10 @@ class RunLayout:
         return self.root / "data"
 
     @property
+    def mlflow(self) -> Path:
+        return self.root / "mlruns" / "mlflow.db"
+
+    @property
     def mia_controls(self) -> Path:
         return self.root / "mia-controls"
 

@@ -5,6 +5,7 @@ import platform
 from pathlib import Path
 
 from diffaudit.io import write_json
+from diffaudit.study.layout import RunLayout
 
 PACKAGES = ("diffaudit", "torch", "diffusers", "transformers", "opacus", "faiss-cpu", "datasketch", "numpy",
             "scikit-learn", "scipy", "mlflow")
@@ -21,12 +22,12 @@ def versions() -> dict[str, str]:
 
 
 def write_run_record(run: Path, config: dict, hashes: dict) -> None:
-    write_json(run / "run.json", {"config": config, "hashes": hashes, "versions": versions()})
+    write_json(RunLayout(run).record, {"config": config, "hashes": hashes, "versions": versions()})
 
 
 def mlflow_uri(run: Path) -> str:
     """SQLite store inside the run folder (MLflow 3 keeps its plain file store read-only)."""
-    return f"sqlite:///{(run / 'mlruns' / 'mlflow.db').resolve()}"
+    return f"sqlite:///{RunLayout(run).mlflow.resolve()}"
 
 
 def log_to_mlflow(run: Path, experiment: str, name: str, params: dict, metrics: dict, artifacts: list[Path]) -> str:
@@ -38,11 +39,11 @@ def log_to_mlflow(run: Path, experiment: str, name: str, params: dict, metrics: 
     """
     import mlflow
 
-    (run / "mlruns").mkdir(parents=True, exist_ok=True)
+    RunLayout(run).mlflow.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(mlflow_uri(run))
     found = mlflow.get_experiment_by_name(experiment)
     exp_id = found.experiment_id if found else mlflow.create_experiment(
-        experiment, artifact_location=(run / "mlruns" / "artifacts").resolve().as_uri())
+        experiment, artifact_location=(RunLayout(run).mlflow.parent / "artifacts").resolve().as_uri())
     client = mlflow.MlflowClient()
     for old in client.search_runs([exp_id], filter_string=f"tags.mlflow.runName = '{name}'"):
         if old.info.status == "FINISHED":

@@ -1,0 +1,36 @@
+"""The tiny study's records against copies made before the run-shape redesign (commit 5a8e14b): a redesign keeps what a
+study computes. Floats are compared loosely (another CPU may round a pixel differently); keys, counts, strings and
+verdicts exactly."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from diffaudit.study.cost import without_timings
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _differences(path: str, got: object, want: object) -> list[str]:
+    if isinstance(want, dict) and isinstance(got, dict):
+        if set(got) != set(want):
+            return [f"{path}: keys {sorted(set(got) ^ set(want))} differ"]
+        return [d for k in want for d in _differences(f"{path}/{k}", got[k], want[k])]
+    if isinstance(want, list) and isinstance(got, list):
+        if len(got) != len(want):
+            return [f"{path}: {len(got)} items, golden {len(want)}"]
+        return [d for i, (g, w) in enumerate(zip(got, want, strict=True)) for d in _differences(f"{path}[{i}]", g, w)]
+    if isinstance(want, float) and isinstance(got, int | float) and not isinstance(got, bool):
+        return [] if math.isclose(got, want, rel_tol=1e-2, abs_tol=1e-3) else [f"{path}: {got} != golden {want}"]
+    return [] if got == want else [f"{path}: {got!r} != golden {want!r}"]
+
+
+@pytest.mark.parametrize("name", ["results.json", "findings.json"])
+def test_the_tiny_study_computes_what_it_did_before_the_redesign(tiny_study_dir: Path, name: str) -> None:
+    basetemp = tiny_study_dir.parent.parent
+    text = json.dumps(without_timings(json.loads((tiny_study_dir / name).read_text()))).replace(f"{basetemp}/",
+                                                                                               "BASETEMP/")
+    differences = _differences("", json.loads(text), json.loads((GOLDEN / f"tiny-study-{name}").read_text()))
+    assert not differences, "\n".join(differences[:20])
