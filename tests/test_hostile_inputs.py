@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from diffaudit.config import load_preset
-from diffaudit.data.families import join_families, split_leaks
+from diffaudit.data.families import join_families, near_copies, split_leaks
 from diffaudit.data.imagefolder import load_imagefolder
 from diffaudit.errors import CheckpointError, ConfigError, DatasetError
 from diffaudit.model.pipeline import AuditPipeline
@@ -139,3 +139,18 @@ def test_a_request_too_big_for_this_machine_is_refused_before_it_is_built(
     err = capsys.readouterr().err
     assert "generating 4,294,967,295 samples" in err and "needs about" in err and "Traceback" not in err
     assert not (tmp_path / "g").exists()
+
+
+def test_decoys_nearer_in_plain_distance_never_hide_a_near_copy() -> None:
+    """40 pictures nearer than the real near-copy in plain RMS, each far in one tile: the near-copy is still found
+    (a query whose candidates are all within the threshold in RMS is searched exhaustively)."""
+    query = np.zeros((1, 16, 16, 3), np.uint8)
+    near = np.full((1, 16, 16, 3), 25, np.uint8)  # tiled RMS 0.1 everywhere
+    decoys = np.zeros((40, 16, 16, 3), np.uint8)
+    for i in range(40):
+        decoys[i, :4, :4] = 70 + i % 10  # one tile far (tiled RMS ~0.3), the picture near in plain RMS
+        decoys[i, 15, 15, 0] = i
+    members = np.concatenate([decoys, near])
+    assert near_copies(query, members, 0.15).all()
+    images = np.concatenate([query, members])
+    assert (join_families(images, [str(i) for i in range(len(images))], 0.15)[[0, -1]] == 0).all()

@@ -42,8 +42,13 @@ def test_commands_refuse_a_folder_they_did_not_write(theirs: Path, tiny_model_di
     for args in commands:
         assert run_cli(monkeypatch, *args, "--preset", "tiny") == 2, args
         err = capsys.readouterr().err
-        assert "was not written by diffaudit" in err and "Traceback" not in err, args
+        assert ("was not written by diffaudit" in err or "it is left as it is" in err) and "Traceback" not in err, args
     assert _snapshot(theirs) == before and not (theirs / MARKER).exists()
+    (theirs / "manifest.json").write_text("{}")  # names a dataset folder holds are no licence to delete it
+    (theirs / "metadata.jsonl").write_text("")
+    (theirs / "LICENSE.md").write_text("")
+    assert run_cli(monkeypatch, "data", "openmoji", str(theirs), "--force", "--preset", "tiny") == 2
+    assert "it is left as it is" in capsys.readouterr().err and (theirs / "notes.txt").exists()
 
 
 def test_no_command_writes_inside_what_it_reads(tmp_path: Path, tiny_model_dir: Path, tiny_data_dir: Path,
@@ -59,7 +64,7 @@ def test_no_command_writes_inside_what_it_reads(tmp_path: Path, tiny_model_dir: 
     plain = tmp_path / "file"
     plain.write_text("x")
     assert run_cli(monkeypatch, "data", "openmoji", str(plain), "--force", "--preset", "tiny") == 2
-    assert "is not a folder" in capsys.readouterr().err and plain.read_text() == "x"
+    assert "it is left as it is" in capsys.readouterr().err and plain.read_text() == "x"
 
 
 def test_a_folder_of_another_kind_is_refused_and_ours_is_adopted(tmp_path: Path) -> None:
@@ -70,6 +75,8 @@ def test_a_folder_of_another_kind_is_refused_and_ours_is_adopted(tmp_path: Path)
         pass
     old = tmp_path / "old-run"  # written before the markers: carries our manifest, so it is adopted
     (old / "steps").mkdir(parents=True)
+    (old / "data").mkdir()
+    (old / "data" / "metadata.jsonl").write_text("")
     (old / "run.json").write_text("{}")
     with owned(old, "study") as fid:
         assert marker(old) == {"kind": "study", "id": fid}
@@ -95,11 +102,37 @@ def test_a_second_writer_is_refused(tmp_path: Path) -> None:
         os.close(fd)
 
 
-def test_a_refused_request_leaves_no_empty_folder(tmp_path: Path) -> None:
-    out = tmp_path / "new"
+def test_a_refused_request_leaves_no_trace(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "deeper"
     with pytest.raises(ValueError), owned(out, "samples"):
         raise ValueError("bad request")
-    assert not out.exists()
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()  # a user's empty folder stays empty
+    with pytest.raises(ValueError), owned(tmp_path / "empty", "samples"):
+        raise ValueError("bad request")
+    assert not list((tmp_path / "empty").iterdir())
+
+
+def test_planted_markers_and_locks_are_never_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    for name in (MARKER, LOCK):
+        out = tmp_path / name.strip(".")
+        out.mkdir()
+        (out / name).symlink_to(victim)
+        with pytest.raises(ConfigError, match="as a link or folder"), owned(out, "samples"):
+            pass
+    assert victim.read_text() == "mine"
+
+
+def test_a_model_writer_enters_a_deletion_folder_only_inside_the_deletion(tmp_path: Path) -> None:
+    out = tmp_path / "forget"
+    with owned(out, "forget"):
+        (out / "request.json").write_text("{}")
+        with owned(out, "model"):  # the deletion's own retrain
+            pass
+    with pytest.raises(ConfigError, match="is a diffaudit forget folder, not a model folder"), owned(out, "model"):
+        pass
 
 
 def test_the_sweep_removes_only_its_own_temps_and_never_follows_a_link(tmp_path: Path) -> None:

@@ -5,15 +5,19 @@ unrelated glyphs render nearly alike at 16 px. A never-trained image whose sibli
 look "copied", so splits are made family-disjoint and leaks are counted per family as well as per image.
 """
 
+import faiss
 import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import DisjointSet
 
 from diffaudit.attacks.copies import copy_distance
+from diffaudit.attacks.distance import as_unit, rms_distance
 from diffaudit.attacks.neighbours import TrainingIndex
 
 NEIGHBOURS = 32  # faiss candidates per picture confirmed by the tiled distance
 CONFIRM_BLOCK = 1024  # pictures confirmed at once: bounds the tiled distance's memory (1024 x 32 x H x W x 3)
+DENSE_BLOCK = 64  # dense pictures range-searched at once
+CONFIRM_PAIRS = 65_536  # candidate pairs of dense pictures confirmed at once
 # Unicode modifiers that make a variant of one subject: skin tones, variation selector, zero-width joiner,
 # gender signs, hair components (Unicode TR51 §2.4, §2.6, §2.3).
 _DROPPED = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF", "FE0F", "200D", "2640", "2642", "1F9B0", "1F9B1", "1F9B2",
@@ -47,23 +51,45 @@ def distinct(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def close_pairs(queries: np.ndarray, base: np.ndarray, threshold: float, k: int = NEIGHBOURS) -> np.ndarray:
-    """Pairs (query i, base j) closer than `threshold` under the copy test's distance, among each query's `k`
-    nearest base images in plain L2 (faiss, as `attacks.neighbours` searches); memory and time grow with
-    len(queries) * k, never with the number of close pairs. Plain RMS never exceeds the tiled distance (a max over
-    tiles is at least their mean), so a pair missed is one with at least `k` nearer base images in L2: for a family
-    that only means its members are joined through each other (recall against exact search: benchmarks/families.py).
-    Pass distinct pictures (`distinct`): identical copies would fill the k places."""
+    """Pairs (query i, base j) closer than `threshold` under the copy test's distance. Candidates are each query's
+    `k` nearest base images in plain L2 (faiss, as `attacks.neighbours` searches), confirmed by the tiled distance;
+    plain RMS never exceeds the tiled distance (a max over tiles is at least their mean), so a query whose `k`
+    candidates are all within `threshold` in RMS may have more, and is searched exhaustively (every base image
+    within `threshold` in RMS). Memory grows with len(queries) * k and with the close candidates of such dense
+    queries, never with all pairs. Pass distinct pictures (`distinct`): identical copies would fill the k places."""
     if len(queries) == 0 or len(base) == 0:
         return np.zeros((0, 2), dtype=np.int64)
     index = TrainingIndex(base)
-    found = []
+    found, dense = [], []
     for start in range(0, len(queries), CONFIRM_BLOCK):
         block = queries[start:start + CONFIRM_BLOCK]
         ids = index.candidates(block, k)
-        close = copy_distance(block[:, None], base[ids]) < threshold
-        rows, cols = np.nonzero(close)
-        found.append(np.unique(np.stack([rows + start, ids[rows, cols]], 1), axis=0))
-    return np.concatenate(found).astype(np.int64)
+        rows, cols = np.nonzero(copy_distance(block[:, None], base[ids]) < threshold)
+        found.append(np.stack([rows + start, ids[rows, cols]], 1))
+        if ids.shape[1] < len(base):
+            dense.extend(start + np.flatnonzero(rms_distance(block[:, None], base[ids]).max(1) < threshold))
+    if dense:
+        found.append(_exhaustive(queries, np.array(dense), base, threshold))
+    return np.unique(np.concatenate(found), axis=0).astype(np.int64)
+
+
+def _exhaustive(queries: np.ndarray, which: np.ndarray, base: np.ndarray, threshold: float) -> np.ndarray:
+    """Every confirmed pair for the queries `which`: a faiss range search (exact L2) for candidates, confirmed in
+    blocks of at most CONFIRM_PAIRS pairs."""
+    vectors = as_unit(base).reshape(len(base), -1)
+    flat = faiss.IndexFlatL2(vectors.shape[1])
+    flat.add(vectors)
+    radius = threshold**2 * vectors.shape[1] * (1 + 1e-5)  # float32 rounding must not drop a boundary pair
+    found = []
+    for start in range(0, len(which), DENSE_BLOCK):
+        rows = which[start:start + DENSE_BLOCK]
+        lims, _, ids = flat.range_search(as_unit(queries[rows]).reshape(len(rows), -1), radius)
+        query = np.repeat(rows, np.diff(lims).astype(np.int64))
+        for at in range(0, len(ids), CONFIRM_PAIRS):
+            q, b = query[at:at + CONFIRM_PAIRS], ids[at:at + CONFIRM_PAIRS]
+            close = copy_distance(queries[q], base[b]) < threshold
+            found.append(np.stack([q[close], b[close]], 1))
+    return np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
 
 
 def join_families(images: np.ndarray, keys: list[str], threshold: float) -> np.ndarray:

@@ -22,7 +22,7 @@ from diffaudit.data.families import codepoint_family, join_families, near_copies
 from diffaudit.data.imagefolder import image_sha256
 from diffaudit.errors import DatasetError
 from diffaudit.io import write_json, write_text
-from diffaudit.ownership import check_owned, mark, remove_owned
+from diffaudit.ownership import check_removable, mark, remove_owned
 from diffaudit.progress import Progress
 
 RENDER_SIZE = 128  # render large, then downsample: the font's glyphs are drawn for ~100px
@@ -199,10 +199,10 @@ def plan_rows(cfg: DataConfig, progress: Progress) -> tuple[list[_Row], dict]:
 def build_openmoji(out: Path, cfg: DataConfig, progress: Progress, force: bool = False) -> Path:
     """Write the dataset as a Hugging Face imagefolder (+ our fields) into `out`, atomically."""
     out = Path(out)
-    if out.exists():
-        check_owned(out, "dataset")  # a file or a folder diffaudit did not write is never replaced
+    if out.exists() or out.is_symlink():
         if not force:
             raise DatasetError(f"{out} already exists; pass --force to rebuild it")
+        check_removable(out, "dataset")  # --force replaces only a dataset folder diffaudit marked
     rows, families = plan_rows(cfg, progress)
     shas = [image_sha256(r.pixels) for r in rows]
     member_copies = Counter(s for s, r in zip(shas, rows, strict=True) if r.split == "member")
