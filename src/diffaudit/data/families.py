@@ -64,10 +64,11 @@ def close_pairs(queries: np.ndarray, base: np.ndarray, threshold: float, k: int 
     for start in range(0, len(queries), CONFIRM_BLOCK):
         block = queries[start:start + CONFIRM_BLOCK]
         ids = index.candidates(block, k)
-        rows, cols = np.nonzero(copy_distance(block[:, None], base[ids]) < threshold)
+        candidates = base[ids]  # gathered once for both distances
+        rows, cols = np.nonzero(copy_distance(block[:, None], candidates) < threshold)
         found.append(np.stack([rows + start, ids[rows, cols]], 1))
         if ids.shape[1] < len(base):
-            dense.extend(start + np.flatnonzero(rms_distance(block[:, None], base[ids]).max(1) < threshold))
+            dense.extend(start + np.flatnonzero(rms_distance(block[:, None], candidates).max(1) < threshold))
     if dense:
         found.append(_exhaustive(queries, np.array(dense), base, threshold))
     return np.unique(np.concatenate(found), axis=0).astype(np.int64)
