@@ -24,10 +24,9 @@ import numpy as np
 from PIL import Image
 from scipy.cluster.hierarchy import DisjointSet
 
-from diffaudit.attacks.copies import copy_distance
-from diffaudit.attacks.distance import as_unit
 from diffaudit.config import PRESETS
 from diffaudit.data.families import close_pairs, distinct
+from diffaudit.measure.distance import as_unit, copy_distance
 
 sys.path.insert(0, str(Path(__file__).parent))
 from neighbours import jittered_renders

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from diffaudit.attacks.copies import copy_distance
 from diffaudit.config import CARLINI_DELTA, UNET_ROWS
 from diffaudit.data.imagefolder import load_imagefolder
+from diffaudit.measure.distance import copy_distance
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.sample import sample
 

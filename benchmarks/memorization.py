@@ -15,7 +15,8 @@ from pathlib import Path
 from rich.console import Console
 
 from diffaudit.config import load_preset
-from diffaudit.demo import memorization_by_duplication, prepare_data, prepare_model
+from diffaudit.demo import memorization_by_duplication
+from diffaudit.model.prepare import prepare_data, prepare_model
 from diffaudit.progress import make_progress
 
 

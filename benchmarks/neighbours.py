@@ -26,10 +26,10 @@ import torch
 from PIL import Image
 
 from diffaudit.attacks import neighbours
-from diffaudit.attacks.distance import as_unit, tiled_rms_distance
-from diffaudit.attacks.neighbours import TrainingIndex
 from diffaudit.config import CARLINI_DELTA
 from diffaudit.data.openmoji import RENDER_SIZE, glyph_font, named_glyphs, render_large
+from diffaudit.measure.distance import as_unit, tiled_rms_distance
+from diffaudit.measure.neighbours import TrainingIndex
 
 SIDE = 16
 

@@ -28,11 +28,13 @@ from pathlib import Path
 
 import torch
 
+from diffaudit import backend
 from diffaudit.attacks.detect import DETECTORS
 from diffaudit.config import CARLINI_SAMPLES, PRESETS, SD_DEFAULT_GUIDANCE, UNET_ROWS, RuntimeConfig, StudyConfig
-from diffaudit.model.generate import generate, load_samples
+from diffaudit.model.generate import generate
 from diffaudit.model.pipeline import AuditPipeline
-from diffaudit.scale import backend
+from diffaudit.model.shards import load_samples
+from diffaudit.scale.ray_pool import connect
 
 CARLINI_PROMPTS = 350_000  # Carlini et al. 2023 §4.2: the 350,000 most duplicated LAION captions
 
@@ -61,15 +63,14 @@ def throughput(pipe: AuditPipeline, workers: list[int], prompts: list[str], seed
     same: dict[int, bool] = {}
     for _ in range(repeats):
         for w in workers:
-            backend.disconnect()
             torch.set_num_threads(w)
             runs.setdefault(("local", w), []).append(timed_run(pipe, prompts, seeds, guidance, scratch / "local"))
             torch.set_num_threads(1)
-            backend.connect(RuntimeConfig(ray="local", ray_cpus=1, ray_workers=w, device=pipe.device.type,
-                                          ray_gpus=int(pipe.device.type == "cuda")))
-            runs.setdefault(("ray", w), []).append(timed_run(pipe, prompts, seeds, guidance, scratch / "ray"))
+            pool = connect(RuntimeConfig(ray="local", ray_cpus=1, ray_workers=w, device=pipe.device.type,
+                                         ray_gpus=int(pipe.device.type == "cuda")))
+            with backend.using(pool):
+                runs.setdefault(("ray", w), []).append(timed_run(pipe, prompts, seeds, guidance, scratch / "ray"))
             same[w] = same.get(w, True) and same_bytes(scratch / "reference", scratch / "ray")
-    backend.disconnect()
     ray.shutdown()
     rows = []
     for w in workers:

@@ -13,9 +13,10 @@ from diffaudit.config import Preset, RuntimeConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
 from diffaudit.model.device import host_randn, resolve_device, resolve_dtype
-from diffaudit.model.generate import generate, load_samples
+from diffaudit.model.generate import generate
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.sample import sample
+from diffaudit.model.shards import load_samples
 from diffaudit.model.train import train
 from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction
 from diffaudit.study.mia_audit import run_mia

@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from diffaudit.attacks.distance import rms_distance, tiled_rms_distance
 from diffaudit.attacks.metrics import clopper_pearson, rate_table
+from diffaudit.measure.distance import rms_distance, tiled_rms_distance
 
 
 def test_identical_images_are_at_zero() -> None:

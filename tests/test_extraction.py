@@ -7,9 +7,9 @@ import pandas as pd
 from diffaudit.attacks.copies import match_generations, per_prompt_verdicts
 from diffaudit.attacks.detect import DETECTORS
 from diffaudit.attacks.extraction import ExtractionConfig, cliques, largest_clique, probe, summarize
-from diffaudit.attacks.neighbours import TrainingIndex
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
+from diffaudit.measure.neighbours import TrainingIndex
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
 

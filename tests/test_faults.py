@@ -19,8 +19,9 @@ from conftest import LOOSE_TOML, loose_study, seed_positive_control
 from diffaudit import faults
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
-from diffaudit.model.generate import INDEX, KEY, generate, load_samples
+from diffaudit.model.generate import generate
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
+from diffaudit.model.shards import INDEX, KEY, load_samples
 from diffaudit.model.train import train
 from diffaudit.ownership import TEMP_PREFIXES
 from diffaudit.progress import make_progress

@@ -5,8 +5,9 @@ import pytest
 
 from diffaudit.config import Preset
 from diffaudit.errors import CheckpointError
-from diffaudit.model.generate import generate, load_samples
+from diffaudit.model.generate import generate
 from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.model.shards import load_samples
 
 PROMPTS = ["grinning face emoji", "red heart emoji", "cat emoji"]
 

@@ -77,7 +77,7 @@ def test_delayed_guidance_leaves_the_first_steps_unguided(tiny_pipe: AuditPipeli
 
 
 def test_every_registered_sampler_draws_a_seeded_picture(tiny_pipe: AuditPipeline) -> None:
-    from diffaudit.model.samplers import SAMPLERS
+    from diffaudit.samplers import SAMPLERS
 
     cond = tiny_pipe.encode_text(["cat emoji"] * 2)
     for name in SAMPLERS:
@@ -89,7 +89,7 @@ def test_every_registered_sampler_draws_a_seeded_picture(tiny_pipe: AuditPipelin
 def test_the_sampler_registry_is_the_one_list(tmp_path: Path) -> None:
     from diffaudit.config import load_preset
     from diffaudit.errors import ConfigError
-    from diffaudit.model.samplers import SAMPLERS
+    from diffaudit.samplers import SAMPLERS
 
     for name in SAMPLERS:
         assert load_preset("tiny", overrides={"sample": {"sampler": name}}).sample.sampler == name

@@ -16,8 +16,9 @@ from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
 from diffaudit.errors import CheckpointError, DatasetError
 from diffaudit.io import dumps, write_json
-from diffaudit.model.generate import INDEX, generate, load_samples
+from diffaudit.model.generate import generate
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
+from diffaudit.model.shards import INDEX, load_samples
 from diffaudit.model.train import train
 from diffaudit.ownership import TEMP_PREFIXES, marker, remove_stale_temps
 

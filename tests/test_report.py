@@ -7,16 +7,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from diffaudit.attacks.distance import TILE_GRID
 from diffaudit.attacks.metrics import clopper_pearson
-from diffaudit.config import CARLINI_SAMPLES, SD_DEFAULT_GUIDANCE
+from diffaudit.config import CARLINI_SAMPLES, SD_DEFAULT_GUIDANCE, TILE_GRID
 from diffaudit.io import write_json
 from diffaudit.mitigations.registry import MITIGATIONS
 from diffaudit.report.memo import MemoWriter, escape_typst, memo_text, pct, signed, write_memo
 from diffaudit.report.results import StudyResults
 from diffaudit.report.technical import write_technical
 from diffaudit.report.viewer import COLUMNS, extracted_pairs, write_viewer
-from diffaudit.study.findings import ArmEffect, findings
+from diffaudit.study.findings import findings
+from diffaudit.study.records import ArmEffect
 
 
 def _floats(value: object) -> list[float]:
@@ -56,7 +56,8 @@ def edited_study(tiny_study_dir: Path, tmp_path: Path) -> Path:
     forget["control"]["verification"] |= {"passed": True, "verdict": "pass", "failed": []}
     (run / "results.json").write_text(json.dumps(results))
     write_json(run / "findings.json", findings(run, results["rows"], results["adaptive_control"],  # as the study would
-                                               results["sampler_rows"], results["setting_nulls"]))
+                                               results["sampler_rows"], results["setting_nulls"],
+                                               dp_controls=results["dp_controls"]))
     return run
 
 

@@ -24,23 +24,23 @@ from conftest import loose_study
 from rich.console import Console
 
 import diffaudit
-from diffaudit import faults
+from diffaudit import backend, faults
 from diffaudit.attacks.detect import DETECTORS, PROMPT_BLOCK, score_prompts
-from diffaudit.attacks.distance import as_unit
-from diffaudit.attacks.neighbours import QUERY_BLOCK, TrainingIndex
 from diffaudit.config import Preset, RuntimeConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
-from diffaudit.model.generate import INDEX, SHARD_SIZE, generate
-from diffaudit.model.pipeline import AuditPipeline, CountingDenoiser
+from diffaudit.measure.distance import as_unit
+from diffaudit.measure.neighbours import QUERY_BLOCK, TrainingIndex
+from diffaudit.model.generate import SHARD_SIZE, generate
+from diffaudit.model.pipeline import AuditPipeline, counted
+from diffaudit.model.shards import INDEX
 from diffaudit.ownership import OURS
 from diffaudit.progress import make_progress
-from diffaudit.scale import backend
-from diffaudit.scale.ray_pool import WorkerError
+from diffaudit.scale.ray_pool import WorkerError, connect
 from diffaudit.study import runner
 from diffaudit.study.mia_audit import run_mia
 from diffaudit.study.runner import run_study
-from diffaudit.study.tracking import write_run_record
+from diffaudit.tracking import write_run_record
 
 PROMPTS = ["grinning face emoji", "red heart emoji", "cat emoji"]
 T = TypeVar("T")
@@ -59,26 +59,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # driver received it.
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {faults.WORKER_ENV: "2", faults.WORKER_MARK: str(mark)}})
-    backend.connect(RuntimeConfig(ray="local", ray_cpus=1, device="cpu"))
-    yield mark
-    backend.disconnect()
+    with backend.using(connect(RuntimeConfig(ray="local", ray_cpus=1, device="cpu"))):
+        yield mark
     ray.shutdown()
 
 
 def _here(fn: Callable[..., T], *args: object) -> T:
     """`fn` run in this process, however the module's backend is connected."""
-    runtime, pool = backend._runtime, backend._pool
-    backend.disconnect()
-    try:
+    with backend.using(None):
         return fn(*args)
-    finally:
-        backend._runtime, backend._pool = runtime, pool
 
 
 @pytest.fixture()
 def on_ray(cluster: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the functions that went out to the Ray workers during the test."""
-    pool, sent = backend._connected(), []
+    pool, sent = backend._pool.get(), []
     original = pool.mapped
 
     def spy(state: object, fn: Callable[..., object], blocks: list[tuple]) -> object:
@@ -213,12 +208,12 @@ def test_membership_scores_on_ray_match_local(on_ray: list[str], tmp_path: Path,
     args = (tiny_pipe, tiny_data)
     kw = {"attacks": ["loss", "pia"], "per_side": tiny.study.mia_per_side,
           "tune_per_side": tiny.study.mia_tune_per_side}
-    evals = CountingDenoiser.total
-    remote = run_mia(*args, tmp_path / "ray", **kw)
+    with counted() as remote_evals:
+        remote = run_mia(*args, tmp_path / "ray", **kw)
     assert on_ray == ["_score_attack"]
-    evals, before = CountingDenoiser.total - evals, CountingDenoiser.total
-    here = _here(lambda: run_mia(*args, tmp_path / "local", **kw))
-    assert evals == CountingDenoiser.total - before, "the workers' UNet evaluations are counted here"
+    with counted() as here_evals:
+        here = _here(lambda: run_mia(*args, tmp_path / "local", **kw))
+    assert remote_evals.evaluations == here_evals.evaluations > 0, "the workers' UNet evaluations are counted here"
     assert (tmp_path / "ray" / "scores.parquet").read_bytes() == (tmp_path / "local" / "scores.parquet").read_bytes()
     assert remote["attacks"] == here["attacks"]
 
@@ -249,9 +244,9 @@ def test_a_worker_that_keeps_dying_stops_the_run(on_ray: list[str]) -> None:
 
 
 def test_a_cuda_run_needs_gpu_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("diffaudit.model.device.resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr("diffaudit.scale.ray_pool.resolve_device", lambda name: torch.device("cuda"))
     with pytest.raises(ConfigError, match="--ray-gpus 1"):
-        backend.connect(RuntimeConfig(ray="local"))
+        connect(RuntimeConfig(ray="local"))
 
 
 def test_a_study_resumes_under_other_ray_settings(tmp_path: Path, tiny: Preset) -> None:

@@ -69,7 +69,7 @@ def test_study_runs_every_arm_and_resumes(tiny_study_dir: Path, tiny: Preset, mo
 def _mlflow_run_names(run: Path) -> list[str]:
     import mlflow
 
-    from diffaudit.study.tracking import mlflow_uri
+    from diffaudit.tracking import mlflow_uri
 
     mlflow.set_tracking_uri(mlflow_uri(run))
     found = mlflow.search_runs(search_all_experiments=True, output_format="list")

@@ -172,7 +172,7 @@ def test_the_study_forgets_its_most_copied_subjects_with_a_record_per_method(tin
     import mlflow
 
     from diffaudit.report.technical import write_technical
-    from diffaudit.study.tracking import mlflow_uri
+    from diffaudit.tracking import mlflow_uri
 
     forget = json.loads((tiny_study_dir / "results.json").read_text())["forget"]
     assert set(forget["methods"]) == set(PRESETS["tiny"].forget.methods) and forget["control"]

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from diffaudit.layout import RunLayout
 from diffaudit.study import findings
 from diffaudit.study.findings import arm_effects, ranked_fixes
-from diffaudit.study.layout import RunLayout
 
 PICTURES = [f"sha{i:02d}" for i in range(16)]
 HEAD, OTHER = "ddim-unclamped-25", "dpmsolver++-10"

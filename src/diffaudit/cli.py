@@ -5,16 +5,18 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from diffaudit import backend
 from diffaudit.config import Preset, load_preset, validated
 from diffaudit.errors import ConfigError, DatasetError, DiffauditError
 from diffaudit.io import jsonable
-from diffaudit.model.samplers import SAMPLERS
 from diffaudit.ownership import owned
+from diffaudit.samplers import SAMPLERS
 
 SAMPLER_HELP = "One of " + ", ".join(SAMPLERS) + " (model.samplers)."
 
@@ -62,10 +64,10 @@ def _configured(command: Any, values: dict[str, Any]) -> Preset:
             value = value[0]
         overrides.setdefault(section, {})[key] = value
     cfg = load_preset(values.get("preset", "quick"), values.get("config"), overrides)
-    if cfg.runtime.ray is not None:
-        from diffaudit.scale.backend import connect
+    if cfg.runtime.ray is not None:  # the pool lives as long as this command (click closes its context after it)
+        from diffaudit.scale.ray_pool import connect
 
-        connect(cfg.runtime)
+        click.get_current_context().with_resource(backend.using(connect(cfg.runtime)))
     return cfg
 
 
@@ -368,10 +370,10 @@ def mia(
     ray_gpus: RayGpusOpt = None, ray_workers: RayWorkersOpt = None,
 ) -> None:
     """Membership inference: loss, PIA, SecMI, CLiD and LiRA, side by side on one honest split."""
-    from diffaudit.attacks.mia.tuning import settings
     from diffaudit.data.imagefolder import load_imagefolder
     from diffaudit.model.pipeline import AuditPipeline
     from diffaudit.study.mia_audit import check_attacks, run_mia, train_shadows
+    from diffaudit.study.records import attack_settings
 
     cfg = _configured(mia, locals())
     per_side, shadows = cfg.study.mia_per_side, cfg.study.lira_shadows
@@ -397,7 +399,7 @@ def mia(
         table.add_column(col)
     for name, res in summary["attacks"].items():
         a, vs = res["all"], summary["paired"].get(f"{name} - loss")
-        choice = settings(res["choice"])
+        choice = attack_settings(res["choice"])
         table.add_row(name, f"{a['auc']:.3f} [{a['auc_ci'][0]:.3f}, {a['auc_ci'][1]:.3f}]",
                       f"{a['tpr_at_1pct_fpr']:.3f} [{a['tpr_at_1pct_fpr_ci'][0]:.3f}, "
                       f"{a['tpr_at_1pct_fpr_ci'][1]:.3f}]",
@@ -416,7 +418,7 @@ ReferenceOpt = Annotated[Path | None, typer.Option(help="Committed reference mod
 
 def _run_study(cfg: Preset, out: Path, reference: Path | None) -> None:
     from diffaudit.study.runner import run_study
-    from diffaudit.study.tracking import mlflow_uri
+    from diffaudit.tracking import mlflow_uri
 
     with _progress() as progress:
         table = run_study(cfg, out, reference, progress)

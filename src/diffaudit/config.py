@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from diffaudit.errors import ConfigError
-from diffaudit.model.samplers import SAMPLERS
+from diffaudit.samplers import SAMPLERS
 
 # UNet rows per forward call. At 16 px on 2 CPU cores, 32-64 rows ran 1.3x faster than 256 (cache-resident
 # activations; measured 2026-11-25, quick model, DDIM-25), and a sample's pixels do not depend on the batch.
@@ -15,6 +15,9 @@ UNET_ROWS = 64
 MIN_RESOLUTION = 8  # the UNet downsamples twice or more; smaller images carry no glyph detail to audit
 
 MAX_SEED = 2**32 - 1  # numpy and torch generators both take it; larger overflow inside torch
+# What a deletion must not cost (unlearning.verify): the measures of quality a forget verification compares.
+UTILITY = ("heldout_loss", "frechet_distance", "neighbour_loss")
+TILE_GRID = 4  # Carlini et al. 2023 §4.2: the image is cut into TILE_GRID x TILE_GRID tiles
 CARLINI_DELTA = 0.15  # Carlini et al. 2023 §4.2: (l2, delta)-extraction on [0,1] pixels, tiled distance
 CARLINI_SAMPLES = 500  # Carlini et al. 2023 §4.2: generations per attacked caption
 SD_DEFAULT_GUIDANCE = 7.5  # diffusers' StableDiffusionPipeline default guidance_scale
@@ -286,7 +289,7 @@ class RuntimeConfig(_Frozen):
 
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"  # auto: CUDA when present
     dtype: Literal["float32", "bfloat16", "float16", "float64"] = "float32"
-    # Ray (scale.backend): None runs everything in this process and never imports Ray; "local" starts a cluster on
+    # Ray (`backend`): None runs everything in this process and never imports Ray; "local" starts a cluster on
     # this machine, "auto" joins the one `ray start` runs here (or RAY_ADDRESS), anything else is its address.
     ray: Annotated[str | None, Field(min_length=1)] = None
     # Per worker: CPUs asked of Ray and torch's thread count there (pinned, so a sample's bytes do not depend on

@@ -3,7 +3,6 @@
 Each step's output is kept in the run folder and reused when the run is repeated or resumed.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,14 +11,13 @@ import pandas as pd
 
 from diffaudit.attacks.memorization import caption_following, memorization_scores, target_prompts
 from diffaudit.attacks.metrics import rate_table
-from diffaudit.config import Preset, TrainConfig
-from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
-from diffaudit.data.openmoji import build_openmoji
+from diffaudit.config import Preset
+from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.figures import sample_grid
 from diffaudit.io import write_json
-from diffaudit.model.generate import generate, load_samples
-from diffaudit.model.pipeline import AuditPipeline, build_pipeline
-from diffaudit.model.train import train
+from diffaudit.model.generate import generate
+from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.model.shards import load_samples
 from diffaudit.progress import Progress
 from diffaudit.study.calibration import calibrate_copy_test
 from diffaudit.study.extraction_audit import dup_bucket
@@ -33,40 +31,6 @@ class DemoResult:
     grid: Path
     calibration: dict  # delta and the model null it was chosen against
     following: dict  # caption-following ratio on the singleton captions
-
-
-def prepare_data(preset: Preset, out: Path, progress: Progress) -> ImageDataset:
-    if not (out / "metadata.jsonl").exists():
-        build_openmoji(out, preset.data, progress)
-    return load_imagefolder(out)
-
-
-def trained_record(folder: Path | None, train_cfg: TrainConfig, data: ImageDataset) -> dict | None:
-    """The training manifest of `folder` when it holds a model trained with `train_cfg` on exactly `data`."""
-    manifest = folder / "training_manifest.json" if folder else None
-    if manifest is None or not manifest.exists():
-        return None
-    record = json.loads(manifest.read_text())
-    matches = record["dataset_version"] == data.version and record["train_config"] == train_cfg.model_dump()
-    return record if matches else None
-
-
-def trained_folder(preset: Preset, data: ImageDataset, out: Path, reference: Path | None) -> Path | None:
-    """The model folder `prepare_model` uses: the reference when it matches, else the one trained in `out`."""
-    return next((f for f in (reference, out / "model") if trained_record(f, preset.train, data) is not None), None)
-
-
-def prepare_model(preset: Preset, data: ImageDataset, out: Path, reference: Path | None,
-                  progress: Progress) -> AuditPipeline:
-    """Use the committed reference model when it was trained by this preset on this exact dataset;
-    otherwise train (resuming from checkpoints in `out`)."""
-    folder = trained_folder(preset, data, out, reference)
-    if folder is not None:
-        record = trained_record(folder, preset.train, data)
-        progress.console.print(f"model: {folder} (dataset {data.version}, hash {record['model_hash']})")
-        return AuditPipeline.from_pretrained(folder, preset.runtime)
-    pipe = build_pipeline(preset.model, preset.data.resolution, seed=preset.train.seed, runtime=preset.runtime)
-    return train(pipe, data, preset.train, out, progress).use(preset.runtime)  # trained in float32
 
 
 def memorization_by_duplication(pipe: AuditPipeline, data: ImageDataset, preset: Preset, out: Path,

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from diffaudit.attacks.distance import tiled_rms_distance
 from diffaudit.attacks.metrics import clopper_pearson
-from diffaudit.attacks.neighbours import TrainingIndex
 from diffaudit.config import CARLINI_DELTA
+from diffaudit.measure.distance import copy_distance
+from diffaudit.measure.neighbours import TrainingIndex
 
-if TYPE_CHECKING:  # imagefolder -> openmoji -> families -> this module
+if TYPE_CHECKING:
     from diffaudit.data.imagefolder import ImageDataset
 
 KINDS = ("own", "family", "other", "none")  # a generation's verdict, strongest first
@@ -29,11 +29,6 @@ GU_RATIO = 1 / 3
 # at or below this), yet above delta (and below MISS_FACTOR x delta), e.g. a copy with a speckled background.
 MISS_RATIO = 0.2
 MISS_FACTOR = 2.0
-
-
-def copy_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Carlini's tiled RMS on [0,1] pixels (max over 4x4 tiles); broadcasts over leading axes."""
-    return tiled_rms_distance(a, b)
 
 
 def closest(gens: np.ndarray, refs: np.ndarray, ref_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

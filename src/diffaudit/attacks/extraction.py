@@ -13,9 +13,10 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from diffaudit.attacks.copies import copy_distance, matched_image
+from diffaudit.attacks.copies import matched_image
 from diffaudit.attacks.metrics import clopper_pearson
 from diffaudit.config import CARLINI_DELTA
+from diffaudit.measure.distance import copy_distance
 
 
 @dataclass(frozen=True)

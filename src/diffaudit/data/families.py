@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import DisjointSet
 
-from diffaudit.attacks.copies import copy_distance
-from diffaudit.attacks.distance import as_unit, rms_distance
-from diffaudit.attacks.neighbours import TrainingIndex
+from diffaudit.measure.distance import as_unit, copy_distance, rms_distance
+from diffaudit.measure.neighbours import TrainingIndex
 
 NEIGHBOURS = 32  # faiss candidates per picture confirmed by the tiled distance
 CONFIRM_BLOCK = 1024  # pictures confirmed at once: bounds the tiled distance's memory (1024 x 32 x H x W x 3)

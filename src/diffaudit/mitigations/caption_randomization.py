@@ -13,7 +13,8 @@ import pandas as pd
 
 from diffaudit.config import CaptionRandomizationConfig, Preset
 from diffaudit.data.imagefolder import ImageDataset
-from diffaudit.mitigations.base import Arm, Context, Description, Mitigation
+from diffaudit.mitigations.base import Context, Description, Mitigation
+from diffaudit.model.arm import Arm
 
 NAME = "caption-random"
 

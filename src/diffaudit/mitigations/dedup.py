@@ -18,10 +18,10 @@ from datasketch import MinHash, MinHashLSH
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from diffaudit.attacks.distance import as_unit
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
 from diffaudit.io import write_json
+from diffaudit.measure.distance import as_unit
 from diffaudit.ownership import mark, remove_owned
 
 METHODS = ("exact", "normalized", "minhash", "embedding", "image")

@@ -2,7 +2,8 @@
 copies at higher guidance on Stable Diffusion; Ho & Salimans 2022 define the scale)."""
 
 from diffaudit.config import SD_DEFAULT_GUIDANCE, Preset
-from diffaudit.mitigations.base import Arm, Context, Description, Mitigation
+from diffaudit.mitigations.base import Context, Description, Mitigation
+from diffaudit.model.arm import Arm
 
 PREFIX = "guidance-"
 

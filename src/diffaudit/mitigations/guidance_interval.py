@@ -9,7 +9,8 @@ import json
 
 from diffaudit.config import Preset
 from diffaudit.io import write_json
-from diffaudit.mitigations.base import Arm, Context, Description, Mitigation
+from diffaudit.mitigations.base import Context, Description, Mitigation
+from diffaudit.model.arm import Arm
 
 PREFIX = "guidance-interval-"
 

@@ -14,7 +14,8 @@ import torch
 
 from diffaudit.attacks.detect.wen import WenTextNorm
 from diffaudit.config import Preset
-from diffaudit.mitigations.base import Arm, Context, Description, Mitigation
+from diffaudit.mitigations.base import Context, Description, Mitigation
+from diffaudit.model.arm import Arm
 from diffaudit.model.conditioning import EmbeddingNoise, NormMinimised, RandomWords
 
 NOISE, WORDS, NORM = "embedding-noise", "random-words", "norm-minimised"

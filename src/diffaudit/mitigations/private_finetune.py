@@ -8,9 +8,10 @@ from dataclasses import asdict
 
 from diffaudit.config import Preset
 from diffaudit.io import jsonable
-from diffaudit.mitigations.base import Arm, Context, Description, Mitigation, trainable_copy
+from diffaudit.mitigations.base import Context, Description, Mitigation, trainable_copy
 from diffaudit.mitigations.dp_audit import dp_audit
 from diffaudit.mitigations.dp_finetune import DPConfig, dp_finetune
+from diffaudit.model.arm import Arm
 from diffaudit.model.pipeline import AuditPipeline
 
 PREFIX = "dp-eps"

@@ -4,8 +4,9 @@ import json
 
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import load_imagefolder
-from diffaudit.mitigations.base import Arm, Context, Description, Mitigation
+from diffaudit.mitigations.base import Context, Description, Mitigation
 from diffaudit.mitigations.dedup import DedupConfig, deduplicate
+from diffaudit.model.arm import Arm
 
 TITLES = {"dedup-caption": "Remove repeated captions", "dedup-image": "Remove repeated pictures"}
 

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from diffaudit import faults
-from diffaudit.attacks.distance import resize_images
+from diffaudit.backend import mapped
 from diffaudit.config import SampleConfig
 from diffaudit.data.imagefolder import caption_problem
 from diffaudit.errors import CheckpointError, ConfigError
@@ -24,14 +24,12 @@ from diffaudit.io import write_atomic
 from diffaudit.model.conditioning import Conditioning, Text
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.sample import sample
+from diffaudit.model.shards import INDEX, KEY
 from diffaudit.ownership import owned, remove_stale_temps
 from diffaudit.progress import Progress
 from diffaudit.resources import check_fits
-from diffaudit.scale.backend import mapped
 
-INDEX = "index.parquet"
 REQUEST_ROW_BYTES = 400  # one (prompt, seed, guidance) row of the request table and the index, generously
-KEY = ["prompt", "seed", "guidance"]
 SHARD_SIZE = 64  # a kill loses at most this many samples (~16 s of the quick preset's sampling on 2 cores)
 
 
@@ -168,7 +166,7 @@ def _generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidanc
     chunks = [todo[start: start + shard_size] for start in range(0, len(todo), shard_size)][:max_shards]
     batch = min(cfg.batch_size, shard_size)
     blocks = [(emb[[row_of[(p, s)] for p, s, _ in chunk]].cpu(), chunk, cfg, batch) for chunk in chunks]
-    # Shards come back in order wherever they were drawn (scale.backend), so the index grows exactly as here.
+    # Shards come back in order wherever they were drawn (`backend`), so the index grows exactly as here.
     for n, (chunk, (images, evals)) in enumerate(zip(chunks, mapped(pipe, sample_shard, blocks), strict=True)):
         shard = f"shard-{next_shard + n:05d}.npy"
         _write_shard(out / shard, images)
@@ -183,19 +181,3 @@ def _generate(pipe: AuditPipeline, prompts: list[str], seeds: list[int], guidanc
     return requested.merge(index, on=KEY, how="inner")
 
 
-def load_samples(out: Path, rows: pd.DataFrame | None = None, side: int | None = None
-                 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """Generated images (uint8 N x H x W x 3) with their index rows: those of `rows` (e.g. what `generate`
-    returned) in that order, or every sample in the folder. Shards are memory-mapped, read once each. `side`
-    resizes them to the size at which they are compared with training images (`resize_images`)."""
-    out = Path(out)
-    if not (out / INDEX).exists():
-        raise CheckpointError(f"{out} holds no generated samples ({INDEX} is missing)")
-    index = (pd.read_parquet(out / INDEX) if rows is None else rows).reset_index(drop=True)
-    if index.empty:
-        raise CheckpointError(f"{out} holds none of the requested samples")
-    shards = {name: np.load(out / name, mmap_mode="r", allow_pickle=False) for name in index["shard"].unique()}
-    images = np.empty((len(index), *next(iter(shards.values())).shape[1:]), dtype=np.uint8)
-    for name, group in index.groupby("shard", sort=False):
-        images[group.index.to_numpy()] = shards[name][group["offset"].to_numpy()]
-    return (images if side is None else resize_images(images, side)), index

@@ -8,6 +8,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -17,10 +18,10 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
+from diffaudit import samplers
 from diffaudit.config import MIN_RESOLUTION, ModelConfig, RuntimeConfig
 from diffaudit.errors import CheckpointError
 from diffaudit.io import atomic_dir
-from diffaudit.model import samplers
 from diffaudit.model.device import at_least_float32, resolve, training_dtype
 from diffaudit.model.ensemble import ShardEnsemble
 from diffaudit.model.text import MiniLMEncoder
@@ -40,10 +41,30 @@ class EvaluationCount:
     evaluations: int = 0
 
 
+# The counts open around the current call (`counted`): a context variable, not a class-wide total, so a block counts
+# what it spent, whichever models it used, and nothing outside a block keeps a running number.
+_open_counts: ContextVar[tuple[EvaluationCount, ...]] = ContextVar("diffaudit_open_counts", default=())
+
+
+@contextmanager
+def counted() -> Iterator[EvaluationCount]:
+    """UNet evaluations spent inside the block by every model (and every pool worker that reports back)."""
+    spent = EvaluationCount()
+    token = _open_counts.set((*_open_counts.get(), spent))
+    try:
+        yield spent
+    finally:
+        _open_counts.reset(token)
+
+
+def add_evaluations(n: int) -> None:
+    """Count `n` evaluations in every open block: a denoiser call here, or a pool worker's report."""
+    for count in _open_counts.get():
+        count.evaluations += n
+
+
 class CountingDenoiser:
     """The one place UNet evaluations are counted (per sample, per call), so cost reports cannot drift."""
-
-    total = 0  # over every model in this process: what a study step spent, whichever models it used
 
     def __init__(self, unet: UNet2DConditionModel | ShardEnsemble):
         self.unet = unet
@@ -52,7 +73,7 @@ class CountingDenoiser:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
         self.evaluations += x.shape[0] * self.per_row
-        CountingDenoiser.total += x.shape[0] * self.per_row
+        add_evaluations(x.shape[0] * self.per_row)
         return self.unet(x, t, encoder_hidden_states=cond).sample
 
     @contextmanager

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from diffaudit.model import samplers
+from diffaudit import samplers
 from diffaudit.model.device import host_randn, on_host
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.progress import Progress

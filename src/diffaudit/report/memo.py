@@ -15,19 +15,15 @@ import jinja2
 import pandas as pd
 import pypdf
 
-from diffaudit.attacks.adaptive.registry import PROBES
-from diffaudit.attacks.distance import TILE_GRID
-from diffaudit.attacks.metrics import strongest_attack
-from diffaudit.config import CARLINI_SAMPLES
+from diffaudit.config import CARLINI_SAMPLES, TILE_GRID, UTILITY
 from diffaudit.errors import DiffauditError
 from diffaudit.figures import arms_figure, dup_rate_figure, pairs_montage
 from diffaudit.io import write_atomic, write_json, write_text
-from diffaudit.model.samplers import SAMPLERS
+from diffaudit.layout import RunLayout
 from diffaudit.report.readability import readability
 from diffaudit.report.results import StudyResults
-from diffaudit.study.findings import ALPHA, ArmEffect, by_dup, ranked_fixes
-from diffaudit.study.layout import RunLayout
-from diffaudit.unlearning.verify import UTILITY
+from diffaudit.samplers import SAMPLERS
+from diffaudit.study.records import ALPHA, ArmEffect, by_dup
 
 PAGES = 4
 FONT_SIZES = (10.5, 10.0, 9.5, 9.0)  # tried in turn until the memo fits its four pages
@@ -201,7 +197,7 @@ class MemoWriter:
 
     def best_fix(self) -> str:
         """The most durable fix that held, with its interval and cost, or that none held."""
-        fixes = ranked_fixes(self.effects)
+        fixes = self.res.ranked()
         if not fixes:
             return ("None of the fixes we tried cut the pictures the model copies by more than chance could explain "
                     "under every sampler we tried.")
@@ -280,8 +276,8 @@ class MemoWriter:
                        f"can give one.")
         mia = row.get("mia") or {}
         if mia:
-            name, best = strongest_attack(mia)
-            sharp_name, sharp = strongest_attack(mia, by="tpr_at_1pct_fpr")
+            name, best = self.res.strongest(row)
+            sharp_name, sharp = self.res.strongest(row, by="tpr_at_1pct_fpr")
             lo, hi = best["auc_ci"]
             verdict = "better than a coin toss" if lo > 0.5 else "not clearly better than a coin toss"
             out.append(f"We also asked a second question: given a picture, can someone tell whether we trained on "
@@ -397,7 +393,7 @@ class MemoWriter:
         if not undone:
             return f"no clear rise: {counts}"
         same = ", same as no fix" if all(c["verdict"] == "same as no fix" for c in undone) else ""
-        return f"undone by {', '.join(PROBES[c['probe']].short for c in undone)}{same}: {counts}"
+        return f"undone by {', '.join(self.res.probe_words(c['probe'], 'short') for c in undone)}{same}: {counts}"
 
     def attack_cells(self, arm: str) -> list[dict]:
         return [c for c in self.adaptive if c["arm"] == arm]
@@ -413,10 +409,10 @@ class MemoWriter:
                   if failed else "")
         return (f"The last column tries {len(probes)} harder attacks, each with the same number of tries, on the "
                 f"{targets} captions whose pictures were repeated at least {self.study['adaptive_min_dup']} times: "
-                + "; ".join(PROBES[p].title for p in probes) + ". A fix is undone when an attack got clearly more of "
-                "these captions to give copies than the plain caption did, or when the attack skips the fix (same as "
-                f"no fix). 'No clear rise' is not proof that a fix holds: only {targets} captions were tried, and "
-                f"their counts are out of {targets}, not of the {self.base_arm['prompts']} above.{caveat}")
+                + "; ".join(self.res.probe_words(p) for p in probes) + ". A fix is undone when an attack got clearly "
+                "more of these captions to give copies than the plain caption did, or when the attack skips the fix "
+                f"(same as no fix). 'No clear rise' is not proof that a fix holds: only {targets} captions were tried, "
+                f"and their counts are out of {targets}, not of the {self.base_arm['prompts']} above.{caveat}")
 
     def paired_note(self) -> str:
         """How to read the table's last column, said once."""
@@ -431,7 +427,7 @@ class MemoWriter:
         weights, then a sampling setting), each with its cost and what a reader must know before adopting it."""
         out = []
         base_rate = self.base["prompts_with_copy"] / self.base["attacked_prompts"]  # the first seed's, as e.rate
-        working = ranked_fixes(self.effects)
+        working = self.res.ranked()
         held = [e for e in working if not self._undone(e.arm)]
         for rank, e in enumerate(held):
             lead = "Adopt the most durable fix that worked here" if rank == 0 else "Also effective"
@@ -484,8 +480,8 @@ class MemoWriter:
 
     def _undone_by(self, e: ArmEffect) -> list[str]:
         """Who undid a fix, in a reader's words: the adaptive probes and the samplers that gave its copies back."""
-        probes = [PROBES[c["probe"]].short for c in self.attack_cells(e.arm) if c["verdict"] in ("undone",
-                                                                                                   "same as no fix")]
+        probes = [self.res.probe_words(c["probe"], "short") for c in self.attack_cells(e.arm)
+                  if c["verdict"] in ("undone", "same as no fix")]
         samplers = [f"drawing with {self.sampler_words(u.removeprefix('the ').removesuffix(' sampler'))}"
                     for u in e.undone_by if u.endswith(" sampler")]
         return list(dict.fromkeys(probes + samplers)) or ["a harder attack"]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from diffaudit.errors import ConfigError
-from diffaudit.study.layout import RunLayout
+from diffaudit.layout import RunLayout
+from diffaudit.study.records import ArmEffect, effect_from_record
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,25 @@ class StudyResults:
         """One row per arm, pooled over seeds by the study (`study.findings.pooled_arms`)."""
         return pd.DataFrame(self.findings["arms"])
 
-    def effects(self) -> list:
+    def effects(self) -> list[ArmEffect]:
         """Each mitigation against the base, paired picture by picture under every sampler, as decided by the study
         (study.verdicts)."""
-        from diffaudit.study.findings import effect_from_record
-
         return [effect_from_record(e) for e in self.findings["effects"]]
+
+    def ranked(self) -> list[ArmEffect]:
+        """The fixes that held, in the study's one ranking (`findings.json["ranking"]`)."""
+        effects = {e.arm: e for e in self.effects()}
+        return [effects[arm] for arm in self.findings["ranking"]]
+
+    def strongest(self, row: dict, by: str = "auc") -> tuple[str | None, dict]:
+        """The membership attack the study found strongest for this row (by AUC, or TPR at 1% FPR), and its
+        summary; (None, {}) when the row measured no membership."""
+        name = self.findings["strongest_attack"].get(f"{row['arm']}@{row['seed']}", {}).get(by)
+        return name, (row.get("mia") or {}).get(name, {})
+
+    def probe_words(self, probe: str, form: str = "title") -> str:
+        """A probe in the memo's words ("title") or a table cell's ("short")."""
+        return self.findings["probe_words"][probe][form]
 
     def row(self, arm: str, seed: int | None = None) -> dict:
         seed = self.seeds[0] if seed is None else seed

@@ -14,15 +14,12 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from diffaudit.attacks.metrics import strongest_attack
-from diffaudit.attacks.mia.tuning import settings
 from diffaudit.config import CARLINI_DELTA
 from diffaudit.figures import delta_figure
 from diffaudit.io import write_text
-from diffaudit.mitigations.dp_audit import SANITY
+from diffaudit.layout import RunLayout
 from diffaudit.report.results import StudyResults
-from diffaudit.study.findings import ALPHA, by_dup
-from diffaudit.study.layout import RunLayout
+from diffaudit.study.records import ALPHA, attack_settings, by_dup
 
 METHODS = [
     ("Extraction probe", "Carlini et al. 2023: for each attacked caption, N generations with seeds 0..N-1; a "
@@ -147,7 +144,7 @@ def _paired(p: dict | None) -> str:
 
 def _choice(choice: dict) -> str:
     """An attack's settings as scored: tuned ones, or the paper's."""
-    shown = settings(choice)
+    shown = attack_settings(choice)
     return ("tuned: " if choice.get("tuned") else "paper: ") + ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
@@ -200,9 +197,10 @@ def _mia_controls(res: StudyResults) -> str:
 def _dp_audit(res: StudyResults) -> str:
     """Empirical epsilon of every DP arm and of the non-private control, beside the theoretical one."""
     audits = [(r["arm"], r["seed"], r["dp_audit"]) for r in res.rows if "dp_audit" in r]
+    sanity = res.findings["dp_power"]["sanity_test"]
     audits += [("dp-nonprivate (control)", int(seed), c["dp_audit"]) for seed, c in res.dp_controls.items()]
     rows = [{"arm": arm, "seed": seed, "theoretical epsilon": a["theoretical_epsilon"], "delta": a["delta"],
-             "test": test + (" (reported)" if test == a["chosen_test"] else " (sanity)" if test == SANITY else ""),
+             "test": test + (" (reported)" if test == a["chosen_test"] else " (sanity)" if test == sanity else ""),
              "AUC": t["auc"], "AUC 95% CI": _ci(t["auc_ci"]), "TPR": t["tpr"], "FPR": t["fpr"],
              "measured on": f"{t['measured_members']}+{t['measured_heldout']}",
              "bound on selection half": t["selection_bound"], "empirical epsilon (95%)": t["epsilon_lower_bound"]}
@@ -215,13 +213,11 @@ def _dp_audit(res: StudyResults) -> str:
             "(it saw neither side) is a sanity check for a shift between the splits, not a DP test. Each image is "
             "treated as an independent trial although the splits are fixed, not drawn per image: the bound is an "
             "estimate, not a proof.</p>")
-    for seed, c in res.dp_controls.items():
-        a = c["dp_audit"]
-        eps1 = min((r["dp_audit"]["theoretical_epsilon"] for r in res.rows if "dp_audit" in r), default=None)
-        power = eps1 is not None and a["empirical_epsilon"] > eps1
+    for seed, power in res.findings["dp_power"]["seeds"].items():
+        eps1 = power["smallest_theoretical"]
         text += (f"<p>Power check (seed {seed}): the non-private fine-tune reaches an empirical epsilon of "
-                 f"{a['empirical_epsilon']:.2f}; " + (f"above the smallest theoretical epsilon ({eps1:g}), so the "
-                 "audit can see a violation of that size." if power else
+                 f"{power['empirical_epsilon']:.2f}; " + (f"above the smallest theoretical epsilon ({eps1:g}), so the "
+                 "audit can see a violation of that size." if power["has_power"] else
                  f"not above the smallest theoretical epsilon ({eps1}): this audit has NO power to show that bound "
                  "is violated, and its results below say nothing either way.") + "</p>")
     return text + _table(pd.DataFrame(rows))
@@ -407,7 +403,7 @@ def _summary(res: StudyResults) -> str:
     arms = res.arms().set_index("arm")
     b = arms.loc["base"]
     lowered = [e for e in res.effects() if e.lowered]
-    mia = strongest_attack(base.get("mia")) if base.get("mia") else None
+    mia = res.strongest(base) if base.get("mia") else None
     text = (f"<p>Preset {html.escape(res.preset)}, seeds {', '.join(map(str, res.seeds))}, delta "
             f"{base['delta']:g}. With no fix, the black-box probe extracted {b['extracted']} of {b['prompts']} "
             f"attacked captions ({b['rate']:.1%}, 95% CI {b['ci_low']:.1%}–{b['ci_high']:.1%}): {b['images']} images "

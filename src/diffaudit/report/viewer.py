@@ -16,9 +16,9 @@ import pandas as pd
 from diffaudit.data.imagefolder import load_imagefolder
 from diffaudit.figures import pair_image
 from diffaudit.io import write_text
-from diffaudit.model.generate import INDEX, KEY, load_samples
+from diffaudit.layout import RunLayout
+from diffaudit.model.shards import INDEX, KEY, load_samples
 from diffaudit.report.results import StudyResults
-from diffaudit.study.layout import RunLayout
 
 COLUMNS = [  # (key, heading, kind, legend)
     ("pair", "generation | training image", "image", "Left: the generated picture. Right: the training picture it "

@@ -21,7 +21,8 @@ from ray.exceptions import RayActorError
 from diffaudit import faults
 from diffaudit.config import RuntimeConfig
 from diffaudit.errors import ConfigError, DiffauditError
-from diffaudit.model.pipeline import AuditPipeline, CountingDenoiser
+from diffaudit.model.device import resolve_device
+from diffaudit.model.pipeline import AuditPipeline, add_evaluations, counted
 
 QUEUED_PER_WORKER = 2  # one running, one waiting: a worker never idles between blocks
 RETRIES = 3  # restarts of a dead worker (and re-runs of its blocks) before the run stops with an error
@@ -45,9 +46,10 @@ class Worker:
 
     def run(self, fn: Callable[..., Any], *block: Any) -> tuple[Any, int, int]:
         """The result, the UNet evaluations of every model it used, and those of the state's own pipeline."""
-        before, before_own = CountingDenoiser.total, _own_evaluations(self.state)
-        result = fn(self.state, *block)
-        return result, CountingDenoiser.total - before, _own_evaluations(self.state) - before_own
+        before_own = _own_evaluations(self.state)
+        with counted() as spent:
+            result = fn(self.state, *block)
+        return result, spent.evaluations, _own_evaluations(self.state) - before_own
 
 
 def _own_evaluations(state: Any) -> int:
@@ -58,9 +60,31 @@ def _address(name: str) -> str | None:
     return {"local": "local", "auto": "auto"}.get(name, name)
 
 
+def connect(runtime: RuntimeConfig) -> "RayPool":
+    """The pool `runtime.ray` names, for `backend.using`. What can be checked without a cluster is checked here,
+    before any work starts; the cluster itself is joined when work first goes out."""
+    if resolve_device(runtime.device).type == "cuda" and not runtime.ray_gpus:
+        raise ConfigError("runtime.ray: this run's models are on CUDA but its Ray workers ask for no GPU; give each "
+                          "worker one (--ray-gpus 1), or keep the models on the CPU (--device cpu)")
+    return RayPool(runtime)
+
+
 class RayPool:
+    """Work blocks on Ray actors (see the module's doc); joins the cluster on first use."""
+
     def __init__(self, runtime: RuntimeConfig):
         self.runtime = runtime
+        self._workers: int | None = None
+
+    @property
+    def workers(self) -> int:
+        """Workers that fit the cluster at `ray_cpus` (and `ray_gpus`) each, at most `ray_workers`."""
+        if self._workers is None:
+            self._workers = self._join()
+        return self._workers
+
+    def _join(self) -> int:
+        runtime = self.runtime
         if not ray.is_initialized():
             try:
                 ray.init(address=_address(runtime.ray), include_dashboard=False, log_to_driver=False)
@@ -74,7 +98,7 @@ class RayPool:
             have = ", ".join(f"{total.get(k, 0):g} {k}" for k in asked)
             raise ConfigError(f"runtime.ray: the cluster has {have}; each worker asks {runtime.ray_cpus} CPU(s) "
                               f"(runtime.ray_cpus) and {runtime.ray_gpus:g} GPU(s) (runtime.ray_gpus)")
-        self.workers = min(runtime.ray_workers or fits, fits)
+        return min(runtime.ray_workers or fits, fits)
 
     def start(self, state: Any, count: int) -> tuple[Any, list[Any]]:
         """`count` workers holding `state` (a GPU pipeline travels as a CPU copy; each worker moves it), and the
@@ -103,7 +127,7 @@ class RayPool:
                 raise WorkerError(f"a Ray worker running {fn.__name__} died and was not restarted (at most "
                                   f"{RETRIES} restarts); its log is in the `logs` folder of Ray's session directory on "
                                   f"its node ({exc})") from exc
-            CountingDenoiser.total += spent
+            add_evaluations(spent)
             if isinstance(state, AuditPipeline):
                 state.denoiser.evaluations += own
             return result

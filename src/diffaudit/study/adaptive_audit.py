@@ -23,9 +23,10 @@ from diffaudit.attacks.memorization import nonmember_prompts
 from diffaudit.attacks.metrics import clopper_pearson, paired_change
 from diffaudit.config import Preset, validated
 from diffaudit.data.imagefolder import ImageDataset
-from diffaudit.mitigations.base import Arm
-from diffaudit.model.generate import can_share, generate, load_samples
+from diffaudit.model.arm import Arm
+from diffaudit.model.generate import can_share, generate
 from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.model.shards import load_samples
 from diffaudit.progress import Progress
 from diffaudit.study.extraction_audit import run_extraction
 

@@ -15,8 +15,9 @@ from diffaudit.attacks.memorization import caption_following, nonmember_prompts
 from diffaudit.config import Preset, SampleConfig
 from diffaudit.data.families import near_copies
 from diffaudit.data.imagefolder import ImageDataset
-from diffaudit.model.generate import generate, load_samples
+from diffaudit.model.generate import generate
 from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.model.shards import load_samples
 from diffaudit.progress import Progress
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from diffaudit.model.pipeline import CountingDenoiser
+from diffaudit.model.pipeline import counted
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -37,12 +37,13 @@ def measured() -> Iterator[dict]:
     """Fill the yielded dict with the block's seconds, UNet evaluations and peak RSS once it ends."""
     cost: dict = {}
     reset = _reset_peak()
-    start, evals = time.perf_counter(), CountingDenoiser.total
-    try:
-        yield cost
-    finally:
-        cost.update(seconds=round(time.perf_counter() - start, 2), unet_evaluations=CountingDenoiser.total - evals,
-                    peak_rss_gib=_peak_rss_gib(), peak_is_per_step=reset)
+    start = time.perf_counter()
+    with counted() as spent:
+        try:
+            yield cost
+        finally:
+            cost.update(seconds=round(time.perf_counter() - start, 2), unet_evaluations=spent.evaluations,
+                        peak_rss_gib=_peak_rss_gib(), peak_is_per_step=reset)
 
 
 def without_timings(value: object) -> object:

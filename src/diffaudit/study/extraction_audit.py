@@ -18,8 +18,9 @@ from diffaudit.errors import ConfigError
 from diffaudit.figures import pair_strip, pairs_grid, sample_grid
 from diffaudit.io import write_atomic, write_json
 from diffaudit.model.conditioning import Conditioning, Text
-from diffaudit.model.generate import can_share, generate, load_samples
+from diffaudit.model.generate import can_share, generate
 from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.model.shards import load_samples
 from diffaudit.progress import Progress
 
 

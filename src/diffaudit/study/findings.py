@@ -3,25 +3,25 @@ chance (exact paired test on the same prompts), at what utility cost, and whethe
 duplication. The study writes them to `findings.json`; the memo and reports only read that file, so no sentence
 can claim more than the study computed."""
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
+from diffaudit.attacks.adaptive.registry import PROBES
 from diffaudit.attacks.copies import near_misses
 from diffaudit.attacks.extraction import distinct_copies
 from diffaudit.attacks.metrics import clopper_pearson, mcnemar_p, strongest_attack
 from diffaudit.data.imagefolder import load_imagefolder
 from diffaudit.errors import DiffauditError
-from diffaudit.mitigations.base import Description
+from diffaudit.layout import RunLayout
+from diffaudit.mitigations.dp_audit import SANITY
 from diffaudit.mitigations.registry import describe
-from diffaudit.study.layout import RunLayout
+from diffaudit.study.records import ALPHA, FINDINGS_SCHEMA, ArmEffect, by_dup
 from diffaudit.study.verdicts import (
-    ALPHA,
     DURABILITY,
-    VERDICTS,
     Cell,
     by_picture,
     cluster_interval,
@@ -32,62 +32,6 @@ from diffaudit.study.verdicts import (
     switch_sampler,
     worst_case,
 )
-
-
-@dataclass(frozen=True)
-class ArmEffect:
-    """One fix against the base. Rates and intervals are the first seed's, headline sampler; `stopped`/`started`
-    count *pictures* (owner's check); `verdict` is the worst case over samplers, seeds and probes (study.verdicts)."""
-
-    arm: str
-    kind: str
-    rate: float  # outsider's probe: captions with a confirmed copy of their own picture
-    ci_low: float
-    ci_high: float
-    extracted: int
-    prompts: int
-    stopped: int  # pictures the base copied and this arm did not (owner's check, headline sampler)
-    started: int  # pictures this arm copied and the base did not
-    p_value: float  # picture-paired exact McNemar under the headline sampler, Holm-adjusted over the arms
-    frechet_change: float  # relative to the base model; + is worse quality
-    loss_change: float
-    train_seconds: float
-    description: Description  # the mitigation's own plain words (mitigations.registry)
-    base_rate: float = float("nan")
-    owner_prompts: int = 0  # captions with a copy of their own picture among all generations (the owner's check)
-    owner_rate: float = float("nan")
-    owner_ci_low: float = float("nan")
-    owner_ci_high: float = float("nan")
-    base_owner_rate: float = float("nan")
-    pictures: int = 0
-    owner_pictures: int = 0
-    base_owner_pictures: int = 0
-    worst: str = "no clear change"  # a key of study.verdicts.VERDICTS
-    by_sampler: list = field(default_factory=list)  # the picture-paired test under each default sampler
-    seeds: list = field(default_factory=list)  # the same at each replicate training seed
-    started_pictures: list = field(default_factory=list)  # pictures it newly copies under any sampler, named
-    undone_by: list = field(default_factory=list)  # probes (adaptive, or another sampler) that undid it
-    seed_note: str = ""  # e.g. "first training seed only"
-
-    @property
-    def verdict(self) -> str:
-        return VERDICTS[self.worst]
-
-    @property
-    def lowered(self) -> bool:
-        """Fewer pictures copied beyond chance under every sampler and seed, undone by no probe."""
-        return self.worst == "fewer"
-
-
-def bucket_start(label: str) -> int:
-    """Lower bound of a duplication bucket label ("1", "2-3", ..., "64+"), for sorting."""
-    return int(label.split("-")[0].rstrip("+"))
-
-
-def by_dup(row: dict, key: str = "by_dup") -> pd.DataFrame:
-    """A row's per-bucket rates in ladder order (they are stored in string order)."""
-    frame = pd.DataFrame(row[key])
-    return frame.sort_values("dup_bucket", key=lambda s: s.map(bucket_start)).reset_index(drop=True)
 
 
 def per_prompt(run: Path, seed: int, arm: str, sampler: str | None = None) -> pd.DataFrame:
@@ -320,8 +264,26 @@ def adaptive_effects(rows: list[dict], search_control: dict | None) -> list[dict
     return out
 
 
+def strongest_attacks(rows: list[dict]) -> dict[str, dict]:
+    """Per (arm, seed) that measured membership: the strongest attack by AUC and by TPR at 1% FPR (the one rule,
+    `strongest_attack`), so no report picks its own."""
+    return {f"{r['arm']}@{r['seed']}": {by: strongest_attack(r["mia"], by)[0] for by in ("auc", "tpr_at_1pct_fpr")}
+            for r in rows if r.get("mia")}
+
+
+def dp_power(rows: list[dict], dp_controls: dict) -> dict:
+    """Per seed with a non-private control: can the DP audit see a violation of the smallest theoretical epsilon
+    (the control's empirical epsilon above it)? Without that power, a DP arm's clean audit says nothing."""
+    smallest = min((r["dp_audit"]["theoretical_epsilon"] for r in rows if "dp_audit" in r), default=None)
+    return {"sanity_test": SANITY, "seeds": {
+        seed: {"empirical_epsilon": c["dp_audit"]["empirical_epsilon"], "smallest_theoretical": smallest,
+               "has_power": smallest is not None and c["dp_audit"]["empirical_epsilon"] > smallest}
+        for seed, c in dp_controls.items()}}
+
+
 def findings(run: Path, rows: list[dict], search_control: dict | None = None, sampler_rows: list[dict] | None = None,
-             nulls: dict[str, dict] | None = None, samplers: list[str] | None = None) -> dict:
+             nulls: dict[str, dict] | None = None, samplers: list[str] | None = None,
+             dp_controls: dict | None = None) -> dict:
     """Everything the memo and reports state beyond the rows themselves, computed once by the study."""
     adaptive = adaptive_effects(rows, search_control)
     picture_map = pictures_of(run)  # the dataset is read once for every table below
@@ -342,10 +304,6 @@ def findings(run: Path, rows: list[dict], search_control: dict | None = None, sa
             "duplication_trend": {str(s): duplication_trend(run, s, by_dup(base[s])) for s in seeds if s == first},
             "flag_precision": {str(s): flag_precision(run, s) for s in seeds},
             "oracle_extent": {str(s): oracle_extent(run, s) for s in seeds},
-            "adaptive": adaptive}
-
-
-def effect_from_record(record: dict) -> ArmEffect:
-    """An `ArmEffect` read back from findings.json, where an undefined number was written as null."""
-    numbers = {k: float("nan") if v is None else v for k, v in record.items() if k != "verdict"}
-    return ArmEffect(**{**numbers, "description": Description(**record["description"])})
+            "adaptive": adaptive, "strongest_attack": strongest_attacks(rows),
+            "probe_words": {name: {"title": p.title, "short": p.short} for name, p in PROBES.items()},
+            "dp_power": dp_power(rows, dp_controls or {}), "schema_version": FINDINGS_SCHEMA}

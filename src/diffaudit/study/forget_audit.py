@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from diffaudit.config import Preset
+from diffaudit.config import UTILITY, Preset
 from diffaudit.data.imagefolder import ImageDataset
+from diffaudit.layout import RunLayout
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.progress import Progress
-from diffaudit.study.layout import RunLayout
 from diffaudit.unlearning.base import ForgetJob
 from diffaudit.unlearning.protocol import run_forget, verify_forget
 from diffaudit.unlearning.request import ForgetRequest, most_extracted_families
 from diffaudit.unlearning.sisa import ASSIGNMENT, single_subject_shares, train_sharded
-from diffaudit.unlearning.verify import UTILITY, Verifier
+from diffaudit.unlearning.verify import Verifier
 
 Step = Callable[[str, Callable[[], dict]], dict]
 VOLATILE = ("created", "mlflow_run_id")  # in each audit record on disk; two runs of one study differ in them

@@ -17,6 +17,7 @@ from diffaudit.attacks.mia.lira import LiRA, Shadow, leave_one_shadow_out
 from diffaudit.attacks.mia.loss import paper_loss
 from diffaudit.attacks.mia.split_check import model_free_auc
 from diffaudit.attacks.mia.tuning import Oriented, paper_default, tune
+from diffaudit.backend import mapped
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
@@ -25,7 +26,6 @@ from diffaudit.io import write_atomic, write_json
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import Progress
-from diffaudit.scale.backend import mapped
 
 LIRA = ("lira-online", "lira-offline")
 
@@ -150,7 +150,7 @@ def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[st
     lira = {name: LiRA(shadows or [], np.stack([table["sha256"].isin(s.trained).to_numpy() for s in shadows or []]),
                        online=name == "lira-online") for name in attacks if name in LIRA}
     blocks = [(name, lira.get(name), batch, tune_batch, tuning["label"].to_numpy()) for name in attacks]
-    # One attack per block: tuned and scored where it runs (scale.backend), on the same batch as here.
+    # One attack per block: tuned and scored where it runs (`backend`), on the same batch as here.
     for name, (attack, scores, evaluations) in zip(attacks, mapped(pipe, _score_attack, blocks), strict=True):
         table[f"score_{name}"] = scores
         singles = ((table["label"] == 0) | (table["dup_count"] == 1)).to_numpy()

@@ -17,11 +17,11 @@ from diffaudit.attacks.metrics import roc_summary
 from diffaudit.config import PRESETS, Preset
 from diffaudit.data.families import half_of_families
 from diffaudit.data.imagefolder import ImageDataset
-from diffaudit.demo import prepare_data, trained_record
 from diffaudit.errors import ConfigError
 from diffaudit.figures import exposure_figure
 from diffaudit.io import jsonable, write_json
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
+from diffaudit.model.prepare import prepare_data, trained_record
 from diffaudit.model.train import snapshot_models, train
 from diffaudit.progress import Progress
 from diffaudit.study.mia_audit import load_scores, run_mia

@@ -12,26 +12,27 @@ from pathlib import Path
 
 import pandas as pd
 
-from diffaudit import faults
+from diffaudit import backend, faults
 from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.metrics import strongest_attack
-from diffaudit.attacks.mia.tuning import settings
+from diffaudit.backend import mapped
 from diffaudit.config import PRESETS, ForgetConfig, Preset, SampleConfig, SamplerSetting, StudyConfig, validated
 from diffaudit.data.imagefolder import ImageDataset
-from diffaudit.demo import prepare_data, prepare_model, trained_folder
 from diffaudit.errors import ConfigError
 from diffaudit.io import jsonable, write_json
-from diffaudit.mitigations.base import Arm, Context, Mitigation
+from diffaudit.layout import RunLayout
+from diffaudit.mitigations.base import Context, Mitigation
 from diffaudit.mitigations.private_finetune import finetune_and_audit
 from diffaudit.mitigations.registry import MITIGATIONS
+from diffaudit.model.arm import Arm
 from diffaudit.model.conditioning import Conditioning, Text
 from diffaudit.model.device import resolve
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
+from diffaudit.model.prepare import prepare_data, prepare_model, trained_folder
 from diffaudit.model.train import train
 from diffaudit.ownership import owned, remove_stale_temps
 from diffaudit.progress import Progress, make_progress
-from diffaudit.scale import backend
-from diffaudit.scale.backend import mapped
+from diffaudit.quality import UtilityProbe
 from diffaudit.study.adaptive_audit import adaptive_targets, run_probe, search_negative_control, static_outcome
 from diffaudit.study.assumptions import register
 from diffaudit.study.calibration import calibrate_copy_test, setting_null
@@ -39,11 +40,10 @@ from diffaudit.study.cost import measured
 from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
 from diffaudit.study.findings import findings
 from diffaudit.study.forget_audit import forget_arm
-from diffaudit.study.layout import RunLayout
 from diffaudit.study.mia_audit import run_mia
 from diffaudit.study.mia_controls import control_preset, negative_control, never_trained_halves, positive_control
-from diffaudit.study.tracking import log_to_mlflow, write_run_record
-from diffaudit.study.utility import UtilityProbe
+from diffaudit.study.records import attack_settings
+from diffaudit.tracking import log_to_mlflow, write_run_record
 
 
 def _step(run: Path, name: str, fn: Callable[[], dict]) -> dict:
@@ -400,7 +400,7 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
                                             "dp_controls": dp_controls, "adaptive_control": search_control,
                                             "forget": forget})
     write_json(study.layout.findings, findings(study.run, rows, search_control, sampler_rows, nulls,
-                                                     [s.key for s in preset.study.samplers]))
+                                               [s.key for s in preset.study.samplers], dp_controls))
     return table
 
 
@@ -446,7 +446,7 @@ def _record_choices(path: Path, rows: list[dict], controls: dict) -> None:
     """Append to the assumptions register the settings each membership attack was scored with, per arm (they are
     chosen on each arm's tuning set, after the register was first written)."""
     def line(mia: dict) -> str:
-        return "; ".join(f"{a}: " + ", ".join(f"{k}={v}" for k, v in settings(r["choice"]).items())
+        return "; ".join(f"{a}: " + ", ".join(f"{k}={v}" for k, v in attack_settings(r["choice"]).items())
                          for a, r in mia.items())
 
     chosen = [(f"{r['arm']}, seed {r['seed']}", line(r["mia"])) for r in rows if r.get("mia")]
@@ -463,7 +463,7 @@ def _record_choices(path: Path, rows: list[dict], controls: dict) -> None:
 # Settings a run may change between resumes: float32 results agree across devices within 2/255 (tests/test_device.py
 # and the GPU evidence in the README), so a study started on one machine can finish on another.
 RESUMABLE_ANYWHERE = {("runtime", "device"), ("runtime", "ray"), ("runtime", "ray_cpus"), ("runtime", "ray_gpus"),
-                      ("runtime", "ray_workers")}  # where the work runs, not what it computes (scale.backend)
+                      ("runtime", "ray_workers")}  # where the work runs, not what it computes (`backend`)
 # Lists of arms, probes or seeds a finished study may grow: the old entries keep their steps, new ones run after them.
 EXTENDABLE = {("study", "mitigations"), ("study", "adaptive_probes"), ("study", "seeds"), ("study", "seed_arms")}
 

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from diffaudit.attacks.metrics import clopper_pearson, mcnemar_p
+from diffaudit.study.records import ALPHA
 
-ALPHA = 0.05  # significance level for "changed beyond chance"
 # The copy test is not trusted where it misses too much: at most this share of the attacked captions may have near
 # misses (closest training picture their own, within 2 delta) and no copy. Under guidance 7.5 with deployed DDIM, 19
 # of 48 captions had only near misses, and the 60 closest of them, looked at, were all visible copies with speckled,
@@ -185,17 +185,6 @@ def switch_sampler(cells: list[Cell], pictures: pd.Series, labels: pd.Series, va
     return out
 
 
-VERDICTS = {  # the one verdict per arm, in the words every report uses
-    "fewer": "fewer copies under every sampler",
-    "undone": "fewer copies, undone by an attacker",
-    "one seed only": "fewer copies at the one training seed measured",
-    "not at every seed": "fewer copies here, not at every training seed",
-    "not under every sampler": "fewer copies under some samplers only",
-    "partly judged": "fewer copies where judged; not judged under every sampler",
-    "no clear change": "no clear change",
-    "more": "more copies under some sampler",
-    "not judged": "not judged: the copy test is invalid at its settings",
-}
 
 
 def worst_case(tests: list[dict], seeds: list[dict], undone: list[str], replicated: bool) -> str:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from diffaudit.config import ForgetConfig
-from diffaudit.study.tracking import log_to_mlflow
+from diffaudit.tracking import log_to_mlflow
 from diffaudit.unlearning.base import ForgetJob, Forgotten, Unlearner
 from diffaudit.unlearning.request import ForgetRequest
 from diffaudit.unlearning.verify import Verifier, judge

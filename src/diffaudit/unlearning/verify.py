@@ -22,19 +22,21 @@ import pandas as pd
 from scipy.stats import mannwhitneyu
 
 from diffaudit.attacks.adaptive.paraphrase import paraphrases
-from diffaudit.attacks.copies import closest, copy_distance
+from diffaudit.attacks.copies import closest
 from diffaudit.attacks.metrics import clopper_pearson, roc_summary
 from diffaudit.attacks.mia.common import query_batch
 from diffaudit.attacks.mia.loss import denoising_loss
 from diffaudit.attacks.mia.tuning import paper_default
-from diffaudit.config import ForgetConfig, Preset
+from diffaudit.config import UTILITY, ForgetConfig, Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.io import write_json
+from diffaudit.measure.distance import copy_distance
 from diffaudit.model.conditioning import Conditioning, Rewritten, Text
-from diffaudit.model.generate import generate, load_samples
+from diffaudit.model.generate import generate
 from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.model.shards import load_samples
 from diffaudit.progress import Progress
-from diffaudit.study.utility import UtilityProbe
+from diffaudit.quality import UtilityProbe
 
 UTILITY_TIMESTEPS = tuple(range(50, 1000, 100))  # as the study's held-out loss
 
@@ -141,7 +143,6 @@ class Verifier:
         return result
 
 
-UTILITY = ("heldout_loss", "frechet_distance", "neighbour_loss")
 
 
 def judge(model: dict, reference: dict, cfg: ForgetConfig) -> dict:

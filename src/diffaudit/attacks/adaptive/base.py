@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
-from diffaudit.mitigations.base import Arm
+from diffaudit.model.arm import Arm
 from diffaudit.model.conditioning import Conditioning
 
 

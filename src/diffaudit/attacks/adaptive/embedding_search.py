@@ -6,7 +6,7 @@ on never-trained captions, `study.adaptive_audit`) measures how often it "finds"
 from diffaudit.attacks.adaptive.base import Probe, Query
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
-from diffaudit.mitigations.base import Arm
+from diffaudit.model.arm import Arm
 from diffaudit.model.conditioning import EmbeddingSearch
 
 

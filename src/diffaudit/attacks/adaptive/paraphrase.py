@@ -16,7 +16,7 @@ from diffaudit.attacks.adaptive.base import Probe, Query
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.data.openmoji import CAPTION_TEMPLATES
-from diffaudit.mitigations.base import Arm
+from diffaudit.model.arm import Arm
 from diffaudit.model.conditioning import Rewritten
 from diffaudit.model.pipeline import AuditPipeline
 

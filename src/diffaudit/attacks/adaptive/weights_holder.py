@@ -4,7 +4,7 @@ the static probe copied most), with the caption as written and no inference-time
 from diffaudit.attacks.adaptive.base import Probe, Query
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
-from diffaudit.mitigations.base import Arm
+from diffaudit.model.arm import Arm
 from diffaudit.model.conditioning import Text
 
 

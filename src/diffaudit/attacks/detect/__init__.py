@@ -3,7 +3,7 @@ likely memorized), and `queries_per_prompt`, the UNet evaluations each prompt co
 with its controls (tests/test_detectors.py) and its measured ranking on a model it was not tuned on
 (benchmarks/detectors.py).
 
-`score_prompts` runs a detector in blocks of PROMPT_BLOCK prompts, here or on Ray workers (`scale.backend`). At the
+`score_prompts` runs a detector in blocks of PROMPT_BLOCK prompts, here or on Ray workers (`backend`). At the
 registered detectors' default settings a block is whole UNet batches (64 prompts x 4 generations), so blocking
 changes no score; other seed counts or batch sizes can split a batch at a block's edge (float rounding only).
 """
@@ -15,8 +15,8 @@ import numpy as np
 from diffaudit.attacks.detect.sharpness import Sharpness
 from diffaudit.attacks.detect.webster import SeedAgreement
 from diffaudit.attacks.detect.wen import WenTextNorm
+from diffaudit.backend import mapped
 from diffaudit.model.pipeline import AuditPipeline
-from diffaudit.scale.backend import mapped
 
 DETECTORS = {"wen": WenTextNorm, "agreement": SeedAgreement, "sharpness": Sharpness}
 

@@ -32,11 +32,6 @@ class Oriented:
         return self.sign * self.attack.score(pipe, batch)
 
 
-def settings(choice: dict[str, Any]) -> dict[str, Any]:
-    """The settings an attack was scored with, without the tuning bookkeeping (for tables)."""
-    return {k: v for k, v in choice.items() if k not in ("tuned", "tuning_samples", "tuning_auc", "tuning_auc_ci")}
-
-
 def paper_default(name: str) -> Oriented:
     """The attack as published: first grid entry, members score higher."""
     return Oriented(ATTACKS[name](**GRIDS[name][0]), 1, {"tuned": False, **GRIDS[name][0], "sign": 1})

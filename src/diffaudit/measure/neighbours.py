@@ -7,7 +7,7 @@ the defaults run 22x faster than exact faiss L2 search and gave the same copy ve
 queries checked exhaustively, but found the exact tiled nearest image for only 60% of them: L2 does not order
 candidates by tiled distance (exact L2 top-32 re-ranked: 86%), so do not read the nearest id as exact.
 
-Queries are searched in blocks (`scale.backend`: on Ray workers that each hold one copy of the index, put once
+Queries are searched in blocks (`backend`: on Ray workers that each hold one copy of the index, put once
 into the object store). Blocks start where faiss's own BLAS blocks start and the last one keeps at least
 QUERY_BLOCK rows, so exact search gives what one call over every query gives. The IVF index's coarse assignment
 splits each call across faiss's threads and picks its kernel by rows per thread: there, as with torch, equal
@@ -17,8 +17,8 @@ results need equal thread counts (a Ray worker runs faiss on `runtime.ray_cpus` 
 import faiss
 import numpy as np
 
-from diffaudit.attacks.distance import as_unit, tiled_rms_distance
-from diffaudit.scale.backend import mapped
+from diffaudit.backend import mapped
+from diffaudit.measure.distance import as_unit, tiled_rms_distance
 
 EXACT_LIMIT = 50_000  # below this many training vectors a flat (exact) index is fast enough
 PCA_DIMS = 64  # L2 on the leading principal components ranks candidates; the re-rank is on full pixels

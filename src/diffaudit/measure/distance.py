@@ -3,7 +3,8 @@
 import numpy as np
 from PIL import Image
 
-TILE_GRID = 4  # Carlini et al. 2023 §4.2: the image is cut into TILE_GRID x TILE_GRID tiles
+from diffaudit.config import TILE_GRID
+
 
 def as_unit(images: np.ndarray) -> np.ndarray:
     """uint8 N x H x W x C -> float32 in [0,1]."""
@@ -42,3 +43,9 @@ def resize_images(images: np.ndarray, side: int) -> np.ndarray:
 def tile_grid(side: int) -> int:
     """Carlini tile 4x4; images whose side is not a multiple of 4 fall back to one tile (plain RMS)."""
     return TILE_GRID if side % TILE_GRID == 0 else 1
+
+
+def copy_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The copy test's distance (attacks/copies): Carlini's tiled RMS on [0,1] pixels (max over 4x4 tiles);
+    broadcasts over leading axes. Here, below the data layer, so near-duplicate families use the same one."""
+    return tiled_rms_distance(a, b)

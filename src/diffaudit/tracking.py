@@ -5,7 +5,7 @@ import platform
 from pathlib import Path
 
 from diffaudit.io import write_json
-from diffaudit.study.layout import RunLayout
+from diffaudit.layout import RunLayout
 
 PACKAGES = ("diffaudit", "torch", "diffusers", "transformers", "opacus", "faiss-cpu", "datasketch", "numpy",
             "scikit-learn", "scipy", "mlflow")

@@ -1,0 +1,46 @@
+"""The data and the model a run audits: the embedded default built once, and the committed reference model reused
+when it was trained by this recipe on exactly this data (else trained here, resuming from checkpoints)."""
+
+import json
+from pathlib import Path
+
+from diffaudit.config import Preset, TrainConfig
+from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
+from diffaudit.data.openmoji import build_openmoji
+from diffaudit.model.pipeline import AuditPipeline, build_pipeline
+from diffaudit.model.train import train
+from diffaudit.progress import Progress
+
+
+def prepare_data(preset: Preset, out: Path, progress: Progress) -> ImageDataset:
+    if not (out / "metadata.jsonl").exists():
+        build_openmoji(out, preset.data, progress)
+    return load_imagefolder(out)
+
+
+def trained_record(folder: Path | None, train_cfg: TrainConfig, data: ImageDataset) -> dict | None:
+    """The training manifest of `folder` when it holds a model trained with `train_cfg` on exactly `data`."""
+    manifest = folder / "training_manifest.json" if folder else None
+    if manifest is None or not manifest.exists():
+        return None
+    record = json.loads(manifest.read_text())
+    matches = record["dataset_version"] == data.version and record["train_config"] == train_cfg.model_dump()
+    return record if matches else None
+
+
+def trained_folder(preset: Preset, data: ImageDataset, out: Path, reference: Path | None) -> Path | None:
+    """The model folder `prepare_model` uses: the reference when it matches, else the one trained in `out`."""
+    return next((f for f in (reference, out / "model") if trained_record(f, preset.train, data) is not None), None)
+
+
+def prepare_model(preset: Preset, data: ImageDataset, out: Path, reference: Path | None,
+                  progress: Progress) -> AuditPipeline:
+    """Use the committed reference model when it was trained by this preset on this exact dataset;
+    otherwise train (resuming from checkpoints in `out`)."""
+    folder = trained_folder(preset, data, out, reference)
+    if folder is not None:
+        record = trained_record(folder, preset.train, data)
+        progress.console.print(f"model: {folder} (dataset {data.version}, hash {record['model_hash']})")
+        return AuditPipeline.from_pretrained(folder, preset.runtime)
+    pipe = build_pipeline(preset.model, preset.data.resolution, seed=preset.train.seed, runtime=preset.runtime)
+    return train(pipe, data, preset.train, out, progress).use(preset.runtime)  # trained in float32

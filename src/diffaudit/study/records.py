@@ -1,0 +1,92 @@
+"""The study's records as the reports read them back: the verdict vocabulary, one fix's effect, and readers of the
+stored rows. Nothing here decides: `study/findings` and `study/verdicts` compute, this module names what they wrote,
+so a report can import it without importing anything that computes."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from diffaudit.mitigations.base import Description
+
+ALPHA = 0.05  # significance level for "changed beyond chance"
+# findings.json's shape: 2 added the verdicts decided once for the reports (strongest attack, probe words, DP power).
+FINDINGS_SCHEMA = 2
+VERDICTS = {  # the one verdict per arm, in the words every report uses
+    "fewer": "fewer copies under every sampler",
+    "undone": "fewer copies, undone by an attacker",
+    "one seed only": "fewer copies at the one training seed measured",
+    "not at every seed": "fewer copies here, not at every training seed",
+    "not under every sampler": "fewer copies under some samplers only",
+    "partly judged": "fewer copies where judged; not judged under every sampler",
+    "no clear change": "no clear change",
+    "more": "more copies under some sampler",
+    "not judged": "not judged: the copy test is invalid at its settings",
+}
+
+
+@dataclass(frozen=True)
+class ArmEffect:
+    """One fix against the base. Rates and intervals are the first seed's, headline sampler; `stopped`/`started`
+    count *pictures* (owner's check); `verdict` is the worst case over samplers, seeds and probes (study.verdicts)."""
+
+    arm: str
+    kind: str
+    rate: float  # outsider's probe: captions with a confirmed copy of their own picture
+    ci_low: float
+    ci_high: float
+    extracted: int
+    prompts: int
+    stopped: int  # pictures the base copied and this arm did not (owner's check, headline sampler)
+    started: int  # pictures this arm copied and the base did not
+    p_value: float  # picture-paired exact McNemar under the headline sampler, Holm-adjusted over the arms
+    frechet_change: float  # relative to the base model; + is worse quality
+    loss_change: float
+    train_seconds: float
+    description: Description  # the mitigation's own plain words (mitigations.registry)
+    base_rate: float = float("nan")
+    owner_prompts: int = 0  # captions with a copy of their own picture among all generations (the owner's check)
+    owner_rate: float = float("nan")
+    owner_ci_low: float = float("nan")
+    owner_ci_high: float = float("nan")
+    base_owner_rate: float = float("nan")
+    pictures: int = 0
+    owner_pictures: int = 0
+    base_owner_pictures: int = 0
+    worst: str = "no clear change"  # a key of study.verdicts.VERDICTS
+    by_sampler: list = field(default_factory=list)  # the picture-paired test under each default sampler
+    seeds: list = field(default_factory=list)  # the same at each replicate training seed
+    started_pictures: list = field(default_factory=list)  # pictures it newly copies under any sampler, named
+    undone_by: list = field(default_factory=list)  # probes (adaptive, or another sampler) that undid it
+    seed_note: str = ""  # e.g. "first training seed only"
+
+    @property
+    def verdict(self) -> str:
+        return VERDICTS[self.worst]
+
+    @property
+    def lowered(self) -> bool:
+        """Fewer pictures copied beyond chance under every sampler and seed, undone by no probe."""
+        return self.worst == "fewer"
+
+
+def bucket_start(label: str) -> int:
+    """Lower bound of a duplication bucket label ("1", "2-3", ..., "64+"), for sorting."""
+    return int(label.split("-")[0].rstrip("+"))
+
+
+def by_dup(row: dict, key: str = "by_dup") -> pd.DataFrame:
+    """A row's per-bucket rates in ladder order (they are stored in string order)."""
+    frame = pd.DataFrame(row[key])
+    return frame.sort_values("dup_bucket", key=lambda s: s.map(bucket_start)).reset_index(drop=True)
+
+
+def attack_settings(choice: dict[str, Any]) -> dict[str, Any]:
+    """The settings an attack was scored with, without the tuning bookkeeping (for tables)."""
+    return {k: v for k, v in choice.items() if k not in ("tuned", "tuning_samples", "tuning_auc", "tuning_auc_ci")}
+
+
+def effect_from_record(record: dict) -> ArmEffect:
+    """An `ArmEffect` read back from findings.json, where an undefined number was written as null."""
+    numbers = {k: float("nan") if v is None else v for k, v in record.items() if k != "verdict"}
+    return ArmEffect(**{**numbers, "description": Description(**record["description"])})
