@@ -15,7 +15,7 @@ from diffaudit.report.memo import MemoWriter, escape_typst, memo_text, pct, sign
 from diffaudit.report.results import StudyResults
 from diffaudit.report.technical import write_technical
 from diffaudit.report.viewer import COLUMNS, extracted_pairs, write_viewer
-from diffaudit.study.findings import findings
+from diffaudit.study.findings import findings, ranked_fixes
 from diffaudit.study.records import ArmEffect
 
 
@@ -95,11 +95,17 @@ def _effect(arm: str, kind: str, rate: float, stopped: int, started: int, p: flo
                      description=MITIGATIONS[kind].describe(arm, record), worst=worst)
 
 
+def _decided(monkeypatch: pytest.MonkeyPatch, effects: list[ArmEffect]) -> None:
+    """The study's findings hold these effects, ranked as `findings` ranks them."""
+    monkeypatch.setattr(StudyResults, "effects", lambda self: effects)
+    monkeypatch.setattr(StudyResults, "ranked", lambda self: ranked_fixes(effects))
+
+
 def test_recommendations_follow_the_paired_tests(tiny_study_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     works = _effect("guidance-3", "guidance", 0.1, 5, 0, 0.01)
     worse = _effect("dp-eps8", "dp", 0.9, 0, 6, 0.01)
     noise = _effect("dedup-image", "dedup", 0.4, 1, 1, 1.0)
-    monkeypatch.setattr(StudyResults, "effects", lambda self: [works, worse, noise])
+    _decided(monkeypatch, [works, worse, noise])
     attacked = MemoWriter(StudyResults.load(tiny_study_dir))
     assert attacked.under_attack("guidance-3").startswith("undone by the model file, same as no fix"), \
         "the weights holder undoes a setting by construction"
@@ -110,12 +116,12 @@ def test_recommendations_follow_the_paired_tests(tiny_study_dir: Path, monkeypat
     assert "none once the model file is released" in recs, "a setting is recommended with its limits"
     assert "Avoid private fine-tuning (epsilon 8)" in recs and "remove repeated pictures" not in recs.lower()
     data_fix = _effect("dedup-image", "dedup", 0.2, 4, 0, 0.01)
-    monkeypatch.setattr(StudyResults, "effects", lambda self: [works, data_fix])
+    _decided(monkeypatch, [works, data_fix])
     recs = MemoWriter(StudyResults.load(tiny_study_dir)).recommendations()
     assert recs[0].startswith("Adopt the most durable fix that worked here: remove repeated pictures"), \
         "a fix in the training data ranks above a lower rate from a sampling setting"
     assert recs[1].startswith("Also effective: stronger guidance")
-    monkeypatch.setattr(StudyResults, "effects", lambda self: [noise])
+    _decided(monkeypatch, [noise])
     writer = MemoWriter(StudyResults.load(tiny_study_dir))
     assert writer.recommendations()[0].startswith("Do not rely on any one of these fixes")
     assert any(row["change"] == "1 / 1: no clear change (p = 1.00)" for row in writer.table())
