@@ -10,7 +10,7 @@ SRC = Path(__file__).parents[1] / "src" / "diffaudit"
 # Lowest first; a module may import its own layer and those below. Keyed by a module's first name under diffaudit.
 LAYERS = (
     {"errors", "io", "ownership", "resources", "config", "progress", "faults", "backend", "samplers", "layout",
-     "tracking", "figures"},
+     "tracking", "figures", "registry"},
     {"measure"},
     {"data"},
     {"model"},

@@ -36,7 +36,7 @@ def test_every_attack_scores_with_its_declared_query_cost(tmp_path: Path, tiny: 
     assert all(s.trained and s.trained < pool for s in shadows)
     summary = run_mia(tiny_pipe, tiny_data, tmp_path, [*ATTACKS, "lira-online", "lira-offline"], 6, shadows)
     for name in ATTACKS:
-        assert summary["attacks"][name]["queries_per_sample"] == ATTACKS[name]().queries
+        assert summary["attacks"][name]["queries_per_sample"] == ATTACKS[name].make().queries
     assert summary["attacks"]["pia"]["queries_per_sample"] == 2
     assert summary["attacks"]["secmi"]["queries_per_sample"] == 11
     assert summary["attacks"]["clid"]["queries_per_sample"] == 15

@@ -1,6 +1,7 @@
 """Membership inference with controls: a leaky model every attack must find, never-trained halves none may separate,
 settings chosen away from the scored labels, and the statistics that report them."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ from conftest import STUDY_ATTACKS
 from sklearn.metrics import roc_curve
 
 from diffaudit.attacks.metrics import paired_auc_difference, roc_summary, tpr_at_fpr
-from diffaudit.attacks.mia import ATTACKS, GRIDS
+from diffaudit.attacks.mia import ATTACKS
 from diffaudit.attacks.mia.common import QueryBatch, matched_timestep, query_batch
 from diffaudit.attacks.mia.lira import LiRA, Shadow, leave_one_shadow_out
 from diffaudit.attacks.mia.loss import LossAttack
@@ -59,9 +60,9 @@ def test_a_defective_attack_fails_the_positive_control(overfit_run: tuple[dict, 
             def score(self, pipe: AuditPipeline, batch: QueryBatch) -> np.ndarray:
                 return -super().score(pipe, batch)
 
-        monkeypatch.setitem(ATTACKS, "loss", Flipped)
+        monkeypatch.setitem(ATTACKS._entries, "loss", replace(ATTACKS["loss"], make=Flipped))
     else:
-        monkeypatch.setitem(GRIDS, "loss", [{"timesteps": (999,)}])
+        monkeypatch.setitem(ATTACKS._entries, "loss", replace(ATTACKS["loss"], grid=[{"timesteps": (999,)}]))
     broken = run_mia(pipe, data, tmp_path / "broken", ["loss"], 16)
     assert not positive_verdict(broken["attacks"])["passed"]["loss"], broken["attacks"]["loss"]["all"]
 

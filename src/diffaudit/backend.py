@@ -4,8 +4,9 @@ A caller hands `mapped` a state (a pipeline, a training index), a module-level f
 gets `fn(state, *block)` back in block order either way. The caller fixes the blocks (a shard of generations, a
 block of queries or prompts, one attack, one study arm), never the number of workers, so a result does not depend
 on where it ran: on CPU the same bytes when the local run has as many threads as each worker (`runtime.ray_cpus`;
-tests/test_scale.py holds this). The pool is scoped to a `with using(pool)` block (a context variable, not a module
-global), so one command's Ray pool never leaks into the next; `scale/ray_pool.py` builds the Ray one.
+tests/test_scale.py holds this). The pool is scoped to a `with using(pool)` block, or to one CLI command (`scope`,
+`use`): a context variable, not a module global, so one command's Ray pool never leaks into the next;
+`scale/ray_pool.py` builds the Ray one.
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,18 @@ def using(pool: Pool | None) -> Iterator[None]:
         yield
     finally:
         _pool.reset(token)
+
+
+@contextmanager
+def scope() -> Iterator[None]:
+    """A block (one CLI command) whose `use` ends with it."""
+    with using(_pool.get()):
+        yield
+
+
+def use(pool: Pool) -> None:
+    """Send parallel work to `pool` for the rest of the enclosing `scope` (a command that read `--ray`)."""
+    _pool.set(pool)
 
 
 def workers() -> int:

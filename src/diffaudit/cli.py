@@ -5,7 +5,6 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -24,6 +23,12 @@ app = typer.Typer(help="Audit text-to-image diffusion models for training-data m
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Build or check datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+@app.callback()
+def _one_command(ctx: typer.Context) -> None:
+    """Audit text-to-image diffusion models for training-data memorization."""
+    ctx.with_resource(backend.scope())  # a pool a command chooses (--ray) ends with that command
 report_app = typer.Typer(help="Write the memo, technical report and extraction viewer of a finished study.",
                          no_args_is_help=True)
 app.add_typer(report_app, name="report")
@@ -64,10 +69,10 @@ def _configured(command: Any, values: dict[str, Any]) -> Preset:
             value = value[0]
         overrides.setdefault(section, {})[key] = value
     cfg = load_preset(values.get("preset", "quick"), values.get("config"), overrides)
-    if cfg.runtime.ray is not None:  # the pool lives as long as this command (click closes its context after it)
+    if cfg.runtime.ray is not None:  # the pool lives as long as this command (`_one_command`)
         from diffaudit.scale.ray_pool import connect
 
-        click.get_current_context().with_resource(backend.using(connect(cfg.runtime)))
+        backend.use(connect(cfg.runtime))
     return cfg
 
 

@@ -18,7 +18,7 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from diffaudit.errors import ConfigError
+from diffaudit.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -28,14 +28,14 @@ class Sampler:
     options: dict = field(default_factory=dict)  # overrides of the model's training-schedule config
 
 
-SAMPLERS: dict[str, Sampler] = {
+SAMPLERS: Registry[Sampler] = Registry("sampler", "sample.sampler", {
     "ddim": Sampler(DDIMScheduler, "clamped DDIM"),  # the training schedule's clip_sample: not how pipelines sample
     "ddim-unclamped": Sampler(DDIMScheduler, "DDIM", {"clip_sample": False}),  # as Stable Diffusion pipelines run it
     "dpmsolver++": Sampler(DPMSolverMultistepScheduler, "DPM-Solver++", {"algorithm_type": "dpmsolver++"}),
     "unipc": Sampler(UniPCMultistepScheduler, "UniPC"),
     "euler": Sampler(EulerDiscreteScheduler, "Euler"),
     "pndm": Sampler(PNDMScheduler, "PNDM", {"skip_prk_steps": True}),  # as Stable Diffusion 1.x pipelines run it
-}
+})
 
 
 def declared(class_name: str) -> str | None:
@@ -45,16 +45,9 @@ def declared(class_name: str) -> str | None:
                  and name != "ddim"), None)
 
 
-def checked(name: str) -> str:
-    """`name` when it is a registered sampler; otherwise a ConfigError listing the choices."""
-    if name not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
-    return name
-
-
 def scheduler(name: str, training_config: dict, steps: int) -> SchedulerMixin:
     """A fresh scheduler for `name` from the model's training schedule, set to `steps` (multistep ones keep state)."""
-    entry = SAMPLERS[checked(name)]
+    entry = SAMPLERS[name]
     sched = entry.scheduler.from_config(training_config, **entry.options)
     sched.set_timesteps(steps)
     return sched

@@ -7,6 +7,7 @@ can cheaply run. Both arms write a new, content-hashed dataset version and a rep
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -23,8 +24,7 @@ from diffaudit.errors import ConfigError
 from diffaudit.io import write_json
 from diffaudit.measure.distance import as_unit
 from diffaudit.ownership import mark, remove_owned
-
-METHODS = ("exact", "normalized", "minhash", "embedding", "image")
+from diffaudit.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -84,30 +84,44 @@ def _range_pairs(vectors: np.ndarray, radius: float, inner_product: bool) -> lis
     return [(int(ids[k]), q) for q in range(len(vectors)) for k in range(lims[q], lims[q + 1]) if ids[k] < q]
 
 
-def duplicate_groups(data: ImageDataset, method: str, cfg: DedupConfig, encode=None) -> np.ndarray:
+def _exact(data: ImageDataset, cfg: DedupConfig, encode: Callable | None) -> list[tuple[int, int]]:
+    return _pairs_by_key(data.texts)
+
+
+def _normalized(data: ImageDataset, cfg: DedupConfig, encode: Callable | None) -> list[tuple[int, int]]:
+    return _pairs_by_key([normalize(t) for t in data.texts])
+
+
+def _minhash(data: ImageDataset, cfg: DedupConfig, encode: Callable | None) -> list[tuple[int, int]]:
+    return _minhash_pairs(data.texts, cfg.minhash_threshold, cfg.minhash_perm)
+
+
+def _embedding(data: ImageDataset, cfg: DedupConfig, encode: Callable | None) -> list[tuple[int, int]]:
+    if encode is None:
+        raise ConfigError("embedding dedup needs a text encoder")
+    emb = encode(data.texts).mean(1).cpu().float().numpy()
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return _range_pairs(emb, cfg.embedding_threshold, inner_product=True)
+
+
+def _image(data: ImageDataset, cfg: DedupConfig, encode: Callable | None) -> list[tuple[int, int]]:
+    flat = as_unit(data.images).reshape(len(data), -1)
+    return _range_pairs(flat, cfg.image_threshold**2 * flat.shape[1], inner_product=False)
+
+
+# Each method finds the pairs of rows it calls duplicates.
+METHODS: Registry[Callable[[ImageDataset, DedupConfig, Callable | None], list[tuple[int, int]]]] = Registry(
+    "dedup method", "study.dedup_methods",
+    {"exact": _exact, "normalized": _normalized, "minhash": _minhash, "embedding": _embedding, "image": _image})
+
+
+def duplicate_groups(data: ImageDataset, method: str, cfg: DedupConfig, encode: Callable | None = None) -> np.ndarray:
     """A group id per row of `data` (rows sharing an id are duplicates under `method`)."""
-    texts = data.texts
-    if method == "exact":
-        pairs = _pairs_by_key(texts)
-    elif method == "normalized":
-        pairs = _pairs_by_key([normalize(t) for t in texts])
-    elif method == "minhash":
-        pairs = _minhash_pairs(texts, cfg.minhash_threshold, cfg.minhash_perm)
-    elif method == "embedding":
-        if encode is None:
-            raise ConfigError("embedding dedup needs a text encoder")
-        emb = encode(texts).mean(1).cpu().float().numpy()
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        pairs = _range_pairs(emb, cfg.embedding_threshold, inner_product=True)
-    elif method == "image":
-        flat = as_unit(data.images).reshape(len(data), -1)
-        pairs = _range_pairs(flat, cfg.image_threshold**2 * flat.shape[1], inner_product=False)
-    else:
-        raise ConfigError(f"unknown dedup method {method!r}; choose from {METHODS}")
-    return _groups(len(texts), pairs)
+    return _groups(len(data), METHODS[method](data, cfg, encode))
 
 
-def deduplicate(data: ImageDataset, out: Path, methods: tuple[str, ...], cfg: DedupConfig, encode=None) -> dict:
+def deduplicate(data: ImageDataset, out: Path, methods: tuple[str, ...], cfg: DedupConfig,
+                encode: Callable | None = None) -> dict:
     """Keep the first row of every duplicate group among members (union over `methods`); write the new
     version to `out` as an imagefolder, atomically. Non-member and calibration rows are kept unchanged."""
     members = data.split("member")

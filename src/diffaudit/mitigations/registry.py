@@ -7,9 +7,10 @@ from diffaudit.mitigations.guidance_interval import GuidanceInterval
 from diffaudit.mitigations.inference import InferenceTime
 from diffaudit.mitigations.private_finetune import PrivateFinetune
 from diffaudit.mitigations.retrain_dedup import RetrainDeduplicated
+from diffaudit.registry import Registry
 
-MITIGATIONS: dict[str, Mitigation] = {m.kind: m for m in (Guidance(), GuidanceInterval(), RetrainDeduplicated(),
-                                                          PrivateFinetune(), CaptionRandomization(), InferenceTime())}
+MITIGATIONS: Registry[Mitigation] = Registry("mitigation", "study.mitigations", {m.kind: m for m in (
+    Guidance(), GuidanceInterval(), RetrainDeduplicated(), PrivateFinetune(), CaptionRandomization(), InferenceTime())})
 
 
 def describe(row: dict) -> Description:

@@ -7,7 +7,7 @@ exactly what "extracted" or "member" meant for the numbers beside it.
 import json
 
 from diffaudit.attacks.metrics import BOOTSTRAP_RESAMPLES, MIN_NONMEMBERS_PER_MILLE
-from diffaudit.attacks.mia import ACCESS
+from diffaudit.attacks.mia import access
 from diffaudit.config import CARLINI_DELTA, Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.pipeline import AuditPipeline
@@ -24,7 +24,7 @@ def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline, calibratio
          "training captions; uses the training set only to confirm candidate copies, as Carlini et al. did.",
          "Carlini et al. 2023 §4"),
         ("threat model", "Membership attacker", "White-box: reads the model's noise predictions for an (image, "
-         "caption) pair; per attack, " + "; ".join(f"{a}: {ACCESS[a].removeprefix('white-box: ')}"
+         "caption) pair; per attack, " + "; ".join(f"{a}: {access(a).removeprefix('white-box: ')}"
                                                    for a in s.mia_attacks) + ". LiRA also knows the training recipe "
          "and trains shadow models. None of this is available to a user of a hosted image generator.",
          "Carlini et al. 2022; Duan et al. 2023; Kong et al. 2024; Zhai et al. 2024"),

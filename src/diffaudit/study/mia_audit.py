@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from diffaudit.attacks.metrics import paired_auc_difference, roc_summary
-from diffaudit.attacks.mia import ACCESS, ATTACKS
+from diffaudit.attacks.mia import ATTACKS, LIRA_ACCESS, access
 from diffaudit.attacks.mia.common import QueryBatch, query_batch
 from diffaudit.attacks.mia.lira import LiRA, Shadow, leave_one_shadow_out
 from diffaudit.attacks.mia.loss import paper_loss
@@ -27,7 +27,7 @@ from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import Progress
 
-LIRA = ("lira-online", "lira-offline")
+LIRA = tuple(LIRA_ACCESS)
 
 
 def _unique_members(table: pd.DataFrame) -> pd.DataFrame:
@@ -157,7 +157,7 @@ def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[st
         results[name] = {
             "all": roc_summary(labels, scores, seed=seed, groups=families),
             "singleton_members": roc_summary(labels[singles], scores[singles], seed=seed, groups=families[singles]),
-            "queries_per_sample": evaluations / len(table), "access": ACCESS[name],
+            "queries_per_sample": evaluations / len(table), "access": access(name),
             "choice": attack.choice if isinstance(attack, Oriented) else {"tuned": False, "shadows": len(shadows)},
         }
         if isinstance(attack, LiRA):
@@ -177,7 +177,7 @@ def run_mia(pipe: AuditPipeline, data: ImageDataset, out: Path, attacks: list[st
                    "tuning": (f"{len(tuning)} labelled samples, family-disjoint from the scored ones, choose each "
                               "attack's timestep, direction and (CLiD) alpha and scalers" if len(tuning) else
                               "none: every attack runs with its paper's settings and direction"),
-                   "attacker": {name: ACCESS[name] for name in attacks}}}
+                   "attacker": {name: access(name) for name in attacks}}}
     if not split_check["at_chance"]:
         summary["warning"] = (f"model-free classifier separates the split (AUC {split_check['auc']:.2f}): "
                               "distribution shift may inflate every attack below")

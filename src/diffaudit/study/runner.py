@@ -72,14 +72,10 @@ def check_names(cfg: StudyConfig, forget: ForgetConfig | None = None) -> None:
     if cfg.mia_control_preset is not None:
         control_preset(cfg.mia_control_preset)
     if forget.attack not in ATTACKS:
-        raise ConfigError(f"forget.attack: unknown attack {forget.attack!r}; choose from {sorted(ATTACKS)}")
-    for field, names, known in (("mia_attacks", cfg.mia_attacks, ATTACKS), ("detector", [cfg.detector], DETECTORS),
-                                ("dedup_methods", cfg.dedup_methods, METHODS),
-                                ("mitigations", cfg.mitigations, MITIGATIONS),
-                                ("adaptive_probes", cfg.adaptive_probes, PROBES)):
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ConfigError(f"study.{field}: unknown name(s) {unknown}; choose from {sorted(known)}")
+        raise ConfigError(f"forget.attack: unknown attack {forget.attack!r}; choose from {', '.join(ATTACKS)}")
+    for names, registry in ((cfg.mia_attacks, ATTACKS), ([cfg.detector], DETECTORS), (cfg.dedup_methods, METHODS),
+                            (cfg.mitigations, MITIGATIONS), (cfg.adaptive_probes, PROBES)):
+        registry.check(names)
 
 
 def all_arms(preset: Preset) -> list[str]:

@@ -13,7 +13,7 @@ from diffaudit.ownership import owned
 from diffaudit.progress import Progress
 from diffaudit.unlearning.base import ForgetJob
 from diffaudit.unlearning.record import FORGET, RECORD, audit_record, forget_summary
-from diffaudit.unlearning.registry import METHODS
+from diffaudit.unlearning.registry import UNLEARNERS
 from diffaudit.unlearning.request import ForgetRequest
 from diffaudit.unlearning.verify import Verifier
 
@@ -21,8 +21,7 @@ from diffaudit.unlearning.verify import Verifier
 def run_forget(method: str, job: ForgetJob, request: ForgetRequest) -> dict:
     """Forget with `method` into `job.out` (a forget folder of ours; resumable) and write `forget.json` beside the
     new model."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown unlearning method {method!r}; choose from {sorted(METHODS)}")
+    UNLEARNERS.check([method])
     with owned(job.out, "forget", {"original model": job.original}):
         return _forget(method, job, request)
 
@@ -40,7 +39,7 @@ def _forget(method: str, job: ForgetJob, request: ForgetRequest) -> dict:
         write_json(started, this)
     if path.exists():
         return json.loads(path.read_text())
-    unlearner = METHODS[method]
+    unlearner = UNLEARNERS[method]
     forgotten = unlearner.forget(job)
     summary = forget_summary(job, unlearner, forgotten, request, job.load(job.original).model_hash(),
                              job.load(forgotten.model).model_hash())

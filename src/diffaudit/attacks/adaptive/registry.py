@@ -4,5 +4,7 @@ from diffaudit.attacks.adaptive.base import Probe
 from diffaudit.attacks.adaptive.embedding_search import EmbeddingSearchProbe
 from diffaudit.attacks.adaptive.paraphrase import Paraphrase
 from diffaudit.attacks.adaptive.weights_holder import WeightsHolder
+from diffaudit.registry import Registry
 
-PROBES: dict[str, Probe] = {p.name: p for p in (WeightsHolder(), Paraphrase(), EmbeddingSearchProbe())}
+PROBES: Registry[Probe] = Registry("adaptive probe", "study.adaptive_probes",
+                                  {p.name: p for p in (WeightsHolder(), Paraphrase(), EmbeddingSearchProbe())})

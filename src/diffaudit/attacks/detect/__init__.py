@@ -17,8 +17,10 @@ from diffaudit.attacks.detect.webster import SeedAgreement
 from diffaudit.attacks.detect.wen import WenTextNorm
 from diffaudit.backend import mapped
 from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.registry import Registry
 
-DETECTORS = {"wen": WenTextNorm, "agreement": SeedAgreement, "sharpness": Sharpness}
+DETECTORS: Registry[type["Detector"]] = Registry("detector", "study.detector", {
+    "wen": WenTextNorm, "agreement": SeedAgreement, "sharpness": Sharpness})
 
 PROMPT_BLOCK = 64
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from diffaudit.attacks.metrics import roc_summary
-from diffaudit.attacks.mia import ATTACKS, GRIDS, Attack
+from diffaudit.attacks.mia import ATTACKS, Attack
 from diffaudit.attacks.mia.common import QueryBatch
 from diffaudit.model.pipeline import AuditPipeline
 
@@ -34,7 +34,8 @@ class Oriented:
 
 def paper_default(name: str) -> Oriented:
     """The attack as published: first grid entry, members score higher."""
-    return Oriented(ATTACKS[name](**GRIDS[name][0]), 1, {"tuned": False, **GRIDS[name][0], "sign": 1})
+    kind = ATTACKS[name]
+    return Oriented(kind.make(**kind.grid[0]), 1, {"tuned": False, **kind.grid[0], "sign": 1})
 
 
 def tune(name: str, pipe: AuditPipeline, batch: QueryBatch, labels: np.ndarray, seed: int = 0) -> Oriented:
@@ -45,8 +46,8 @@ def tune(name: str, pipe: AuditPipeline, batch: QueryBatch, labels: np.ndarray, 
     reversing on noise turns a weak true signal into a confident wrong one (seen on the overfit preset's earliest
     snapshot: loss AUC 0.68 scored as 0.32)."""
     best: tuple[float, Oriented] | None = None
-    for params in GRIDS[name]:
-        attack = ATTACKS[name](**params)
+    for params in ATTACKS[name].grid:
+        attack = ATTACKS[name].make(**params)
         fitted = attack.fit(pipe, batch, labels) if hasattr(attack, "fit") else {}
         summary = roc_summary(labels, attack.score(pipe, batch), seed=seed)
         reversed_ = summary["auc_ci"][1] < 0.5
