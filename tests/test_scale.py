@@ -218,6 +218,7 @@ def test_membership_scores_on_ray_match_local(on_ray: list[str], tmp_path: Path,
     assert remote["attacks"] == here["attacks"]
 
 
+@pytest.mark.slow  # 170 s on 2 cores, most of it Ray starting workers for each step: run with `pytest -m slow`
 def test_study_arms_on_ray_match_local(cluster: Path, tmp_path: Path, tiny: Preset, tiny_model_dir: Path,
                                        one_thread: None) -> None:
     """Two arms besides the base, each a Ray task, against the same study run here."""
