@@ -12,11 +12,10 @@ from diffaudit.config import CARLINI_SAMPLES, SD_DEFAULT_GUIDANCE, TILE_GRID
 from diffaudit.io import write_json
 from diffaudit.mitigations.registry import MITIGATIONS
 from diffaudit.report.memo import MemoWriter, escape_typst, memo_text, pct, signed, write_memo
-from diffaudit.report.results import StudyResults
 from diffaudit.report.technical import write_technical
 from diffaudit.report.viewer import COLUMNS, extracted_pairs, write_viewer
 from diffaudit.study.findings import findings, ranked_fixes
-from diffaudit.study.records import ArmEffect
+from diffaudit.study.records import ArmEffect, StudyResults
 
 
 def _floats(value: object) -> list[float]:

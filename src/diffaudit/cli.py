@@ -591,6 +591,50 @@ def report_memo(run: RunArg, out: Annotated[Path | None, typer.Option(help="Fold
                   f"source: {memo.source}")
 
 
+@app.command()
+def scorecard(
+    paths: Annotated[list[Path], typer.Argument(help="RUN (a finished study); with --verify: CARD MODEL DATA.")],
+    verify: Annotated[bool, typer.Option("--verify", help="Check a card: recompute the model's and the data's "
+                                         "SHA-256, re-run captions drawn here, compare the verdicts.")] = False,
+    model: Annotated[Path | None, typer.Option(help="The base model the run audited (default: RUN/model).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for scorecard.json and scorecard.md (default RUN).")] = None,
+    captions: Annotated[int, typer.Option(min=1, help="Captions the verifier draws and re-runs, every seed each.")] = 8,
+    device: DeviceOpt = None, dtype: DtypeOpt = None,
+) -> None:
+    """Write a run's memorization scorecard (JSON, schema-checked, and a model-card section), or verify one."""
+    from diffaudit.io import write_json, write_text
+    from diffaudit.study import scorecard as card_module
+
+    cfg = _configured(scorecard, locals())
+    if verify:
+        if len(paths) != 3:
+            raise ConfigError("scorecard --verify takes CARD MODEL DATA")
+        card_path, model_dir, data_dir = paths
+        card = card_module.load_card(card_path)
+        with _progress() as progress:
+            result = card_module.verify(card, model_dir, data_dir, captions, cfg.runtime, progress)
+        table = Table("caption", "card", "re-run", "agrees")
+        for v in result.captions:
+            table.add_row(escape(v.prompt), f"{v.card_copied} ({v.card_distance:.3f})",
+                          f"{v.rerun_copied} ({v.rerun_distance:.3f})", "yes" if v.agrees else "[red]no[/]")
+        console.print(table)
+        files = "match" if result.model_files_match else "DIFFER: " + ", ".join(result.mismatched_files)
+        console.print(f"model files: {files}; data: {'matches' if result.data_matches else 'DIFFERS'}; verdicts "
+                      f"differing beyond the tolerance: {result.differing} of {len(result.captions)} "
+                      f"(allowed {result.allowed})")
+        console.print("[green]card verified[/]" if result.passed else "[red]card NOT verified[/]")
+        raise typer.Exit(0 if result.passed else 1)
+    if len(paths) != 1:
+        raise ConfigError("scorecard takes one RUN folder (or --verify CARD MODEL DATA)")
+    run = paths[0]
+    card = card_module.build_card(run, model or run / "model")
+    target = out or run
+    write_json(target / "scorecard.json", card.model_dump(mode="json"))
+    write_text(target / "scorecard.md", card_module.card_markdown(card))
+    console.print(f"scorecard: {target / 'scorecard.json'} (schema {card_module.SCHEMA.name}) and "
+                  f"{target / 'scorecard.md'}")
+
+
 @report_app.command("technical")
 def report_technical(run: RunArg, out: Annotated[Path | None, typer.Option(help="HTML file.")] = None) -> None:
     """The full technical report: every table, ROC curve, config, seed and assumption."""

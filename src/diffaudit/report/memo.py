@@ -21,9 +21,8 @@ from diffaudit.figures import arms_figure, dup_rate_figure, pairs_montage
 from diffaudit.io import write_atomic, write_json, write_text
 from diffaudit.layout import RunLayout
 from diffaudit.report.readability import readability
-from diffaudit.report.results import StudyResults
 from diffaudit.samplers import SAMPLERS
-from diffaudit.study.records import ALPHA, ArmEffect, by_dup
+from diffaudit.study.records import ALPHA, ArmEffect, StudyResults, by_dup
 
 PAGES = 4
 FONT_SIZES = (10.5, 10.0, 9.5, 9.0)  # tried in turn until the memo fits its four pages

@@ -18,8 +18,7 @@ from diffaudit.config import CARLINI_DELTA
 from diffaudit.figures import delta_figure
 from diffaudit.io import write_text
 from diffaudit.layout import RunLayout
-from diffaudit.report.results import StudyResults
-from diffaudit.study.records import ALPHA, attack_settings, by_dup
+from diffaudit.study.records import ALPHA, StudyResults, attack_settings, by_dup
 
 METHODS = [
     ("Extraction probe", "Carlini et al. 2023: for each attacked caption, N generations with seeds 0..N-1; a "

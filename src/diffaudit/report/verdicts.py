@@ -5,7 +5,7 @@ copy test's own null at each setting, and the one verdict. Nothing here decides;
 from pathlib import Path
 
 from diffaudit.io import write_text
-from diffaudit.report.results import StudyResults
+from diffaudit.study.records import StudyResults
 
 
 def _ci(pair: list[float | None]) -> str:

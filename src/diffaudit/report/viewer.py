@@ -18,7 +18,7 @@ from diffaudit.figures import pair_image
 from diffaudit.io import write_text
 from diffaudit.layout import RunLayout
 from diffaudit.model.shards import INDEX, KEY, load_samples
-from diffaudit.report.results import StudyResults
+from diffaudit.study.records import StudyResults
 
 COLUMNS = [  # (key, heading, kind, legend)
     ("pair", "generation | training image", "image", "Left: the generated picture. Right: the training picture it "
