@@ -167,17 +167,28 @@ def test_viewer_sorts_and_filters_in_a_real_browser(tiny_study_dir: Path, tmp_pa
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
         page = browser.new_page()
         page.goto(page_path.as_uri())
-        images = {(r["arm"], r["seed"], r["train_id"]) for r in rows}
-        assert page.locator("#pairs tbody tr").count() == len(images), "grouped: one row per training image"
+        outsider = [r for r in rows if r["outsider"]]
+        images = {(r["arm"], r["seed"], r["train_id"]) for r in outsider}
+        assert page.locator("#pairs tbody tr").count() == len(images), "grouped: one row per model and picture"
+        assert page.locator("#pictures").inner_text() == str(len({r["train_id"] for r in outsider})), \
+            "distinct pictures are counted apart from model x picture rows"
         assert page.locator("#legend dt").count() == len(COLUMNS) and "sibling" in page.locator("#legend").inner_text()
+        assert page.locator("#legend").bounding_box()["y"] < page.locator("#pairs").bounding_box()["y"], \
+            "the legend comes before the table"
+        names = {e.arm: e.description.title for e in res.effects()}
+        assert names and set(names.values()) <= {r["arm"] for r in rows} and "No fix" in page.content(), \
+            "fixes are named as the memo names them"
         page.uncheck("#f-group")
-        assert page.locator("#pairs tbody tr").count() == len(rows)
+        assert page.locator("#pairs tbody tr").count() == len(outsider)
+        page.select_option("#f-view", "owner")
+        assert page.locator("#pairs tbody tr").count() == sum(r["owner"] for r in rows) > 0
+        page.select_option("#f-view", "outsider")
         page.locator("th", has_text="tiled RMS distance").click()  # already ascending: now descending
         shown = [float(t) for t in page.locator("td[data-key=distance]").all_inner_texts()]
         assert shown == sorted(shown, reverse=True)
-        arm = rows[0]["arm"]
+        arm = outsider[0]["arm"]
         page.select_option("#f-arm", arm)
-        assert page.locator("#pairs tbody tr").count() == sum(r["arm"] == arm for r in rows)
+        assert page.locator("#pairs tbody tr").count() == sum(r["arm"] == arm for r in outsider)
         page.fill("#f-prompt", "no prompt has this text")
         assert page.locator("#pairs tbody tr").count() == 0
         page.fill("#f-prompt", "")
