@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffaudit.attacks import neighbours
 from diffaudit.config import CARLINI_DELTA
 from diffaudit.data.openmoji import RENDER_SIZE, glyph_font, named_glyphs, render_large
+from diffaudit.measure import neighbours
 from diffaudit.measure.distance import as_unit, tiled_rms_distance
 from diffaudit.measure.neighbours import TrainingIndex
 

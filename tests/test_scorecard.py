@@ -60,11 +60,28 @@ def test_verify_passes_the_honest_card_and_fails_tampered_ones(card: Path, tiny_
     (tmp_path / "digest.json").write_text(json.dumps(digest))
     code, output = _verify(tmp_path / "digest.json", tiny_model_dir, data)
     assert code == 1 and "DIFFER" in output and weights in output
-    # Every caption of the loose tiny study copies (delta 1.0): a card claiming none did is caught on re-run.
-    claims = dict(raw, captions=[c | {"copied": False, "min_distance": 2.0} for c in raw["captions"]])
+    # Every caption of the loose tiny study copies (delta 1.0). A card claiming none did, consistent with itself (its
+    # count edited too) and with every distance put just above delta, is caught by the re-run's distances.
+    delta = raw["rerun"]["delta"]
+    claims = dict(raw, captions=[c | {"copied": False, "min_distance": delta} for c in raw["captions"]])
+    claims["extraction"]["owner_captions"] |= {"count": 0, "rate": 0.0}
     (tmp_path / "claims.json").write_text(json.dumps(claims))
     code, output = _verify(tmp_path / "claims.json", tiny_model_dir, data)
+    assert code == 1 and "NOT verified" in output and "contradicts itself" not in output, output
+    claims["tolerance"] = {"distance": 10.0, "share": 1.0}  # the verifier keeps its own tolerance
+    (tmp_path / "lenient.json").write_text(json.dumps(claims))
+    code, output = _verify(tmp_path / "lenient.json", tiny_model_dir, data)
     assert code == 1 and "NOT verified" in output
+
+
+def test_a_card_that_contradicts_itself_fails(card: Path) -> None:
+    loaded = scorecard.load_card(card)
+    assert scorecard.inconsistencies(loaded) == []
+    first = loaded.captions[0]
+    edited = loaded.model_copy(update={"captions": [first.model_copy(update={"copied": not first.copied}),
+                                                    *loaded.captions[1:]]})
+    problems = scorecard.inconsistencies(edited)
+    assert any("owner_captions.count" in p for p in problems) and any(first.prompt in p for p in problems)
 
 
 def test_a_card_of_another_version_or_shape_is_refused(card: Path, tmp_path: Path) -> None:
@@ -75,6 +92,12 @@ def test_a_card_of_another_version_or_shape_is_refused(card: Path, tmp_path: Pat
     (tmp_path / "extra.json").write_text(json.dumps(raw | {"verdict": "safe"}))
     with pytest.raises(ConfigError, match="not a valid scorecard"):
         scorecard.load_card(tmp_path / "extra.json")
+    (tmp_path / "empty.json").write_text(json.dumps(raw | {"captions": []}))
+    with pytest.raises(ConfigError, match="not a valid scorecard"):
+        scorecard.load_card(tmp_path / "empty.json")
+    missing = {k: v for k, v in raw.items() if k != "schema_version"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(missing, scorecard.json_schema())
 
 
 def test_a_card_is_refused_for_a_model_the_run_did_not_audit(tiny_study_dir: Path, tiny_sd_dir: Path) -> None:

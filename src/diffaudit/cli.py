@@ -17,7 +17,7 @@ from diffaudit.io import jsonable
 from diffaudit.ownership import owned
 from diffaudit.samplers import SAMPLERS
 
-SAMPLER_HELP = "One of " + ", ".join(SAMPLERS) + " (model.samplers)."
+SAMPLER_HELP = "One of " + ", ".join(SAMPLERS) + " (samplers.py)."
 
 app = typer.Typer(help="Audit text-to-image diffusion models for training-data memorization.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -596,7 +596,8 @@ def scorecard(
     paths: Annotated[list[Path], typer.Argument(help="RUN (a finished study); with --verify: CARD MODEL DATA.")],
     verify: Annotated[bool, typer.Option("--verify", help="Check a card: recompute the model's and the data's "
                                          "SHA-256, re-run captions drawn here, compare the verdicts.")] = False,
-    model: Annotated[Path | None, typer.Option(help="The base model the run audited (default: RUN/model).")] = None,
+    model: Annotated[Path | None, typer.Option(help="The base model the run audited (the study's --reference, or "
+                                               "the model it trained); needed to write a card.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for scorecard.json and scorecard.md (default RUN).")] = None,
     captions: Annotated[int, typer.Option(min=1, help="Captions the verifier draws and re-runs, every seed each.")] = 8,
     device: DeviceOpt = None, dtype: DtypeOpt = None,
@@ -618,6 +619,8 @@ def scorecard(
             table.add_row(escape(v.prompt), f"{v.card_copied} ({v.card_distance:.3f})",
                           f"{v.rerun_copied} ({v.rerun_distance:.3f})", "yes" if v.agrees else "[red]no[/]")
         console.print(table)
+        for problem in result.inconsistencies:
+            console.print(f"[red]the card contradicts itself:[/] {escape(problem)}")
         files = "match" if result.model_files_match else "DIFFER: " + ", ".join(result.mismatched_files)
         console.print(f"model files: {files}; data: {'matches' if result.data_matches else 'DIFFERS'}; verdicts "
                       f"differing beyond the tolerance: {result.differing} of {len(result.captions)} "
@@ -627,7 +630,10 @@ def scorecard(
     if len(paths) != 1:
         raise ConfigError("scorecard takes one RUN folder (or --verify CARD MODEL DATA)")
     run = paths[0]
-    card = card_module.build_card(run, model or run / "model")
+    if model is None:
+        raise ConfigError("scorecard RUN needs --model: the base model the run audited (its --reference, e.g. "
+                          "models/quick, or the model the study trained), so the card can carry its SHA-256")
+    card = card_module.build_card(run, model)
     target = out or run
     write_json(target / "scorecard.json", card.model_dump(mode="json"))
     write_text(target / "scorecard.md", card_module.card_markdown(card))

@@ -44,7 +44,7 @@ def _registered_sampler(name: str) -> str:
     return name
 
 
-SamplerName = Annotated[str, AfterValidator(_registered_sampler)]  # a name of model.samplers.SAMPLERS
+SamplerName = Annotated[str, AfterValidator(_registered_sampler)]  # a name of samplers.SAMPLERS
 
 
 class _Frozen(BaseModel):
@@ -129,7 +129,7 @@ class TrainConfig(_Frozen):
 
 
 class SampleConfig(_Frozen):
-    sampler: SamplerName = "ddim-unclamped"  # as deployed Stable Diffusion pipelines run DDIM (model.samplers)
+    sampler: SamplerName = "ddim-unclamped"  # as deployed Stable Diffusion pipelines run DDIM (samplers.py)
     steps: Steps = 25
     guidance: Guidance = 1.0
     # Jain et al. (CVPR 2025): guidance only from this share of the steps on; before it, `early_guidance` (0: the

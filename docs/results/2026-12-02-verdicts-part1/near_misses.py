@@ -6,7 +6,7 @@ import numpy as np, pandas as pd
 from diffaudit.attacks.copies import MISS_FACTOR, near_misses, saturation
 from diffaudit.data.imagefolder import load_imagefolder
 from diffaudit.figures import pairs_grid
-from diffaudit.model.generate import load_samples
+from diffaudit.model.shards import load_samples
 run = Path(sys.argv[1]); out = Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
 delta = json.loads((run / "steps" / "calibration.json").read_text())["delta"]
 members = load_imagefolder(run / "data").split("member")

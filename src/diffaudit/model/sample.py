@@ -1,4 +1,4 @@
-"""Batched classifier-free-guidance sampling with the schedulers of the sampler registry (`model.samplers`).
+"""Batched classifier-free-guidance sampling with the schedulers of the sampler registry (`samplers`).
 
 The unconditional and conditional halves go through the UNet as one batch and many prompts share a batch; at
 16 px on 2 cores this runs at the speed of a diffusers-pipeline-style loop (1.02-1.03x, benchmarks/throughput.py):

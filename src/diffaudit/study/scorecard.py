@@ -10,6 +10,7 @@ sampler and guidance) and compares each verdict, allowing for the distance a dev
 
 import hashlib
 import json
+import math
 import secrets
 import tempfile
 from pathlib import Path
@@ -29,7 +30,6 @@ from diffaudit.layout import RunLayout
 from diffaudit.model.generate import generate
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.shards import load_samples
-from diffaudit.ownership import OURS
 from diffaudit.progress import Progress
 from diffaudit.study.records import StudyResults
 
@@ -39,18 +39,17 @@ SCHEMA = Path(__file__).parents[1] / "schemas" / f"scorecard-v{SCHEMA_VERSION}.s
 # twice that is the band around delta within which a verdict may flip without the card being wrong.
 DISTANCE_TOLERANCE = 2 / 255
 SHARE_TOLERANCE = 0.1  # at most this share of re-run verdicts may differ outside that band
-MODEL_FILES = (".safetensors", ".json")
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
 
 
 class Rate(_Record):
     """`count` of `n`, with its 95% interval."""
 
     count: int
-    n: int
+    n: int = Field(ge=1)
     rate: float
     ci_low: float
     ci_high: float
@@ -104,7 +103,7 @@ class Fix(_Record):
     pictures: int
     started_pictures: list[str]
     undone_by: list[str]
-    quality_change: float  # relative change of the Fréchet distance; + is worse
+    quality_change: float | None  # relative change of the Fréchet distance; + is worse; None: not measured
     seeds: str
 
 
@@ -152,12 +151,13 @@ class Scorecard(_Record):
     study_config: dict
     rerun: Rerun
     tolerance: Tolerance
-    captions: list[CaptionVerdict]
+    captions: list[CaptionVerdict] = Field(min_length=1)
 
 
 def json_schema() -> dict:
     """The card's JSON Schema (draft 2020-12), as shipped in `SCHEMA` for anyone who reads cards without diffaudit."""
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **Scorecard.model_json_schema()}
+    schema = Scorecard.model_json_schema(mode="serialization")  # a written card has every field, defaults included
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
 def file_sha256(path: Path) -> str:
@@ -168,24 +168,31 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _files(folder: Path) -> list[Path]:
+    """Every file a model or dataset is made of: hidden files (diffaudit's folder marks, a system's .DS_Store) left
+    out, so copying a folder does not change its digest."""
+    return sorted(p for p in folder.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
 def model_digests(model: Path) -> dict[str, str]:
-    """Every weight and config file of a model folder, by relative path (diffaudit's own folder marks left out)."""
-    files = sorted(p for p in model.rglob("*") if p.is_file() and p.suffix in MODEL_FILES and p.name not in OURS)
+    """Every file of a model folder (weights, configs, tokenizer), by relative path."""
+    files = _files(model)
     if not any(p.suffix == ".safetensors" for p in files):
         raise CheckpointError(f"{model}: no safetensors weights to hash")
     return {p.relative_to(model).as_posix(): file_sha256(p) for p in files}
 
 
 def data_digest(data: Path) -> str:
-    """One SHA-256 over each data file's relative path and SHA-256, in path order (the folder's marks left out)."""
+    """One SHA-256 over each data file's relative path and SHA-256, in path order."""
     digest = hashlib.sha256()
-    for p in sorted(p for p in data.rglob("*") if p.is_file() and p.name not in OURS):
+    for p in _files(data):
         digest.update(f"{p.relative_to(data).as_posix()}\t{file_sha256(p)}\n".encode())
     return digest.hexdigest()
 
 
 def _rate(count: int, n: int, ci: tuple[float, float] | list[float]) -> Rate:
-    return Rate(count=count, n=n, rate=count / n if n else float("nan"), ci_low=ci[0], ci_high=ci[1])
+    return Rate(count=count, n=n, rate=count / n, ci_low=ci[0], ci_high=ci[1])
 
 
 def build_card(run: Path, model: Path) -> Scorecard:
@@ -232,7 +239,8 @@ def build_card(run: Path, model: Path) -> Scorecard:
         fixes=[Fix(arm=e.arm, title=e.description.title, lasts=e.description.lasts, verdict=e.verdict,
                    owner_pictures=e.owner_pictures, base_owner_pictures=e.base_owner_pictures, pictures=e.pictures,
                    started_pictures=[str(p) for p in e.started_pictures], undone_by=[str(u) for u in e.undone_by],
-                   quality_change=e.frechet_change, seeds=e.seed_note or "every training seed measured")
+                   quality_change=e.frechet_change if math.isfinite(e.frechet_change) else None,
+                   seeds=e.seed_note or "every training seed measured")
                for e in res.effects()],
         switch_sampler=res.findings["switch_sampler"],
         command="diffaudit study --out RUN --config study.toml (study.toml: the card's study_config); "
@@ -258,14 +266,16 @@ class RerunVerdict(_Record):
     card_distance: float
     rerun_copied: bool
     rerun_distance: float
-    agrees: bool  # the same verdict, or both distances within the tolerance band around delta
+    agrees: bool  # the same verdict, or distances within the tolerance (so both lie at delta)
 
 
 class Verification(_Record):
     model_files_match: bool
     mismatched_files: list[str]
     data_matches: bool
+    inconsistencies: list[str]  # the card contradicting itself: its caption list against its counts and settings
     captions: list[RerunVerdict]
+    tolerance: Tolerance  # the verifier's own, never the card's
     differing: int
     allowed: int
     passed: bool
@@ -288,8 +298,10 @@ def load_card(path: Path) -> Scorecard:
 
 def verify(card: Scorecard, model: Path, data: Path, captions: int, runtime: RuntimeConfig,
            progress: Progress | None = None, draw: int | None = None) -> Verification:
-    """Recompute the digests, then re-run `captions` captions drawn here (seed `draw`, fresh when None) with all of
-    the card's seeds, and compare each owner's verdict with the card's."""
+    """Recompute the digests, check the card against itself, then re-run `captions` captions drawn here (seed `draw`,
+    fresh when None) with all of the card's seeds, and compare each owner's verdict with the card's. The tolerance is
+    the verifier's (`DISTANCE_TOLERANCE`, `SHARE_TOLERANCE`), whatever the card states."""
+    inconsistent = inconsistencies(card)
     files = model_digests(model)
     mismatched = sorted(k for k in set(files) | set(card.model_files) if files.get(k) != card.model_files.get(k))
     data_ok = data_digest(data) == card.data_sha256
@@ -307,20 +319,34 @@ def verify(card: Scorecard, model: Path, data: Path, captions: int, runtime: Run
         images, index = load_samples(Path(scratch) / "samples", rows, side=r.compare_size)
     matches = match_generations(images, index, dataset.split("member"), r.delta)
     rerun = per_prompt_verdicts(matches, r.delta).set_index("prompt")
-    band = card.tolerance.distance
     verdicts = []
     for c in chosen:
         distance = float(rerun.loc[c.prompt, "oracle_min_distance"])
         copied = bool(rerun.loc[c.prompt, "memorized"])
-        borderline = abs(distance - r.delta) <= band or abs(c.min_distance - r.delta) <= band
         verdicts.append(RerunVerdict(prompt=c.prompt, card_copied=c.copied, card_distance=c.min_distance,
                                      rerun_copied=copied, rerun_distance=distance,
-                                     agrees=copied == c.copied or borderline))
+                                     agrees=copied == c.copied or abs(distance - c.min_distance) <= DISTANCE_TOLERANCE))
     differing = sum(not v.agrees for v in verdicts)
-    allowed = int(card.tolerance.share * len(verdicts))
+    allowed = int(SHARE_TOLERANCE * len(verdicts))
     return Verification(model_files_match=not mismatched, mismatched_files=mismatched, data_matches=data_ok,
-                        captions=verdicts, differing=differing, allowed=allowed,
-                        passed=not mismatched and data_ok and differing <= allowed)
+                        inconsistencies=inconsistent, captions=verdicts,
+                        tolerance=Tolerance(distance=DISTANCE_TOLERANCE, share=SHARE_TOLERANCE), differing=differing,
+                        allowed=allowed,
+                        passed=not mismatched and data_ok and not inconsistent and differing <= allowed)
+
+
+def inconsistencies(card: Scorecard) -> list[str]:
+    """Where a card contradicts itself: its captions against its owner's count, each caption's verdict against its own
+    distance, and the re-run settings against the extraction it reports."""
+    r, e = card.rerun, card.extraction
+    found = [f"{name}: {a!r} against {b!r}" for name, a, b in (
+        ("captions listed vs owner_captions.n", len(card.captions), e.owner_captions.n),
+        ("captions copied vs owner_captions.count", sum(c.copied for c in card.captions), e.owner_captions.count),
+        ("rerun.delta vs copy_threshold.delta", r.delta, card.copy_threshold.delta),
+        ("rerun.seeds vs extraction.samples_per_caption", r.seeds, e.samples_per_caption),
+        ("rerun.guidance vs extraction.guidance", r.guidance, e.guidance)) if a != b]
+    return found + [f"caption {c.prompt!r}: copied={c.copied} at distance {c.min_distance} (delta {r.delta})"
+                    for c in card.captions if c.copied != (c.min_distance < r.delta)]
 
 
 def card_markdown(card: Scorecard) -> str:
@@ -350,10 +376,12 @@ def card_markdown(card: Scorecard) -> str:
     lines += ["", "| fix | where it lives | verdict | pictures copied (base → fix) | quality change |",
               "|---|---|---|---|---|"]
     lines += [f"| {f.title} | {f.lasts} | {f.verdict} | {f.base_owner_pictures} → {f.owner_pictures} of "
-              f"{f.pictures} | {f.quality_change:+.1%} |" for f in card.fixes]
+              f"{f.pictures} | {'not measured' if f.quality_change is None else f'{f.quality_change:+.1%}'} |"
+              for f in card.fixes]
     lines += ["", f"Samplers measured: {', '.join(card.samplers)} (headline {card.headline_sampler}); training "
               f"seeds {', '.join(map(str, card.training_seeds))}.", "",
               f"Check this card: `diffaudit scorecard --verify scorecard.json MODEL DATA` (re-runs captions it "
-              f"draws itself; verdicts may differ within {card.tolerance.distance:.4f} of the threshold, and at most "
-              f"{card.tolerance.share:.0%} beyond it)."]
+              f"draws itself; a verdict may flip only where the re-run distance is within "
+              f"{card.tolerance.distance:.4f} of the card's, and at most {card.tolerance.share:.0%} of verdicts may "
+              "differ beyond that)."]
     return "\n".join(lines) + "\n"
