@@ -17,6 +17,7 @@ from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.arm import Arm
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.progress import Progress
+from diffaudit.words import Description
 
 
 @dataclass(frozen=True)
@@ -41,20 +42,6 @@ class Context:
 def trainable_copy(pipe: AuditPipeline) -> AuditPipeline:
     """A full copy of `pipe` (networks and encoders), so training or moving it cannot touch the original."""
     return copy.deepcopy(pipe)
-
-
-@dataclass(frozen=True)
-class Description:
-    """How a reader meets the arm: `title` names it ("Stronger guidance (scale 3)"), `what` says in one sentence
-    what was changed, `undone_by` who can reverse it (empty when only retraining can), `lasts` where the fix lives:
-    in the training `data`, in the `weights`, or in a sampling `setting` (the memo ranks fixes by it), and `note`
-    what a reader must know before adopting it."""
-
-    title: str
-    what: str
-    undone_by: str = ""
-    lasts: str = "weights"
-    note: str = ""
 
 
 class Mitigation(ABC):

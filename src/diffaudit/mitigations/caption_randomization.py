@@ -13,8 +13,9 @@ import pandas as pd
 
 from diffaudit.config import CaptionRandomizationConfig, Preset
 from diffaudit.data.imagefolder import ImageDataset
-from diffaudit.mitigations.base import Context, Description, Mitigation
+from diffaudit.mitigations.base import Context, Mitigation
 from diffaudit.model.arm import Arm
+from diffaudit.words import Description
 
 NAME = "caption-random"
 

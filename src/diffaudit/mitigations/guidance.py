@@ -2,8 +2,9 @@
 copies at higher guidance on Stable Diffusion; Ho & Salimans 2022 define the scale)."""
 
 from diffaudit.config import SD_DEFAULT_GUIDANCE, Preset
-from diffaudit.mitigations.base import Context, Description, Mitigation
+from diffaudit.mitigations.base import Context, Mitigation
 from diffaudit.model.arm import Arm
+from diffaudit.words import Description
 
 PREFIX = "guidance-"
 

@@ -9,8 +9,9 @@ import json
 
 from diffaudit.config import Preset
 from diffaudit.io import write_json
-from diffaudit.mitigations.base import Context, Description, Mitigation
+from diffaudit.mitigations.base import Context, Mitigation
 from diffaudit.model.arm import Arm
+from diffaudit.words import Description
 
 PREFIX = "guidance-interval-"
 

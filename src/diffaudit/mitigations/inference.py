@@ -14,9 +14,10 @@ import torch
 
 from diffaudit.attacks.detect.wen import WenTextNorm
 from diffaudit.config import Preset
-from diffaudit.mitigations.base import Context, Description, Mitigation
+from diffaudit.mitigations.base import Context, Mitigation
 from diffaudit.model.arm import Arm
 from diffaudit.model.conditioning import EmbeddingNoise, NormMinimised, RandomWords
+from diffaudit.words import Description
 
 NOISE, WORDS, NORM = "embedding-noise", "random-words", "norm-minimised"
 SETTING = dict(undone_by="anyone who holds the model file or can choose the sampling settings", lasts="setting",

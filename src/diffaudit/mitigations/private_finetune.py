@@ -8,11 +8,12 @@ from dataclasses import asdict
 
 from diffaudit.config import Preset
 from diffaudit.io import jsonable
-from diffaudit.mitigations.base import Context, Description, Mitigation, trainable_copy
+from diffaudit.mitigations.base import Context, Mitigation, trainable_copy
 from diffaudit.mitigations.dp_audit import dp_audit
 from diffaudit.mitigations.dp_finetune import DPConfig, dp_finetune
 from diffaudit.model.arm import Arm
 from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.words import Description
 
 PREFIX = "dp-eps"
 

@@ -4,9 +4,10 @@ import json
 
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import load_imagefolder
-from diffaudit.mitigations.base import Context, Description, Mitigation
+from diffaudit.mitigations.base import Context, Mitigation
 from diffaudit.mitigations.dedup import DedupConfig, deduplicate
 from diffaudit.model.arm import Arm
+from diffaudit.words import Description
 
 TITLES = {"dedup-caption": "Remove repeated captions", "dedup-image": "Remove repeated pictures"}
 

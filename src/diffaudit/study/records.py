@@ -12,7 +12,7 @@ import pandas as pd
 
 from diffaudit.errors import ConfigError
 from diffaudit.layout import RunLayout
-from diffaudit.mitigations.base import Description
+from diffaudit.words import Description
 
 ALPHA = 0.05  # significance level for "changed beyond chance"
 # findings.json's shape: 2 added the verdicts decided once for the reports (strongest attack, probe words, DP power).
