@@ -256,6 +256,22 @@ def generate(
     console.print(f"{len(index)} samples in {out}")
 
 
+def _copy_threshold(pipe: Any, data: Any, cfg: Preset, out: Path, progress: Any) -> float:
+    """delta by the one rule (`study.calibration.copy_threshold`), said on the console with its null."""
+    from diffaudit.study.calibration import copy_threshold
+
+    delta, calibration = copy_threshold(pipe, data, cfg, out, progress)
+    if calibration is None:
+        console.print(f"[yellow]copy threshold not calibrated[/] (the data has no never-trained split): delta "
+                      f"{delta:g} as configured")
+    else:
+        null = calibration["model_null"]
+        how = "calibrated" if cfg.study.calibrate else "as configured (study.calibrate = false)"
+        console.print(f"copy threshold: delta {delta:g}, {how}; model null {null['hits']}/{null['n']} never-trained "
+                      f"captions ({'target met' if calibration['met'] else calibration['reason']})")
+    return delta
+
+
 @app.command()
 def extract(
     model: Path, data: Path, out: Path,
@@ -291,9 +307,7 @@ def extract(
     Defaults come from the preset's [study] section (flags and --config override them)."""
     from diffaudit.attacks.extraction import ExtractionConfig
     from diffaudit.data.imagefolder import load_imagefolder
-    from diffaudit.io import write_json
     from diffaudit.model.pipeline import AuditPipeline
-    from diffaudit.study.calibration import calibrate_copy_test
     from diffaudit.study.extraction_audit import (
         most_duplicated_prompts,
         prompts_from_file,
@@ -321,17 +335,7 @@ def extract(
                else most_duplicated_prompts(dataset, s.prompts_top))
     samples, scale = s.samples_per_prompt, cfg.sample.guidance
     with owned(out, "extraction", {"model": model, "dataset": data}), _progress() as progress:
-        delta = s.delta
-        if s.calibrate and (dataset.table["split"] == "nonmember").any():
-            calibration = calibrate_copy_test(pipe, dataset, cfg, out / "null" / "samples", progress)
-            write_json(out / "calibration.json", calibration)
-            delta = calibration["delta"]
-            null = calibration["model_null"]
-            console.print(f"copy threshold: delta {delta:g}; model null {null['hits']}/{null['n']} never-trained "
-                          f"captions ({'target met' if calibration['met'] else calibration['reason']})")
-        else:
-            console.print(f"[yellow]copy threshold not calibrated[/] (no nonmember split, or study.calibrate = false): "
-                          f"delta {delta:g} as configured")
+        delta = _copy_threshold(pipe, dataset, cfg, out, progress)
         probe_cfg = ExtractionConfig(delta=delta, edge_threshold=s.edge_threshold, min_clique=s.min_clique)
         if s.tiered:
             result = run_tiered(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, s.detector,
@@ -512,7 +516,9 @@ def verify_forget(
     reference: Annotated[Path, typer.Argument(help="The OUT folder of `diffaudit forget --method retrain` for the "
                                                    "same request.")],
     data: Path, out: Path, preset: PresetOpt = "quick", config: ConfigOpt = None,
-    delta: Annotated[float | None, setting("study.delta", "Copy threshold (tiled distance).")] = None,
+    delta: Annotated[float | None, setting(
+        "study.delta", "Copy threshold cap (tiled distance); calibrated on the data's never-trained captions unless "
+        "study.calibrate is off.")] = None,
     samples: Annotated[int | None, setting("study.samples_per_prompt", "Generations per forgotten caption.")] = None,
     guidance: Annotated[float | None, setting("sample.guidance", "Guidance scale of the generations.")] = None,
     device: DeviceOpt = None, dtype: DtypeOpt = None, ray: RayOpt = None, ray_cpus: RayCpusOpt = None,
@@ -537,8 +543,9 @@ def verify_forget(
     reads = {"original model": original, "unlearned model": unlearned, "reference model": reference, "dataset": data}
     with owned(out, "verification", reads), _progress() as progress:
         held = as_held(original, load_imagefolder(data, cfg.data.resolution))[0]  # as `forget` read it
-        record = run_verify(summaries[0], summaries[1], *pipes, held, cfg,
-                            cfg.study.delta, cfg.sample.guidance, out, out, progress)
+        delta = _copy_threshold(pipes[0], held, cfg, out, progress)  # against the original, as a study would
+        record = run_verify(summaries[0], summaries[1], *pipes, held, cfg, delta, cfg.sample.guidance, out, out,
+                            progress)
     verdict = record["verification"]
     show = Table(title=f"verify-forget: {summaries[0]['method']} against the retrain reference")
     for col in ("check", "value", "limit", "passed"):

@@ -15,6 +15,7 @@ from diffaudit.attacks.memorization import caption_following, nonmember_prompts
 from diffaudit.config import Preset, SampleConfig
 from diffaudit.data.families import near_copies
 from diffaudit.data.imagefolder import ImageDataset
+from diffaudit.io import write_json
 from diffaudit.model.generate import generate
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.shards import load_samples
@@ -44,6 +45,19 @@ def calibrate_copy_test(pipe: AuditPipeline, data: ImageDataset, preset: Preset,
             "samples_per_prompt": s.samples_per_prompt, "guidance": preset.sample.guidance,
             "model_hash": pipe.model_hash(), "caption_following_nonmember": caption_following(images, index),
             "unet_evaluations": int(np.sum(index["unet_evals"]))}
+
+
+def copy_threshold(pipe: AuditPipeline, data: ImageDataset, preset: Preset, folder: Path,
+                   progress: Progress | None = None) -> tuple[float, dict | None]:
+    """The one rule for the copy threshold outside a study (`extract`, `verify-forget`), the study's own calibration
+    step applied to whatever data it is given: when the data has never-trained captions, calibrate on them against
+    this model (`calibrate_copy_test`; with study.calibrate off the configured delta is kept and its null still
+    measured), written to folder/calibration.json; otherwise the configured delta, unmeasured (None)."""
+    if not (data.table["split"] == "nonmember").any():
+        return preset.study.delta, None
+    calibration = calibrate_copy_test(pipe, data, preset, folder / "null" / "samples", progress)
+    write_json(folder / "calibration.json", calibration)
+    return calibration["delta"], calibration
 
 
 def setting_null(pipe: AuditPipeline, data: ImageDataset, preset: Preset, sampling: SampleConfig, guidance: float,
