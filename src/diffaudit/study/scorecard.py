@@ -205,7 +205,7 @@ def build_card(run: Path, model: Path) -> Scorecard:
                           "the base model the study used")
     cell = next(c for c in res.findings["cells"] if c["arm"] == "base" and c["seed"] == base["seed"]
                 and c["sampler"] == base["sampler"])
-    cal, sampling = res.calibration, base["sampling"]
+    sampling = base["sampling"]
     per_prompt = pd.read_parquet(layout.extraction(base["seed"], "base") / "per_prompt.parquet")
     name, best = res.strongest(base)
     sharp, _ = res.strongest(base, by="tpr_at_1pct_fpr")
@@ -222,8 +222,8 @@ def build_card(run: Path, model: Path) -> Scorecard:
         copy_threshold=CopyThreshold(
             delta=base["delta"], unit=f"largest per-tile RMS distance over a {TILE_GRID}x{TILE_GRID} tile grid, "
                                       "pixels scaled 0-1",
-            calibration_null=Null(setting=base["setting"], hits=cal["model_null"]["hits"], n=cal["model_null"]["n"],
-                                  ci_high=cal["model_null"]["ci_high"], valid=bool(cal["met"])),
+            calibration_null=Null(setting=base["setting"], hits=cell["null"]["hits"], n=cell["null"]["n"],
+                                  ci_high=cell["null"]["ci_high"], valid=cell["null"]["valid"]),
             setting_nulls=[Null(setting=s, hits=v["hits"], n=v["n"], ci_high=v["ci_high"], valid=v["valid"])
                            for s, v in res.findings["setting_nulls"].items()]),
         extraction=Extraction(
