@@ -6,9 +6,10 @@ importing anything that computes."""
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from diffaudit.errors import ConfigError
 from diffaudit.layout import RunLayout
@@ -97,6 +98,54 @@ def effect_from_record(record: dict) -> ArmEffect:
     return ArmEffect(**{**numbers, "description": Description(**record["description"])})
 
 
+class FindingsRecord(BaseModel):
+    """findings.json as the study writes it (`FINDINGS_SCHEMA`; its JSON Schema ships in `schemas/`): the study checks
+    what it writes against it and the reports read through it, so a missing or misnamed key fails at load, naming it,
+    not deep inside a report. Row-level entries stay dicts here; `effects` are read back as `ArmEffect`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
+
+    schema_version: Literal[2]
+    alpha: float
+    arms: list[dict[str, Any]]  # pooled per arm over training seeds (cluster bootstrap over pictures)
+    cells: list[dict[str, Any]]  # per (arm, sampler, seed): owner's and outsider's counts, null, misses
+    setting_nulls: dict[str, dict[str, Any]]
+    effects: list[dict[str, Any]]  # each fix against the base, its worst-case verdict
+    ranking: list[str]  # the fixes that held, most durable first
+    best_arm: str | None
+    switch_sampler: list[dict[str, Any]]
+    duplication_trend: dict[str, dict[str, Any] | None]
+    flag_precision: dict[str, dict[str, Any] | None]
+    oracle_extent: dict[str, dict[str, Any]]
+    adaptive: list[dict[str, Any]]
+    strongest_attack: dict[str, dict[str, str | None]]  # "arm@seed" -> by AUC and by TPR at 1% FPR
+    probe_words: dict[str, dict[str, str]]
+    dp_power: dict[str, Any]
+
+
+FINDINGS_JSON_SCHEMA = Path(__file__).parents[1] / "schemas" / f"findings-v{FINDINGS_SCHEMA}.schema.json"
+
+
+def findings_schema() -> dict:
+    """findings.json's JSON Schema (draft 2020-12), as shipped in `FINDINGS_JSON_SCHEMA`."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            **FindingsRecord.model_json_schema(mode="serialization")}
+
+
+def checked_findings(findings: dict, source: Path | str) -> dict:
+    """`findings` when it has the record's shape; a run written before this shape is refused in one line."""
+    if findings.get("schema_version") != FINDINGS_SCHEMA:
+        raise ConfigError(f"{source}: findings of schema {findings.get('schema_version', 1)!r}, written by an older "
+                          f"diffaudit; run `diffaudit study` on the run again (its finished steps are reused) to "
+                          f"rewrite them as schema {FINDINGS_SCHEMA}")
+    try:
+        FindingsRecord.model_validate(findings)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: not a findings record: {str(exc).splitlines()[0]} "
+                          f"({'; '.join('.'.join(map(str, e['loc'])) for e in exc.errors()[:3])})") from exc
+    return findings
+
+
 @dataclass(frozen=True)
 class StudyResults:
     run: Path
@@ -125,7 +174,7 @@ class StudyResults:
         record = json.loads(at.record.read_text())
         return cls(run, results["rows"], json.loads(at.assumptions.read_text()), results["preset"],
                    record["config"], record, results["calibration"], results.get("mia_controls", {}),
-                   results.get("dp_controls", {}), json.loads(at.findings.read_text()),
+                   results.get("dp_controls", {}), checked_findings(json.loads(at.findings.read_text()), at.findings),
                    results.get("adaptive_control"), results.get("forget"), results.get("sampler_rows", []))
 
     @property

@@ -42,7 +42,7 @@ from diffaudit.study.findings import findings
 from diffaudit.study.forget_audit import forget_arm
 from diffaudit.study.mia_audit import run_mia
 from diffaudit.study.mia_controls import control_preset, negative_control, never_trained_halves, positive_control
-from diffaudit.study.records import attack_settings
+from diffaudit.study.records import attack_settings, checked_findings
 from diffaudit.tracking import log_to_mlflow, write_run_record
 
 
@@ -395,8 +395,9 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
                                             "calibration": calibration, "mia_controls": controls,
                                             "dp_controls": dp_controls, "adaptive_control": search_control,
                                             "forget": forget})
-    write_json(study.layout.findings, findings(study.run, rows, search_control, sampler_rows, nulls,
-                                               [s.key for s in preset.study.samplers], dp_controls))
+    decided = findings(study.run, rows, search_control, sampler_rows, nulls, [s.key for s in preset.study.samplers],
+                       dp_controls)
+    write_json(study.layout.findings, checked_findings(jsonable(decided), "the study's findings"))
     return table
 
 
