@@ -126,10 +126,14 @@ class FindingsRecord(BaseModel):
 FINDINGS_JSON_SCHEMA = Path(__file__).parents[1] / "schemas" / f"findings-v{FINDINGS_SCHEMA}.schema.json"
 
 
+def json_schema_of(record: type[BaseModel]) -> dict:
+    """A record's JSON Schema (draft 2020-12) as written files have it: every field required, defaults included."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **record.model_json_schema(mode="serialization")}
+
+
 def findings_schema() -> dict:
-    """findings.json's JSON Schema (draft 2020-12), as shipped in `FINDINGS_JSON_SCHEMA`."""
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            **FindingsRecord.model_json_schema(mode="serialization")}
+    """findings.json's JSON Schema, as shipped in `FINDINGS_JSON_SCHEMA`."""
+    return json_schema_of(FindingsRecord)
 
 
 def checked_findings(findings: dict, source: Path | str) -> dict:

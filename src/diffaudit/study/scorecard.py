@@ -31,7 +31,7 @@ from diffaudit.model.generate import generate
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.shards import load_samples
 from diffaudit.progress import Progress
-from diffaudit.study.records import StudyResults
+from diffaudit.study.records import StudyResults, json_schema_of
 
 SCHEMA_VERSION = 1
 SCHEMA = Path(__file__).parents[1] / "schemas" / f"scorecard-v{SCHEMA_VERSION}.schema.json"
@@ -155,9 +155,8 @@ class Scorecard(_Record):
 
 
 def json_schema() -> dict:
-    """The card's JSON Schema (draft 2020-12), as shipped in `SCHEMA` for anyone who reads cards without diffaudit."""
-    schema = Scorecard.model_json_schema(mode="serialization")  # a written card has every field, defaults included
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+    """The card's JSON Schema, as shipped in `SCHEMA` for anyone who reads cards without diffaudit."""
+    return json_schema_of(Scorecard)
 
 
 def file_sha256(path: Path) -> str:
