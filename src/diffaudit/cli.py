@@ -299,6 +299,8 @@ def extract(
     confirm_fraction: Annotated[float | None, setting("study.confirm_fraction", "Share of prompts the full probe "
                                                                                  "confirms.")] = None,
     full_run: Annotated[Path | None, typer.Option(help="An earlier full probe to compare --tiered with.")] = None,
+    sequential: Annotated[Path | None, typer.Option(help="Draw in rounds, stopping each prompt by this rule (written "
+                                                         "by `diffaudit stopping-rule` on a second model).")] = None,
     device: DeviceOpt = None, dtype: DtypeOpt = None, ray: RayOpt = None, ray_cpus: RayCpusOpt = None,
     ray_gpus: RayGpusOpt = None, ray_workers: RayWorkersOpt = None,
 ) -> None:
@@ -306,6 +308,7 @@ def extract(
 
     Defaults come from the preset's [study] section (flags and --config override them)."""
     from diffaudit.attacks.extraction import ExtractionConfig
+    from diffaudit.attacks.sequential import StoppingRule
     from diffaudit.data.imagefolder import load_imagefolder
     from diffaudit.model.pipeline import AuditPipeline
     from diffaudit.study.extraction_audit import (
@@ -321,6 +324,9 @@ def extract(
     check_names(s)
     if prompts_file is not None:
         _read_prompts(None, prompts_file)
+    rule = StoppingRule.load(sequential) if sequential is not None else None
+    if rule is not None and s.tiered:
+        raise ConfigError("--sequential and --tiered are two ways to probe less; choose one")
     if full_run is not None and not (full_run / "per_prompt.parquet").is_file():
         raise ConfigError(f"--full-run {full_run} is not a finished extraction (per_prompt.parquet is missing)")
     pipe = AuditPipeline.from_pretrained(model, cfg.runtime)
@@ -342,7 +348,12 @@ def extract(
                                 s.confirm_fraction, full_run, progress)
             console.print_json(data=jsonable(result))
             return
-        summary = run_extraction(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, progress)
+        summary = run_extraction(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, progress,
+                                 rule=rule)
+    if rule is not None:
+        seq = summary["sequential"]
+        console.print(f"sequential: {seq['draws']} of {seq['full_draws']} generations drawn; stops {seq['stops']} "
+                      f"(rule fitted on {rule.fitted_on}, estimated miss rate {rule.miss['rate']:.1%})")
     table = Table(title=f"Extraction: {summary['prompts_with_copy']} of {summary['attacked_prompts']} prompts copied "
                         f"their own image ({summary['extracted_images']} images, {summary['extracted_families']} "
                         f"subjects; {samples} generations each, delta {delta:g})")
@@ -358,6 +369,27 @@ def extract(
                   f"clique-filter precision {summary['precision']:.2f}, probe recall {summary['recall']:.2f} vs the "
                   "oracle; "
                   f"{summary['unet_evaluations']} UNet evaluations; results in {out}")
+
+
+@app.command("stopping-rule")
+def stopping_rule(
+    full_run: Annotated[Path, typer.Argument(help="A finished full `diffaudit extract` of a second model (another "
+                                                  "training seed), never the model to be audited.")],
+    out: Annotated[Path, typer.Argument(help="The rule's JSON file.")],
+    round_size: Annotated[int, typer.Option(min=1, help="Generations drawn per prompt per round.")] = 2,
+    quantile: Annotated[float, typer.Option(min=0.5, max=1.0, help="Share of the second model's extracted prompts "
+                                                                   "each check must keep drawing.")] = 1.0,
+    margin: Annotated[float, typer.Option(min=0.0, help="Widen every threshold by this share.")] = 0.1,
+) -> None:
+    """Fit the sequential probe's stopping rule (`extract --sequential`) on a second model's full probe."""
+    from diffaudit.study.extraction_audit import stopping_rule_from
+
+    rule = stopping_rule_from(full_run, round_size, quantile, margin)
+    rule.save(out)
+    miss = rule.miss
+    console.print(f"rule for N = {rule.budget}, rounds of {rule.round_size}, fitted on {rule.fitted_on}: estimated "
+                  f"miss rate {miss['missed']}/{miss['of']} ({miss['ci_low']:.0%}-{miss['ci_high']:.0%}, "
+                  f"{miss['how']}); written to {out}")
 
 
 @app.command()

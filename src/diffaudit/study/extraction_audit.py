@@ -2,7 +2,8 @@
 
 import json
 import math
-from dataclasses import asdict
+import os
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from diffaudit.attacks.copies import match_generations, near_misses, per_prompt_
 from diffaudit.attacks.detect import DETECTORS, score_prompts
 from diffaudit.attacks.extraction import ExtractionConfig, cliques, probe, recall_sweep, summarize
 from diffaudit.attacks.metrics import rate_table, roc_summary
+from diffaudit.attacks.sequential import STOPS, StoppingRule, check_rule, draw_sequentially, fit_rule, trajectories
 from diffaudit.config import SampleConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
@@ -56,20 +58,30 @@ def dup_bucket(count: pd.Series) -> pd.Series:
 def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: pd.DataFrame,
                    samples_per_prompt: int, guidance: float, sample_cfg: SampleConfig,
                    cfg: ExtractionConfig, progress: Progress | None = None, samples: Path | None = None,
-                   conditioning: Conditioning | None = None) -> dict:
+                   conditioning: Conditioning | None = None, rule: StoppingRule | None = None) -> dict:
     """Generate for each prompt, run the probe and the oracle, and write tables, pairs and a summary.
 
     `samples` names a generation folder to share (default `out/samples`): samples are keyed by content, so
     those another audit of the same model already drew are reused, not drawn again. `conditioning` is what the
     model is conditioned on for each prompt (its text by default; an attack's or a setting's otherwise): copies are
-    still judged against each prompt's own training image."""
+    still judged against each prompt's own training image. With a stopping `rule` (`attacks.sequential`) each
+    prompt draws in rounds until the rule stops it; the probe then asks every prompt the clique the full budget
+    asks, and the tables say how many draws each prompt took and why it stopped."""
     conditioning = conditioning or Text()
     out = Path(out)
     members = data.split("member")
     gen_dir = Path(samples) if samples is not None else out / "samples"
-    rows = generate(pipe, prompts["prompt"].tolist(), list(range(samples_per_prompt)), [guidance], sample_cfg,
-                    gen_dir, progress, conditioning=conditioning)
-    images, index = load_samples(gen_dir, rows, side=data.images.shape[1])
+    side = data.images.shape[1]
+    if rule is None:
+        rows = generate(pipe, prompts["prompt"].tolist(), list(range(samples_per_prompt)), [guidance], sample_cfg,
+                        gen_dir, progress, conditioning=conditioning)
+    else:
+        check_rule(rule, pipe, samples_per_prompt, cfg.edge_threshold)
+        rows, stops = draw_sequentially(pipe, prompts["prompt"].tolist(), rule, guidance, sample_cfg, gen_dir, side,
+                                        progress, conditioning)
+        prompts = prompts.merge(stops, on="prompt")
+        cfg = replace(cfg, clique_fraction=0.0, min_clique=rule.confirm)  # every prompt asked the budget's clique
+    images, index = load_samples(gen_dir, rows, side=side)
     table = members.table
     matches = match_generations(images, index, members, cfg.delta)
     clique = cliques(images, index, cfg.edge_threshold)
@@ -90,7 +102,7 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
         "samples_per_prompt": samples_per_prompt, "guidance": guidance, "sampler": sample_cfg.sampler,
         "steps": sample_cfg.steps, "guidance_start": sample_cfg.guidance_start,
         "seeds": f"0..{samples_per_prompt - 1}", "model_hash": pipe.model_hash(),
-        "conditioning": conditioning.name,
+        "conditioning": conditioning.name, "samples_folder": os.path.relpath(gen_dir, out),
         "compare_size": int(data.images.shape[1]), "generated_size": int(pipe.resolution),
         "dataset_version": data.version, "clique_size_required": cfg.clique_size(samples_per_prompt),
         "unet_evaluations": int(index["unet_evals"].sum()),
@@ -99,7 +111,11 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
         "extraction_by_delta": rate_by_delta(matches[confirmed].groupby("prompt")["own_distance"].min()
                                              .reindex(per_prompt["prompt"]).fillna(np.inf)),
         "gu_replication_prompts": int(per_prompt["gu_hit"].sum()),
-        "probe_sweep": recall_sweep(matches, index, images, per_prompt.set_index("prompt")["memorized"], cfg),
+        "probe_sweep": recall_sweep(matches, index, images, per_prompt.set_index("prompt")["memorized"], cfg)
+        if rule is None else [],
+        "sequential": None if rule is None else {
+            "rule": asdict(rule), "stops": per_prompt["stop"].value_counts().reindex(STOPS, fill_value=0).to_dict(),
+            "draws": int(per_prompt["draws"].sum()), "full_draws": len(per_prompt) * samples_per_prompt},
         "assumptions": {**asdict(cfg), "distance": "max over 4x4 tiles of RMS on [0,1] pixels (Carlini et al. 2023)",
                         "copy": "a flagged generation within delta of the prompt's own training image; copies of a "
                                 "near-duplicate sibling (family) or another image are counted separately",
@@ -175,3 +191,28 @@ def run_tiered(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: pd.D
         }
     write_json(out / "tiered_summary.json", summary)
     return summary
+
+
+def stopping_rule_from(run: Path, round_size: int, quantile: float, margin: float) -> StoppingRule:
+    """Fit a sequential probe's stopping rule on a finished full probe (`run`, an extraction folder) of a second model:
+    its draws replayed in seed order, its extracted captions the truth, each caption's own picture its group."""
+    run = Path(run)
+    if not (run / "per_prompt.parquet").is_file() or not (run / "summary.json").is_file():
+        raise ConfigError(f"{run} is not a finished extraction (per_prompt.parquet or summary.json is missing)")
+    summary = json.loads((run / "summary.json").read_text())
+    if summary.get("sequential"):
+        raise ConfigError(f"{run} is a sequential probe; fit the rule on a full probe (every caption drew N)")
+    budget, edge = int(summary["samples_per_prompt"]), float(summary["config"]["edge_threshold"])
+    per_prompt = pd.read_parquet(run / "per_prompt.parquet")
+    matches = pd.read_parquet(run / "matches.parquet")
+    folder = run / summary.get("samples_folder", "samples")
+    index = pd.read_parquet(folder / "index.parquet")
+    index = index[index["prompt"].isin(per_prompt["prompt"]) & (index["seed"] < budget)
+                  & (index["guidance"] == summary["guidance"])]
+    images, index = load_samples(folder, index, side=int(summary["compare_size"]))
+    paths = trajectories(images, index, list(range(1, budget + 1)), edge)
+    own = matches[matches["own_idx"] >= 0].sort_values("own_distance").drop_duplicates("prompt")
+    groups = per_prompt["prompt"].map(own.set_index("prompt")["own_idx"]).fillna(-1).astype(int)
+    picture = pd.Series(np.where(groups >= 0, groups.astype(str), per_prompt["prompt"]), index=per_prompt["prompt"])
+    return fit_rule(paths, per_prompt.set_index("prompt")["extracted"], picture, budget, round_size,
+                    int(summary["clique_size_required"]), edge, summary["model_hash"], quantile, margin)

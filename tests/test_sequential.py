@@ -1,0 +1,102 @@
+"""The sequential probe with its controls: draws that agree stop confirmed, draws that scatter stop futile, a rule
+fitted on one model finds on another every caption the full probe finds, and a rule is refused where it was not
+fitted."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffaudit.attacks.extraction import ExtractionConfig
+from diffaudit.attacks.sequential import StoppingRule, check_rule, decide, fit_rule, replay, trajectories
+from diffaudit.config import PRESETS
+from diffaudit.errors import ConfigError
+from diffaudit.model.pipeline import AuditPipeline
+from diffaudit.model.prepare import prepare_data
+from diffaudit.progress import make_progress
+from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, stopping_rule_from
+
+EDGE = 0.1
+
+
+def rule(futility: dict[int, float], budget: int = 8, round_size: int = 2) -> StoppingRule:
+    return StoppingRule(budget, round_size, 3, EDGE, futility, "another-model", 1.0, 0.0, {})
+
+
+def pool(agree: int, scatter: int, n: int = 8) -> tuple[np.ndarray, pd.DataFrame]:
+    """`agree` captions whose draws are one picture (slightly noised), `scatter` captions whose draws are random."""
+    rng = np.random.default_rng(0)
+    images, prompts = [], []
+    for c in range(agree + scatter):
+        base = rng.integers(0, 256, (8, 8, 3))
+        for _ in range(n):
+            own = base + rng.integers(-3, 4, base.shape) if c < agree else rng.integers(0, 256, (8, 8, 3))
+            images.append(np.clip(own, 0, 255).astype(np.uint8))
+            prompts.append(f"caption {c}")
+    return np.stack(images), pd.DataFrame({"prompt": prompts, "seed": list(range(n)) * (agree + scatter)})
+
+
+def test_agreeing_draws_stop_confirmed_and_scattered_draws_stop_futile() -> None:
+    images, index = pool(agree=2, scatter=3)
+    paths = trajectories(images, index, list(range(1, 9)), EDGE)
+    stops = replay(paths, rule({2: 0.3, 4: 0.3, 6: 0.3})).set_index("prompt")
+    assert (stops.loc[["caption 0", "caption 1"], "stop"] == "confirmed").all()
+    assert (stops.loc[["caption 0", "caption 1"], "draws"] == 4).all()  # the 3-clique exists at 3, looked at after 4
+    assert (stops.loc[["caption 2", "caption 3", "caption 4"], "stop"] == "futile").all()
+    assert (stops.loc[["caption 2", "caption 3", "caption 4"], "draws"] == 2).all()
+    # Negative control: no futility threshold, so scattered captions draw the whole budget and stop there.
+    assert set(replay(paths, rule({})).set_index("prompt").loc[["caption 2", "caption 3"], "stop"]) == {"budget"}
+    assert decide(2, 0.05, 8, rule({})) == "budget" and decide(3, 1.0, 2, rule({2: 0.3})) == "confirmed"
+
+
+def test_leaving_a_picture_out_counts_the_caption_the_rule_would_miss() -> None:
+    """Three extracted captions close after 2 draws and one far (its copies come late): fitted on all, none is missed;
+    left out in turn, the far one is, and the estimate says so."""
+    paths = pd.DataFrame({"prompt": ["a", "b", "c", "late", "never"], "drawn": 2, "clique": 2,
+                          "closest": [0.05, 0.06, 0.07, 0.4, 0.5]})
+    truth = pd.Series({"a": True, "b": True, "c": True, "late": True, "never": False})
+    fitted = fit_rule(paths, truth, pd.Series(truth.index, index=truth.index), 4, 2, 3, EDGE, "m", margin=0.0)
+    assert fitted.futility == {2: 0.4}
+    assert fitted.miss["missed"] == 1 and fitted.miss["of"] == 4
+    assert replay(paths, fitted).set_index("prompt").loc["never", "stop"] == "futile"
+
+
+def test_rule_is_refused_on_the_model_it_was_fitted_on(tiny_pipe: AuditPipeline, tmp_path: Path) -> None:
+    mine = StoppingRule(8, 2, 3, EDGE, {}, tiny_pipe.model_hash(), 1.0, 0.0, {})
+    with pytest.raises(ConfigError, match="fitted on the audited model"):
+        check_rule(mine, tiny_pipe, 8, EDGE)
+    with pytest.raises(ConfigError, match="N = 8"):
+        check_rule(rule({}), tiny_pipe, 16, EDGE)
+    (tmp_path / "rule.json").write_text("{\"budget\": 4}")
+    with pytest.raises(ConfigError, match="not a stopping rule"):
+        StoppingRule.load(tmp_path / "rule.json")
+
+
+RULE = Path(__file__).parents[1] / "benchmarks" / "results" / "sequential_rule.json"
+REFERENCE = Path(__file__).parents[1] / "models" / "quick"
+
+
+def test_sequential_probe_finds_every_caption_the_full_probe_finds(tmp_path: Path) -> None:
+    """The committed quick model (its 64-copy captions copy, its singletons do not) under the rule the benchmark
+    fitted on a second training seed: drawn live in rounds, the sequential probe must extract every caption the full
+    probe extracts, for fewer generations. The full probe then shares its folder and draws only what is missing."""
+    quick = PRESETS["quick"]
+    data = prepare_data(quick, tmp_path / "data", make_progress(disable=True))
+    ranked = most_duplicated_prompts(data, len(data))
+    prompts = pd.concat([ranked.head(2), ranked.tail(2)], ignore_index=True)
+    fitted, pipe, n = StoppingRule.load(RULE), AuditPipeline.from_pretrained(REFERENCE), quick.study.samples_per_prompt
+    cfg = ExtractionConfig()
+    seq = run_extraction(pipe, data, tmp_path / "seq", prompts, n, 1.0, quick.sample, cfg, rule=fitted)
+    full = run_extraction(pipe, data, tmp_path / "full", prompts, n, 1.0, quick.sample, cfg,
+                          samples=tmp_path / "seq" / "samples")
+    found = set(pd.read_parquet(tmp_path / "full" / "per_prompt.parquet").query("extracted")["prompt"])
+    per_prompt = pd.read_parquet(tmp_path / "seq" / "per_prompt.parquet")
+    assert 0 < len(found) < len(prompts), "the control needs captions that copy and captions that do not"
+    assert found <= set(per_prompt.query("extracted")["prompt"])
+    assert seq["unet_evaluations"] < full["unet_evaluations"]
+    assert seq["sequential"]["draws"] == per_prompt["generations"].sum() < n * len(prompts)
+    refit = stopping_rule_from(tmp_path / "full", round_size=2, quantile=1.0, margin=0.1)
+    assert refit.fitted_on == pipe.model_hash() and refit.miss["of"] == len(found)
+    with pytest.raises(ConfigError, match="sequential probe"):
+        stopping_rule_from(tmp_path / "seq", round_size=2, quantile=1.0, margin=0.1)
