@@ -13,7 +13,7 @@ from diffaudit.config import Preset
 # Options that name inputs, outputs or actions rather than settings of an audit.
 NOT_SETTINGS = {"preset", "config", "out", "prompt", "prompts_file", "force", "full_run", "reference", "strict",
                 "data", "sha256", "row_id", "caption_contains", "sharded", "method", "images",
-                "family", "paths", "verify", "model", "captions"}  # inputs and queries, not settings
+                "family", "paths", "verify", "model", "captions", "sequential"}  # inputs and queries, not settings
 
 
 def _commands() -> list[tuple[str, object, object]]:

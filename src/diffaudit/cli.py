@@ -376,15 +376,19 @@ def stopping_rule(
     full_run: Annotated[Path, typer.Argument(help="A finished full `diffaudit extract` of a second model (another "
                                                   "training seed), never the model to be audited.")],
     out: Annotated[Path, typer.Argument(help="The rule's JSON file.")],
-    round_size: Annotated[int, typer.Option(min=1, help="Generations drawn per prompt per round.")] = 2,
-    quantile: Annotated[float, typer.Option(min=0.5, max=1.0, help="Share of the second model's extracted prompts "
-                                                                   "each check must keep drawing.")] = 1.0,
-    margin: Annotated[float, typer.Option(min=0.0, help="Widen every threshold by this share.")] = 0.1,
+    round_size: Annotated[int | None, setting("study.sequential_round", "Generations drawn per prompt per round.")
+                          ] = None,
+    quantile: Annotated[float | None, setting("study.sequential_quantile", "Share of the second model's extracted "
+                                                                           "prompts each check keeps drawing.")] = None,
+    margin: Annotated[float | None, setting("study.sequential_margin", "Widen every threshold by this share.")
+                      ] = None,
+    preset: PresetOpt = "quick", config: ConfigOpt = None,
 ) -> None:
     """Fit the sequential probe's stopping rule (`extract --sequential`) on a second model's full probe."""
     from diffaudit.study.extraction_audit import stopping_rule_from
 
-    rule = stopping_rule_from(full_run, round_size, quantile, margin)
+    s = _configured(stopping_rule, locals()).study
+    rule = stopping_rule_from(full_run, s.sequential_round, s.sequential_quantile, s.sequential_margin)
     rule.save(out)
     miss = rule.miss
     console.print(f"rule for N = {rule.budget}, rounds of {rule.round_size}, fitted on {rule.fitted_on}: estimated "

@@ -190,6 +190,12 @@ class StudyConfig(_Frozen):
     detector: str = "wen"  # names are checked against the registries in study.runner.check_names
     tiered: bool = False  # `diffaudit extract`: score prompts with the detector first, probe only the top share
     confirm_fraction: OpenFraction = 0.1
+    # `diffaudit stopping-rule`: the sequential probe draws this many generations per prompt per round; each check's
+    # futility threshold is this quantile of the second model's extracted prompts' closest-pair distances (1: all of
+    # them keep drawing), widened by this share (benchmarks/sequential.py walks all three).
+    sequential_round: Positive = 2
+    sequential_quantile: Annotated[float, Field(strict=True, ge=0.5, le=1.0)] = 1.0
+    sequential_margin: Annotated[float, Field(strict=True, ge=0.0, le=1.0)] = 0.1
     mia_attacks: tuple[str, ...] = ("loss", "pia", "secmi", "clid")
     mia_per_side: AtLeastTwo = 200  # an ROC needs at least two of each
     lira_shadows: NonNegative = 0  # `diffaudit mia`: shadow models for LiRA (0: no LiRA; the study never runs it)
