@@ -17,6 +17,7 @@ Usage: python benchmarks/sequential.py --model models/quick --data DATA --tune S
 
 import argparse
 import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import matplotlib
@@ -24,86 +25,62 @@ import numpy as np
 import pandas as pd
 from detectors import GRID, full_probe, pool, scores
 
-from diffaudit.attacks.extraction import largest_clique
+from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.metrics import clopper_pearson
-from diffaudit.attacks.sequential import StoppingRule, fit_rule, replay, trajectories
-from diffaudit.config import CARLINI_SAMPLES, PRESETS
+from diffaudit.attacks.sequential import StoppingRule, fit_rule, replay
+from diffaudit.config import CARLINI_SAMPLES
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
 from diffaudit.model.pipeline import AuditPipeline
-from diffaudit.model.shards import load_samples
+from diffaudit.study.extraction_audit import fit_inputs
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+DEFAULT = {"round_size": 2, "quantile": 1.0, "margin": 0.1}  # the study.sequential_* defaults
 SETTINGS = [{"round_size": r, "quantile": q, "margin": m}
             for r in (1, 2, 4) for q in (0.9, 1.0) for m in (0.0, 0.1, 0.25)]
 TARGET_RECALL, TARGET_COST, TARGET_COST_500 = 0.95, 0.25, 0.05
 
 
-def evaluated_pool(data: ImageDataset) -> pd.DataFrame:
-    """Every member and never-trained caption: the duplicated ones first, the rest in seeded random order."""
+def evaluated_pool(data: ImageDataset, limit: int | None = None) -> pd.DataFrame:
+    """Every member and never-trained caption: the duplicated ones first, the rest in seeded random order, so the first
+    `limit` are every duplicated caption and a random sample of the rest. `weight` scales the sampled rest back to the
+    whole pool in cost shares."""
     p = pool(data)
-    return pd.concat([p[p["dup_count"] >= 2], p[p["dup_count"] < 2].sample(frac=1.0, random_state=0)],
-                     ignore_index=True)
+    dup, rest = p[p["dup_count"] >= 2], p[p["dup_count"] < 2].sample(frac=1.0, random_state=0)
+    taken = rest.head(max(0, (limit or len(p)) - len(dup)))
+    return pd.concat([dup.assign(weight=1.0), taken.assign(weight=len(rest) / max(len(taken), 1))], ignore_index=True)
 
 
-def paths_of(run: Path, per_prompt: pd.DataFrame, budget: int, side: int, edge: float) -> tuple[pd.DataFrame, dict]:
-    """Trajectories at every draw count (cached beside the run) and, per caption, its draws' images in seed order."""
-    index = pd.read_parquet(run / "samples" / "index.parquet")
-    index = index[index["prompt"].isin(per_prompt["prompt"]) & (index["seed"] < budget)].sort_values(["prompt", "seed"])
-    images, index = load_samples(run / "samples", index, side)
-    cache = run / "trajectories.parquet"
-    if cache.exists():
-        paths = pd.read_parquet(cache)
-    else:
-        paths = trajectories(images, index, list(range(1, budget + 1)), edge)
-        paths.to_parquet(cache, index=False)
-    return paths, {p: images[g.index.to_numpy()] for p, g in index.groupby("prompt", sort=False)}
-
-
-def extracted_at_stop(stops: pd.DataFrame, images: dict, own: pd.DataFrame, edge: float) -> pd.Series:
-    """Per caption stopped confirmed: whether its largest clique among the draws it took holds a copy of its own picture
-    (the full probe's confirmation, on fewer draws)."""
-    hit = {}
-    for row in stops[stops["stop"] == "confirmed"].itertuples():
-        clique = largest_clique(images[row.prompt][: row.draws], edge)
-        hit[row.prompt] = bool(own.loc[row.prompt].to_numpy()[: row.draws][clique].any())
-    return stops["prompt"].map(hit).fillna(False).astype(bool)
-
-
-def own_hits(run: Path, budget: int) -> pd.DataFrame:
-    """prompt x seed: whether that generation copies the caption's own training picture (the full probe's copy test)."""
-    matches = pd.read_parquet(run / "matches.parquet")
-    index = pd.read_parquet(run / "samples" / "index.parquet")
-    per_prompt = pd.read_parquet(run / "per_prompt.parquet")
-    index = index[index["prompt"].isin(per_prompt["prompt"]) & (index["seed"] < budget)].reset_index(drop=True)
-    kind = pd.Series(matches["kind"].to_numpy() == "own", index=pd.MultiIndex.from_frame(
-        index.loc[matches["sample"].to_numpy(), ["prompt", "seed"]]))
-    return kind.unstack("seed").sort_index(axis=1)
-
-
-def score_rule(rule: StoppingRule, paths: pd.DataFrame, probe: pd.DataFrame, images: dict, own: pd.DataFrame,
-               edge: float, keep: pd.Series | None = None, screen_share: float = 0.0) -> dict:
+def score_rule(rule: StoppingRule, paths: pd.DataFrame, probe: pd.DataFrame, keep: pd.Series | None = None,
+               screen_share: float = 0.0) -> dict:
     """Recall, cost share and the N = 500 projection of `rule` replayed on the audited model's pool (`keep`: captions
-    a screen let through; the rest cost nothing more and are found by nothing)."""
+    a screen let through; the rest cost nothing more and are found by nothing). A caption counts as found when it
+    stops confirmed on a clique holding a copy of its own picture (the full probe's confirmation, on fewer draws)."""
     kept = probe if keep is None else probe[keep.to_numpy()]
     stops = replay(paths[paths["prompt"].isin(kept["prompt"])], rule)
-    stops["extracted"] = extracted_at_stop(stops, images, own, edge).to_numpy()
+    weight = probe.set_index("prompt")["weight"]
+    per_draw = (probe["unet_evals"] / probe["generations"]).set_axis(probe["prompt"]) * weight  # a weighted draw
     truth = set(probe.loc[probe["extracted"], "prompt"])
-    found = set(stops.loc[stops["extracted"], "prompt"])
-    futile = stops["stop"] == "futile"
+    found = set(stops.loc[stops["copy"], "prompt"])
     k, n = len(found & truth), len(truth)
     lo, hi = clopper_pearson(k, n)
-    not_futile = set(stops.loc[~futile, "prompt"])
-    k500 = len(not_futile & truth)
+    # At N = 500 the flag asks a bigger clique, which 16 draws rarely hold: captions run on until the rule's futility
+    # stops them or to the end; every one not stopped futile is charged all 500 draws and counted found.
+    far = replay(paths[paths["prompt"].isin(kept["prompt"])], replace(rule, confirm=ExtractionConfig().clique_size(
+        CARLINI_SAMPLES)))
+    futile = far["stop"] == "futile"
+    k500 = len(set(far.loc[~futile, "prompt"]) & truth)
     lo5, hi5 = clopper_pearson(k500, n)
-    budget, total = rule.budget, len(probe)
-    cost_500 = (stops.loc[futile, "draws"].sum() + CARLINI_SAMPLES * (~futile).sum()) / (CARLINI_SAMPLES * total)
+    full = (probe["unet_evals"] * probe["weight"]).sum()
+    cost_500 = ((far.loc[futile, "draws"] * far.loc[futile, "prompt"].map(per_draw)).sum()
+                + CARLINI_SAMPLES * far.loc[~futile, "prompt"].map(per_draw).sum())
     return {"recovered": k, "truth": n, "recall": k / n if n else float("nan"), "recall_ci": [lo, hi],
-            "cost_share": screen_share + stops["draws"].sum() / (budget * total),
-            "early_not_at_n": len(found - truth), "stops": stops["stop"].value_counts().to_dict(),
-            "recall_500": k500 / n if n else float("nan"), "recall_500_ci": [lo5, hi5],
-            "cost_share_500_upper": screen_share * budget / CARLINI_SAMPLES + cost_500}
+            "cost_share": screen_share + (stops["draws"] * stops["prompt"].map(per_draw)).sum() / full,
+            "early_not_at_n": len(found - truth), "confirmed": int((stops["stop"] == "confirmed").sum()),
+            "stops": stops["stop"].value_counts().to_dict(), "recall_500": k500 / n if n else float("nan"),
+            "recall_500_ci": [lo5, hi5],
+            "cost_share_500_upper": (screen_share * full + cost_500) / (full * CARLINI_SAMPLES / rule.budget)}
 
 
 def detector_curve(probe: pd.DataFrame, score: np.ndarray, per_prompt_cost: int, budget_evals: np.ndarray
@@ -111,7 +88,7 @@ def detector_curve(probe: pd.DataFrame, score: np.ndarray, per_prompt_cost: int,
     """The tiered audit as K grows: recall of the full probe's extractions among the detector's top K, and its cost."""
     order = np.lexsort((np.random.default_rng(0).random(len(score)), -score))
     hits = probe["extracted"].to_numpy()[order]
-    cost = (per_prompt_cost * len(probe) + np.cumsum(budget_evals[order])) / budget_evals.sum()
+    cost = (per_prompt_cost * probe["weight"].sum() + np.cumsum(budget_evals[order])) / budget_evals.sum()
     return pd.DataFrame({"cost_share": cost, "recall": np.cumsum(hits) / max(hits.sum(), 1)})
 
 
@@ -122,32 +99,22 @@ def main() -> None:
     parser.add_argument("--tune", type=Path, required=True, help="a model other than --model to fit the rule on")
     parser.add_argument("--out", type=Path, default=Path("runs/sequential"))
     parser.add_argument("--screen", choices=sorted(GRID), help="a one-step detector in front of the probe")
+    parser.add_argument("--limit", type=int, help="audit only the first K captions of the evaluated pool (every "
+                                                  "duplicated one, a random sample of the rest, reweighted in costs)")
     args = parser.parse_args()
     data = load_imagefolder(args.data)
-    n, side = PRESETS["quick"].study.samples_per_prompt, data.images.shape[1]
     tuning, pipe = AuditPipeline.from_pretrained(args.tune), AuditPipeline.from_pretrained(args.model)
     tune_probe = full_probe(tuning, data, pool(data, 100, 100, 96), args.out / "tuning")
-    probe = full_probe(pipe, data, evaluated_pool(data), args.out / "evaluated")
-    summary = json.loads((args.out / "evaluated" / "summary.json").read_text())
-    edge, confirm = float(summary["config"]["edge_threshold"]), int(summary["clique_size_required"])
-    stopping = {}
-    for name, run, frame in (("tuning", args.out / "tuning", tune_probe), ("evaluated", args.out / "evaluated", probe)):
-        stopping[name] = (*paths_of(run, frame, n, side, edge), own_hits(run, n))
-    t_paths, e_paths = stopping["tuning"][0], stopping["evaluated"][0]
-    t_matches = pd.read_parquet(args.out / "tuning" / "matches.parquet")
-    t_groups = t_matches[t_matches["own_idx"] >= 0].drop_duplicates("prompt").set_index("prompt")["own_idx"]  # picture
-    picture = pd.Series(tune_probe["prompt"].map(t_groups).astype("string").fillna(tune_probe["prompt"]).to_numpy(),
-                        index=tune_probe["prompt"])
-    truth_t = tune_probe.set_index("prompt")["extracted"]
-    rows = []
-    for setting in SETTINGS:
-        rule = fit_rule(t_paths, truth_t, picture, n, setting["round_size"], confirm, edge, tuning.model_hash(),
-                        setting["quantile"], setting["margin"])
-        rows.append({**setting, "fitted_miss": rule.miss, "futility": rule.futility,
-                     **score_rule(rule, e_paths, probe, stopping["evaluated"][1], stopping["evaluated"][2], edge)})
-        if setting == {"round_size": 2, "quantile": 1.0, "margin": 0.1}:
-            rule.save(args.out / "rule.json")
-    full_evals = probe["unet_evals"].to_numpy(float)
+    pooled = evaluated_pool(data, args.limit)
+    probe = full_probe(pipe, data, pooled.drop(columns="weight"), args.out / "evaluated").merge(
+        pooled[["prompt", "weight"]], on="prompt")
+    t_paths, truth, picture, template = fit_inputs(args.out / "tuning")
+    e_paths = fit_inputs(args.out / "evaluated")[0]
+    rules = [fit_rule(t_paths, truth, picture, replace(template, **setting)) for setting in SETTINGS]
+    rows = [{**setting, "fitted_miss": asdict(rule.miss), "futility": rule.futility, **score_rule(rule, e_paths, probe)}
+            for setting, rule in zip(SETTINGS, rules, strict=True)]
+    rules[SETTINGS.index(DEFAULT)].save(args.out / "rule.json")
+    full_evals = (probe["unet_evals"] * probe["weight"]).to_numpy(float)
     curves = {}
     for name in ("wen",) if args.screen is None else (args.screen,):
         tuned = json.loads((args.out / "tuned.json").read_text())[name] if (args.out / "tuned.json").exists() \
@@ -156,19 +123,17 @@ def main() -> None:
         curves[name] = detector_curve(probe, score, cost, full_evals)
         if args.screen:
             t_score, _ = scores(tuning, name, tuned, tune_probe["prompt"].tolist(), args.out / "scores")
-            floor = t_score[tune_probe["extracted"].to_numpy()].min()
+            floor = t_score[tune_probe["extracted"].to_numpy()].min()  # keeps every extraction of the tuning model
             keep = pd.Series(score >= floor)
-            share = cost * len(probe) / full_evals.sum()
-            for setting in SETTINGS:
-                rule = fit_rule(t_paths, truth_t, picture, n, setting["round_size"], confirm, edge,
-                                tuning.model_hash(), setting["quantile"], setting["margin"])
-                rows.append({**setting, "screen": f"{name} >= {floor:.3g} ({int(keep.sum())} kept)",
-                             "fitted_miss": rule.miss, "futility": rule.futility,
-                             **score_rule(rule, e_paths, probe, stopping["evaluated"][1], stopping["evaluated"][2],
-                                          edge, keep, share)})
+            share = cost * probe["weight"].sum() / full_evals.sum()
+            rows += [{**setting, "screen": f"{name} >= {floor:.3g} ({int(keep.sum())} kept)",
+                      "fitted_miss": asdict(rule.miss), "futility": rule.futility,
+                      **score_rule(rule, e_paths, probe, keep, share)}
+                     for setting, rule in zip(SETTINGS, rules, strict=True)]
     (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=float))
     plot(rows, curves, args.out / "sequential_curve.png")
-    print(f"tuning model {tuning.model_hash()}: {len(tune_probe)} captions, {int(truth_t.sum())} extracted at N = {n}; "
+    print(f"tuning model {tuning.model_hash()}: {len(tune_probe)} captions, {int(truth.sum())} extracted at N = "
+          f"{template.budget}; "
           f"audited model {pipe.model_hash()}: {len(probe)} captions, {int(probe['extracted'].sum())} extracted")
     print("| round | quantile | margin | screen | miss on tuning model (LOPO) | recall [95% CI] | cost share | early, "
           "not at N | N = 500: recall, cost (upper) |")

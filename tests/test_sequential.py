@@ -20,8 +20,11 @@ from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extrac
 EDGE = 0.1
 
 
-def rule(futility: dict[int, float], budget: int = 8, round_size: int = 2) -> StoppingRule:
-    return StoppingRule(budget, round_size, 3, EDGE, futility, "another-model", 1.0, 0.0, {})
+def rule(futility: dict[int, float], budget: int = 8, round_size: int = 2, fitted_on: str = "another-model"
+         ) -> StoppingRule:
+    return StoppingRule(budget=budget, round_size=round_size, confirm=3, edge_threshold=EDGE, compare_size=8,
+                        setting="ddim-unclamped-25, guidance 1", futility=futility, fitted_on=fitted_on, quantile=1.0,
+                        margin=0.0)
 
 
 def pool(agree: int, scatter: int, n: int = 8) -> tuple[np.ndarray, pd.DataFrame]:
@@ -53,24 +56,34 @@ def test_agreeing_draws_stop_confirmed_and_scattered_draws_stop_futile() -> None
 def test_leaving_a_picture_out_counts_the_caption_the_rule_would_miss() -> None:
     """Three extracted captions close after 2 draws and one far (its copies come late): fitted on all, none is missed;
     left out in turn, the far one is, and the estimate says so."""
-    paths = pd.DataFrame({"prompt": ["a", "b", "c", "late", "never"], "drawn": 2, "clique": 2,
-                          "closest": [0.05, 0.06, 0.07, 0.4, 0.5]})
+    paths = pd.DataFrame({"prompt": ["a", "b", "c", "late", "never", "a", "b", "c", "late", "never"],
+                          "drawn": [2] * 5 + [4] * 5, "clique": [2] * 5 + [3, 3, 3, 3, 1],
+                          "closest": [0.05, 0.06, 0.07, 0.4, 0.5] * 2, "copy": [False] * 5 + [True, True, False, True,
+                                                                                          False]})
     truth = pd.Series({"a": True, "b": True, "c": True, "late": True, "never": False})
-    fitted = fit_rule(paths, truth, pd.Series(truth.index, index=truth.index), 4, 2, 3, EDGE, "m", margin=0.0)
+    fitted = fit_rule(paths, truth, pd.Series(truth.index, index=truth.index), rule({}, budget=4))
     assert fitted.futility == {2: 0.4}
-    assert fitted.miss["missed"] == 1 and fitted.miss["of"] == 4
+    # Left out, "late" stops futile; "c" confirms on a clique without its copy (the full probe's would hold one).
+    assert (fitted.miss.missed, fitted.miss.of, fitted.miss.confirmed_without_copy) == (2, 4, 1)
     assert replay(paths, fitted).set_index("prompt").loc["never", "stop"] == "futile"
 
 
 def test_rule_is_refused_on_the_model_it_was_fitted_on(tiny_pipe: AuditPipeline, tmp_path: Path) -> None:
-    mine = StoppingRule(8, 2, 3, EDGE, {}, tiny_pipe.model_hash(), 1.0, 0.0, {})
+    setting = "ddim-unclamped-25, guidance 1"
     with pytest.raises(ConfigError, match="fitted on the audited model"):
-        check_rule(mine, tiny_pipe, 8, EDGE)
-    with pytest.raises(ConfigError, match="N = 8"):
-        check_rule(rule({}), tiny_pipe, 16, EDGE)
-    (tmp_path / "rule.json").write_text("{\"budget\": 4}")
-    with pytest.raises(ConfigError, match="not a stopping rule"):
-        StoppingRule.load(tmp_path / "rule.json")
+        check_rule(rule({}, fitted_on=tiny_pipe.model_hash()), tiny_pipe, 8, 3, EDGE, 8, setting)
+    with pytest.raises(ConfigError, match="budget N 8, clique 3; this probe asks budget N 16, clique 4"):
+        check_rule(rule({}), tiny_pipe, 16, 4, EDGE, 8, setting)
+    with pytest.raises(ConfigError, match="drawing"):
+        check_rule(rule({}), tiny_pipe, 8, 3, EDGE, 8, "dpmsolver++-10, guidance 1")
+    rule({2: 0.3}).save(tmp_path / "rule.json")
+    assert StoppingRule.load(tmp_path / "rule.json") == rule({2: 0.3})
+    text = (tmp_path / "rule.json").read_text()
+    for bad in ('{"budget": 4}', text.replace('"round_size": 2', '"round_size": 2.5'),
+                text.replace('"2": 0.3', '"3": 0.3'), text.replace('"margin"', '"margins"')):
+        (tmp_path / "bad.json").write_text(bad)
+        with pytest.raises(ConfigError, match="bad.json is not a stopping rule"):
+            StoppingRule.load(tmp_path / "bad.json")
 
 
 RULE = Path(__file__).parents[1] / "benchmarks" / "results" / "sequential_rule.json"
@@ -97,6 +110,6 @@ def test_sequential_probe_finds_every_caption_the_full_probe_finds(tmp_path: Pat
     assert seq["unet_evaluations"] < full["unet_evaluations"]
     assert seq["sequential"]["draws"] == per_prompt["generations"].sum() < n * len(prompts)
     refit = stopping_rule_from(tmp_path / "full", round_size=2, quantile=1.0, margin=0.1)
-    assert refit.fitted_on == pipe.model_hash() and refit.miss["of"] == len(found)
+    assert refit.fitted_on == pipe.model_hash() and refit.miss.of == len(found)
     with pytest.raises(ConfigError, match="sequential probe"):
         stopping_rule_from(tmp_path / "seq", round_size=2, quantile=1.0, margin=0.1)

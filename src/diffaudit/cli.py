@@ -353,7 +353,8 @@ def extract(
     if rule is not None:
         seq = summary["sequential"]
         console.print(f"sequential: {seq['draws']} of {seq['full_draws']} generations drawn; stops {seq['stops']} "
-                      f"(rule fitted on {rule.fitted_on}, estimated miss rate {rule.miss['rate']:.1%})")
+                      f"(rule fitted on {rule.fitted_on}, estimated miss rate "
+                      f"{'not estimated' if rule.miss is None else format(rule.miss.rate, '.1%')})")
     table = Table(title=f"Extraction: {summary['prompts_with_copy']} of {summary['attacked_prompts']} prompts copied "
                         f"their own image ({summary['extracted_images']} images, {summary['extracted_families']} "
                         f"subjects; {samples} generations each, delta {delta:g})")
@@ -392,8 +393,9 @@ def stopping_rule(
     rule.save(out)
     miss = rule.miss
     console.print(f"rule for N = {rule.budget}, rounds of {rule.round_size}, fitted on {rule.fitted_on}: estimated "
-                  f"miss rate {miss['missed']}/{miss['of']} ({miss['ci_low']:.0%}-{miss['ci_high']:.0%}, "
-                  f"{miss['how']}); written to {out}")
+                  f"miss rate {miss.missed}/{miss.of} ({miss.ci_low:.0%}-{miss.ci_high:.0%}, {miss.how}; "
+                  f"{miss.confirmed_without_copy} of them confirmed early on a clique without a copy); "
+                  f"written to {out}")
 
 
 @app.command()

@@ -9,14 +9,16 @@ probability C(13,4)/C(16,4) ~ 0.39), so the thresholds are fitted on a second mo
 on the evaluated model's labels, and the rule carries the miss rate estimated there.
 """
 
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import Annotated
 
 import networkx as nx
 import numpy as np
 import pandas as pd
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
 
 from diffaudit.attacks.metrics import clopper_pearson
 from diffaudit.config import SampleConfig
@@ -32,18 +34,43 @@ from diffaudit.progress import Progress
 STOPS = ("confirmed", "futile", "budget")  # why a caption stopped drawing
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class Miss:
+    """How often the rule loses a caption the full probe extracts, on the model it was fitted on: stopped futile, or
+    stopped confirmed on a clique that holds no copy of its own picture (the full probe's clique at N would)."""
+    missed: int
+    of: int
+    rate: float
+    ci_low: float
+    ci_high: float
+    confirmed_without_copy: int
+    how: str = "leave one picture out, on the fitting model"
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class StoppingRule:
-    """When a caption stops. `futility[n]`: after n draws, stop when the closest pair of draws is farther than this."""
-    budget: int  # the full probe's N
-    round_size: int
-    confirm: int  # clique size that flags a caption: the full probe's at N
-    edge_threshold: float
+    """When a caption stops. `futility[n]`: after n draws, stop when the closest pair of draws is farther than this.
+    The thresholds are distances at `compare_size` pixels between draws of `setting`; a probe elsewhere is refused."""
+    budget: Annotated[int, Field(ge=2)]  # the full probe's N
+    round_size: Annotated[int, Field(ge=1)]
+    confirm: Annotated[int, Field(ge=2)]  # clique size that flags a caption: the full probe's at N
+    edge_threshold: Annotated[float, Field(gt=0)]
+    compare_size: Annotated[int, Field(ge=1)]
+    setting: str  # sampler, steps and guidance of the draws (`probe_setting`)
     futility: dict[int, float]
     fitted_on: str  # model hash of the second model the thresholds were fitted on
     quantile: float  # of the fitting model's extracted captions' closest-pair distances, per check
     margin: float  # thresholds widened by this share
-    miss: dict  # the miss rate estimated on the fitting model, leaving each picture out in turn
+    miss: Miss | None = None
+
+    @model_validator(mode="after")
+    def _checks_exist(self) -> "StoppingRule":
+        if self.round_size > self.budget:
+            raise ValueError(f"round_size {self.round_size} exceeds the budget {self.budget}")
+        stray = sorted(set(self.futility) - set(self.checks()))
+        if stray:
+            raise ValueError(f"futility thresholds at {stray} draws, where no round ends")
+        return self
 
     def checks(self) -> list[int]:
         """Draw counts after which captions are looked at: every round, and the budget."""
@@ -55,27 +82,30 @@ class StoppingRule:
     @classmethod
     def load(cls, path: Path) -> "StoppingRule":
         try:
-            raw = json.loads(Path(path).read_text())
-            raw["futility"] = {int(n): float(t) for n, t in raw["futility"].items()}
-            rule = cls(**raw)
-        except (OSError, ValueError, TypeError, KeyError) as err:
+            import json
+
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError, ValidationError) as err:
             raise ConfigError(f"{path} is not a stopping rule written by `diffaudit stopping-rule`: {err}") from err
-        if not 1 <= rule.round_size <= rule.budget or rule.confirm < 2:
-            raise ConfigError(f"{path}: round_size must be 1..budget and confirm at least 2")
-        return rule
 
 
-def draw_state(images: np.ndarray, threshold: float) -> tuple[int, float]:
-    """A caption's draws so far: the size of their largest clique (pairs within `threshold`) and the distance of their
-    closest pair (inf below two draws)."""
+def probe_setting(sample_cfg: SampleConfig, guidance: float) -> str:
+    """The drawing a rule's distances belong to."""
+    late = f", guided from {sample_cfg.guidance_start:g}" if sample_cfg.guidance_start else ""
+    return f"{sample_cfg.sampler}-{sample_cfg.steps}, guidance {guidance:g}{late}"
+
+
+def draw_state(images: np.ndarray, threshold: float) -> tuple[list[int], float]:
+    """A caption's draws so far: the members of their largest clique (pairs within `threshold`, as the full probe's
+    `largest_clique`) and the distance of their closest pair (inf below two draws)."""
     if len(images) < 2:
-        return len(images), math.inf
+        return list(range(len(images))), math.inf
     d = copy_distance(images[:, None], images[None])
     upper = np.triu_indices(len(images), k=1)
     graph = nx.Graph()
     graph.add_nodes_from(range(len(images)))
     graph.add_edges_from(zip(*(u[d[upper] < threshold] for u in upper), strict=True))
-    return max(len(c) for c in nx.find_cliques(graph)), float(d[upper].min())
+    return max(nx.find_cliques(graph), key=len), float(d[upper].min())
 
 
 def decide(clique: int, closest: float, drawn: int, rule: StoppingRule) -> str | None:
@@ -88,29 +118,33 @@ def decide(clique: int, closest: float, drawn: int, rule: StoppingRule) -> str |
     return "futile" if limit is not None and closest > limit else None
 
 
-def trajectories(images: np.ndarray, index: pd.DataFrame, checks: list[int], threshold: float) -> pd.DataFrame:
-    """Per caption and check n: its first n draws' (by seed) largest clique and closest pair, from a full pool."""
+def trajectories(images: np.ndarray, index: pd.DataFrame, checks: list[int], threshold: float,
+                 own: np.ndarray | None = None) -> pd.DataFrame:
+    """Per caption and check n, from a full pool: its first n draws' (by seed) largest clique and closest pair and,
+    given `own` (per row of `index`: the draw copies the caption's own picture), whether that clique holds a copy."""
     rows = []
     for prompt, group in index.groupby("prompt", sort=False):
         order = group.sort_values("seed").index.to_numpy()
         for n in checks:
             if n <= len(order):
-                clique, closest = draw_state(images[order[:n]], threshold)
-                rows.append((prompt, n, clique, closest))
-    return pd.DataFrame(rows, columns=["prompt", "drawn", "clique", "closest"])
+                members, closest = draw_state(images[order[:n]], threshold)
+                copy = bool(own[order[:n]][members].any()) if own is not None else None
+                rows.append((prompt, n, len(members), closest, copy))
+    return pd.DataFrame(rows, columns=["prompt", "drawn", "clique", "closest", "copy"])
 
 
 def replay(paths: pd.DataFrame, rule: StoppingRule) -> pd.DataFrame:
-    """Per caption: draws spent and why it stopped, replaying a full pool's trajectories (no new sampling)."""
+    """Per caption: draws spent, why it stopped and (where `paths` knows) whether its clique then held a copy of its
+    own picture, replaying a full pool's trajectories (no new sampling)."""
     out, checks = [], set(rule.checks())
     for prompt, path in paths.groupby("prompt", sort=False):
-        stop, drawn = "budget", rule.budget
+        stop, drawn, copy = "budget", rule.budget, False
         for row in path.sort_values("drawn").itertuples():
             if row.drawn in checks and (why := decide(row.clique, row.closest, row.drawn, rule)):
-                stop, drawn = why, row.drawn
+                stop, drawn, copy = why, row.drawn, why == "confirmed" and bool(row.copy)
                 break
-        out.append((prompt, drawn, stop))
-    return pd.DataFrame(out, columns=["prompt", "draws", "stop"])
+        out.append((prompt, drawn, stop, copy))
+    return pd.DataFrame(out, columns=["prompt", "draws", "stop", "copy"])
 
 
 def _thresholds(paths: pd.DataFrame, truth: pd.Series, checks: list[int], confirm: int, quantile: float,
@@ -127,37 +161,45 @@ def _thresholds(paths: pd.DataFrame, truth: pd.Series, checks: list[int], confir
     return limits
 
 
-def fit_rule(paths: pd.DataFrame, truth: pd.Series, groups: pd.Series, budget: int, round_size: int, confirm: int,
-             edge_threshold: float, fitted_on: str, quantile: float = 1.0, margin: float = 0.1) -> StoppingRule:
-    """Thresholds from a second model's full pool (`paths` from `trajectories`, `truth`: prompt -> extracted by the
-    full probe). The miss rate is estimated leaving each picture (`groups`: prompt -> picture) out in turn: its
-    captions are replayed against thresholds fitted without them, since captions of one picture move together."""
-    checks = sorted({*range(round_size, budget, round_size), budget})
-    rule = StoppingRule(budget, round_size, confirm, edge_threshold,
-                        _thresholds(paths, truth, checks, confirm, quantile, margin), fitted_on, quantile, margin, {})
+def fit_rule(paths: pd.DataFrame, truth: pd.Series, groups: pd.Series, template: StoppingRule) -> StoppingRule:
+    """`template` with thresholds fitted on a second model's full pool (`paths` from `trajectories` with `own`;
+    `truth`: prompt -> extracted by the full probe). The miss rate is estimated leaving each picture (`groups`:
+    prompt -> picture) out in turn, its captions replayed against thresholds fitted without them, since captions of
+    one picture move together."""
+    checks, r = template.checks(), template
+
+    def fitted(without: pd.Index) -> StoppingRule:
+        limits = _thresholds(paths, truth.drop(without), checks, r.confirm, r.quantile, r.margin)
+        return StoppingRule(**{**asdict(r), "futility": limits, "miss": None})
+
     found = truth[truth].index
-    missed = 0
+    futile = without_copy = 0
     for picture in groups.reindex(found).unique():
         mine = found[groups.reindex(found).to_numpy() == picture]
-        held = StoppingRule(**{**asdict(rule), "futility": _thresholds(paths, truth.drop(mine), checks, confirm,
-                                                                       quantile, margin)})
-        stops = replay(paths[paths["prompt"].isin(mine)], held)
-        missed += int((stops["stop"] == "futile").sum())
+        stops = replay(paths[paths["prompt"].isin(mine)], fitted(mine))
+        futile += int((stops["stop"] == "futile").sum())
+        without_copy += int(((stops["stop"] == "confirmed") & ~stops["copy"]).sum())
+    missed = futile + without_copy
     low, high = clopper_pearson(missed, len(found))
-    miss = {"missed": missed, "of": len(found), "rate": missed / len(found) if len(found) else float("nan"),
-            "ci_low": low, "ci_high": high, "how": "leave one picture out, on the fitting model"}
-    return StoppingRule(**{**asdict(rule), "miss": miss})
+    miss = Miss(missed, len(found), missed / len(found) if len(found) else math.nan, low, high, without_copy)
+    return StoppingRule(**{**asdict(fitted(pd.Index([]))), "miss": asdict(miss)})
 
 
-def check_rule(rule: StoppingRule, pipe: AuditPipeline, budget: int, edge_threshold: float) -> None:
+def check_rule(rule: StoppingRule, pipe: AuditPipeline, budget: int, confirm: int, edge_threshold: float,
+               compare_size: int, setting: str) -> None:
     """Refuse a rule that would not stop captions the way it was fitted: fitted on the audited model itself (its
-    labels would choose its thresholds), for another budget N or another clique edge."""
+    labels would choose its thresholds), or for another budget, clique, comparison size or drawing."""
     if rule.fitted_on == pipe.model_hash():
         raise ConfigError(f"the stopping rule was fitted on the audited model ({rule.fitted_on}); fit it on a second "
                           "model (another training seed), never on the one it audits")
-    if rule.budget != budget or not math.isclose(rule.edge_threshold, edge_threshold):
-        raise ConfigError(f"the stopping rule was fitted for N = {rule.budget} generations and clique edge "
-                          f"{rule.edge_threshold:g}; this probe asks N = {budget}, edge {edge_threshold:g}")
+    want = {"budget N": budget, "clique": confirm, "clique edge": edge_threshold, "compare size": compare_size,
+            "drawing": setting}
+    have = {"budget N": rule.budget, "clique": rule.confirm, "clique edge": rule.edge_threshold,
+            "compare size": rule.compare_size, "drawing": rule.setting}
+    differ = [k for k in want if have[k] != want[k]]
+    if differ:
+        raise ConfigError("the stopping rule was fitted for " + ", ".join(f"{k} {have[k]}" for k in differ)
+                          + "; this probe asks " + ", ".join(f"{k} {want[k]}" for k in differ))
 
 
 def draw_sequentially(pipe: AuditPipeline, prompts: list[str], rule: StoppingRule, guidance: float,
@@ -174,7 +216,8 @@ def draw_sequentially(pipe: AuditPipeline, prompts: list[str], rule: StoppingRul
         rows = pd.concat(drawn_rows, ignore_index=True)
         images, index = load_samples(out, rows[rows["prompt"].isin(open_)], side)
         for prompt, group in index.groupby("prompt", sort=False):
-            why = decide(*draw_state(images[group.index.to_numpy()], rule.edge_threshold), seeds[-1] + 1, rule)
+            members, closest = draw_state(images[group.index.to_numpy()], rule.edge_threshold)
+            why = decide(len(members), closest, seeds[-1] + 1, rule)
             if why:
                 stops[prompt] = (seeds[-1] + 1, why)
         if task is not None:

@@ -13,7 +13,15 @@ from diffaudit.attacks.copies import match_generations, near_misses, per_prompt_
 from diffaudit.attacks.detect import DETECTORS, score_prompts
 from diffaudit.attacks.extraction import ExtractionConfig, cliques, probe, recall_sweep, summarize
 from diffaudit.attacks.metrics import rate_table, roc_summary
-from diffaudit.attacks.sequential import STOPS, StoppingRule, check_rule, draw_sequentially, fit_rule, trajectories
+from diffaudit.attacks.sequential import (
+    STOPS,
+    StoppingRule,
+    check_rule,
+    draw_sequentially,
+    fit_rule,
+    probe_setting,
+    trajectories,
+)
 from diffaudit.config import SampleConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
@@ -76,7 +84,8 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
         rows = generate(pipe, prompts["prompt"].tolist(), list(range(samples_per_prompt)), [guidance], sample_cfg,
                         gen_dir, progress, conditioning=conditioning)
     else:
-        check_rule(rule, pipe, samples_per_prompt, cfg.edge_threshold)
+        check_rule(rule, pipe, samples_per_prompt, cfg.clique_size(samples_per_prompt), cfg.edge_threshold, side,
+                   probe_setting(sample_cfg, guidance))
         rows, stops = draw_sequentially(pipe, prompts["prompt"].tolist(), rule, guidance, sample_cfg, gen_dir, side,
                                         progress, conditioning)
         prompts = prompts.merge(stops, on="prompt")
@@ -101,7 +110,9 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
     summary |= {
         "samples_per_prompt": samples_per_prompt, "guidance": guidance, "sampler": sample_cfg.sampler,
         "steps": sample_cfg.steps, "guidance_start": sample_cfg.guidance_start,
-        "seeds": f"0..{samples_per_prompt - 1}", "model_hash": pipe.model_hash(),
+        "seeds": f"0..{samples_per_prompt - 1}" if rule is None else
+        f"0..{samples_per_prompt - 1}, each prompt's first `draws` (per_prompt.parquet); the oracle's fields count "
+        "those draws only", "model_hash": pipe.model_hash(), "setting": probe_setting(sample_cfg, guidance),
         "conditioning": conditioning.name, "samples_folder": os.path.relpath(gen_dir, out),
         "compare_size": int(data.images.shape[1]), "generated_size": int(pipe.resolution),
         "dataset_version": data.version, "clique_size_required": cfg.clique_size(samples_per_prompt),
@@ -122,7 +133,8 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
                         "attacker": "black-box generation; training set used only to confirm flagged samples",
                         "prompts": "most-duplicated training captions"},
     }
-    write_atomic(out / "matches.parquet", lambda p: matches.assign(confirmed=confirmed).to_parquet(p, index=False))
+    write_atomic(out / "matches.parquet", lambda p: matches.assign(confirmed=confirmed, seed=index["seed"].to_numpy())
+                 .to_parquet(p, index=False))
     write_atomic(out / "per_prompt.parquet", lambda p: per_prompt.to_parquet(p, index=False))
     write_atomic(out / "pairs.parquet", lambda p: pairs.to_parquet(p, index=False))
     summary["near_misses"] = _near_misses(images, matches, members, cfg.delta, out / "near_misses.png")
@@ -193,26 +205,37 @@ def run_tiered(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: pd.D
     return summary
 
 
-def stopping_rule_from(run: Path, round_size: int, quantile: float, margin: float) -> StoppingRule:
-    """Fit a sequential probe's stopping rule on a finished full probe (`run`, an extraction folder) of a second model:
-    its draws replayed in seed order, its extracted captions the truth, each caption's own picture its group."""
+def fit_inputs(run: Path) -> tuple[pd.DataFrame, pd.Series, pd.Series, StoppingRule]:
+    """What a stopping rule is fitted on, from a finished full probe (`run`): its draws' trajectories in seed order
+    (with whether each clique holds an own copy), the captions it extracted, each caption's picture (its own training
+    image; a never-trained caption is its own group) and a rule template for its budget, clique and drawing."""
     run = Path(run)
-    if not (run / "per_prompt.parquet").is_file() or not (run / "summary.json").is_file():
-        raise ConfigError(f"{run} is not a finished extraction (per_prompt.parquet or summary.json is missing)")
+    if not all((run / f).is_file() for f in ("per_prompt.parquet", "summary.json", "matches.parquet")):
+        raise ConfigError(f"{run} is not a finished extraction (per_prompt, matches or summary is missing)")
     summary = json.loads((run / "summary.json").read_text())
     if summary.get("sequential"):
         raise ConfigError(f"{run} is a sequential probe; fit the rule on a full probe (every caption drew N)")
-    budget, edge = int(summary["samples_per_prompt"]), float(summary["config"]["edge_threshold"])
-    per_prompt = pd.read_parquet(run / "per_prompt.parquet")
-    matches = pd.read_parquet(run / "matches.parquet")
-    folder = run / summary.get("samples_folder", "samples")
-    index = pd.read_parquet(folder / "index.parquet")
-    index = index[index["prompt"].isin(per_prompt["prompt"]) & (index["seed"] < budget)
-                  & (index["guidance"] == summary["guidance"])]
+    per_prompt, matches = pd.read_parquet(run / "per_prompt.parquet"), pd.read_parquet(run / "matches.parquet")
+    if "seed" not in matches or "setting" not in summary:
+        raise ConfigError(f"{run} was written by an older diffaudit; run `diffaudit extract` on it again (its samples "
+                          "are reused)")
+    budget, folder = int(summary["samples_per_prompt"]), run / summary["samples_folder"]
+    index = matches[["prompt", "seed"]].merge(pd.read_parquet(folder / "index.parquet").query(
+        "guidance == @summary['guidance']"), on=["prompt", "seed"], how="left")
     images, index = load_samples(folder, index, side=int(summary["compare_size"]))
-    paths = trajectories(images, index, list(range(1, budget + 1)), edge)
-    own = matches[matches["own_idx"] >= 0].sort_values("own_distance").drop_duplicates("prompt")
-    groups = per_prompt["prompt"].map(own.set_index("prompt")["own_idx"]).fillna(-1).astype(int)
-    picture = pd.Series(np.where(groups >= 0, groups.astype(str), per_prompt["prompt"]), index=per_prompt["prompt"])
-    return fit_rule(paths, per_prompt.set_index("prompt")["extracted"], picture, budget, round_size,
-                    int(summary["clique_size_required"]), edge, summary["model_hash"], quantile, margin)
+    edge, own = float(summary["config"]["edge_threshold"]), (matches["kind"] == "own").to_numpy()
+    paths = trajectories(images, index, list(range(1, budget + 1)), edge, own)
+    picture = (matches[matches["own_idx"] >= 0].sort_values("own_distance").drop_duplicates("prompt")
+               .set_index("prompt")["own_idx"].astype(str))
+    groups = per_prompt["prompt"].map(picture).fillna(per_prompt["prompt"])
+    template = StoppingRule(budget=budget, round_size=1, confirm=int(summary["clique_size_required"]),
+                            edge_threshold=edge, compare_size=int(summary["compare_size"]), setting=summary["setting"],
+                            futility={}, fitted_on=summary["model_hash"], quantile=1.0, margin=0.0)
+    return paths, per_prompt.set_index("prompt")["extracted"], groups.set_axis(per_prompt["prompt"]), template
+
+
+def stopping_rule_from(run: Path, round_size: int, quantile: float, margin: float) -> StoppingRule:
+    """Fit a sequential probe's stopping rule on a finished full probe (`run`, an extraction folder) of a second
+    model."""
+    paths, truth, groups, template = fit_inputs(run)
+    return fit_rule(paths, truth, groups, replace(template, round_size=round_size, quantile=quantile, margin=margin))
