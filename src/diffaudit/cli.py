@@ -145,11 +145,11 @@ def data_openmoji(
     force: Annotated[bool, typer.Option(help="Replace an existing dataset folder.")] = False,
 ) -> None:
     """Render OpenMoji into a captioned imagefolder with member/nonmember/calibration splits and planted duplicates."""
-    from diffaudit.data.openmoji import build_openmoji
+    from diffaudit.data.build import build_dataset
 
     cfg = _configured(data_openmoji, locals())
     with _progress() as progress:
-        build_openmoji(out, cfg.data, progress, force=force)
+        build_dataset(out, cfg.data, progress, force=force)
     console.print(f"dataset written to {out}")
 
 

@@ -8,7 +8,7 @@ import json
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +99,7 @@ def distinct_renders(glyphs: list[Glyph], resolution: int, rng: np.random.Genera
 
 
 @dataclass
-class _Row:
+class PlannedRow:
     glyph: Glyph
     pixels: np.ndarray
     text: str
@@ -141,7 +141,7 @@ def family_splits(renders: list[tuple[Glyph, np.ndarray]], family: np.ndarray, c
     return taken
 
 
-def plan_rows(cfg: DataConfig, progress: Progress) -> tuple[list[_Row], dict]:
+def plan_rows(cfg: DataConfig, progress: Progress) -> tuple[list[PlannedRow], dict]:
     """Render every named glyph, join near-duplicate families, split by family, then expand members by the
     duplication plan. Planted copies are drawn from members alone in their family, so a bucket's copy
     count is the family's too. Returns the rows and the family statistics for the manifest."""
@@ -157,9 +157,9 @@ def plan_rows(cfg: DataConfig, progress: Progress) -> tuple[list[_Row], dict]:
     solo = [i for i in split["member"] if sizes[labels[i]] == 1]
     member_order = solo + [i for i in split["member"] if sizes[labels[i]] > 1]
 
-    def row(i: int, split_name: str, **kw: object) -> _Row:
+    def row(i: int, split_name: str, **kw: object) -> PlannedRow:
         g, p = renders[i]
-        return _Row(g, p, kw.pop("text", f"{g.name} emoji"), split_name, names[i], **kw)  # type: ignore[arg-type]
+        return PlannedRow(g, p, kw.pop("text", f"{g.name} emoji"), split_name, names[i], **kw)  # type: ignore[arg-type]
 
     rows = [row(i, "nonmember") for i in split["nonmember"]] + [row(i, "calibration") for i in split["calibration"]]
     nxt = iter(member_order)
@@ -196,14 +196,16 @@ def plan_rows(cfg: DataConfig, progress: Progress) -> tuple[list[_Row], dict]:
     return rows, stats
 
 
-def build_openmoji(out: Path, cfg: DataConfig, progress: Progress, force: bool = False) -> Path:
-    """Write the dataset as a Hugging Face imagefolder (+ our fields) into `out`, atomically."""
+def build_openmoji(out: Path, cfg: DataConfig, progress: Progress, force: bool = False,
+                   plan: Callable[[DataConfig, Progress], tuple[list[PlannedRow], dict]] = plan_rows) -> Path:
+    """Write the dataset `plan` lays out (one glyph per picture by default; `data.build` chooses) as a Hugging Face
+    imagefolder (+ our fields) into `out`, atomically."""
     out = Path(out)
     if out.exists() or out.is_symlink():
         if not force:
             raise DatasetError(f"{out} already exists; pass --force to rebuild it")
         check_removable(out, "dataset")  # --force replaces only a dataset folder diffaudit marked
-    rows, families = plan_rows(cfg, progress)
+    rows, families = plan(cfg, progress)
     shas = [image_sha256(r.pixels) for r in rows]
     member_copies = Counter(s for s, r in zip(shas, rows, strict=True) if r.split == "member")
     family_rows = Counter(r.family for r in rows if r.split == "member")

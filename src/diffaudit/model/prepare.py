@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 from diffaudit.config import Preset, TrainConfig
+from diffaudit.data.build import build_dataset
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
-from diffaudit.data.openmoji import build_openmoji
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.model.train import train
 from diffaudit.progress import Progress
@@ -14,7 +14,7 @@ from diffaudit.progress import Progress
 
 def prepare_data(preset: Preset, out: Path, progress: Progress) -> ImageDataset:
     if not (out / "metadata.jsonl").exists():
-        build_openmoji(out, preset.data, progress)
+        build_dataset(out, preset.data, progress)
     return load_imagefolder(out)
 
 
