@@ -14,7 +14,7 @@ LAYERS = (
     {"measure"},
     {"data"},
     {"model"},
-    {"attacks", "quality"},
+    {"attacks", "quality", "concepts"},
     {"mitigations", "unlearning", "scale"},
     {"study"},
     {"report"},

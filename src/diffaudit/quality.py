@@ -3,7 +3,7 @@
 1. Held-out denoising loss on the non-member split: does the model still model unseen data?
 2. Fréchet distance between generations for held-out captions and the held-out images themselves, in the
    feature space of a small autoencoder trained only on images that no model under audit ever saw
-   (OpenMoji glyphs left out of every split; for a user dataset, its non-member split).
+   (OpenMoji glyphs left out of every split; for a user dataset or scenes, its non-member split).
 """
 
 from dataclasses import dataclass, field
@@ -45,8 +45,9 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def held_out_images(data: ImageDataset, limit: int = 3000, seed: int = 0) -> np.ndarray:
-    """OpenMoji glyphs used by no split of `data` (the embedded default); otherwise its non-member split."""
-    if "emoji" not in data.table.columns:
+    """OpenMoji glyphs used by no split of `data` (the embedded default); otherwise (a user's data, or scenes, which
+    single glyphs on white would not resemble) its non-member split."""
+    if "emoji" not in data.table.columns or data.table["emoji"].str.contains("_").any():
         return data.split("nonmember").images
     used = set(data.table["emoji"]) | set(data.table["sha256"])
     glyphs = [g for g in named_glyphs() if g.code not in used]

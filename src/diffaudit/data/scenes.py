@@ -60,10 +60,10 @@ def draw_scene(sprites: list[Image.Image], sizes: list[int], places: list[tuple[
     return np.asarray(scene.convert("RGB"), dtype=np.uint8)
 
 
-def _layout(n: int, relation: str | None, cfg: SceneConfig, resolution: int, rng: np.random.Generator
-            ) -> tuple[list[int], list[tuple[int, int]]]:
+def layout(n: int, relation: str | None, glyph_px: tuple[int, int], resolution: int, rng: np.random.Generator
+           ) -> tuple[list[int], list[tuple[int, int]]]:
     """Sizes and top-left corners: one glyph anywhere; two glyphs apart along the relation's axis."""
-    sizes = [int(rng.integers(cfg.glyph_px[0], cfg.glyph_px[1] + 1)) for _ in range(n)]
+    sizes = [int(rng.integers(glyph_px[0], glyph_px[1] + 1)) for _ in range(n)]
     if n == 1:
         return sizes, [(int(rng.integers(0, resolution - sizes[0] + 1)), int(rng.integers(0, resolution - sizes[0]
                                                                                               + 1)))]
@@ -100,7 +100,7 @@ def plan_scenes(cfg: DataConfig, progress: Progress) -> tuple[list[PlannedRow], 
         names = [pool[i].name for i in idx]
         colour = str(rng.choice(list(PALETTE)))
         text = _caption(names, relation, colour)
-        sizes, places = _layout(len(idx), relation, scenes_cfg, cfg.resolution, rng)
+        sizes, places = layout(len(idx), relation, scenes_cfg.glyph_px, cfg.resolution, rng)
         pixels = draw_scene([sprites[pool[i].code] for i in idx], sizes, places, colour, cfg.resolution)
         code = f"s{next(numbered):05d}_" + "+".join(pool[i].code for i in idx)  # row ids stay unique
         family = "+".join(sorted(pool[i].code for i in idx)) + (f"-{RELATIONS[relation]}" if relation else "")
@@ -139,7 +139,7 @@ def plan_scenes(cfg: DataConfig, progress: Progress) -> tuple[list[PlannedRow], 
     rows = nonmember + calibration + members + planted
     progress.update(task, total=len(rows), completed=len(rows))
     member_px = np.stack([r.pixels for r in members])
-    stats = {"scene_glyphs": len(seen), "unseen_glyphs": [g.code for g in unseen],
+    stats = {"scene_glyphs": [g.code for g in seen], "unseen_glyphs": [g.code for g in unseen],
              "heldout_families": len(held) + len(held_cal), "member_scenes": len(members),
              "glyph_appearances_min": int(min(_appearances(members, seen))),
              "families": len({r.family for r in rows}), "distinct_renders": len(members) + len(nonmember)
