@@ -230,6 +230,7 @@ class StudyConfig(_Frozen):
     guidance_starts: tuple[Annotated[float, Field(strict=True, gt=0, lt=1)], ...] = Field(
         default=(0.2, 0.4, 0.6), min_length=1)
     dedup_methods: tuple[str, ...] = ("exact", "normalized", "minhash", "embedding")
+    dedup_targets: tuple[Literal["caption", "image"], ...] = Field(default=("caption", "image"), min_length=1)
     dp_epsilons: tuple[PositiveFloat, ...] = (1.0, 8.0)
     dp_steps: Positive = 100
     dp_expected_batch: Positive = 16
@@ -347,6 +348,7 @@ class Preset(_Frozen):
         return self
 
 
+_QUICK_DATA = DataConfig(resolution=16, n_member=1300, exact_per_count=14, n_calibration=256)
 PRESETS: dict[str, Preset] = {
     # Fits the 2-core CPU in under 15 minutes of training.
     # 14 images per exact copy count plant 30 images with >= 32 copies, so that bucket's interval means something.
@@ -354,12 +356,22 @@ PRESETS: dict[str, Preset] = {
     # (~11 min on 2 cores) show a 32-copy image ~780 times and a singleton ~24 times.
     # 256 calibration images (and the nonmembers) give the DP audit power: an empirical epsilon above 1 needs a
     # Clopper-Pearson TPR/FPR ratio above e, out of reach with the default 64.
-    "quick": Preset(name="quick", data=DataConfig(resolution=16, n_member=1300, exact_per_count=14,
-                                                  n_calibration=256),
+    "quick": Preset(name="quick", data=_QUICK_DATA,
                     train=TrainConfig(steps=1200),
                     # Three training seeds for the fixes a verdict rests on (about an hour of CPU per extra seed).
                     study=StudyConfig(guidance_sweep=(1.0, 3.0, 7.5), dp_steps=300, seeds=(0, 1, 2),
                                       seed_arms=("base", "guidance-3", "guidance-7.5", "dp-eps8", "dedup-caption"))),
+    # The mission's core on quick's data and reference model, for a first run: the probe and the owner's check under
+    # the headline sampler, membership inference with its positive control, caption dedup, guidance 7.5 and DP
+    # fine-tuning at epsilon 8, one training seed; no second sampler, adaptive probe or deletion study (`quick` runs
+    # them all).
+    "core": Preset(name="core", data=_QUICK_DATA, train=TrainConfig(steps=1200),
+                   study=StudyConfig(guidance_sweep=(1.0, 7.5), mitigations=("dedup", "guidance", "dp"),
+                                     dedup_targets=("caption",), dp_epsilons=(8.0,), dp_steps=300, dp_control=False,
+                                     samplers=(SamplerSetting(name="ddim-unclamped", steps=25),),
+                                     reference_samplers=(), adaptive_probes=(), prompts_top=48,
+                                     samples_per_prompt=8),
+                   forget=ForgetConfig(in_study=False)),
     # Concepts drawn in many pictures (data/scenes.py): scenes of 1-2 glyphs at 24 px, each of 56 glyphs in >= 32
     # member scenes, exact copies planted at quick's copy counts; captions name two glyphs, a relation and a colour,
     # so MiniLM reads 24 tokens. Training steps are set for an equal CPU budget with quick (the preset's results page).

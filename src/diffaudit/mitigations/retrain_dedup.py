@@ -16,7 +16,7 @@ class RetrainDeduplicated(Mitigation):
     kind = "dedup"
 
     def variants(self, preset: Preset) -> list[str]:
-        return list(TITLES)
+        return [f"dedup-{target}" for target in preset.study.dedup_targets]
 
     def apply(self, variant: str, ctx: Context) -> Arm:
         methods = ctx.preset.study.dedup_methods if variant == "dedup-caption" else ("image",)
