@@ -74,3 +74,16 @@ def _mlflow_run_names(run: Path) -> list[str]:
     mlflow.set_tracking_uri(mlflow_uri(run))
     found = mlflow.search_runs(search_all_experiments=True, output_format="list")
     return sorted(r.info.run_name for r in found)
+
+
+def test_comparison_table_keeps_replicate_seeds_that_measure_extraction_only() -> None:
+    """A replicate training seed measures extraction only (no quality, no membership): its row stays, quality blank."""
+    from diffaudit.study.runner import comparison_table
+
+    row = {"arm": "base", "seed": 0, "guidance": 1.0, "extraction_rate": 0.5, "extraction_ci": [0.3, 0.7],
+           "prompts_with_copy": 4, "attacked_prompts": 8, "extracted_images": 3, "extracted_families": 3,
+           "family_prompts": 0, "delta": 0.15, "extraction_unet_evals": 100}
+    table = comparison_table([{**row, "heldout_loss": 0.1, "frechet_distance": 25.0, "utility_unet_evaluations": 50},
+                              {**row, "seed": 1}])
+    assert table["seed"].tolist() == [0, 1] and table["audit_unet_evals"].tolist() == [150, 100]
+    assert table["frechet_distance"].isna().tolist() == [False, True]

@@ -505,9 +505,10 @@ def comparison_table(rows: list[dict]) -> pd.DataFrame:
             "extracted": r["prompts_with_copy"], "prompts": r["attacked_prompts"], "images": r["extracted_images"],
             "families": r["extracted_families"], "family_hits": r["family_prompts"], "delta": r["delta"],
             "best_mia": best[0], "mia_auc": best[1].get("auc"), "mia_tpr_1pct": best[1].get("tpr_at_1pct_fpr"),
-            "heldout_loss": r["heldout_loss"], "frechet_distance": r["frechet_distance"],
+            # A replicate training seed measures extraction only (StudyConfig.seed_arms): no quality row to show.
+            "heldout_loss": r.get("heldout_loss"), "frechet_distance": r.get("frechet_distance"),
             "train_seconds": r.get("train_seconds", 0.0),
-            "audit_unet_evals": r["extraction_unet_evals"] + r["utility_unet_evaluations"],
+            "audit_unet_evals": r["extraction_unet_evals"] + r.get("utility_unet_evaluations", 0),
         })
     return pd.DataFrame(out)
 
