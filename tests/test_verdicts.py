@@ -126,9 +126,9 @@ def test_a_sampler_the_arm_was_not_measured_under_blocks_fewer(tmp_path: Path) -
     assert e.by_sampler[1]["verdict"] == "not measured" and e.worst == "partly judged" and not e.lowered
 
 
-def test_a_copy_test_that_misses_visible_copies_does_not_judge(tmp_path: Path) -> None:
-    """Under strong guidance speckled copies land just above delta: a cell whose captions have near misses of their own
-    picture and no copy (beyond verdicts.MISS_SHARE) cannot show 'fewer'."""
+def test_near_misses_count_as_copies_in_the_verdict(tmp_path: Path) -> None:
+    """Under strong guidance speckled copies land just above delta: captions with near misses of their own picture and
+    no copy count as copied in the test, so an arm that only pushes copies past delta cannot show 'fewer'."""
     rows, sampler_rows = _study(tmp_path, {"base": ("none", 1.0, {(HEAD, 0): BASE, (OTHER, 0): BASE}),
                                            "guidance-7.5": ("guidance", 7.5, {(HEAD, 0): set(), (OTHER, 0): set()})})
     prompts = [c for p in PICTURES[:12] for c in _captions(p)]
@@ -137,5 +137,6 @@ def test_a_copy_test_that_misses_visible_copies_does_not_judge(tmp_path: Path) -
     for row in rows + sampler_rows:
         row["delta"] = 0.15
     e = arm_effects(tmp_path, rows, sampler_rows, samplers=[HEAD, OTHER])[0][0]
-    assert e.by_sampler[0]["verdict"] == "copy test invalid here" and e.by_sampler[1]["verdict"] == "fewer"
-    assert e.worst == "partly judged" and not e.lowered
+    assert (e.by_sampler[0]["verdict"], e.by_sampler[0]["arm_pictures"]) == ("no clear change", 12)
+    assert e.by_sampler[1]["verdict"] == "fewer"
+    assert e.worst == "not under every sampler" and not e.lowered

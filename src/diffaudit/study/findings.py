@@ -54,15 +54,15 @@ def pictures_of(run: Path) -> tuple[pd.Series, pd.Series]:
     return picture, caption + " (" + caption.index.str[:8] + ")"
 
 
-def missed_captions(folder: Path, delta: float | None) -> int:
+def missed_captions(folder: Path, delta: float | None) -> frozenset[str]:
     """Captions whose generations came near their own picture (attacks.copies.near_misses, without the Gu ratio: under
     strong guidance speckle inflates every tiled distance, so no ratio is small) and never copied it."""
     path = folder / "matches.parquet"
     if delta is None or not path.exists():
-        return 0
+        return frozenset()
     m = pd.read_parquet(path, columns=["prompt", "kind", "own_idx", "nearest_idx", "own_distance", "gu_ratio"])
     near = set(m.loc[near_misses(m, delta, ratio=None), "prompt"])
-    return len(near - set(m.loc[m["kind"] == "own", "prompt"]))
+    return frozenset(near - set(m.loc[m["kind"] == "own", "prompt"]))
 
 
 def cells(run: Path, rows: list[dict], sampler_rows: list[dict]) -> list[Cell]:
@@ -127,7 +127,7 @@ def arm_effects(run: Path, rows: list[dict], sampler_rows: list[dict] | None = N
         samplers = [s for s in dict.fromkeys([headline, *(c.sampler for c in measured)])
                     if all(any(c.arm == a and c.sampler == s and c.seed == first for c in measured) for a in arms)]
     null_ok = {tag: bool(v["valid"]) for tag, v in (nulls or {}).items()}  # none: older runs judge every setting
-    valid = {(c.arm, c.sampler, c.seed): null_ok.get(c.setting, not nulls) and not c.misses_too_much for c in measured}
+    valid = {(c.arm, c.sampler, c.seed): null_ok.get(c.setting, not nulls) for c in measured}
     pictures, labels = pictures or pictures_of(run)
     tests = sampler_tests(measured, pictures, labels, valid, samplers, first)
     replicate = seed_checks(measured, pictures, labels, headline, first)

@@ -5,7 +5,9 @@ A fix's verdict is the owner's check (every generation against its caption's own
 picture is one pair (copied by the base? by the arm?). The test is an exact McNemar per sampler, Holm-adjusted over
 the arms; a fix is "fewer" only when it is fewer under every default sampler (an intersection-union rule: no
 correction across samplers is needed), the copy test is valid at every setting it was judged at (its own null), no
-replicate training seed goes the other way, and no probe (an adaptive one, or switching the sampler) undoes it.
+replicate training seed goes the other way, and no probe (an adaptive one, or switching the sampler) undoes it. The
+tests count a caption whose generations came near its own picture without copying it (a near miss) as copied: the
+worst case for a fix, since the copy test misses visible copies under some settings.
 Every picture a fix newly copies is named. The outsider's clique-filtered count is kept beside, never decisive.
 """
 
@@ -17,10 +19,10 @@ import pandas as pd
 from diffaudit.attacks.metrics import clopper_pearson, mcnemar_p
 from diffaudit.study.records import ALPHA
 
-# The copy test is not trusted where it misses too much: at most this share of the attacked captions may have near
-# misses (closest training picture their own, within 2 delta) and no copy. Under guidance 7.5 with deployed DDIM, 19
-# of 48 captions had only near misses, and the 60 closest of them, looked at, were all visible copies with speckled,
-# over-saturated backgrounds (docs/results/2026-12-02-verdicts-part1): counted as "fewer copies", they were not.
+# The copy test undercounts where near misses (closest training picture their own, within 2 delta, no copy) pass this
+# share of the attacked captions: under guidance 7.5 with deployed DDIM, 19 of 48 captions had only near misses, and
+# the 60 closest of them, looked at, were all visible copies with speckled, over-saturated backgrounds
+# (docs/results/2026-12-02-verdicts-part1). Reports say so beside the count; the verdicts count near misses as copies.
 MISS_SHARE = 0.05
 BOOTSTRAP = 2000  # cluster-bootstrap resamples for pooled intervals
 # A fix in the training data outlasts one in the weights, which outlasts a sampling setting anyone can change.
@@ -38,11 +40,22 @@ class Cell:
     setting: str
     per_prompt: pd.DataFrame  # prompt, memorized (owner), extracted (outsider)
     frechet_distance: float = float("nan")
-    miss_captions: int = 0  # captions with near misses of their own picture and no copy (attacks.copies.near_misses)
+    near_miss: frozenset[str] = frozenset()  # captions with near misses of their own picture and no copy
+
+    @property
+    def miss_captions(self) -> int:
+        return len(self.near_miss)
 
     @property
     def misses_too_much(self) -> bool:
         return self.miss_captions > MISS_SHARE * len(self.per_prompt)
+
+    @property
+    def judged(self) -> pd.DataFrame:
+        """The per-prompt table the verdicts test: the owner's check with every near-missed caption counted as
+        copied."""
+        return self.per_prompt.assign(memorized=self.per_prompt["memorized"]
+                                      | self.per_prompt["prompt"].isin(self.near_miss))
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -120,9 +133,8 @@ def sampler_tests(cells: list[Cell], pictures: pd.Series, labels: pd.Series, val
                   samplers: list[str], seed: int) -> dict[str, list[dict]]:
     """Per arm, its picture-paired test against the base under each default sampler (`samplers`, the headline first)
     at `seed`, Holm-adjusted over the arms per sampler. A sampler the arm was not measured under is "not measured"; a
-    cell whose copy test is invalid (its setting's null too high, or too many near misses), for the arm or the base, is
-    not judged. Reference samplers
-    never enter a verdict."""
+    cell whose copy test is invalid (its setting's null too high), for the arm or the base, is not judged. Reference
+    samplers never enter a verdict."""
     at = {(c.arm, c.sampler): c for c in cells if c.seed == seed}
     arms = list(dict.fromkeys(c.arm for c in cells if c.seed == seed and c.arm != "base"))
     out: dict[str, list[dict]] = {arm: [] for arm in arms}
@@ -136,7 +148,7 @@ def sampler_tests(cells: list[Cell], pictures: pd.Series, labels: pd.Series, val
                                  "started": 0, "p_value": float("nan"), "started_pictures": []})
                 continue
             test = {"sampler": sampler, "setting": cell.setting, **paired(
-                by_picture(base.per_prompt, pictures), by_picture(cell.per_prompt, pictures), labels),
+                by_picture(base.judged, pictures), by_picture(cell.judged, pictures), labels),
                 "valid": bool(valid.get((arm, sampler, seed), False) and valid.get(("base", sampler, seed), False))}
             tests.append(test)
             out[arm].append(test)
@@ -157,8 +169,7 @@ def seed_checks(cells: list[Cell], pictures: pd.Series, labels: pd.Series, headl
     for (arm, seed), cell in sorted(at.items(), key=lambda kv: kv[0][1]):
         if arm == "base" or seed == first or ("base", seed) not in at:
             continue
-        test = paired(by_picture(at[("base", seed)].per_prompt, pictures), by_picture(cell.per_prompt, pictures),
-                      labels)
+        test = paired(by_picture(at[("base", seed)].judged, pictures), by_picture(cell.judged, pictures), labels)
         out.setdefault(arm, []).append({"seed": seed, **test})
     return out
 
@@ -176,7 +187,7 @@ def switch_sampler(cells: list[Cell], pictures: pd.Series, labels: pd.Series, va
     for (arm, sampler), cell in at.items():
         if base is None or arm not in settings_only or sampler == headline:
             continue
-        test = paired(by_picture(base.per_prompt, pictures), by_picture(cell.per_prompt, pictures), labels)
+        test = paired(by_picture(base.judged, pictures), by_picture(cell.judged, pictures), labels)
         ok = bool(valid.get((arm, sampler, first), False))
         out.append({"arm": arm, "sampler": sampler, "setting": cell.setting, **test, "valid": ok,
                     "p_value": test["raw_p_value"],
