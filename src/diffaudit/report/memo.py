@@ -185,14 +185,19 @@ class MemoWriter:
     def floor_ceiling(self) -> str:
         """The outsider's black-box probe (floor) beside the owner's direct check (ceiling), with intervals."""
         b = self.base_arm
-        oracle, n = self.base["oracle_memorized_prompts"], self.base["attacked_prompts"]
-        low, high = self.base["oracle_ci"]
-        extent = self.res.findings["oracle_extent"][str(self.base["seed"])]
+        if b["seeds"] > 1:  # pooled like the outsider's count beside it
+            oracle, n, (low, high) = b["owner_prompts"], b["prompts"], b["owner_ci"]
+            images, families = b["owner_images"], b["owner_families"]
+        else:
+            oracle, n = self.base["oracle_memorized_prompts"], self.base["attacked_prompts"]
+            low, high = self.base["oracle_ci"]
+            extent = self.res.findings["oracle_extent"][str(self.base["seed"])]
+            images, families = extent["images"], extent["families"]
         return (f"An outsider who can only ask for pictures got copies for {b['extracted']} of {b['prompts']} "
                 f"captions ({pct(b['rate'])}, 95% range {span(b['ci_low'], b['ci_high'])}): {b['images']} pictures "
                 f"of {b['families']} subjects. The owner, checking every picture against the training data, finds "
                 f"copies for {oracle} of {n} captions ({pct(oracle / n)}, 95% range {span(low, high)}): "
-                f"{extent['images']} pictures of {extent['families']} subjects.")
+                f"{images} pictures of {families} subjects.")
 
     def best_fix(self) -> str:
         """The most durable fix that held, with its interval and cost, or that none held."""

@@ -81,8 +81,16 @@ def cells(run: Path, rows: list[dict], sampler_rows: list[dict]) -> list[Cell]:
 def pooled_arms(run: Path, rows: list[dict], pictures: pd.Series | None = None) -> pd.DataFrame:
     """One row per arm under the headline sampler, pooled over the seeds it was measured at: the outsider's and the
     owner's caption rates with 95% intervals from a cluster bootstrap over pictures stratified by seed (captions of one
-    picture are not independent), the per-seed spread, and distinct pictures and subjects."""
+    picture are not independent), the per-seed spread, and distinct pictures and subjects: over several seeds a
+    picture copied at two seeds is one picture (counted by the caption's picture, as the verdicts pair)."""
     pictures = pictures_of(run)[0] if pictures is None else pictures
+    members = load_imagefolder(RunLayout(run).data).split("member").table
+    family = members.drop_duplicates("sha256").set_index("sha256")["family"]
+
+    def distinct(tables: list[pd.DataFrame], who: str) -> tuple[int, int]:
+        copied = set().union(*(t.index[t[who]] for t in tables))
+        return len(copied), family.reindex(list(copied)).nunique()
+
     out = []
     for arm, group in pd.DataFrame([r for r in rows if r.get("kind") != "detection"]).groupby("arm", sort=False):
         tables = [by_picture(per_prompt(run, int(seed), str(arm)).reset_index(), pictures) for seed in group["seed"]]
@@ -95,8 +103,9 @@ def pooled_arms(run: Path, rows: list[dict], pictures: pd.Series | None = None) 
                     "owner_prompts": owner, "owner_rate": owner / n,
                     "owner_ci": cluster_interval(tables, "owner_captions"),
                     "owner_pictures": [int(t["owner"].sum()) for t in tables], "pictures": len(tables[0]),
-                    "images": int(group["extracted_images"].sum()),
-                    "families": int(group["extracted_families"].sum()),
+                    **dict(zip(("images", "families"), distinct(tables, "outsider") if len(tables) > 1 else (
+                        int(group["extracted_images"].sum()), int(group["extracted_families"].sum())), strict=True)),
+                    **dict(zip(("owner_images", "owner_families"), distinct(tables, "owner"), strict=True)),
                     "family_prompts": int(group["family_prompts"].sum()),
                     "seed_list": group["seed"].astype(int).tolist(),
                     "seed_min": group["extraction_rate"].min(), "seed_max": group["extraction_rate"].max(),
