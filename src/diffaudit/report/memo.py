@@ -119,6 +119,11 @@ class MemoWriter:
         name, _, steps = key.rpartition("-")
         return f"{SAMPLERS[name].title} ({steps} steps)" if name in SAMPLERS else key
 
+    def default_samplers(self) -> str:
+        """The samplers a verdict must hold under (study.samplers), in a reader's words; reference samplers never
+        enter a verdict."""
+        return " and ".join(self.sampler_words(f"{s['name']}-{s['steps']}") for s in self.study["samplers"])
+
     def cell(self, arm: str, sampler: str) -> dict | None:
         seed = self.base["seed"]
         return next((c for c in self.cells if c["arm"] == arm and c["sampler"] == sampler and c["seed"] == seed), None)
@@ -161,10 +166,11 @@ class MemoWriter:
         total = " in total" if seeds > 1 else ""
         pictures = "picture" if b["images"] == 1 else "different pictures"
         subjects = "subject" if b["families"] == 1 else "subjects"
-        return (f"{asked} For {b['extracted']} {captions}{total} it gave back a near-exact copy of the caption's own "
-                f"training picture: {b['images']} {pictures} of {b['families']} {subjects}. That is an "
-                f"extraction rate of {pct(b['rate'])}, with a 95% range of {span(b['ci_low'], b['ci_high'])}, for "
-                "these most repeated captions only.")
+        return (f"{asked} For {b['extracted']} {captions}{total} an outsider's test confirmed a near-exact copy of "
+                f"the caption's own training picture: {b['images']} {pictures} of {b['families']} {subjects}. That is "
+                f"an extraction rate of {pct(b['rate'])}, with a 95% range of {span(b['ci_low'], b['ci_high'])}, for "
+                "these most repeated captions only" + ("; checked against the training data, the owner finds more "
+                                                      "(below)." if b["owner_prompts"] > b["extracted"] else "."))
 
     def scope(self) -> str:
         """What was tested, so page 1 alone cannot be read as a claim about other models."""
@@ -204,13 +210,14 @@ class MemoWriter:
         fixes = self.res.ranked()
         if not fixes:
             return ("None of the fixes we tried cut the pictures the model copies by more than chance could explain "
-                    "under every sampler we tried.")
+                    f"under every default sampler ({self.default_samplers()}).")
         e = fixes[0]
         others = (f"{len(fixes) - 1} other fixes also held under every sampler and attack we tried; page 4 lists them."
                   if len(fixes) > 1 else "")
         return " ".join(filter(None, [
             f"{_arm_name(e)}, a fix in {LIVES[e.description.lasts]}, cut the pictures the model copied from "
-            f"{e.base_owner_pictures} to {e.owner_pictures} of {e.pictures} under every sampler we tried "
+            f"{e.base_owner_pictures} to {e.owner_pictures} of {e.pictures} under every default sampler "
+            f"({self.default_samplers()}) and training run "
             f"({p_text(e.p_value)}); the outsider's extraction rate went from {pct(e.base_rate)} to {pct(e.rate)} "
             f"(95% range {span(e.ci_low, e.ci_high)}). Its cost: {_arm_cost(e)}.", e.description.note,
             self._started(e), self._attack_sentence(e.arm).strip(), others]))
@@ -389,6 +396,9 @@ class MemoWriter:
         undid it, or that none clearly raised its count, with the strongest attack's count beside the plain
         caption's; n/a for the base."""
         cells = [c for c in self.attack_cells(arm) if c["verdict"] in ("undone", "no clear rise", "same as no fix")]
+        effect = next((e for e in self.effects if e.arm == arm), None)
+        if arm != "base" and not cells and effect is not None and effect.undone_by:
+            return f"undone by {', '.join(self._undone_by(effect))}"
         if arm == "base" or not cells:
             return "n/a" if self.adaptive else "not tested"
         undone = [c for c in cells if c["verdict"] in ("undone", "same as no fix")]
@@ -455,10 +465,16 @@ class MemoWriter:
             out.append("Do not rely on any one of these fixes yet. None cut copies by more than chance in this "
                        "study. Test them again with more tries per caption and more training runs.")
         partial = [e for e in self.effects if e.worst in ("not under every sampler", "not at every seed",
-                                                          "one seed only", "partly judged")]
+                                                          "partly judged")]
         if partial:
             out.append("Do not count on fixes that worked only some of the time: " + "; ".join(
                 f"{_arm_name(e).lower()} ({SHORT_VERDICTS[e.worst]})" for e in partial) + ".")
+        once = [e for e in self.effects if e.worst == "one seed only"]
+        if once:
+            out.append("Worth repeating before relying on them: these cut copies in the one training run measured, "
+                       "not yet repeated in others: " + "; ".join(
+                           f"{_arm_name(e).lower()} ({e.stopped} pictures stopped, {e.started} started)"
+                           for e in once) + ".")
         for e in self.effects:
             if e.worst == "more":
                 out.append(f"Avoid {_arm_name(e).lower()}: it copied more pictures under at least one sampler "
