@@ -78,7 +78,8 @@ def test_memo_is_four_pages_and_every_percentage_comes_from_the_results(edited_s
     assert found and set(found) <= allowed, set(found) - allowed
     assert "17%" in text and "67%" in text
     assert f"{base['attacked_prompts']} captions from its own training data" in text
-    assert "For 1 caption it gave back a near-exact copy of the caption" in text  # the PDF's apostrophe is typeset
+    # The PDF typesets the apostrophe, so the sentence is matched on either side of it.
+    assert "For 1 caption an outsider" in text and "test confirmed a near-exact copy of the caption" in text
     assert "own training picture: 1 picture of 1 subject" in text
     rows = results["forget"]["methods"]["retrain"]["rows"]
     assert "Deleting on request: retraining without the" in text and f"({rows} training rows," in text
