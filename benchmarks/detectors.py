@@ -80,18 +80,25 @@ def scores(pipe: AuditPipeline, name: str, settings: dict, prompts: list[str], c
     return score, det.queries_per_prompt
 
 
-def tiered(probe: pd.DataFrame, score: np.ndarray, per_prompt_cost: int, samples: int | None = None) -> dict:
-    """Recall of the full probe's extracted prompts among the detector's top K, K filling the budget; and the
-    cheapest K reaching 95%. `samples` rescales the probe's cost to that many generations per prompt."""
+def tiered_curve(extracted: np.ndarray, score: np.ndarray, detector_cost: float, full_cost: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tiered audit as K grows: the full probe's extractions in the detector's order, and per K the share of the
+    full probe's cost spent (`detector_cost`: the detector's total) and the recall of its extractions."""
     # Ties in random order: a detector that scores every prompt alike must not inherit the pool's order (most
     # duplicated first), which alone recovers every extracted prompt.
     order = np.lexsort((np.random.default_rng(0).random(len(score)), -score))
+    hits = extracted[order]
+    cost = (detector_cost + np.cumsum(full_cost[order])) / full_cost.sum()
+    return hits, cost, np.cumsum(hits) / max(hits.sum(), 1)
+
+
+def tiered(probe: pd.DataFrame, score: np.ndarray, per_prompt_cost: int, samples: int | None = None) -> dict:
+    """Recall of the full probe's extracted prompts among the detector's top K, K filling the budget; and the
+    cheapest K reaching 95%. `samples` rescales the probe's cost to that many generations per prompt."""
     full_cost = probe["unet_evals"].to_numpy(float)
     if samples is not None:
         full_cost = full_cost * samples / probe["generations"].to_numpy(float)
-    hits = probe["extracted"].to_numpy()[order]
-    cost = (per_prompt_cost * len(probe) + np.cumsum(full_cost[order])) / full_cost.sum()
-    recall = np.cumsum(hits) / max(hits.sum(), 1)
+    hits, cost, recall = tiered_curve(probe["extracted"].to_numpy(), score, per_prompt_cost * len(probe), full_cost)
     within = np.flatnonzero(cost <= BUDGET)
     k = int(within[-1]) + 1 if len(within) else 0
     reach = int(np.argmax(recall >= RECALL)) if (recall >= RECALL).any() else len(recall) - 1

@@ -21,9 +21,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import matplotlib
-import numpy as np
 import pandas as pd
-from detectors import GRID, full_probe, pool, scores
+from detectors import GRID, full_probe, pool, scores, tiered_curve
 
 from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.metrics import clopper_pearson
@@ -83,15 +82,6 @@ def score_rule(rule: StoppingRule, paths: pd.DataFrame, probe: pd.DataFrame, kee
             "cost_share_500_upper": (screen_share * full + cost_500) / (full * CARLINI_SAMPLES / rule.budget)}
 
 
-def detector_curve(probe: pd.DataFrame, score: np.ndarray, per_prompt_cost: int, budget_evals: np.ndarray
-                   ) -> pd.DataFrame:
-    """The tiered audit as K grows: recall of the full probe's extractions among the detector's top K, and its cost."""
-    order = np.lexsort((np.random.default_rng(0).random(len(score)), -score))
-    hits = probe["extracted"].to_numpy()[order]
-    cost = (per_prompt_cost * probe["weight"].sum() + np.cumsum(budget_evals[order])) / budget_evals.sum()
-    return pd.DataFrame({"cost_share": cost, "recall": np.cumsum(hits) / max(hits.sum(), 1)})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, required=True)
@@ -120,7 +110,9 @@ def main() -> None:
         tuned = json.loads((args.out / "tuned.json").read_text())[name] if (args.out / "tuned.json").exists() \
             else GRID[name][0]
         score, cost = scores(pipe, name, tuned, probe["prompt"].tolist(), args.out / "scores")
-        curves[name] = detector_curve(probe, score, cost, full_evals)
+        _, share_spent, recall = tiered_curve(probe["extracted"].to_numpy(), score, cost * probe["weight"].sum(),
+                                              full_evals)
+        curves[name] = pd.DataFrame({"cost_share": share_spent, "recall": recall})
         if args.screen:
             t_score, _ = scores(tuning, name, tuned, tune_probe["prompt"].tolist(), args.out / "scores")
             floor = t_score[tune_probe["extracted"].to_numpy()].min()  # keeps every extraction of the tuning model
