@@ -9,6 +9,7 @@ probability C(13,4)/C(16,4) ~ 0.39), so the thresholds are fitted on a second mo
 on the evaluated model's labels, and the rule carries the miss rate estimated there.
 """
 
+import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -82,8 +83,6 @@ class StoppingRule:
     @classmethod
     def load(cls, path: Path) -> "StoppingRule":
         try:
-            import json
-
             return cls(**json.loads(Path(path).read_text()))
         except (OSError, ValueError, TypeError, ValidationError) as err:
             raise ConfigError(f"{path} is not a stopping rule written by `diffaudit stopping-rule`: {err}") from err
@@ -98,12 +97,16 @@ def probe_setting(sample_cfg: SampleConfig, guidance: float) -> str:
 def draw_state(images: np.ndarray, threshold: float) -> tuple[list[int], float]:
     """A caption's draws so far: the members of their largest clique (pairs within `threshold`, as the full probe's
     `largest_clique`) and the distance of their closest pair (inf below two draws)."""
-    if len(images) < 2:
-        return list(range(len(images))), math.inf
-    d = copy_distance(images[:, None], images[None])
-    upper = np.triu_indices(len(images), k=1)
+    return _state(copy_distance(images[:, None], images[None]), threshold)
+
+
+def _state(d: np.ndarray, threshold: float) -> tuple[list[int], float]:
+    """`draw_state` from the draws' pairwise copy distances."""
+    if len(d) < 2:
+        return list(range(len(d))), math.inf
+    upper = np.triu_indices(len(d), k=1)
     graph = nx.Graph()
-    graph.add_nodes_from(range(len(images)))
+    graph.add_nodes_from(range(len(d)))
     graph.add_edges_from(zip(*(u[d[upper] < threshold] for u in upper), strict=True))
     return max(nx.find_cliques(graph), key=len), float(d[upper].min())
 
@@ -125,9 +128,10 @@ def trajectories(images: np.ndarray, index: pd.DataFrame, checks: list[int], thr
     rows = []
     for prompt, group in index.groupby("prompt", sort=False):
         order = group.sort_values("seed").index.to_numpy()
+        d = copy_distance(images[order][:, None], images[order][None])  # every prefix reads its corner of it
         for n in checks:
             if n <= len(order):
-                members, closest = draw_state(images[order[:n]], threshold)
+                members, closest = _state(d[:n, :n], threshold)
                 copy = bool(own[order[:n]][members].any()) if own is not None else None
                 rows.append((prompt, n, len(members), closest, copy))
     return pd.DataFrame(rows, columns=["prompt", "drawn", "clique", "closest", "copy"])
