@@ -1,5 +1,6 @@
-"""findings.json is a typed record: its shipped JSON Schema is the code's, a study's findings validate, and findings
-written before the record had a shape are refused in one line that says how to rewrite them."""
+"""findings.json and results.json's rows are typed records: their shipped JSON Schemas are the code's, a study's
+records validate, findings written before the record had a shape are refused in one line that says how to rewrite
+them, and a row with a misnamed field is refused naming the row and the field."""
 
 import json
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 
 from diffaudit.errors import ConfigError
 from diffaudit.layout import RunLayout
+from diffaudit.study.audit_records import AUDIT_ROW_JSON_SCHEMA, AUDIT_ROW_SCHEMA, audit_row_schema, checked_rows
 from diffaudit.study.records import FINDINGS_JSON_SCHEMA, StudyResults, checked_findings, findings_schema
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny-study-findings.json"  # written before the redesign
@@ -31,3 +33,27 @@ def test_findings_of_an_older_diffaudit_are_refused(tmp_path: Path) -> None:
     bad = json.loads(GOLDEN.read_text()) | {"schema_version": 2}
     with pytest.raises(ConfigError, match="not a findings record"):
         checked_findings(bad, "edited")
+
+
+def test_the_shipped_results_row_schema_is_the_codes() -> None:
+    assert json.loads(AUDIT_ROW_JSON_SCHEMA.read_text()) == audit_row_schema(), \
+        "regenerate src/diffaudit/schemas with audit_records.audit_row_schema()"
+
+
+def test_a_study_writes_rows_of_the_record_shape(tiny_study_dir: Path) -> None:
+    results = json.loads(RunLayout(tiny_study_dir).results.read_text())
+    assert results["schema_version"] == AUDIT_ROW_SCHEMA
+    schema = json.loads(AUDIT_ROW_JSON_SCHEMA.read_text())
+    for row in results["rows"] + results["sampler_rows"]:
+        jsonschema.validate(row, schema)
+    assert {r["kind"] for r in results["rows"]} >= {"none", "detection"}
+
+
+def test_a_row_with_a_misnamed_key_is_refused_naming_row_and_field() -> None:
+    row = json.loads((GOLDEN.parent / "tiny-study-results.json").read_text())["rows"][0]
+    checked_rows([row], "golden")
+    broken = {k: v for k, v in row.items() if k != "extraction_rate"} | {"extraction_rat": row["extraction_rate"]}
+    with pytest.raises(ConfigError, match=r"row 'base' at seed 0 is not a results row \(extraction_rate"):
+        checked_rows([broken], "edited")
+    with pytest.raises(ConfigError, match="by_dup.0.hits"):
+        checked_rows([row | {"by_dup": [{**row["by_dup"][0], "hits": "four"}]}], "edited")

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from diffaudit.errors import ConfigError
 from diffaudit.layout import RunLayout
+from diffaudit.study.audit_records import checked_rows
 from diffaudit.words import Description
 
 ALPHA = 0.05  # significance level for "changed beyond chance"
@@ -175,6 +176,7 @@ class StudyResults:
             raise ConfigError(f"{run} is not a finished study run: missing {', '.join(missing)} "
                               "(run `diffaudit study` on it: finished steps are reused, the summaries rewritten)")
         results = json.loads(at.results.read_text())
+        checked_rows(results["rows"] + results.get("sampler_rows", []), at.results)
         record = json.loads(at.record.read_text())
         return cls(run, results["rows"], json.loads(at.assumptions.read_text()), results["preset"],
                    record["config"], record, results["calibration"], results.get("mia_controls", {}),

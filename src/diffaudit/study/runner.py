@@ -35,6 +35,15 @@ from diffaudit.progress import Progress, make_progress
 from diffaudit.quality import UtilityProbe
 from diffaudit.study.adaptive_audit import adaptive_targets, run_probe, search_negative_control, static_outcome
 from diffaudit.study.assumptions import register
+from diffaudit.study.audit_records import (
+    AUDIT_ROW_SCHEMA,
+    DetectionRecord,
+    ExtractionRecord,
+    MembershipRecord,
+    UtilityRecord,
+    checked_rows,
+    row_of,
+)
 from diffaudit.study.calibration import calibrate_copy_test, setting_null
 from diffaudit.study.cost import measured
 from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
@@ -162,30 +171,15 @@ class Study:
         s, sampling = self.preset.study, sampling or self.preset.sample
         ext = run_extraction(pipe, self.data, folder / "extraction", self.prompts, s.samples_per_prompt, guidance,
                              sampling, self.probe_cfg, self.progress, conditioning=conditioning)
-        row = {"extraction_rate": ext["rate"], "extraction_ci": [ext["ci_low"], ext["ci_high"]],
-               "prompts_with_copy": ext["prompts_with_copy"], "extracted_images": ext["extracted_images"],
-               "extracted_families": ext["extracted_families"], "family_prompts": ext["family_prompts"],
-               "other_prompts": ext["other_prompts"], "attacked_prompts": ext["attacked_prompts"],
-               "oracle_memorized_prompts": ext["oracle_memorized_prompts"], "oracle_rate": ext["oracle_rate"],
-               "oracle_ci": ext["oracle_ci"], "oracle_family_hit_prompts": ext["oracle_family_hit_prompts"],
-               "extraction_by_delta": ext["extraction_by_delta"], "oracle_by_delta": ext["oracle_by_delta"],
-               "probe_sweep": ext["probe_sweep"], "delta": self.probe_cfg.delta, "probe_precision": ext["precision"],
-               "probe_recall": ext["recall"], "by_dup": ext["by_dup"], "extraction_unet_evals": ext["unet_evaluations"],
-               "guidance": guidance, "model_hash": pipe.model_hash(), "sampler": f"{sampling.sampler}-{sampling.steps}",
-               "setting": setting_tag(sampling, guidance), "near_misses": ext["near_misses"],
-               "sampling": sampling.model_dump(include={"sampler", "steps", "guidance_start", "early_guidance"})}
+        records = [ExtractionRecord.of(ext, self.probe_cfg.delta, guidance, pipe.model_hash(), sampling,
+                                       setting_tag(sampling, guidance))]
         if mia:
-            res = run_mia(pipe, members or self.data, folder / "mia", list(s.mia_attacks), s.mia_per_side,
-                          progress=self.progress, tune_per_side=s.mia_tune_per_side)
-            row["mia"] = {k: {"auc": v["all"]["auc"], "auc_ci": v["all"]["auc_ci"],
-                              "tpr_at_1pct_fpr": v["all"]["tpr_at_1pct_fpr"], "choice": v["choice"]}
-                          for k, v in res["attacks"].items()}
-            row["mia_loss_gap"] = res["loss_gap"]
-            row["mia_paired"] = res["paired"]
-            row["split_check_auc"] = res["split_check"]["auc"]
+            records.append(MembershipRecord.of(run_mia(pipe, members or self.data, folder / "mia", list(s.mia_attacks),
+                                                       s.mia_per_side, progress=self.progress,
+                                                       tune_per_side=s.mia_tune_per_side)))
         if utility:
-            row |= self.utility.measure(pipe, guidance, conditioning, sampling)
-        return row
+            records.append(UtilityRecord(**self.utility.measure(pipe, guidance, conditioning, sampling)))
+        return row_of(*records)
 
     def base(self, seed: int) -> AuditPipeline:
         preset = self.preset.model_copy(update={"train": self.preset.train.model_copy(update={"seed": seed})})
@@ -234,9 +228,9 @@ class Study:
         root, full = self.layout.seed(seed), self.first_seed(seed)
         steps: dict[str, Callable[[], dict]] = {
             "base": lambda: {"kind": "none", **self.audit(self.base(seed), root / "base", g0, mia=full, utility=full)},
-            "base-tiered": lambda: {"kind": "detection", **run_tiered(
+            "base-tiered": lambda: {"kind": "detection", **row_of(DetectionRecord(**run_tiered(
                 self.base(seed), self.data, root / "tiered", self.prompts, s.samples_per_prompt, g0, self.preset.sample,
-                self.probe_cfg, s.detector, s.confirm_fraction, self.layout.extraction(seed, "base"), self.progress)}}
+                self.probe_cfg, s.detector, s.confirm_fraction, self.layout.extraction(seed, "base"), self.progress)))}}
         for kind in s.mitigations:
             for variant in MITIGATIONS[kind].variants(self.preset):
                 steps[variant] = lambda m=MITIGATIONS[kind], v=variant: self.mitigated(m, v, root, seed)
@@ -390,11 +384,12 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
     _record_choices(study.layout.assumptions, rows, controls)
     table = comparison_table(rows)
     table.to_parquet(study.layout.comparison, index=False)
-    write_json(study.layout.results, {"rows": rows, "preset": preset.name, "dataset_version": study.data.version,
-                                            "sampler_rows": sampler_rows, "setting_nulls": nulls,
-                                            "calibration": calibration, "mia_controls": controls,
-                                            "dp_controls": dp_controls, "adaptive_control": search_control,
-                                            "forget": forget})
+    checked_rows(rows + sampler_rows, "the study's results")
+    write_json(study.layout.results, {"schema_version": AUDIT_ROW_SCHEMA, "rows": rows, "preset": preset.name,
+                                      "dataset_version": study.data.version, "sampler_rows": sampler_rows,
+                                      "setting_nulls": nulls, "calibration": calibration, "mia_controls": controls,
+                                      "dp_controls": dp_controls, "adaptive_control": search_control,
+                                      "forget": forget})
     decided = findings(study.run, rows, search_control, sampler_rows, nulls, [s.key for s in preset.study.samplers],
                        dp_controls)
     write_json(study.layout.findings, checked_findings(jsonable(decided), "the study's findings"))

@@ -1,0 +1,231 @@
+"""Each audit's result as a typed record: what one arm's extraction, membership and utility audits (and the tiered
+audit) return, so the study builds a results row from records instead of copying keys by hand, and results.json is
+checked against one JSON Schema (`schemas/audit-row-v1.schema.json`) when written and when read back.
+
+A results row stays flat (a report reads `row["extraction_rate"]`): `AuditRow` is the records' fields side by side
+plus the arm's identity; what a mitigation did (its own record: dedup report, DP accounting, chosen settings) rides
+along as extra keys until mitigations have typed variants."""
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from diffaudit.config import SampleConfig
+from diffaudit.errors import ConfigError
+
+AUDIT_ROW_SCHEMA = 1
+AUDIT_ROW_JSON_SCHEMA = Path(__file__).parents[1] / "schemas" / f"audit-row-v{AUDIT_ROW_SCHEMA}.schema.json"
+Interval = tuple[float | None, float | None]  # a 95% interval; null where undefined (written NaN)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RateAt(Record):
+    """A rate with its interval at one copy threshold."""
+
+    delta: float
+    hits: int
+    n: int
+    rate: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class BucketRate(Record):
+    """Extraction among the attacked captions of one duplication bucket ("1", "2-3", ..., "64+")."""
+
+    dup_bucket: str
+    hits: int
+    prompts: int
+    rate: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class SweepPoint(Record):
+    """The probe's flags at one (samples, clique size): how the clique rule trades recall for draws."""
+
+    samples_per_prompt: int
+    clique_size: int
+    flagged: int
+    extracted: int
+    recall: float | None
+    study_rule: bool
+
+
+class NearMisses(Record):
+    """Generations closest to their own picture yet beyond delta: copies the test may miss."""
+
+    generations: int
+    prompts: int
+    saturated_share: float | None
+    grid: str | None
+
+
+class Sampling(Record):
+    sampler: str
+    steps: int
+    guidance_start: float
+    early_guidance: float
+
+
+class ExtractionRecord(Record):
+    """The extraction audit of one arm under one (sampler, guidance) setting: the outsider's probe (confirmed cliques
+    holding a copy of their own picture), the owner's oracle check, the copy test's settings and its cost."""
+
+    model_hash: str
+    guidance: float
+    sampler: str  # e.g. "ddim-unclamped-25"
+    setting: str  # e.g. "ddim-unclamped-25 g3": how verdicts and nulls name it
+    sampling: Sampling
+    delta: float
+    attacked_prompts: int
+    prompts_with_copy: int
+    extraction_rate: float | None
+    extraction_ci: Interval
+    extracted_images: int
+    extracted_families: int
+    family_prompts: int
+    other_prompts: int
+    oracle_memorized_prompts: int
+    oracle_rate: float | None
+    oracle_ci: Interval
+    oracle_family_hit_prompts: int
+    extraction_by_delta: list[RateAt]
+    oracle_by_delta: list[RateAt]
+    probe_sweep: list[SweepPoint]
+    probe_precision: float | None
+    probe_recall: float | None
+    by_dup: list[BucketRate]
+    near_misses: NearMisses
+    extraction_unet_evals: int
+
+    @classmethod
+    def of(cls, summary: dict, delta: float, guidance: float, model_hash: str, sampling: SampleConfig,
+           setting: str) -> "ExtractionRecord":
+        """From `run_extraction`'s summary: the one place its keys are renamed for a results row."""
+        return cls(
+            model_hash=model_hash, guidance=guidance, sampler=f"{sampling.sampler}-{sampling.steps}", setting=setting,
+            sampling=Sampling(**sampling.model_dump(include=set(Sampling.model_fields))), delta=delta,
+            attacked_prompts=summary["attacked_prompts"], prompts_with_copy=summary["prompts_with_copy"],
+            extraction_rate=summary["rate"], extraction_ci=(summary["ci_low"], summary["ci_high"]),
+            extracted_images=summary["extracted_images"], extracted_families=summary["extracted_families"],
+            family_prompts=summary["family_prompts"], other_prompts=summary["other_prompts"],
+            oracle_memorized_prompts=summary["oracle_memorized_prompts"], oracle_rate=summary["oracle_rate"],
+            oracle_ci=summary["oracle_ci"], oracle_family_hit_prompts=summary["oracle_family_hit_prompts"],
+            extraction_by_delta=summary["extraction_by_delta"], oracle_by_delta=summary["oracle_by_delta"],
+            probe_sweep=summary["probe_sweep"], probe_precision=summary["precision"],
+            probe_recall=summary["recall"], by_dup=summary["by_dup"], near_misses=summary["near_misses"],
+            extraction_unet_evals=summary["unet_evaluations"])
+
+
+class AttackSummary(Record):
+    """One membership attack on one arm: ROC AUC with its interval, TPR at 1% FPR, and the settings it was scored
+    with (chosen on the labelled tuning set)."""
+
+    auc: float | None
+    auc_ci: Interval
+    tpr_at_1pct_fpr: float | None
+    choice: dict[str, Any]
+
+
+class MembershipRecord(Record):
+    """The membership audit of one arm: every attack, the members' loss gap, each attack paired against the loss
+    attack, and the split check (an attack on two never-trained halves: AUC near 0.5 when the splits are sound)."""
+
+    mia: dict[str, AttackSummary]
+    mia_loss_gap: dict[str, float | None]
+    mia_paired: dict[str, dict[str, Any]]
+    split_check_auc: float | None
+
+    @classmethod
+    def of(cls, result: dict) -> "MembershipRecord":
+        """From `run_mia`'s result."""
+        return cls(mia={k: {"auc": v["all"]["auc"], "auc_ci": v["all"]["auc_ci"],
+                            "tpr_at_1pct_fpr": v["all"]["tpr_at_1pct_fpr"], "choice": v["choice"]}
+                        for k, v in result["attacks"].items()},
+                   mia_loss_gap=result["loss_gap"], mia_paired=result["paired"],
+                   split_check_auc=result["split_check"]["auc"])
+
+
+class UtilityRecord(Record):
+    """What a fix costs in quality: held-out denoising loss and the Fréchet distance of held-out captions' samples."""
+
+    heldout_loss: float | None
+    frechet_distance: float | None
+    utility_prompts: int
+    utility_unet_evaluations: int
+
+
+class DetectionRecord(Record):
+    """The tiered audit: a one-step detector ranks the captions, the full probe confirms the top share."""
+
+    detector: str
+    detector_queries_per_prompt: int
+    prompts_scored: int
+    prompts_confirmed: int
+    unet_evaluations: int
+    extracted_images: int
+    full_probe_extracted_prompts: int | None = None
+    recovered: int | None = None
+    recall_vs_full: float | None = None
+    cost_ratio_vs_full: float | None = None
+    detector_vs_oracle: dict[str, Any] | None = None
+
+
+def row_of(*records: BaseModel) -> dict:
+    """A results row's audit fields: the records side by side, as JSON would hold them."""
+    return {k: v for r in records for k, v in r.model_dump(mode="json").items()}
+
+
+class AuditRow(ExtractionRecord):
+    """One row of results.json (an arm at a training seed, or the same arm under another sampler): its extraction
+    record, and its membership and utility records where the row measured them (the first seed's headline rows).
+    Extra keys are the mitigation's own record."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    arm: str
+    seed: int
+    kind: str
+    mia: dict[str, AttackSummary] | None = None
+    mia_loss_gap: dict[str, float | None] | None = None
+    mia_paired: dict[str, dict[str, Any]] | None = None
+    split_check_auc: float | None = None
+    heldout_loss: float | None = None
+    frechet_distance: float | None = None
+    utility_prompts: int | None = None
+    utility_unet_evaluations: int | None = None
+    adaptive: dict[str, Any] | None = None
+
+
+class DetectionRow(DetectionRecord):
+    arm: str
+    seed: int
+    kind: Literal["detection"]
+
+
+def audit_row_schema() -> dict:
+    """A results row's JSON Schema, as shipped in `AUDIT_ROW_JSON_SCHEMA`: an audited arm or the tiered audit."""
+    from diffaudit.study.records import json_schema_of
+
+    audited, detection = json_schema_of(AuditRow), json_schema_of(DetectionRow)
+    return {"$schema": audited.pop("$schema"), "title": "AuditRow or DetectionRow",
+            "$defs": {**audited.pop("$defs"), "AuditRow": audited, "DetectionRow": {
+                k: v for k, v in detection.items() if k != "$schema"}},
+            "anyOf": [{"$ref": "#/$defs/AuditRow"}, {"$ref": "#/$defs/DetectionRow"}]}
+
+
+def checked_rows(rows: list[dict], source: Path | str) -> list[dict]:
+    """`rows` when each has a results row's shape; else one line naming the row and the first field that is off."""
+    for row in rows:
+        try:
+            (DetectionRow if row.get("kind") == "detection" else AuditRow).model_validate(row)
+        except ValidationError as exc:
+            where = "; ".join(".".join(map(str, e["loc"])) + f": {e['msg']}" for e in exc.errors()[:3])
+            raise ConfigError(f"{source}: row {row.get('arm')!r} at seed {row.get('seed')!r} is not a results row "
+                              f"({where})") from exc
+    return rows
