@@ -40,9 +40,9 @@ def test_apply_never_changes_the_base_in_place(tmp_path: Path, tiny: Preset, tin
     for kind in ("guidance", "dp"):
         mitigation = MITIGATIONS[kind]
         for variant in mitigation.variants(tiny):
-            arm = mitigation.apply(variant, ctx.__class__(**{**ctx.__dict__, "folder": tmp_path / variant}))
-            words = describe({"kind": kind, "arm": variant, **arm.record})
-            assert words.title and words.what and variant not in words.title
+            arm = mitigation.apply(variant, ctx.__class__(**{**ctx.__dict__, "folder": tmp_path / variant.name}))
+            words = describe({"kind": kind, "arm": variant.name, "variant": variant.as_record(), **arm.record})
+            assert words.title and words.what and variant.name not in words.title
     assert base.model_hash() == before, "no mitigation may change the base model it was handed"
 
 

@@ -10,7 +10,7 @@ import pytest
 from diffaudit.attacks.metrics import clopper_pearson
 from diffaudit.config import CARLINI_SAMPLES, SD_DEFAULT_GUIDANCE, TILE_GRID
 from diffaudit.io import write_json
-from diffaudit.mitigations.registry import MITIGATIONS
+from diffaudit.mitigations.registry import describe
 from diffaudit.report.memo import MemoWriter, escape_typst, memo_text, pct, signed, write_memo
 from diffaudit.report.technical import write_technical
 from diffaudit.report.viewer import COLUMNS, extracted_pairs, write_viewer
@@ -87,12 +87,16 @@ def test_memo_is_four_pages_and_every_percentage_comes_from_the_results(edited_s
     assert meta["pages"] == 4 and meta["flesch_kincaid_grade"] <= 12, "the memo must read at grade 12 or below"
 
 
+_VARIANTS = {"guidance-3": {"name": "guidance-3", "value": 3.0}, "dp-eps8": {"name": "dp-eps8", "value": 8.0},
+             "dedup-image": {"name": "dedup-image", "value": "image"}}
+
+
 def _effect(arm: str, kind: str, rate: float, stopped: int, started: int, p: float) -> ArmEffect:
     record = {"dp": {"calibration_examples": 4}, "dedup": {"member_rows_removed": 2}}
     worst = "no clear change" if p >= 0.05 else "fewer" if stopped > started else "more"
     return ArmEffect(arm=arm, kind=kind, rate=rate, ci_low=0.0, ci_high=1.0, extracted=1, prompts=6, stopped=stopped,
                      started=started, p_value=p, frechet_change=0.1, loss_change=0.0, train_seconds=0.0, base_rate=0.5,
-                     description=MITIGATIONS[kind].describe(arm, record), worst=worst)
+                     description=describe({"kind": kind, "arm": arm, "variant": _VARIANTS[arm], **record}), worst=worst)
 
 
 def _decided(monkeypatch: pytest.MonkeyPatch, effects: list[ArmEffect]) -> None:

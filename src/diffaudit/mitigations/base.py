@@ -39,6 +39,18 @@ class Context:
     copies: Callable[[AuditPipeline, float, dict, Path], dict] | None = None
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One arm a mitigation contributes: its name (the run folder's and the tables') and its setting, typed, so no
+    code parses a setting back out of a name. `value` is the scale, epsilon or method the arm applies."""
+
+    name: str
+    value: float | str
+
+    def as_record(self) -> dict:
+        return {"name": self.name, "value": self.value}
+
+
 def trainable_copy(pipe: AuditPipeline) -> AuditPipeline:
     """A full copy of `pipe` (networks and encoders), so training or moving it cannot touch the original."""
     return copy.deepcopy(pipe)
@@ -48,13 +60,13 @@ class Mitigation(ABC):
     kind: ClassVar[str]  # the row's `kind` in results.json and the config's name for it (study.mitigations)
 
     @abstractmethod
-    def variants(self, preset: Preset) -> list[str]:
-        """The arm names this mitigation contributes under `preset` (e.g. one per guidance scale)."""
+    def variants(self, preset: Preset) -> list[Variant]:
+        """The arms this mitigation contributes under `preset` (e.g. one per guidance scale)."""
 
     @abstractmethod
-    def apply(self, variant: str, ctx: Context) -> Arm:
+    def apply(self, variant: Variant, ctx: Context) -> Arm:
         """Build the mitigated model for `variant` (resumably, in `ctx.folder`)."""
 
     @abstractmethod
-    def describe(self, variant: str, record: dict) -> Description:
+    def describe(self, variant: Variant, record: dict) -> Description:
         """Plain words for the memo, from the arm's own record (e.g. how many rows were removed)."""

@@ -13,7 +13,7 @@ import pandas as pd
 
 from diffaudit.config import CaptionRandomizationConfig, Preset
 from diffaudit.data.imagefolder import ImageDataset
-from diffaudit.mitigations.base import Context, Mitigation
+from diffaudit.mitigations.base import Context, Mitigation, Variant
 from diffaudit.model.arm import Arm
 from diffaudit.words import Description
 
@@ -46,17 +46,17 @@ def randomized_captions(data: ImageDataset, cfg: CaptionRandomizationConfig) -> 
 class CaptionRandomization(Mitigation):
     kind = "caption-randomization"
 
-    def variants(self, preset: Preset) -> list[str]:
-        return [NAME]
+    def variants(self, preset: Preset) -> list[Variant]:
+        return [Variant(NAME, NAME)]
 
-    def apply(self, variant: str, ctx: Context) -> Arm:
+    def apply(self, variant: Variant, ctx: Context) -> Arm:
         data = randomized_captions(ctx.data, ctx.preset.caption_randomization)
         pipe, seconds = ctx.retrain(data, ctx.folder / "train")
         return Arm(pipe, ctx.preset.sample.guidance, record={"dataset_version": data.version, "train_seconds": seconds,
                                                               "caption_randomization":
                                                                   ctx.preset.caption_randomization.model_dump()})
 
-    def describe(self, variant: str, record: dict) -> Description:
+    def describe(self, variant: Variant, record: dict) -> Description:
         cfg = record["caption_randomization"]
         altered = cfg["replace_prob"] + (1 - cfg["replace_prob"]) * cfg["insert_prob"]
         return Description("Randomize captions while training",

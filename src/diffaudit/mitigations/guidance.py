@@ -2,24 +2,22 @@
 copies at higher guidance on Stable Diffusion; Ho & Salimans 2022 define the scale)."""
 
 from diffaudit.config import SD_DEFAULT_GUIDANCE, Preset
-from diffaudit.mitigations.base import Context, Mitigation
+from diffaudit.mitigations.base import Context, Mitigation, Variant
 from diffaudit.model.arm import Arm
 from diffaudit.words import Description
-
-PREFIX = "guidance-"
 
 
 class Guidance(Mitigation):
     kind = "guidance"
 
-    def variants(self, preset: Preset) -> list[str]:
-        return [f"{PREFIX}{g:g}" for g in preset.study.guidance_sweep if g != preset.sample.guidance]
+    def variants(self, preset: Preset) -> list[Variant]:
+        return [Variant(f"guidance-{g:g}", g) for g in preset.study.guidance_sweep if g != preset.sample.guidance]
 
-    def apply(self, variant: str, ctx: Context) -> Arm:
-        return Arm(ctx.base(), float(variant.removeprefix(PREFIX)), mia=False)
+    def apply(self, variant: Variant, ctx: Context) -> Arm:
+        return Arm(ctx.base(), float(variant.value), mia=False)
 
-    def describe(self, variant: str, record: dict) -> Description:
-        return Description(f"Stronger guidance (scale {variant.removeprefix(PREFIX)})",
+    def describe(self, variant: Variant, record: dict) -> Description:
+        return Description(f"Stronger guidance (scale {variant.value:g})",
                            "Same model; a different setting when making pictures.",
                            undone_by="anyone who holds the model file or can choose the sampling settings",
                            lasts="setting",

@@ -9,11 +9,9 @@ import json
 
 from diffaudit.config import Preset
 from diffaudit.io import write_json
-from diffaudit.mitigations.base import Context, Mitigation
+from diffaudit.mitigations.base import Context, Mitigation, Variant
 from diffaudit.model.arm import Arm
 from diffaudit.words import Description
-
-PREFIX = "guidance-interval-"
 
 
 def choose_start(ctx: Context, guidance: float) -> dict:
@@ -39,18 +37,18 @@ def choose_start(ctx: Context, guidance: float) -> dict:
 class GuidanceInterval(Mitigation):
     kind = "guidance-interval"
 
-    def variants(self, preset: Preset) -> list[str]:
-        return [f"{PREFIX}{g:g}" for g in preset.study.interval_guidance]
+    def variants(self, preset: Preset) -> list[Variant]:
+        return [Variant(f"guidance-interval-{g:g}", g) for g in preset.study.interval_guidance]
 
-    def apply(self, variant: str, ctx: Context) -> Arm:
-        guidance = float(variant.removeprefix(PREFIX))
+    def apply(self, variant: Variant, ctx: Context) -> Arm:
+        guidance = float(variant.value)
         choice = choose_start(ctx, guidance)
         return Arm(ctx.base(), guidance, mia=False, sampling={"guidance_start": choice["start"]},
                    record={"start_choice": choice})
 
-    def describe(self, variant: str, record: dict) -> Description:
+    def describe(self, variant: Variant, record: dict) -> Description:
         start = record["start_choice"]["start"]
-        return Description(f"Guidance after the first steps (scale {variant.removeprefix(PREFIX)})",
+        return Description(f"Guidance after the first steps (scale {variant.value:g})",
                            f"Same model; guidance switched on only after the first {start:.0%} of the drawing steps.",
                            undone_by="anyone who holds the model file or can choose the sampling settings",
                            lasts="setting",

@@ -14,7 +14,7 @@ import torch
 
 from diffaudit.attacks.detect.wen import WenTextNorm
 from diffaudit.config import Preset
-from diffaudit.mitigations.base import Context, Mitigation
+from diffaudit.mitigations.base import Context, Mitigation, Variant
 from diffaudit.model.arm import Arm
 from diffaudit.model.conditioning import EmbeddingNoise, NormMinimised, RandomWords
 from diffaudit.words import Description
@@ -28,18 +28,18 @@ SETTING = dict(undone_by="anyone who holds the model file or can choose the samp
 class InferenceTime(Mitigation):
     kind = "inference"
 
-    def variants(self, preset: Preset) -> list[str]:
-        return [NOISE, WORDS, NORM]
+    def variants(self, preset: Preset) -> list[Variant]:
+        return [Variant(name, name) for name in (NOISE, WORDS, NORM)]
 
-    def apply(self, variant: str, ctx: Context) -> Arm:
+    def apply(self, variant: Variant, ctx: Context) -> Arm:
         cfg, base = ctx.preset.inference, ctx.base()
-        if variant == NOISE:
+        if variant.value == NOISE:
             with torch.inference_mode():
                 spread = float(base.encode_text(list(ctx.data.split("member").texts)).float().std())
             sigma = cfg.noise_scale * spread
             return Arm(base, ctx.preset.sample.guidance, mia=False, wrap=lambda inner: EmbeddingNoise(inner, sigma),
                        record={"inference": {"sigma": sigma, "embedding_std": spread}})
-        if variant == WORDS:
+        if variant.value == WORDS:
             vocab = sorted({w for t in ctx.data.split("member").texts for w in t.split()})
             return Arm(base, ctx.preset.sample.guidance, mia=False,
                        wrap=lambda inner: RandomWords.wrap_typed(inner, vocab, cfg.random_words),
@@ -55,12 +55,12 @@ class InferenceTime(Mitigation):
                                          "calibration_captions": len(norms), "steps": cfg.norm_steps,
                                          "threshold_unet_evaluations": spent.evaluations}})
 
-    def describe(self, variant: str, record: dict) -> Description:
+    def describe(self, variant: Variant, record: dict) -> Description:
         info = record["inference"]
-        if variant == NOISE:
+        if variant.value == NOISE:
             return Description("Add noise to the caption's meaning", "Same model; random noise added to the "
                                "caption's internal form for each picture.", **SETTING)
-        if variant == WORDS:
+        if variant.value == WORDS:
             return Description("Add random words to the caption", f"Same model; {info['words']} random words added "
                                "to each caption before making each picture.", **SETTING)
         return Description("Weaken captions that pull too hard", "Same model; each caption's pull on the picture "

@@ -8,14 +8,12 @@ from dataclasses import asdict
 
 from diffaudit.config import Preset
 from diffaudit.io import jsonable
-from diffaudit.mitigations.base import Context, Mitigation, trainable_copy
+from diffaudit.mitigations.base import Context, Mitigation, Variant, trainable_copy
 from diffaudit.mitigations.dp_audit import dp_audit
 from diffaudit.mitigations.dp_finetune import DPConfig, dp_finetune
 from diffaudit.model.arm import Arm
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.words import Description
-
-PREFIX = "dp-eps"
 
 
 def finetune_and_audit(eps: float, ctx: Context) -> tuple[AuditPipeline, dict]:
@@ -37,15 +35,15 @@ def finetune_and_audit(eps: float, ctx: Context) -> tuple[AuditPipeline, dict]:
 class PrivateFinetune(Mitigation):
     kind = "dp"
 
-    def variants(self, preset: Preset) -> list[str]:
-        return [f"{PREFIX}{eps:g}" for eps in preset.study.dp_epsilons]
+    def variants(self, preset: Preset) -> list[Variant]:
+        return [Variant(f"dp-eps{eps:g}", eps) for eps in preset.study.dp_epsilons]
 
-    def apply(self, variant: str, ctx: Context) -> Arm:
-        pipe, record = finetune_and_audit(float(variant.removeprefix(PREFIX)), ctx)
+    def apply(self, variant: Variant, ctx: Context) -> Arm:
+        pipe, record = finetune_and_audit(float(variant.value), ctx)
         return Arm(pipe, ctx.preset.sample.guidance, record=record)
 
-    def describe(self, variant: str, record: dict) -> Description:
+    def describe(self, variant: Variant, record: dict) -> Description:
         n = record["dp"]["calibration_examples"]
-        return Description(f"Private fine-tuning (epsilon {variant.removeprefix(PREFIX)})",
+        return Description(f"Private fine-tuning (epsilon {variant.value:g})",
                            f"Extra training on {n} spare pictures with differential privacy.",
                            note=f"Its privacy guarantee covers only those {n} pictures, not the training set.")

@@ -1,6 +1,6 @@
 """Every mitigation the study can run, by kind; `study.mitigations` picks and orders them."""
 
-from diffaudit.mitigations.base import Mitigation
+from diffaudit.mitigations.base import Mitigation, Variant
 from diffaudit.mitigations.caption_randomization import CaptionRandomization
 from diffaudit.mitigations.guidance import Guidance
 from diffaudit.mitigations.guidance_interval import GuidanceInterval
@@ -15,5 +15,5 @@ MITIGATIONS: Registry[Mitigation] = Registry("mitigation", "study.mitigations", 
 
 
 def describe(row: dict) -> Description:
-    """Plain words for a results row (its `kind` names the mitigation, its `arm` the variant)."""
-    return MITIGATIONS[row["kind"]].describe(row["arm"], row)
+    """Plain words for a results row (its `kind` names the mitigation, its `variant` the arm's typed setting)."""
+    return MITIGATIONS[row["kind"]].describe(Variant(**row["variant"]), row)

@@ -4,22 +4,22 @@ import json
 
 from diffaudit.config import Preset
 from diffaudit.data.imagefolder import load_imagefolder
-from diffaudit.mitigations.base import Context, Mitigation
+from diffaudit.mitigations.base import Context, Mitigation, Variant
 from diffaudit.mitigations.dedup import DedupConfig, deduplicate
 from diffaudit.model.arm import Arm
 from diffaudit.words import Description
 
-TITLES = {"dedup-caption": "Remove repeated captions", "dedup-image": "Remove repeated pictures"}
+TITLES = {"caption": "Remove repeated captions", "image": "Remove repeated pictures"}
 
 
 class RetrainDeduplicated(Mitigation):
     kind = "dedup"
 
-    def variants(self, preset: Preset) -> list[str]:
-        return [f"dedup-{target}" for target in preset.study.dedup_targets]
+    def variants(self, preset: Preset) -> list[Variant]:
+        return [Variant(f"dedup-{target}", target) for target in preset.study.dedup_targets]
 
-    def apply(self, variant: str, ctx: Context) -> Arm:
-        methods = ctx.preset.study.dedup_methods if variant == "dedup-caption" else ("image",)
+    def apply(self, variant: Variant, ctx: Context) -> Arm:
+        methods = ctx.preset.study.dedup_methods if variant.value == "caption" else ("image",)
         folder = ctx.folder / "data"
         if not (folder / "dedup_report.json").exists():
             deduplicate(ctx.data, folder, tuple(methods), DedupConfig(), encode=ctx.base().encode_text)
@@ -29,9 +29,9 @@ class RetrainDeduplicated(Mitigation):
         return Arm(pipe, ctx.preset.sample.guidance, members=data,
                    record={"dataset_version": data.version, "dedup": report, "train_seconds": seconds})
 
-    def describe(self, variant: str, record: dict) -> Description:
+    def describe(self, variant: Variant, record: dict) -> Description:
         report = record["dedup"]
         removed, before = report["member_rows_removed"], report.get("member_rows_before")
         share = f" ({removed / before:.0%} of the {before:,} training rows)" if before else ""
-        return Description(TITLES[variant], f"A new model, trained without {removed:,} repeated entries.",
+        return Description(TITLES[str(variant.value)], f"A new model, trained without {removed:,} repeated entries.",
                            lasts="data", note=f"It removed {removed:,} training entries{share}.")

@@ -191,6 +191,7 @@ class AuditRow(ExtractionRecord):
     arm: str
     seed: int
     kind: str
+    variant: dict[str, float | str] | None = None  # a mitigation arm's typed setting (mitigations.base.Variant)
     mia: dict[str, AttackSummary] | None = None
     mia_loss_gap: dict[str, float | None] | None = None
     mia_paired: dict[str, dict[str, Any]] | None = None

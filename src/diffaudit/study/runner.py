@@ -21,7 +21,7 @@ from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
 from diffaudit.io import jsonable, write_json
 from diffaudit.layout import RunLayout
-from diffaudit.mitigations.base import Context, Mitigation
+from diffaudit.mitigations.base import Context, Mitigation, Variant
 from diffaudit.mitigations.private_finetune import finetune_and_audit
 from diffaudit.mitigations.registry import MITIGATIONS
 from diffaudit.model.arm import Arm
@@ -87,10 +87,22 @@ def check_names(cfg: StudyConfig, forget: ForgetConfig | None = None) -> None:
         registry.check(names)
 
 
+def mitigation_arms(preset: Preset) -> dict[str, tuple[Mitigation, Variant]]:
+    """Every mitigation arm of a study under `preset`, by name, in the configured order, with its typed setting."""
+    return {v.name: (MITIGATIONS[kind], v) for kind in preset.study.mitigations
+            for v in MITIGATIONS[kind].variants(preset)}
+
+
 def all_arms(preset: Preset) -> list[str]:
     """Every arm name of a study under `preset`, the base and the tiered audit first."""
-    return ["base", "base-tiered"] + [v for kind in preset.study.mitigations
-                                      for v in MITIGATIONS[kind].variants(preset)]
+    return ["base", "base-tiered", *mitigation_arms(preset)]
+
+
+def variant_of(preset: Preset, name: str) -> dict:
+    """A row's typed mitigation setting (`variant`: name and value), for the readers that describe it; none for the
+    base and the tiered audit. Added when rows are assembled, so steps finished before it was recorded resume."""
+    arms = mitigation_arms(preset)
+    return {"variant": arms[name][1].as_record()} if name in arms else {}
 
 
 def headline(preset: Preset) -> Preset:
@@ -231,9 +243,8 @@ class Study:
             "base-tiered": lambda: {"kind": "detection", **row_of(DetectionRecord(**run_tiered(
                 self.base(seed), self.data, root / "tiered", self.prompts, s.samples_per_prompt, g0, self.preset.sample,
                 self.probe_cfg, s.detector, s.confirm_fraction, self.layout.extraction(seed, "base"), self.progress)))}}
-        for kind in s.mitigations:
-            for variant in MITIGATIONS[kind].variants(self.preset):
-                steps[variant] = lambda m=MITIGATIONS[kind], v=variant: self.mitigated(m, v, root, seed)
+        for name, (mitigation, variant) in mitigation_arms(self.preset).items():
+            steps[name] = lambda m=mitigation, v=variant: self.mitigated(m, v, root, seed)
         return [(name, steps[name]) for name in self.arm_names(seed)]
 
     def arm(self, name: str, seed: int) -> Arm:
@@ -244,18 +255,18 @@ class Study:
         if name == "base":
             arm = Arm(self.base(seed), self.preset.sample.guidance)
         else:
-            kind = next(k for k in self.preset.study.mitigations if name in MITIGATIONS[k].variants(self.preset))
-            arm = MITIGATIONS[kind].apply(name, self.context(self.layout.arm(seed, name), seed))
+            mitigation, variant = mitigation_arms(self.preset)[name]
+            arm = mitigation.apply(variant, self.context(self.layout.arm(seed, name), seed))
         self._arm = ((name, seed), arm)
         return arm
 
-    def mitigated(self, mitigation: Mitigation, variant: str, root: Path, seed: int) -> dict:
+    def mitigated(self, mitigation: Mitigation, variant: Variant, root: Path, seed: int) -> dict:
         """Apply one mitigation variant to a fresh base and audit the result like the base (at a replicate seed:
         extraction only)."""
-        arm = self.arm(variant, seed)
+        arm = self.arm(variant.name, seed)
         full = self.first_seed(seed)
         return {"kind": mitigation.kind, **arm.record,
-                **self.audit(arm.pipe, root / variant, arm.guidance, mia=arm.mia and full, members=arm.members,
+                **self.audit(arm.pipe, root / variant.name, arm.guidance, mia=arm.mia and full, members=arm.members,
                              conditioning=arm.conditioning(Text()) if arm.wrap else None,
                              sampling=self.sampling(arm=arm), utility=full)}
 
@@ -370,10 +381,11 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
                 for setting in study.settings_of(result["kind"]):
                     other = _step(study.run, RunLayout.sampler_step(seed, name, setting.key),
                                   lambda n=name, x=setting, s=seed: study.sampler_audit(n, s, x))
-                    sampler_rows.append({"arm": name, "seed": seed, "kind": result["kind"], **other})
+                    sampler_rows.append({"arm": name, "seed": seed, "kind": result["kind"], **variant_of(preset, name),
+                                         **other})
                 if probes:
                     result = {**result, "adaptive": study.adaptive(name, seed)}
-            rows.append({"arm": name, "seed": seed, **result})
+            rows.append({"arm": name, "seed": seed, **variant_of(preset, name), **result})
             _log_arm(study.run, preset, name, seed, result)
             if full:  # each arm's settings get their nulls at once, so a partial run can already be judged
                 nulls = setting_nulls(study, rows + sampler_rows, calibration)
