@@ -2,24 +2,23 @@
 verify each against the retrain reference (`diffaudit.unlearning`).
 
 Every model is its own resumable step. `retrain` is the reference itself (the gold standard, checked for the
-record's sake); SISA needs a model trained sharded, trained here by the base recipe and budget; the protocol's
+record's sake); a method that needs its own original (SISA: trained sharded, by the base recipe and budget) builds
+it (`Unlearner.original`); the protocol's
 controls are the original (nothing forgotten: must fail) and a second retrain with the next seed (must pass).
 """
 
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
-
-from diffaudit.config import UTILITY, Preset
+from diffaudit.config import Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.layout import RunLayout
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.progress import Progress
-from diffaudit.unlearning.base import ForgetJob
+from diffaudit.unlearning.base import ForgetJob, Origin
 from diffaudit.unlearning.protocol import run_forget, verify_forget
+from diffaudit.unlearning.registry import UNLEARNERS
 from diffaudit.unlearning.request import ForgetRequest, most_extracted_families
-from diffaudit.unlearning.sisa import ASSIGNMENT, single_subject_shares, train_sharded
 from diffaudit.unlearning.verify import Verifier
 
 Step = Callable[[str, Callable[[], dict]], dict]
@@ -64,23 +63,16 @@ def forget_arm(preset: Preset, data: ImageDataset, base: AuditPipeline, base_fol
         return verify_forget(summary, reference, original, load(summary), load(reference), data, preset, delta, g0,
                              folder / out, run, progress, verifier[0])
 
+    origin = Origin(base, base_folder, seed, preset, data, folder, progress)
+
     def method(name: str) -> dict:
-        if name == "retrain":
-            return verify(reference, base, "retrain")
-        if name == "sisa":
-            train_cfg = preset.train.model_copy(update={"seed": seed})
-            sharded = train_sharded(base, data, train_cfg, cfg.shards, cfg.slices, folder / "sisa-original",
-                                    preset.runtime, progress)
-            record = verify(run_forget("sisa", job(sharded, "sisa"), request),
-                            AuditPipeline.from_pretrained(sharded, preset.runtime), "sisa")
-            shares = single_subject_shares(pd.read_parquet(sharded / ASSIGNMENT), cfg.slices)
-            record["single_subject_share"] = {"mean": float(shares.mean()), "min": float(shares.min()),
-                                              "max": float(shares.max()), "subjects": len(shares)}
-            unsharded = verifier[0].measure(base)
-            record["sharding_cost"] = {k: {"sharded": record["measures"]["original"][k], "unsharded": unsharded[k]}
-                                       for k in UTILITY}
-            return record
-        return verify(run_forget(name, job(base_folder, name), request), base, name)
+        unlearner = UNLEARNERS[name]
+        if unlearner.is_reference:
+            return verify(reference, base, name)
+        original = unlearner.original(origin)
+        pipe = base if original == base_folder else AuditPipeline.from_pretrained(original, preset.runtime)
+        record = verify(run_forget(name, job(original, name), request), pipe, name)
+        return unlearner.annotate(record, original, verifier[0].measure, origin)
 
     records = {name: step(name, lambda name=name: portable(method(name), run)) for name in cfg.methods}
     out = {"request": request.to_json(), "rows": len(ids), "methods": records,

@@ -5,6 +5,7 @@ A method never touches the original's folder: it writes its model to `job.out / 
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -58,13 +59,37 @@ class Forgotten:
     record: dict  # what the method did, for the audit record
 
 
+@dataclass(frozen=True)
+class Origin:
+    """What a method may need to build the model a deletion request is made to, when the study's base will not do
+    (SISA needs one trained sharded): the base, its training seed, the study's preset and data, a folder of its own."""
+
+    base: AuditPipeline
+    base_folder: Path
+    seed: int
+    preset: Preset
+    data: ImageDataset
+    folder: Path
+    progress: Progress | None = None
+
+
 class Unlearner(ABC):
     name: ClassVar[str]
     title: ClassVar[str]  # plain words for readers
+    is_reference: ClassVar[bool] = False  # its result is the protocol's reference itself (retrain)
 
     @abstractmethod
     def forget(self, job: ForgetJob) -> Forgotten:
         """A model without `job.forget_ids`, written under `job.out` (resumably)."""
+
+    def original(self, origin: Origin) -> Path:
+        """The model folder the request is made to: the study's base, unless the method needs its own."""
+        return origin.base_folder
+
+    def annotate(self, record: dict, original: Path, measure: Callable[[AuditPipeline], dict],
+                 origin: Origin) -> dict:
+        """What the method adds to its verified record (SISA: how its sharding cost quality); nothing by default."""
+        return record
 
 
 def fresh_like(pipe: AuditPipeline, seed: int) -> AuditPipeline:

@@ -9,6 +9,7 @@ from diffaudit.unlearning.base import ForgetJob, Forgotten, Unlearner, fresh_lik
 class Retrain(Unlearner):
     name = "retrain"
     title = "Retrain without the data"
+    is_reference = True
 
     def forget(self, job: ForgetJob) -> Forgotten:
         manifest = job.out / "model" / "training_manifest.json"

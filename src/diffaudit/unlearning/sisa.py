@@ -12,12 +12,13 @@ first slice are seen about twice as often as in the unsharded model and rows of 
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from diffaudit.config import RuntimeConfig, TrainConfig
+from diffaudit.config import UTILITY, RuntimeConfig, TrainConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import CheckpointError
 from diffaudit.io import atomic_dir, write_json
@@ -26,7 +27,7 @@ from diffaudit.model.lineage import write_lineage
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.train import step_seed, train
 from diffaudit.progress import Progress
-from diffaudit.unlearning.base import ForgetJob, Forgotten, Unlearner, fresh_like
+from diffaudit.unlearning.base import ForgetJob, Forgotten, Origin, Unlearner, fresh_like
 
 ASSIGNMENT = "sisa.parquet"
 
@@ -132,6 +133,22 @@ def train_sharded(template: AuditPipeline, data: ImageDataset, cfg: TrainConfig,
 class SISA(Unlearner):
     name = "sisa"
     title = "Sharded training (SISA), retrain the affected shards"
+
+    def original(self, origin: Origin) -> Path:
+        """The base recipe and budget, trained sharded (forget.shards x forget.slices): the request is made to it."""
+        cfg = origin.preset.train.model_copy(update={"seed": origin.seed})
+        return train_sharded(origin.base, origin.data, cfg, origin.preset.forget.shards, origin.preset.forget.slices,
+                             origin.folder / "sisa-original", origin.preset.runtime, origin.progress)
+
+    def annotate(self, record: dict, original: Path, measure: Callable[[AuditPipeline], dict],
+                 origin: Origin) -> dict:
+        """How evenly subjects fall in one slice, and the quality sharding costs against the unsharded base."""
+        shares = single_subject_shares(pd.read_parquet(original / ASSIGNMENT), origin.preset.forget.slices)
+        unsharded = measure(origin.base)
+        return {**record, "single_subject_share": {"mean": float(shares.mean()), "min": float(shares.min()),
+                                                   "max": float(shares.max()), "subjects": len(shares)},
+                "sharding_cost": {k: {"sharded": record["measures"]["original"][k], "unsharded": unsharded[k]}
+                                  for k in UTILITY}}
 
     def forget(self, job: ForgetJob) -> Forgotten:
         original = job.original
