@@ -209,10 +209,13 @@ class DetectionRow(DetectionRecord):
     kind: Literal["detection"]
 
 
+def json_schema_of(record: type[BaseModel]) -> dict:
+    """A record's JSON Schema (draft 2020-12) as written files have it: every field required, defaults included."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **record.model_json_schema(mode="serialization")}
+
+
 def audit_row_schema() -> dict:
     """A results row's JSON Schema, as shipped in `AUDIT_ROW_JSON_SCHEMA`: an audited arm or the tiered audit."""
-    from diffaudit.study.records import json_schema_of
-
     audited, detection = json_schema_of(AuditRow), json_schema_of(DetectionRow)
     return {"$schema": audited.pop("$schema"), "title": "AuditRow or DetectionRow",
             "$defs": {**audited.pop("$defs"), "AuditRow": audited, "DetectionRow": {

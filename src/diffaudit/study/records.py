@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from diffaudit.errors import ConfigError
 from diffaudit.layout import RunLayout
-from diffaudit.study.audit_records import checked_rows
+from diffaudit.study.audit_records import checked_rows, json_schema_of
 from diffaudit.words import Description
 
 ALPHA = 0.05  # significance level for "changed beyond chance"
@@ -125,11 +125,6 @@ class FindingsRecord(BaseModel):
 
 
 FINDINGS_JSON_SCHEMA = Path(__file__).parents[1] / "schemas" / f"findings-v{FINDINGS_SCHEMA}.schema.json"
-
-
-def json_schema_of(record: type[BaseModel]) -> dict:
-    """A record's JSON Schema (draft 2020-12) as written files have it: every field required, defaults included."""
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **record.model_json_schema(mode="serialization")}
 
 
 def findings_schema() -> dict:
