@@ -67,6 +67,15 @@ class Mitigation(ABC):
     def apply(self, variant: Variant, ctx: Context) -> Arm:
         """Build the mitigated model for `variant` (resumably, in `ctx.folder`)."""
 
+    def control_name(self, preset: Preset) -> str | None:
+        """The name (folder and step) of this mitigation's positive control under `preset`, when it runs one."""
+        return None
+
+    def control(self, ctx: Context) -> dict:
+        """The positive control of this mitigation's own audit, run at the study's first seed beside its arms and
+        kept out of the comparison (DP: the fine-tune without clipping or noise must be caught)."""
+        raise NotImplementedError(f"{self.kind} has no control")
+
     @abstractmethod
     def describe(self, variant: Variant, record: dict) -> Description:
         """Plain words for the memo, from the arm's own record (e.g. how many rows were removed)."""

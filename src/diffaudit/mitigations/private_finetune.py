@@ -1,7 +1,7 @@
 """DP-SGD fine-tuning of the base model on the calibration split, with its privacy audit (see dp_finetune, dp_audit).
 
 Epsilon = inf is the audit's positive control (the same fine-tune without clipping or noise): the study runs it
-beside the arms through `finetune_and_audit`, not as an arm."""
+beside the arms through `PrivateFinetune.control`, not as an arm."""
 
 import json
 from dataclasses import asdict
@@ -34,6 +34,13 @@ def finetune_and_audit(eps: float, ctx: Context) -> tuple[AuditPipeline, dict]:
 
 class PrivateFinetune(Mitigation):
     kind = "dp"
+
+    def control_name(self, preset: Preset) -> str | None:
+        return "dp-nonprivate" if preset.study.dp_control else None
+
+    def control(self, ctx: Context) -> dict:
+        """The privacy audit's power check: the same fine-tune without clipping or noise."""
+        return {"kind": self.kind, **finetune_and_audit(float("inf"), ctx)[1]}
 
     def variants(self, preset: Preset) -> list[Variant]:
         return [Variant(f"dp-eps{eps:g}", eps) for eps in preset.study.dp_epsilons]

@@ -22,7 +22,6 @@ from diffaudit.errors import ConfigError
 from diffaudit.io import jsonable, write_json
 from diffaudit.layout import RunLayout
 from diffaudit.mitigations.base import Context, Mitigation, Variant
-from diffaudit.mitigations.private_finetune import finetune_and_audit
 from diffaudit.mitigations.registry import MITIGATIONS
 from diffaudit.model.arm import Arm
 from diffaudit.model.conditioning import Conditioning, Text
@@ -333,11 +332,16 @@ class Study:
         return forget_arm(self.preset, self.data, base, folder, self.run, seed,
                           self.probe_cfg.delta, step, self.progress)
 
-    def dp_control(self, seed: int) -> dict:
-        """The DP audit's positive control (the fine-tune without clipping or noise): not a mitigation arm, so it is
-        kept out of the comparison."""
-        _, record = finetune_and_audit(float("inf"), self.context(self.layout.arm(seed, "dp-nonprivate"), seed))
-        return {"kind": "dp", **record}
+    def fix_controls(self, seed: int) -> dict[str, dict]:
+        """Each configured mitigation's positive control of its own audit (`Mitigation.control`), each its own step,
+        kept out of the comparison; by mitigation kind."""
+        out = {}
+        for kind in self.preset.study.mitigations:
+            mitigation, name = MITIGATIONS[kind], MITIGATIONS[kind].control_name(self.preset)
+            if name is not None:
+                out[kind] = _step(self.run, RunLayout.arm_step(seed, name), lambda m=mitigation, n=name: m.control(
+                    self.context(self.layout.arm(seed, n), seed)))
+        return out
 
 
 def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
@@ -365,7 +369,7 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
     controls = study.mia_controls(base)
     # Rewritten on every run: a resumed study whose arms or probes were extended states its new assumptions too.
     write_json(study.layout.assumptions, register(preset, study.data, base, calibration))
-    rows, sampler_rows, dp_controls, nulls = [], [], {}, {}
+    rows, sampler_rows, nulls, fix_controls = [], [], {}, {}
     probes = preset.study.adaptive_probes
     targets = len(adaptive_targets(study.prompts, preset.study.adaptive_min_dup))
     probes = probes if targets else ()  # nothing duplicated enough to attack harder: said in the assumptions
@@ -389,14 +393,15 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
             _log_arm(study.run, preset, name, seed, result)
             if full:  # each arm's settings get their nulls at once, so a partial run can already be judged
                 nulls = setting_nulls(study, rows + sampler_rows, calibration)
-        if full and preset.study.dp_control and "dp" in preset.study.mitigations:
-            dp_controls[str(seed)] = _step(study.run, RunLayout.arm_step(seed, "dp-nonprivate"),
-                                           lambda seed=seed: study.dp_control(seed))
+        if full:
+            for kind, control in study.fix_controls(seed).items():
+                fix_controls.setdefault(kind, {})[str(seed)] = control
     forget = study.forget(preset.study.seeds[0]) if preset.forget.in_study else None
     _record_choices(study.layout.assumptions, rows, controls)
     table = comparison_table(rows)
     table.to_parquet(study.layout.comparison, index=False)
     checked_rows(rows + sampler_rows, "the study's results")
+    dp_controls = fix_controls.get("dp", {})  # the DP audit's power check, as findings.dp_power reads it
     write_json(study.layout.results, {"schema_version": AUDIT_ROW_SCHEMA, "rows": rows, "preset": preset.name,
                                       "dataset_version": study.data.version, "sampler_rows": sampler_rows,
                                       "setting_nulls": nulls, "calibration": calibration, "mia_controls": controls,
