@@ -235,16 +235,21 @@ class Study:
         return [n for n in names if n in s.seed_arms]
 
     def arms(self, seed: int) -> list[tuple[str, Callable[[], dict]]]:
-        s, g0 = self.preset.study, self.preset.sample.guidance
-        root, full = self.layout.seed(seed), self.first_seed(seed)
-        steps: dict[str, Callable[[], dict]] = {
-            "base": lambda: {"kind": "none", **self.audit(self.base(seed), root / "base", g0, mia=full, utility=full)},
-            "base-tiered": lambda: {"kind": "detection", **row_of(DetectionRecord(**run_tiered(
-                self.base(seed), self.data, root / "tiered", self.prompts, s.samples_per_prompt, g0, self.preset.sample,
-                self.probe_cfg, s.detector, s.confirm_fraction, self.layout.extraction(seed, "base"), self.progress)))}}
-        for name, (mitigation, variant) in mitigation_arms(self.preset).items():
-            steps[name] = lambda m=mitigation, v=variant: self.mitigated(m, v, root, seed)
+        """Each arm of `seed` and its audit: every arm that is a model (the base, each mitigation variant) audited
+        alike, and the tiered audit of the base."""
+        kinds = {"base": "none"} | {name: m.kind for name, (m, _) in mitigation_arms(self.preset).items()}
+        steps = {name: lambda k=kind, n=name: self.audited(k, n, seed) for name, kind in kinds.items()}
+        steps["base-tiered"] = lambda: self.tiered(seed)
         return [(name, steps[name]) for name in self.arm_names(seed)]
+
+    def tiered(self, seed: int) -> dict:
+        """The tiered audit of the base: a one-step detector ranks the captions, the full probe confirms the top
+        share (reusing the base's own samples)."""
+        s = self.preset.study
+        return {"kind": "detection", **row_of(DetectionRecord(**run_tiered(
+            self.base(seed), self.data, self.layout.tiered(seed), self.prompts, s.samples_per_prompt,
+            self.preset.sample.guidance, self.preset.sample, self.probe_cfg, s.detector, s.confirm_fraction,
+            self.layout.extraction(seed, "base"), self.progress)))}
 
     def arm(self, name: str, seed: int) -> Arm:
         """The model an arm audits (a finished mitigation is reloaded from its folder, not redone), kept for the
@@ -259,14 +264,13 @@ class Study:
         self._arm = ((name, seed), arm)
         return arm
 
-    def mitigated(self, mitigation: Mitigation, variant: Variant, root: Path, seed: int) -> dict:
-        """Apply one mitigation variant to a fresh base and audit the result like the base (at a replicate seed:
-        extraction only)."""
-        arm = self.arm(variant.name, seed)
-        full = self.first_seed(seed)
-        return {"kind": mitigation.kind, **arm.record,
-                **self.audit(arm.pipe, root / variant.name, arm.guidance, mia=arm.mia and full, members=arm.members,
-                             conditioning=arm.conditioning(Text()) if arm.wrap else None,
+    def audited(self, kind: str, name: str, seed: int) -> dict:
+        """One arm (the base, or a mitigation variant applied to a fresh base) and its audits, alike for every arm (at
+        a replicate seed: extraction only)."""
+        arm, full = self.arm(name, seed), self.first_seed(seed)
+        return {"kind": kind, **arm.record,
+                **self.audit(arm.pipe, self.layout.arm(seed, name), arm.guidance, mia=arm.mia and full,
+                             members=arm.members, conditioning=arm.conditioning(Text()) if arm.wrap else None,
                              sampling=self.sampling(arm=arm), utility=full)}
 
     def settings_of(self, kind: str) -> list[SamplerSetting]:
