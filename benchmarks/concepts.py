@@ -8,7 +8,7 @@ under the headline sampler
 - for scenes, the concept hit rate: a classifier trained on fresh renders (`concepts.py`; its own top-1 accuracy
   reported) says which glyph a generation holds, and a hit is a top glyph the caption names; separately for unseen
   combinations of seen glyphs and for unseen glyphs, with chance beside each; and the caption-following ratio on the
-  same captions.
+  same captions, on whole pictures and on their glyph layer (the background, which the caption names, set to grey).
 Targets (issue 34): concept hit >= 50% top-1 and caption following >= 1.0 at guidance 1, while >= 50% of >= 32-copy
 scenes are still extracted and the model null stays <= 2%.
 Usage: python benchmarks/concepts.py --preset scenes --run runs/scenes [--reference MODEL] [--samples 8]
@@ -23,7 +23,7 @@ import pandas as pd
 
 from diffaudit.attacks.memorization import caption_following
 from diffaudit.attacks.metrics import clopper_pearson
-from diffaudit.concepts import train_classifier
+from diffaudit.concepts import glyph_layer, train_classifier
 from diffaudit.config import load_preset
 from diffaudit.data.openmoji import named_glyphs
 from diffaudit.demo import memorization_by_duplication
@@ -55,7 +55,8 @@ def concept_hits(pipe: object, data: object, preset: object, run: Path, samples:
         low, high = clopper_pearson(int(hits.sum()), len(hits))
         chance = float(np.mean([len(named[p]) for p in index["prompt"]]) / len(codes))
         out[name] = {"captions": len(captions), "generations": len(hits), "hit_rate": float(hits.mean()),
-                     "ci": [low, high], "chance": chance, "caption_following": caption_following(images, index)}
+                     "ci": [low, high], "chance": chance, "caption_following": caption_following(images, index),
+                     "caption_following_glyphs": caption_following(glyph_layer(images), index)}
         sample_grid(images, index, {}, captions[:12], run / "concepts" / f"grid-{name.split()[1]}.png")
     return out
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from diffaudit.concepts import train_classifier
+from diffaudit.concepts import glyph_layer, train_classifier
 from diffaudit.config import DataConfig, SceneConfig
 from diffaudit.data.build import build_dataset
 from diffaudit.data.imagefolder import load_imagefolder
-from diffaudit.data.scenes import PALETTE, scene_glyphs
+from diffaudit.data.openmoji import glyph_font
+from diffaudit.data.scenes import PALETTE, draw_scene, glyph_sprite, scene_glyphs
 from diffaudit.progress import make_progress
 
 SMALL = DataConfig(resolution=16, n_member=40, n_calibration=4, exact_counts=(2, 4), exact_per_count=1,
@@ -48,3 +49,20 @@ def test_concept_classifier_names_fresh_glyphs_only_once_trained() -> None:
     glyphs = scene_glyphs(SMALL.scenes, np.random.default_rng(0))[:6]
     assert train_classifier(glyphs, 16, (6, 8), steps=150, batch=64).accuracy >= 0.6
     assert train_classifier(glyphs, 16, (6, 8), steps=0).accuracy <= 0.4
+
+
+def test_the_glyph_layer_drops_the_background_and_keeps_the_glyph() -> None:
+    """Positive control: one glyph, one place, two background colours: the pictures differ, their glyph layers do
+    not. Negative control: two glyphs on one background: the glyph layers still differ."""
+    glyphs = scene_glyphs(SMALL.scenes, np.random.default_rng(0))[:2]
+    font = glyph_font()
+    a, b = (glyph_sprite(g, font) for g in glyphs)
+    blue, red = draw_scene([a], [10], [(3, 3)], "blue", 16), draw_scene([a], [10], [(3, 3)], "red", 16)
+    other = draw_scene([b], [10], [(3, 3)], "blue", 16)
+
+    def rms(x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.sqrt((((x.astype(float) - y.astype(float)) / 255) ** 2).mean()))
+
+    layers = glyph_layer(np.stack([blue, red, other]))
+    assert rms(blue, red) > 0.2 and rms(layers[0], layers[1]) < 0.05
+    assert rms(layers[0], layers[2]) > 0.05

@@ -48,6 +48,18 @@ class ConceptClassifier:
         return np.array([t in n for t, n in zip(top, named, strict=True)])
 
 
+def glyph_layer(images: np.ndarray, tolerance: float = 0.12) -> np.ndarray:
+    """`images` with each one's background (the median colour of its border; scenes are drawn on one named colour)
+    set to mid grey, so a caption-following ratio computed on them says whether the caption decides the *glyphs*,
+    not only the background colour it names. `tolerance`: RMS distance on [0,1] pixels within which a pixel counts as
+    background."""
+    x = images.astype(np.float32) / 255
+    border = np.concatenate([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1)
+    background = np.median(border, axis=1)[:, None, None, :]
+    near = np.sqrt(((x - background) ** 2).mean(-1, keepdims=True)) <= tolerance
+    return (np.where(near, 0.5, x) * 255).round().astype(np.uint8)
+
+
 def fresh_scenes(glyphs: list[Glyph], n: int, resolution: int, glyph_px: tuple[int, int], two_share: float,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """`n` new renders (random glyphs, layouts and colours) and their multi-hot labels."""
