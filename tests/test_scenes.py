@@ -52,8 +52,9 @@ def test_concept_classifier_names_fresh_glyphs_only_once_trained() -> None:
 
 
 def test_the_glyph_layer_drops_the_background_and_keeps_the_glyph() -> None:
-    """Positive control: one glyph, one place, two background colours: the pictures differ, their glyph layers do
-    not. Negative control: two glyphs on one background: the glyph layers still differ."""
+    """Positive control: one glyph, one place, two background colours: the pictures differ, their glyph layers
+    hardly (only the anti-aliased edge, where glyph and background blend). Negative control: two glyphs on one
+    background: their glyph layers differ by more than that."""
     glyphs = scene_glyphs(SMALL.scenes, np.random.default_rng(0))[:2]
     font = glyph_font()
     a, b = (glyph_sprite(g, font) for g in glyphs)
@@ -64,5 +65,6 @@ def test_the_glyph_layer_drops_the_background_and_keeps_the_glyph() -> None:
         return float(np.sqrt((((x.astype(float) - y.astype(float)) / 255) ** 2).mean()))
 
     layers = glyph_layer(np.stack([blue, red, other]))
-    assert rms(blue, red) > 0.2 and rms(layers[0], layers[1]) < 0.05
-    assert rms(layers[0], layers[2]) > 0.05
+    same = rms(layers[0], layers[1])
+    assert rms(blue, red) > 0.2 and same < rms(blue, red) / 4
+    assert rms(layers[0], layers[2]) > 2 * same
