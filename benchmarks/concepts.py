@@ -11,7 +11,10 @@ under the headline sampler
   same captions, on whole pictures and on their glyph layer (the background, which the caption names, set to grey).
 Targets (issue 34): concept hit >= 50% top-1 and caption following >= 1.0 at guidance 1, while >= 50% of >= 32-copy
 scenes are still extracted and the model null stays <= 2%.
+With --also-guidance G, the concept measures again at scale G on the first 100 captions of each group: a diagnostic of
+whether the conditioning exists but is weak at guidance 1.
 Usage: python benchmarks/concepts.py --preset scenes --run runs/scenes [--reference MODEL] [--samples 8]
+       [--also-guidance 3]
 """
 
 import argparse
@@ -33,9 +36,14 @@ from diffaudit.model.prepare import prepare_data, prepare_model, trained_folder
 from diffaudit.model.shards import load_samples
 from diffaudit.progress import make_progress
 
+DIAGNOSTIC_CAPTIONS = 100
 
-def concept_hits(pipe: object, data: object, preset: object, run: Path, samples: int, progress: object) -> dict:
-    """Concept hit rate and caption following on the never-trained scenes, by whether their glyphs were seen."""
+
+def concept_hits(pipe: object, data: object, preset: object, run: Path, samples: int, progress: object,
+                 also_guidance: tuple[float, ...] = ()) -> dict:
+    """Concept hit rate and caption following on the never-trained scenes, by whether their glyphs were seen; with
+    `also_guidance`, the same on the first `DIAGNOSTIC_CAPTIONS` captions at each other scale (does stronger guidance
+    bring out a conditioning that guidance 1 leaves weak?)."""
     manifest = json.loads((Path(data.root) / "manifest.json").read_text())["families"]
     by_code = {g.code: g for g in named_glyphs()}
     codes = manifest["scene_glyphs"] + manifest["unseen_glyphs"]
@@ -47,17 +55,23 @@ def concept_hits(pipe: object, data: object, preset: object, run: Path, samples:
     groups = {"unseen combination of seen glyphs": [t for t, g in named.items() if not set(g) & unseen],
               "unseen glyph": [t for t, g in named.items() if set(g) & unseen]}
     out = {"classifier_top1": classifier.accuracy, "classes": len(codes)}
+    settings = [(preset.sample.guidance, None)] + [(g, DIAGNOSTIC_CAPTIONS) for g in also_guidance]
     for name, captions in groups.items():
-        rows = generate(pipe, captions, list(range(samples)), [preset.sample.guidance], preset.sample,
-                        run / "concepts" / "samples", progress)
-        images, index = load_samples(run / "concepts" / "samples", rows)
-        hits = classifier.hits(images, [named[p] for p in index["prompt"]])
-        low, high = clopper_pearson(int(hits.sum()), len(hits))
-        chance = float(np.mean([len(named[p]) for p in index["prompt"]]) / len(codes))
-        out[name] = {"captions": len(captions), "generations": len(hits), "hit_rate": float(hits.mean()),
-                     "ci": [low, high], "chance": chance, "caption_following": caption_following(images, index),
-                     "caption_following_glyphs": caption_following(glyph_layer(images), index)}
-        sample_grid(images, index, {}, captions[:12], run / "concepts" / f"grid-{name.split()[1]}.png")
+        for guidance, limit in settings:
+            shown = captions[:limit]
+            rows = generate(pipe, shown, list(range(samples)), [guidance], preset.sample, run / "concepts" / "samples",
+                            progress)
+            images, index = load_samples(run / "concepts" / "samples", rows)
+            hits = classifier.hits(images, [named[p] for p in index["prompt"]])
+            low, high = clopper_pearson(int(hits.sum()), len(hits))
+            chance = float(np.mean([len(named[p]) for p in index["prompt"]]) / len(codes))
+            key = name if limit is None else f"{name}, guidance {guidance:g} (first {limit} captions)"
+            out[key] = {"captions": len(shown), "generations": len(hits), "guidance": guidance,
+                        "hit_rate": float(hits.mean()), "ci": [low, high], "chance": chance,
+                        "caption_following": caption_following(images, index),
+                        "caption_following_glyphs": caption_following(glyph_layer(images), index)}
+            suffix = "" if limit is None else f"-g{guidance:g}"
+            sample_grid(images, index, {}, shown[:12], run / "concepts" / f"grid-{name.split()[1]}{suffix}.png")
     return out
 
 
@@ -68,6 +82,8 @@ def main() -> None:
     parser.add_argument("--reference", type=Path)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--singletons", type=int, default=300)
+    parser.add_argument("--also-guidance", type=float, nargs="*", default=[],
+                        help="also measure concepts at these scales (first 100 captions of each group)")
     args = parser.parse_args()
     preset = load_preset(args.preset)
     with make_progress() as progress:
@@ -75,7 +91,8 @@ def main() -> None:
         pipe = prepare_model(preset, data, args.run / "train", args.reference, progress)
         memo = memorization_by_duplication(pipe, data, preset, args.run / "memorization", args.samples,
                                            args.singletons, progress)
-        concepts = concept_hits(pipe, data, preset, args.run, args.samples, progress) if preset.data.scenes else None
+        concepts = concept_hits(pipe, data, preset, args.run, args.samples, progress, tuple(args.also_guidance)) \
+            if preset.data.scenes else None
     folder = trained_folder(preset, data, args.run / "train", args.reference)
     manifest = json.loads((folder / "training_manifest.json").read_text())
     by_group = pd.DataFrame(memo.headline).set_index("group")
