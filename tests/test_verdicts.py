@@ -28,13 +28,17 @@ def _write(run: Path, seed: int, arm: str, sampler: str | None, copied: set[str]
     pd.DataFrame({"prompt": prompts, "memorized": hit, "extracted": hit}).to_parquet(folder / "per_prompt.parquet")
 
 
+VALUES = {"guidance": 3.0, "dp": 8.0}  # the setting of each kind's arm in these tests
+
+
 def _row(arm: str, kind: str, seed: int, sampler: str, guidance: float, copied: set[str]) -> dict:
     k, n = 2 * len(copied), 2 * len(PICTURES)
     return {"arm": arm, "kind": kind, "seed": seed, "sampler": sampler, "setting": f"{sampler} g{guidance:g}",
             "guidance": guidance, "extraction_rate": k / n, "extraction_ci": [0.0, 1.0], "prompts_with_copy": k,
             "attacked_prompts": n, "oracle_memorized_prompts": k, "frechet_distance": 1.0, "heldout_loss": 1.0,
             "extracted_images": len(copied), "extracted_families": len(copied), "family_prompts": 0,
-            "dp": {"calibration_examples": 4}, "dedup": {"member_rows_removed": 2}}
+            "dp": {"calibration_examples": 4}, "dedup": {"member_rows_removed": 2},
+            **({} if kind == "none" else {"variant": {"name": arm, "value": VALUES[kind]}})}
 
 
 def _study(run: Path, arms: dict[str, tuple[str, float, dict[tuple[str, int], set[str]]]]) -> tuple[list, list]:

@@ -374,7 +374,8 @@ PRESETS: dict[str, Preset] = {
                    forget=ForgetConfig(in_study=False)),
     # Concepts drawn in many pictures (data/scenes.py): scenes of 1-2 glyphs at 24 px, each of 56 glyphs in >= 32
     # member scenes, exact copies planted at quick's copy counts; captions name two glyphs, a relation and a colour,
-    # so MiniLM reads 24 tokens. Training steps are set for an equal CPU budget with quick (the preset's results page).
+    # so MiniLM reads 24 tokens. Trained on quick's step budget (1,200 x 64; 1.8x its CPU time at 24 px): measured in
+    # docs/results/2026-12-02-concepts.md.
     "scenes": Preset(name="scenes", data=DataConfig(resolution=24, n_member=1300, exact_per_count=14,
                                                     image_per_count=0, caption_per_count=0, n_calibration=128,
                                                     scenes=SceneConfig()),
