@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 
 from diffaudit import backend, faults
-from diffaudit.attacks.adaptive.registry import PROBES
 from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.metrics import strongest_attack
 from diffaudit.backend import mapped
@@ -73,6 +72,7 @@ def _step(run: Path, name: str, fn: Callable[[], dict]) -> dict:
 def check_names(cfg: StudyConfig, forget: ForgetConfig | None = None) -> None:
     """Every attack, detector and dedup method named in the config exists: checked before any work starts."""
     forget = forget or ForgetConfig()
+    from diffaudit.attacks.adaptive.registry import PROBES
     from diffaudit.attacks.detect import DETECTORS
     from diffaudit.attacks.mia import ATTACKS
     from diffaudit.mitigations.dedup import METHODS
@@ -378,7 +378,7 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
     targets = len(adaptive_targets(study.prompts, preset.study.adaptive_min_dup))
     probes = probes if targets else ()  # nothing duplicated enough to attack harder: said in the assumptions
     search_control = (_step(study.run, "adaptive-control", lambda: study.search_control(base))
-                      if any(PROBES[p].needs_null_control for p in probes) else None)
+                      if "embedding-search" in probes else None)
     for seed in preset.study.seeds:
         if backend.workers() > 1:
             _arms_on_workers(study, seed)

@@ -27,9 +27,6 @@ class Probe(ABC):
     title: ClassVar[str]  # plain words for the memo: "someone with the model file", ...
     short: ClassVar[str]  # the same in two or three words, for a table cell: "the model file"
     access: ClassVar[str]  # "weights" (white-box) or "service" (can only send captions)
-    # A probe that optimises towards memorization can "find" a picture the model never saw: the study then runs it on
-    # never-trained captions first (its negative control), and its verdicts stand only when that control passes.
-    needs_null_control: ClassVar[bool] = False
 
     @abstractmethod
     def query(self, arm: Arm, preset: Preset, data: ImageDataset, targets: list[str]) -> Query:
