@@ -3,8 +3,9 @@ audit) return, so the study builds a results row from records instead of copying
 checked against one JSON Schema (`schemas/audit-row-v1.schema.json`) when written and when read back.
 
 A results row stays flat (a report reads `row["extraction_rate"]`): `AuditRow` is the records' fields side by side
-plus the arm's identity; what a mitigation did (its own record: dedup report, DP accounting, chosen settings) rides
-along as extra keys until mitigations have typed variants."""
+plus the arm's identity and typed setting (`variant`); what a mitigation did (its own record: dedup report, DP
+accounting, chosen settings) rides along as extra keys, unchecked: a misspelt *optional* field passes as one of them,
+while every extraction field is required."""
 
 from pathlib import Path
 from typing import Any, Literal
@@ -177,8 +178,16 @@ class DetectionRecord(Record):
 
 
 def row_of(*records: BaseModel) -> dict:
-    """A results row's audit fields: the records side by side, as JSON would hold them."""
-    return {k: v for r in records for k, v in r.model_dump(mode="json").items()}
+    """A results row's audit fields: the records side by side (plain Python; the step writer makes them JSON, numpy
+    numbers in free-form fields included)."""
+    return {k: v for r in records for k, v in r.model_dump().items()}
+
+
+class VariantRecord(Record):
+    """A mitigation arm's typed setting (`mitigations.base.Variant`): its name and the scale, epsilon or method."""
+
+    name: str
+    value: float | str
 
 
 class AuditRow(ExtractionRecord):
@@ -191,7 +200,7 @@ class AuditRow(ExtractionRecord):
     arm: str
     seed: int
     kind: str
-    variant: dict[str, float | str] | None = None  # a mitigation arm's typed setting (mitigations.base.Variant)
+    variant: VariantRecord | None = None  # none for the base
     mia: dict[str, AttackSummary] | None = None
     mia_loss_gap: dict[str, float | None] | None = None
     mia_paired: dict[str, dict[str, Any]] | None = None
@@ -210,7 +219,8 @@ class DetectionRow(DetectionRecord):
 
 
 def json_schema_of(record: type[BaseModel]) -> dict:
-    """A record's JSON Schema (draft 2020-12) as written files have it: every field required, defaults included."""
+    """A record's JSON Schema (draft 2020-12) in its serialized form (a record whose config asks for it marks every
+    field with a default required too, as written files always hold them)."""
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **record.model_json_schema(mode="serialization")}
 
 
@@ -231,5 +241,6 @@ def checked_rows(rows: list[dict], source: Path | str) -> list[dict]:
         except ValidationError as exc:
             where = "; ".join(".".join(map(str, e["loc"])) + f": {e['msg']}" for e in exc.errors()[:3])
             raise ConfigError(f"{source}: row {row.get('arm')!r} at seed {row.get('seed')!r} is not a results row "
-                              f"({where})") from exc
+                              f"({where}); if an older diffaudit wrote it, run `diffaudit study` on the run again "
+                              "(its finished steps are reused)") from exc
     return rows

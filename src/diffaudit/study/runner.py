@@ -338,7 +338,8 @@ class Study:
 
     def fix_controls(self, seed: int) -> dict[str, dict]:
         """Each configured mitigation's positive control of its own audit (`Mitigation.control`), each its own step,
-        kept out of the comparison; by mitigation kind."""
+        kept out of the comparison; by mitigation kind. Only DP has one today, and results.json and findings read it
+        as `dp_controls`: a second mitigation with a control needs its own reader there."""
         out = {}
         for kind in self.preset.study.mitigations:
             mitigation, name = MITIGATIONS[kind], MITIGATIONS[kind].control_name(self.preset)
