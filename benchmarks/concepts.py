@@ -55,7 +55,9 @@ def concept_hits(pipe: object, data: object, preset: object, run: Path, samples:
     groups = {"unseen combination of seen glyphs": [t for t, g in named.items() if not set(g) & unseen],
               "unseen glyph": [t for t, g in named.items() if set(g) & unseen]}
     out = {"classifier_top1": classifier.accuracy, "classes": len(codes)}
-    settings = [(preset.sample.guidance, None)] + [(g, DIAGNOSTIC_CAPTIONS) for g in also_guidance]
+    # With other scales, guidance 1 again on the same first captions, so the diagnostic compares like with like.
+    settings = [(preset.sample.guidance, None)] + [(g, DIAGNOSTIC_CAPTIONS) for g in
+                                                   ((preset.sample.guidance, *also_guidance) if also_guidance else ())]
     for name, captions in groups.items():
         for guidance, limit in settings:
             shown = captions[:limit]
