@@ -97,13 +97,6 @@ def all_arms(preset: Preset) -> list[str]:
     return ["base", "base-tiered", *mitigation_arms(preset)]
 
 
-def variant_of(preset: Preset, name: str) -> dict:
-    """A row's typed mitigation setting (`variant`: name and value), for the readers that describe it; none for the
-    base and the tiered audit. Added when rows are assembled, so steps finished before it was recorded resume."""
-    arms = mitigation_arms(preset)
-    return {"variant": arms[name][1].as_record()} if name in arms else {}
-
-
 def headline(preset: Preset) -> Preset:
     """The preset as the study samples: `sample` set to the headline sampler (study.samplers[0])."""
     first = preset.study.samplers[0]
@@ -127,6 +120,7 @@ class Study:
         self.prompts = most_duplicated_prompts(self.data, preset.study.prompts_top, seed=preset.data.seed)
         self._utility: UtilityProbe | None = None
         self._arm: tuple[tuple[str, int], Arm] | None = None
+        self.mitigation_arms = mitigation_arms(preset)  # the preset's, listed once
 
     @property
     def probe_cfg(self) -> ExtractionConfig:
@@ -237,10 +231,17 @@ class Study:
     def arms(self, seed: int) -> list[tuple[str, Callable[[], dict]]]:
         """Each arm of `seed` and its audit: every arm that is a model (the base, each mitigation variant) audited
         alike, and the tiered audit of the base."""
-        kinds = {"base": "none"} | {name: m.kind for name, (m, _) in mitigation_arms(self.preset).items()}
+        kinds = {"base": "none"} | {name: m.kind for name, (m, _) in self.mitigation_arms.items()}
         steps = {name: lambda k=kind, n=name: self.audited(k, n, seed) for name, kind in kinds.items()}
         steps["base-tiered"] = lambda: self.tiered(seed)
         return [(name, steps[name]) for name in self.arm_names(seed)]
+
+    def variant_of(self, name: str) -> dict:
+        """A row's typed mitigation setting (`variant`: name and value), for the readers that describe it; none for
+        the base and the tiered audit. Added when rows are assembled, so steps finished before it was recorded
+        resume."""
+        arm = self.mitigation_arms.get(name)
+        return {"variant": arm[1].as_record()} if arm else {}
 
     def tiered(self, seed: int) -> dict:
         """The tiered audit of the base: a one-step detector ranks the captions, the full probe confirms the top
@@ -259,7 +260,7 @@ class Study:
         if name == "base":
             arm = Arm(self.base(seed), self.preset.sample.guidance)
         else:
-            mitigation, variant = mitigation_arms(self.preset)[name]
+            mitigation, variant = self.mitigation_arms[name]
             arm = mitigation.apply(variant, self.context(self.layout.arm(seed, name), seed))
         self._arm = ((name, seed), arm)
         return arm
@@ -342,7 +343,8 @@ class Study:
         as `dp_controls`: a second mitigation with a control needs its own reader there."""
         out = {}
         for kind in self.preset.study.mitigations:
-            mitigation, name = MITIGATIONS[kind], MITIGATIONS[kind].control_name(self.preset)
+            mitigation = MITIGATIONS[kind]
+            name = mitigation.control_name(self.preset)
             if name is not None:
                 out[kind] = _step(self.run, RunLayout.arm_step(seed, name), lambda m=mitigation, n=name: m.control(
                     self.context(self.layout.arm(seed, n), seed)))
@@ -390,11 +392,11 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
                 for setting in study.settings_of(result["kind"]):
                     other = _step(study.run, RunLayout.sampler_step(seed, name, setting.key),
                                   lambda n=name, x=setting, s=seed: study.sampler_audit(n, s, x))
-                    sampler_rows.append({"arm": name, "seed": seed, "kind": result["kind"], **variant_of(preset, name),
+                    sampler_rows.append({"arm": name, "seed": seed, "kind": result["kind"], **study.variant_of(name),
                                          **other})
                 if probes:
                     result = {**result, "adaptive": study.adaptive(name, seed)}
-            rows.append({"arm": name, "seed": seed, **variant_of(preset, name), **result})
+            rows.append({"arm": name, "seed": seed, **study.variant_of(name), **result})
             _log_arm(study.run, preset, name, seed, result)
             if full:  # each arm's settings get their nulls at once, so a partial run can already be judged
                 nulls = setting_nulls(study, rows + sampler_rows, calibration)
