@@ -141,9 +141,9 @@ def main() -> None:
 
     def dp_arm() -> dict:
         pipe = AuditPipeline.from_pretrained(args.out / "base" / "model", gpu)
-        s = quick.study
-        cfg = DPConfig(epsilon=8.0, delta=s.dp_delta, steps=s.dp_steps, expected_batch=s.dp_expected_batch,
-                       multiplicity=s.dp_multiplicity, lr=s.dp_lr, seed=0)
+        s, dp = quick.study, quick.dp
+        cfg = DPConfig(epsilon=8.0, delta=dp.delta, steps=dp.steps, expected_batch=dp.expected_batch,
+                       multiplicity=dp.multiplicity, lr=dp.lr, seed=0)
         pipe, report = dp_finetune(pipe, data.split("calibration"), cfg, args.out / "dp-eps8")
         ext = run_extraction(pipe, data, args.out / "dp-eps8" / "extraction", prompts, s.samples_per_prompt, 1.0,
                              validated(quick.sample, batch_size=args.batch_size),

@@ -23,6 +23,8 @@ def test_demo_resumes_a_study_and_writes_the_reports(tmp_path: Path, monkeypatch
     assert run_cli(monkeypatch, *args, "--config", str(config)) == 0
     out = capsys.readouterr().out
     assert "extraction before/after each mitigation" in out and "memo:" in out
+    last = out[out.index("Bottom line."):]
+    assert "Read next:" in last and "memo.pdf" in last, "the last lines: the bottom line and where the memo is"
     for name in ("memo/memo.pdf", "memo/memo.typ", "technical_report.html", "viewer.html"):
         assert (run / "report" / name).stat().st_size > 0
     assert run_cli(monkeypatch, *args) == 2, "resuming under other thresholds must be refused"

@@ -20,6 +20,8 @@ def test_file_and_overrides_apply_in_order(tmp_path: Path) -> None:
     ("[data]\nresolution = 4\n", r"data.resolution: Input should be greater than or equal to 8 \(got 4\)"),
     ("[sample]\nsampler = 'heun'\n", "sampler"),
     ("[train\n", "cannot read config"),
+    ("[study]\ndp_epsilons = [8.0]\ndp_control = false\n",
+     r"study.dp_epsilons -> \[dp\] epsilons; study.dp_control -> \[dp\] control: these settings moved"),
 ])
 def test_bad_config_names_the_problem(tmp_path: Path, text: str, match: str) -> None:
     path = tmp_path / "c.toml"
@@ -36,3 +38,16 @@ def test_unknown_preset() -> None:
 def test_duplication_plan_must_fit_members() -> None:
     with pytest.raises(ConfigError, match="duplication plan needs"):
         load_preset("tiny", overrides={"data": {"n_member": 5}})
+
+
+def test_a_run_started_before_a_setting_moved_is_not_resumed(tmp_path: Path) -> None:
+    """Its record names the old key: resuming would compare settings that no longer exist."""
+    import json
+
+    from diffaudit.study.runner import _check_same_config
+
+    old = json.loads(json.dumps(PRESETS["tiny"].model_dump()))
+    old["study"]["dp_steps"] = old.pop("dp")["steps"]
+    (tmp_path / "run.json").write_text(json.dumps({"config": old}))
+    with pytest.raises(ConfigError, match=r"older diffaudit .*study.dp_steps -> \[dp\] steps.*new --out"):
+        _check_same_config(tmp_path, PRESETS["tiny"])

@@ -7,10 +7,17 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from pydantic import ValidationError
 
 from diffaudit.errors import ConfigError
 from diffaudit.layout import RunLayout
-from diffaudit.study.audit_records import AUDIT_ROW_JSON_SCHEMA, AUDIT_ROW_SCHEMA, audit_row_schema, checked_rows
+from diffaudit.study.audit_records import (
+    AUDIT_ROW_JSON_SCHEMA,
+    AUDIT_ROW_SCHEMA,
+    audit_row_schema,
+    checked_rows,
+    tracked,
+)
 from diffaudit.study.records import FINDINGS_JSON_SCHEMA, StudyResults, checked_findings, findings_schema
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny-study-findings.json"  # written before the redesign
@@ -57,3 +64,19 @@ def test_a_row_with_a_misnamed_key_is_refused_naming_row_and_field() -> None:
         checked_rows([broken], "edited")
     with pytest.raises(ConfigError, match="by_dup.0.hits"):
         checked_rows([row | {"by_dup": [{**row["by_dup"][0], "hits": "four"}]}], "edited")
+
+
+def test_mlflow_reads_a_row_through_its_record(tiny_study_dir: Path) -> None:
+    """Params say who and how, metrics every measured number (membership per attack and intervals included); a row
+    that is not a results row is refused rather than logged."""
+    rows = json.loads((tiny_study_dir / "results.json").read_text())["rows"]
+    base = next(r for r in rows if r["arm"] == "base")
+    params, metrics = tracked(base)
+    assert params["arm"] == "base" and params["setting"] == base["setting"] and "extraction_rate" not in params
+    assert metrics["extraction_rate"] == base["extraction_rate"]
+    assert metrics["extraction_ci_high"] == base["extraction_ci"][1]
+    assert {f"mia_{a}_auc" for a in base["mia"]} <= set(metrics)
+    dedup = next(r for r in rows if r["kind"] == "dedup")
+    assert tracked(dedup)[1]["train_seconds"] == dedup["train_seconds"], "a mitigation's own numbers ride along"
+    with pytest.raises(ValidationError):
+        tracked({**base, "extraction_rate": "high"})

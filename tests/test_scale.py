@@ -225,8 +225,9 @@ def test_study_arms_on_ray_match_local(cluster: Path, tmp_path: Path, tiny: Pres
     preset = loose_study(tiny)
     preset = preset.model_copy(update={
         "study": preset.study.model_copy(update={"mitigations": ("guidance",), "adaptive_probes": (),
-                                                 "mia_control_preset": None, "dp_control": False,
+                                                 "mia_control_preset": None,
                                                  "samplers": preset.study.samplers[:1], "reference_samplers": ()}),
+        "dp": preset.dp.model_copy(update={"control": False}),
         "forget": preset.forget.model_copy(update={"in_study": False})})
     log = io.StringIO()
     run_study(preset, tmp_path / "ray", tiny_model_dir, make_progress(Console(file=log), disable=True))

@@ -3,7 +3,7 @@
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from diffaudit.errors import ConfigError, DatasetError, DiffauditError
 from diffaudit.io import jsonable
 from diffaudit.ownership import owned
 from diffaudit.samplers import SAMPLERS
+
+if TYPE_CHECKING:
+    from diffaudit.report.memo import Memo
 
 SAMPLER_HELP = "One of " + ", ".join(SAMPLERS) + " (samplers.py)."
 
@@ -36,6 +39,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 PresetOpt = Annotated[str, typer.Option(help="Preset: quick, full or tiny.")]
+DemoPresetOpt = Annotated[str, typer.Option(help="core: the mission's core (about half an hour on 2 CPU cores); "
+                                                 "quick: the whole study (hours).")]
 ConfigOpt = Annotated[Path | None, typer.Option(
     help=r"TOML file with \[runtime], \[data], \[model], \[train], \[sample] and \[study] sections overriding the "
          "preset.")]
@@ -612,14 +617,20 @@ def study(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder (resumes if it exists).")] = Path("runs/demo"),
-    preset: PresetOpt = "quick", config: ConfigOpt = None, reference: ReferenceOpt = Path("models/quick"),
+    preset: DemoPresetOpt = "core", config: ConfigOpt = None, reference: ReferenceOpt = Path("models/quick"),
     device: DeviceOpt = None, dtype: DtypeOpt = None, ray: RayOpt = None, ray_cpus: RayCpusOpt = None,
     ray_gpus: RayGpusOpt = None, ray_workers: RayWorkersOpt = None,
 ) -> None:
-    """The quick study end to end on the embedded OpenMoji default: data, model, extraction and membership
-    audits, every mitigation, then the memo, technical report and extraction viewer in OUT/report."""
+    """The mission's core end to end on the embedded OpenMoji default (`--preset quick`: the whole study): data,
+    model, extraction and membership audits, the fixes, then the memo, technical report and viewer in OUT/report.
+    The last lines printed are the bottom line and where the memo is."""
     _run_study(_configured(demo, locals()), out, reference)
-    report_all(out, out / "report")
+    memo = _reports(out, out / "report")
+    console.print(f"\n[bold]Bottom line.[/bold] {escape(memo.bottom_line)}")
+    console.print(f"[bold]Fixes.[/bold] {escape(memo.best_fix)}")
+    console.print(f"[bold]Read next:[/bold] the memo {memo.pdf}, the technical report "
+                  f"{out / 'report' / 'technical_report.html'}, the viewer {out / 'report' / 'viewer.html'}",
+                  soft_wrap=True)  # paths unbroken, to copy
 
 
 RunArg = Annotated[Path, typer.Argument(help="A finished `diffaudit study` run folder.")]
@@ -629,11 +640,16 @@ RunArg = Annotated[Path, typer.Argument(help="A finished `diffaudit study` run f
 def report_memo(run: RunArg, out: Annotated[Path | None, typer.Option(help="Folder (default RUN/memo).")] = None
                 ) -> None:
     """The 4-page policy memo (PDF + editable Typst source), written from the run's numbers."""
+    _memo(run, out)
+
+
+def _memo(run: Path, out: Path | None) -> "Memo":
     from diffaudit.report.memo import write_memo
 
     memo = write_memo(run, out)
     console.print(f"memo: {memo.pdf} ({memo.pages} pages, Flesch-Kincaid grade {memo.grade:.1f}); "
                   f"source: {memo.source}")
+    return memo
 
 
 @app.command()
@@ -711,13 +727,18 @@ def report_verdicts(run: RunArg, out: Annotated[Path | None, typer.Option(help="
 
 
 @report_app.command("all")
-def report_all(run: RunArg, out: Annotated[Path | None, typer.Option(help="Folder (default RUN).")] = None) -> None:
+def report_all(run: RunArg, out: Annotated[Path | None, typer.Option(help="Folder (default RUN).")] = None
+               ) -> None:
     """Memo, technical report and viewer into one folder (docs/example is made this way)."""
-    out = out or run
-    report_memo(run, out / "memo")
+    _reports(run, out or run)
+
+
+def _reports(run: Path, out: Path) -> "Memo":
+    memo = _memo(run, out / "memo")
     report_technical(run, out / "technical_report.html")
     report_viewer(run, out / "viewer.html")
     report_verdicts(run, out / "verdicts.md")
+    return memo
 
 
 def main() -> None:

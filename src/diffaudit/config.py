@@ -231,15 +231,6 @@ class StudyConfig(_Frozen):
         default=(0.2, 0.4, 0.6), min_length=1)
     dedup_methods: tuple[str, ...] = ("exact", "normalized", "minhash", "embedding")
     dedup_targets: tuple[Literal["caption", "image"], ...] = Field(default=("caption", "image"), min_length=1)
-    dp_epsilons: tuple[PositiveFloat, ...] = (1.0, 8.0)
-    dp_steps: Positive = 100
-    dp_expected_batch: Positive = 16
-    dp_multiplicity: Positive = 4
-    dp_lr: Rate = 1e-4
-    dp_delta: OpenFraction = 1e-5  # well below 1/n for any calibration split diffaudit builds
-    # The DP audit's positive control: the same fine-tune with no clipping and no noise must be caught by the
-    # audit, or the audit has no power and the report says so.
-    dp_control: bool = True
     # Adaptive probes (attacks.adaptive) run against every arm, on the attacked captions whose image has at least
     # adaptive_min_dup copies (where the static probe has power to be beaten); an empty tuple skips them.
     adaptive_probes: tuple[str, ...] = ("weights-holder", "paraphrase", "embedding-search")
@@ -247,6 +238,21 @@ class StudyConfig(_Frozen):
     paraphrases: Positive = 4  # other captions per target; seed s types paraphrase s mod this
     search_steps: NonNegative = 10  # Adam steps of the embedding search (its optimisation budget)
     search_step: PositiveFloat = 0.02  # its Adam learning rate, as a fraction of the caption embeddings' std
+
+
+class PrivacyConfig(_Frozen):
+    """DP-SGD fine-tuning of the base model on the calibration split (mitigations.private_finetune): one arm per
+    epsilon, and the privacy audit's positive control."""
+
+    epsilons: tuple[PositiveFloat, ...] = (1.0, 8.0)
+    steps: Positive = 100
+    expected_batch: Positive = 16
+    multiplicity: Positive = 4
+    lr: Rate = 1e-4
+    delta: OpenFraction = 1e-5  # well below 1/n for any calibration split diffaudit builds
+    # The same fine-tune with no clipping and no noise must be caught by the audit, or the audit has no power and
+    # the report says so.
+    control: bool = True
 
 
 class CaptionRandomizationConfig(_Frozen):
@@ -336,6 +342,7 @@ class Preset(_Frozen):
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
     study: StudyConfig = StudyConfig()
+    dp: PrivacyConfig = PrivacyConfig()
     caption_randomization: CaptionRandomizationConfig = CaptionRandomizationConfig()
     inference: InferenceConfig = InferenceConfig()
     forget: ForgetConfig = ForgetConfig()
@@ -359,19 +366,20 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(name="quick", data=_QUICK_DATA,
                     train=TrainConfig(steps=1200),
                     # Three training seeds for the fixes a verdict rests on (about an hour of CPU per extra seed).
-                    study=StudyConfig(guidance_sweep=(1.0, 3.0, 7.5), dp_steps=300, seeds=(0, 1, 2),
-                                      seed_arms=("base", "guidance-3", "guidance-7.5", "dp-eps8", "dedup-caption"))),
+                    study=StudyConfig(guidance_sweep=(1.0, 3.0, 7.5), seeds=(0, 1, 2),
+                                      seed_arms=("base", "guidance-3", "guidance-7.5", "dp-eps8", "dedup-caption")),
+                    dp=PrivacyConfig(steps=300)),
     # The mission's core on quick's data and reference model, for a first run: the probe and the owner's check under
     # the headline sampler, membership inference with its positive control, caption dedup, guidance 7.5 and DP
     # fine-tuning at epsilon 8, one training seed; no second sampler, adaptive probe or deletion study (`quick` runs
     # them all).
     "core": Preset(name="core", data=_QUICK_DATA, train=TrainConfig(steps=1200),
                    study=StudyConfig(guidance_sweep=(1.0, 7.5), mitigations=("dedup", "guidance", "dp"),
-                                     dedup_targets=("caption",), dp_epsilons=(8.0,), dp_steps=300, dp_control=False,
+                                     dedup_targets=("caption",),
                                      samplers=(SamplerSetting(name="ddim-unclamped", steps=25),),
                                      reference_samplers=(), adaptive_probes=(), prompts_top=48,
                                      samples_per_prompt=8),
-                   forget=ForgetConfig(in_study=False)),
+                   dp=PrivacyConfig(epsilons=(8.0,), steps=300, control=False), forget=ForgetConfig(in_study=False)),
     # Concepts drawn in many pictures (data/scenes.py): scenes of 1-2 glyphs at 24 px, each of 56 glyphs in >= 32
     # member scenes, exact copies planted at quick's copy counts; captions name two glyphs, a relation and a colour,
     # so MiniLM reads 24 tokens. Trained on quick's step budget (1,200 x 64; 1.8x its CPU time at 24 px): measured in
@@ -413,9 +421,9 @@ PRESETS: dict[str, Preset] = {
                                     SamplerSetting(name="dpmsolver++", steps=3)),
                           reference_samplers=(SamplerSetting(name="ddim", steps=3),), setting_null_prompts=4,
                           interval_guidance=(3.0,), guidance_starts=(0.5,),
-                          mia_control_preset="tiny-overfit", guidance_sweep=(1.0, 3.0), dp_epsilons=(8.0,),
-                          dp_steps=2, dp_expected_batch=2, dp_multiplicity=2, adaptive_min_dup=2, paraphrases=2,
-                          search_steps=2),
+                          mia_control_preset="tiny-overfit", guidance_sweep=(1.0, 3.0), adaptive_min_dup=2,
+                          paraphrases=2, search_steps=2),
+        dp=PrivacyConfig(epsilons=(8.0,), steps=2, expected_batch=2, multiplicity=2),
         forget=ForgetConfig(min_rows=2, shards=2, slices=2, finetune_steps=2, neighbours=4),
     ),
     # The positive control at test scale: 24 images at 8 px, each seen 300 times (seconds on CPU); 64 held-out images
@@ -431,6 +439,16 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# Settings that moved to a section of their own: a file that still names the old key is refused, naming the new.
+MOVED = {("study", f"dp_{key}"): f"[dp] {key}" for key in PrivacyConfig.model_fields}
+
+
+def moved_keys(config: dict[str, Any]) -> list[str]:
+    """The old keys (`section.key -> new place`) a configuration still uses."""
+    return [f"{section}.{key} -> {MOVED[(section, key)]}" for section, values in config.items()
+            if isinstance(values, dict) for key in values if (section, key) in MOVED]
+
+
 def load_preset(name: str, path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Preset:
     """Start from a named preset, apply a TOML file's sections, then explicit overrides (CLI flags)."""
     if name not in PRESETS:
@@ -444,6 +462,8 @@ def load_preset(name: str, path: Path | None = None, overrides: dict[str, dict[s
             raise ConfigError(f"cannot read config {path}: {exc}") from exc
     layers.append(overrides or {})
     for layer in layers:
+        if moved := moved_keys(layer):
+            raise ConfigError(f"config {path or 'flags'}: {'; '.join(moved)}: these settings moved, rename them")
         for section, values in layer.items():
             if not isinstance(values, dict) or section not in merged or not isinstance(merged[section], dict):
                 raise ConfigError(f"unknown config section {section!r}; expected one of "

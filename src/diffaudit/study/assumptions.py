@@ -14,7 +14,7 @@ from diffaudit.model.pipeline import AuditPipeline
 
 
 def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline, calibration: dict) -> list[dict]:
-    s = preset.study
+    s, dp = preset.study, preset.dp
     null = calibration["model_null"]
     iid = _manifest(data).get("families", {}).get("iid_false_copy_rate")
     splits = data.table["split"].value_counts().to_dict()
@@ -89,10 +89,10 @@ def register(preset: Preset, data: ImageDataset, pipe: AuditPipeline, calibratio
          "comparison arm; retrained with the same steps and seed.", "Carlini et al. 2023; Webster et al. 2023"),
         ("mitigation", "Guidance", f"Scales {list(s.guidance_sweep)} applied to the base model at sampling.",
          "Ho & Salimans 2022"),
-        ("mitigation", "DP fine-tuning scope", f"DP-SGD on the calibration split only (epsilons {list(s.dp_epsilons)}, "
-         f"delta = {s.dp_delta:g}, {s.dp_steps} steps). The guarantee covers the calibration data, not the original "
+        ("mitigation", "DP fine-tuning scope", f"DP-SGD on the calibration split only (epsilons {list(dp.epsilons)}, "
+         f"delta = {dp.delta:g}, {dp.steps} steps). The guarantee covers the calibration data, not the original "
          "training set; it is audited on calibration images vs held-out images (empirical epsilon, Clopper-Pearson)"
-         + (", with a non-private fine-tune as the audit's positive control." if s.dp_control else "."),
+         + (", with a non-private fine-tune as the audit's positive control." if dp.control else "."),
          "Dockhorn et al. 2023; Jagielski et al. 2020; Opacus"),
         ("mitigation", "Inference-time settings", f"Embedding noise of {preset.inference.noise_scale:g} x the "
          f"caption embeddings' standard deviation; {preset.inference.random_words} random training-vocabulary words "

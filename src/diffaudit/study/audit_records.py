@@ -218,6 +218,24 @@ class DetectionRow(DetectionRecord):
     kind: Literal["detection"]
 
 
+def tracked(row: dict) -> tuple[dict, dict]:
+    """A results row as MLflow params (who and how: the arm, its setting, the copy test, the model) and metrics
+    (every number its records measure, membership per attack and intervals included), read through the row's
+    record so MLflow names what results.json names. A mitigation's own numbers (e.g. `train_seconds`) ride along."""
+    record = (DetectionRow if row.get("kind") == "detection" else AuditRow).model_validate(row)
+    fields = record.model_dump()
+    who = ("arm", "seed", "kind", "variant", "setting", "sampler", "guidance", "delta", "model_hash", "detector")
+    params = {k: fields[k] for k in who if fields.get(k) is not None}
+    metrics = {k: v for k, v in {**fields, **(record.model_extra or {})}.items()
+               if k not in who and isinstance(v, int | float) and not isinstance(v, bool)}
+    for name in ("extraction_ci", "oracle_ci"):
+        if fields.get(name):
+            metrics |= {f"{name}_low": fields[name][0], f"{name}_high": fields[name][1]}
+    for attack, summary in (fields.get("mia") or {}).items():
+        metrics |= {f"mia_{attack}_auc": summary["auc"], f"mia_{attack}_tpr_at_1pct_fpr": summary["tpr_at_1pct_fpr"]}
+    return params, {k: v for k, v in metrics.items() if v is not None}
+
+
 def json_schema_of(record: type[BaseModel]) -> dict:
     """A record's JSON Schema (draft 2020-12) in its serialized form (a record whose config asks for it marks every
     field with a default required too, as written files always hold them)."""

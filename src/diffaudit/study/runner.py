@@ -16,7 +16,16 @@ from diffaudit import backend, faults
 from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.metrics import strongest_attack
 from diffaudit.backend import mapped
-from diffaudit.config import PRESETS, ForgetConfig, Preset, SampleConfig, SamplerSetting, StudyConfig, validated
+from diffaudit.config import (
+    PRESETS,
+    ForgetConfig,
+    Preset,
+    SampleConfig,
+    SamplerSetting,
+    StudyConfig,
+    moved_keys,
+    validated,
+)
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
 from diffaudit.io import jsonable, write_json
@@ -27,7 +36,7 @@ from diffaudit.model.arm import Arm
 from diffaudit.model.conditioning import Conditioning, Text
 from diffaudit.model.device import resolve
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
-from diffaudit.model.prepare import prepare_data, prepare_model, trained_folder
+from diffaudit.model.prepare import library, prepare_data, prepare_model, trained_folder, trained_in_library
 from diffaudit.model.train import train
 from diffaudit.ownership import owned, remove_stale_temps
 from diffaudit.progress import Progress, make_progress
@@ -42,6 +51,7 @@ from diffaudit.study.audit_records import (
     UtilityRecord,
     checked_rows,
     row_of,
+    tracked,
 )
 from diffaudit.study.calibration import calibrate_copy_test, setting_null
 from diffaudit.study.cost import measured
@@ -51,21 +61,26 @@ from diffaudit.study.forget_audit import forget_arm
 from diffaudit.study.mia_audit import run_mia
 from diffaudit.study.mia_controls import control_preset, negative_control, never_trained_halves, positive_control
 from diffaudit.study.records import attack_settings, checked_findings
+from diffaudit.study.run_clock import RunClock, expected_costs
 from diffaudit.tracking import log_to_mlflow, write_run_record
 
 
-def _step(run: Path, name: str, fn: Callable[[], dict]) -> dict:
+def _step(run: Path, name: str, fn: Callable[[], dict], clock: RunClock | None = None) -> dict:
     """Run `fn` once; its JSON result (its existence marks the step finished) is read back by every later, resumed,
-    run."""
+    run. `clock` counts it towards the whole run's progress."""
     layout = RunLayout(run)
     path = layout.step(name)
     if path.exists():
+        if clock is not None:
+            clock.read_back(name)
         return json.loads(path.read_text())
     with measured() as cost:
         result = jsonable(fn())  # as a resumed run will read it back: NaN is null either way
     write_json(layout.cost(name), cost)
     write_json(path, result)
     faults.point("study-step")
+    if clock is not None:
+        clock.finish(name, cost["seconds"])
     return result
 
 
@@ -121,6 +136,17 @@ class Study:
         self._utility: UtilityProbe | None = None
         self._arm: tuple[tuple[str, int], Arm] | None = None
         self.mitigation_arms = mitigation_arms(preset)  # the preset's, listed once
+        self.library = library(reference)  # committed arm models beside the reference
+        self.clock: RunClock | None = None  # the whole run's progress, when the study loop runs here
+
+    def step(self, name: str, fn: Callable[[], dict]) -> dict:
+        """One resumable step of this run (see `_step`), counted by the run's clock."""
+        return _step(self.run, name, fn, self.clock)
+
+    def planned_steps(self) -> list[str]:
+        """The steps every run of this preset has, in order; samplers, nulls and controls join as they appear."""
+        arms = [RunLayout.arm_step(seed, name) for seed in self.preset.study.seeds for name, _ in self.arms(seed)]
+        return ["calibration", "mia-controls", *arms]
 
     @property
     def probe_cfg(self) -> ExtractionConfig:
@@ -134,7 +160,7 @@ class Study:
     def calibrate(self, base: AuditPipeline) -> dict:
         """Choose delta against the model null of the first seed's base model, once for the whole study."""
         seed = self.preset.study.seeds[0]
-        self.calibration = _step(self.run, "calibration", lambda: calibrate_copy_test(
+        self.calibration = self.step("calibration", lambda: calibrate_copy_test(
             base, self.data, self.preset, self.layout.null(seed) / "samples", self.progress))
         return self.calibration
 
@@ -153,7 +179,7 @@ class Study:
                 out["positive"] = positive_control(control, list(s.mia_attacks), folder / "positive", self.progress)
             return out
 
-        return _step(self.run, "mia-controls", run)
+        return self.step("mia-controls", run)
 
     @property
     def utility(self) -> UtilityProbe:
@@ -192,14 +218,19 @@ class Study:
         return prepare_model(preset, self.data, self.layout.arm(seed, "base"), reference, self.progress)
 
     def retrain(self, data: ImageDataset, folder: Path, seed: int) -> tuple[AuditPipeline, float]:
+        """A model trained from scratch by the base recipe on `data`: a committed one when it matches (its seconds
+        are those it took to train), else trained in `folder` (resuming)."""
         cfg = self.preset.train.model_copy(update={"seed": seed})
-        manifest = folder / "model" / "training_manifest.json"
-        if not manifest.exists():
+        committed = trained_in_library(self.library, cfg, data)
+        model = committed or folder / "model"
+        if committed is not None:
+            self.progress.console.print(f"model: {committed} (committed; dataset {data.version})")
+        elif not (model / "training_manifest.json").exists():
             runtime = self.preset.runtime
             train(build_pipeline(self.preset.model, self.preset.data.resolution, seed=seed, runtime=runtime), data,
                   cfg, folder, self.progress)
-        return AuditPipeline.from_pretrained(folder / "model", self.preset.runtime), json.loads(
-            manifest.read_text())["seconds"]
+        return AuditPipeline.from_pretrained(model, self.preset.runtime), json.loads(
+            (model / "training_manifest.json").read_text())["seconds"]
 
     def second_seed(self, seed: int) -> int:
         """The seed of the model on which an arm's setting is chosen: the study's next seed, never `seed` itself."""
@@ -215,7 +246,8 @@ class Study:
         other = self.second_seed(seed)
         return Context(self.preset, self.data, seed, folder, base=lambda: self.base(seed),
                        retrain=lambda data, out: self.retrain(data, out, seed), progress=self.progress,
-                       second_seed=other, second_base=lambda: self.base(other), copies=self.copies)
+                       second_seed=other, second_base=lambda: self.base(other), copies=self.copies,
+                       library=self.library)
 
     def first_seed(self, seed: int) -> bool:
         """The seed at which every arm, sampler, probe and control runs; other seeds replicate `seed_arms`."""
@@ -312,7 +344,7 @@ class Study:
 
     def adaptive(self, name: str, seed: int) -> dict:
         """Every configured probe against one arm, each its own resumable step."""
-        probes = {p: _step(self.run, RunLayout.probe_step(seed, name, p), lambda p=p: self.probe(p, name, seed))
+        probes = {p: self.step(RunLayout.probe_step(seed, name, p), lambda p=p: self.probe(p, name, seed))
                   for p in self.preset.study.adaptive_probes}
         return {"targets": len(self.targets), "min_dup": self.preset.study.adaptive_min_dup,
                 "static": static_outcome(self.layout.arm(seed, name), self.targets), "probes": probes}
@@ -332,7 +364,7 @@ class Study:
         folder = trained_folder(preset, self.data, self.layout.arm(seed, "base"),
                                 self.reference if seed == self.preset.train.seed else None)
         def step(name: str, fn: Callable[[], dict]) -> dict:
-            return _step(self.run, RunLayout.arm_step(seed, f"forget-{name}"), fn)
+            return self.step(RunLayout.arm_step(seed, f"forget-{name}"), fn)
 
         return forget_arm(self.preset, self.data, base, folder, self.run, seed,
                           self.probe_cfg.delta, step, self.progress)
@@ -346,7 +378,7 @@ class Study:
             mitigation = MITIGATIONS[kind]
             name = mitigation.control_name(self.preset)
             if name is not None:
-                out[kind] = _step(self.run, RunLayout.arm_step(seed, name), lambda m=mitigation, n=name: m.control(
+                out[kind] = self.step(RunLayout.arm_step(seed, name), lambda m=mitigation, n=name: m.control(
                     self.context(self.layout.arm(seed, n), seed)))
         return out
 
@@ -368,6 +400,8 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
     remove_stale_temps(Path(run))
     with measured() as prepared:
         study = Study(preset, run, reference, progress)
+        study.clock = RunClock(progress, study.planned_steps(), expected_costs(preset.name),
+                               lambda name: study.layout.step(name).exists())
         base = study.base(preset.study.seeds[0])
     if not study.layout.record.exists():
         write_json(study.layout.cost("prepare"), prepared)  # data and base model, first run only
@@ -380,24 +414,24 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
     probes = preset.study.adaptive_probes
     targets = len(adaptive_targets(study.prompts, preset.study.adaptive_min_dup))
     probes = probes if targets else ()  # nothing duplicated enough to attack harder: said in the assumptions
-    search_control = (_step(study.run, "adaptive-control", lambda: study.search_control(base))
+    search_control = (study.step("adaptive-control", lambda: study.search_control(base))
                       if "embedding-search" in probes else None)
     for seed in preset.study.seeds:
         if backend.workers() > 1:
             _arms_on_workers(study, seed)
         full = study.first_seed(seed)
         for name, fn in study.arms(seed):
-            result = _step(study.run, RunLayout.arm_step(seed, name), fn)
+            result = study.step(RunLayout.arm_step(seed, name), fn)
             if full and result.get("kind") != "detection":
                 for setting in study.settings_of(result["kind"]):
-                    other = _step(study.run, RunLayout.sampler_step(seed, name, setting.key),
-                                  lambda n=name, x=setting, s=seed: study.sampler_audit(n, s, x))
+                    other = study.step(RunLayout.sampler_step(seed, name, setting.key),
+                                       lambda n=name, x=setting, s=seed: study.sampler_audit(n, s, x))
                     sampler_rows.append({"arm": name, "seed": seed, "kind": result["kind"], **study.variant_of(name),
                                          **other})
                 if probes:
                     result = {**result, "adaptive": study.adaptive(name, seed)}
             rows.append({"arm": name, "seed": seed, **study.variant_of(name), **result})
-            _log_arm(study.run, preset, name, seed, result)
+            _log_arm(study.run, preset, rows[-1])
             if full:  # each arm's settings get their nulls at once, so a partial run can already be judged
                 nulls = setting_nulls(study, rows + sampler_rows, calibration)
         if full:
@@ -433,7 +467,7 @@ def setting_nulls(study: Study, rows: list[dict], calibration: dict) -> dict[str
         if tag is None or tag in out:
             continue
         sampling = validated(study.preset.sample, **row["sampling"])
-        null = _step(study.run, RunLayout.null_step(tag), lambda s=sampling, g=row["guidance"]: study.null(s, g))
+        null = study.step(RunLayout.null_step(tag), lambda s=sampling, g=row["guidance"]: study.null(s, g))
         out[tag] = {**null, "valid": bool(null["ci_high"] <= bound), "source": "setting null"}
     return out
 
@@ -497,6 +531,9 @@ def _check_same_config(run: Path, preset: Preset) -> None:
     if not record.exists():
         return
     before = json.loads(record.read_text())["config"]
+    if moved := moved_keys(before):
+        raise ConfigError(f"{run} was started by an older diffaudit whose settings have since moved "
+                          f"({'; '.join(moved)}); it cannot be resumed: choose a new --out")
     now = json.loads(json.dumps(preset.model_dump()))
     default = json.loads(json.dumps(PRESETS[preset.name].model_dump())) if preset.name in PRESETS else now
     changed = [f"{section}.{key}" for section in now if isinstance(now[section], dict)
@@ -532,10 +569,10 @@ def comparison_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _log_arm(run: Path, preset: Preset, name: str, seed: int, result: dict) -> None:
-    metrics = {k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    log_to_mlflow(run, f"diffaudit-{preset.name}", RunLayout.arm_step(seed, name), {"arm": name, "seed": seed,
-                  "kind": result.get("kind")}, metrics, [RunLayout(run).assumptions])
+def _log_arm(run: Path, preset: Preset, row: dict) -> None:
+    params, metrics = tracked(row)
+    log_to_mlflow(run, f"diffaudit-{preset.name}", RunLayout.arm_step(row["seed"], row["arm"]), params, metrics,
+                  [RunLayout(run).assumptions])
 
 
 def reset_arm(run: Path, seed: int, arm: str) -> None:

@@ -1,0 +1,34 @@
+"""The whole run's clock: steps weighted by their measured cost, paced by this machine, resumed steps counted done."""
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from diffaudit.progress import make_progress
+from diffaudit.study.run_clock import RunClock, expected_costs
+
+
+def test_time_left_weights_steps_by_cost_and_paces_by_this_machine() -> None:
+    console = Console(record=True, width=200)
+    progress = make_progress(console)
+    clock = RunClock(progress, ["calibration", "seed0/base", "seed0/dedup"],
+                     {"calibration": 10.0, "seed0/base": 30.0, "seed0/dedup": 60.0, "seed0/sampler": 20.0},
+                     done=lambda name: name == "calibration")
+    assert len(clock.plan) == 4 and clock.finished == {"calibration"}
+    assert clock.left() == 110.0, "before any step here: the table's seconds"
+    clock.finish("seed0/base", 60.0)  # twice as slow as measured
+    assert clock.left() == 2 * (60.0 + 20.0)
+    clock.finish("null g3", 5.0)  # unplanned: weighted as the table's median
+    assert clock.plan["null g3"] == 25.0 and len(clock.plan) == 5
+    clock.read_back("seed0/sampler")  # an earlier run's: done, no pace
+    assert clock.left() == 65.0 / 55.0 * 60.0
+    assert "[3/5] null g3 finished in 5 s; about" in console.export_text()
+
+
+def test_expected_costs_read_the_preset_or_nothing(tmp_path: Path) -> None:
+    table = tmp_path / "costs.json"
+    table.write_text(json.dumps({"core": {"seconds": {"calibration": 120}}}))
+    assert expected_costs("core", table) == {"calibration": 120.0}
+    assert expected_costs("quick", table) == {}
+    assert expected_costs("core", tmp_path / "missing.json") == {}
