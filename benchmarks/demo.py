@@ -30,6 +30,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from diffaudit.layout import RunLayout
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "demo.json"
 COSTS = ROOT / "src" / "diffaudit" / "study" / "step_costs.json"
@@ -38,8 +40,9 @@ TARGET_MINUTES = 30.0
 
 def steps(run: Path) -> dict[str, float]:
     """Seconds per step of a finished run, in the order the steps finished."""
-    files = sorted((run / "steps").glob("**/*.cost.json"), key=lambda p: p.stat().st_mtime)
-    return {f.relative_to(run / "steps").as_posix().removesuffix(".cost.json"): json.loads(f.read_text())["seconds"]
+    folder = RunLayout(run).steps
+    files = sorted(folder.glob("**/*.cost.json"), key=lambda p: p.stat().st_mtime)
+    return {f.relative_to(folder).as_posix().removesuffix(".cost.json"): json.loads(f.read_text())["seconds"]
             for f in files}
 
 
@@ -91,13 +94,16 @@ def benchmark(out: Path, preset: str, repeat: int, reference: Path, console: Con
 
 
 def commit_models(run: Path, models: Path, console: Console) -> None:
-    """Copy RUN's retrained (dedup) and fine-tuned (DP) arm models of its first seed into `models`."""
-    record = json.loads((run / "run.json").read_text())
-    preset = record["config"]["name"]
+    """Copy RUN's retrained (dedup) and fine-tuned (DP) arm models of its first seed into `models`: a retrain's model
+    is `ARM/train/model` (mitigations.retrain_dedup), a fine-tune's `ARM/model` beside `ARM/dp_report.json`
+    (mitigations.private_finetune)."""
+    layout = RunLayout(run)
+    record = json.loads(layout.record.read_text())
+    preset, seed = record["config"]["name"], record["config"]["study"]["seeds"][0]
     inputs = {"base_model_hash": record["hashes"]["base_model"], "dataset_version": record["hashes"]["dataset"],
               "from_run": str(run), "commit": commit()}
-    first = min(run.glob("seed*"), key=lambda p: int(p.name.removeprefix("seed")))
-    for arm in sorted(p for p in first.iterdir() if p.is_dir()):
+    copied = 0
+    for arm in sorted(p for p in layout.seed(seed).iterdir() if p.is_dir()):
         retrained, finetuned = arm / "train" / "model", arm / "model"
         if (retrained / "training_manifest.json").exists():
             source, extra = retrained, []
@@ -112,7 +118,18 @@ def commit_models(run: Path, models: Path, console: Console) -> None:
         for path in extra:
             shutil.copy(path, target)
         (target / "committed.json").write_text(json.dumps({**inputs, "arm": arm.name}, indent=2) + "\n")
+        (target / "README.md").write_text(
+            f"# Committed arm model: {arm.name} ({preset} preset, training seed {seed})\n\n"
+            f"Made by `diffaudit demo --preset {preset}` from the base model `{inputs['base_model_hash']}` "
+            f"(models/quick) and the dataset `{inputs['dataset_version']}`, at commit {inputs['commit']}, and copied "
+            "here by `python benchmarks/demo.py --commit-models RUN`. A study reuses it only when it would make the "
+            "same model: a retrain whose training manifest names the same data, recipe and network, a fine-tune whose "
+            "`dp_report.json` names the same settings and whose `committed.json` names the same base model and "
+            f"dataset. Otherwise it trains its own (in `RUN/seed{seed}/{arm.name}/`). Weights are safetensors.\n")
         console.print(f"{arm.name}: {target}")
+        copied += 1
+    if not copied:
+        raise SystemExit(f"{run} trained no arm model of its own (did it reuse committed ones?): nothing to commit")
 
 
 def main() -> None:

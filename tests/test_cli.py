@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import LOOSE_TOML, run_cli
 
-from diffaudit.config import Preset
+from diffaudit.config import PRESETS, Preset
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.pipeline import AuditPipeline
 
@@ -23,8 +23,9 @@ def test_demo_resumes_a_study_and_writes_the_reports(tmp_path: Path, monkeypatch
     assert run_cli(monkeypatch, *args, "--config", str(config)) == 0
     out = capsys.readouterr().out
     assert "extraction before/after each mitigation" in out and "memo:" in out
-    last = out[out.index("Bottom line."):]
-    assert "Read next:" in last and "memo.pdf" in last, "the last lines: the bottom line and where the memo is"
+    last = out[out.index("Bottom line."):].rstrip().splitlines()
+    assert last[-1].startswith("Read next:") and "memo.pdf" in last[-1] and last[-1].endswith("viewer.html"), \
+        "the last lines: the bottom line, then where the memo is"
     for name in ("memo/memo.pdf", "memo/memo.typ", "technical_report.html", "viewer.html"):
         assert (run / "report" / name).stat().st_size > 0
     assert run_cli(monkeypatch, *args) == 2, "resuming under other thresholds must be refused"
@@ -60,3 +61,14 @@ def test_bad_input_exits_with_a_named_error(tmp_path: Path, monkeypatch: pytest.
     assert "no metadata file" in capsys.readouterr().err
     assert run_cli(monkeypatch, "train", str(tmp_path / "d"), str(tmp_path / "o"), "--preset", "nope") == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_the_demo_runs_the_missions_core_unless_asked_for_the_whole_study() -> None:
+    import inspect
+
+    from diffaudit.cli import demo
+
+    assert inspect.signature(demo).parameters["preset"].default == "core"
+    core = PRESETS["core"]
+    assert set(core.study.mitigations) == {"dedup", "guidance", "dp"} and core.study.mia_control_preset, \
+        "the core: the probe, membership inference with its controls and the three fixes"

@@ -32,9 +32,11 @@ def test_a_retrain_reuses_a_committed_model_trained_from_the_same_inputs(tmp_pat
     assert pipe.model_hash() == AuditPipeline.from_pretrained(models / "arm").model_hash()
     assert seconds == json.loads((models / "arm" / "training_manifest.json").read_text())["seconds"]
     other_seed = tiny.train.model_copy(update={"seed": tiny.train.seed + 1})
-    assert trained_in_library(study.library, other_seed, tiny_data) is None, "another recipe is trained again"
+    assert trained_in_library(study.library, tiny, other_seed, tiny_data) is None, "another recipe is trained again"
     fewer = tiny_data.where(tiny_data.table.index.to_numpy() > 0)
-    assert trained_in_library(study.library, tiny.train, fewer) is None, "other data is trained again"
+    assert trained_in_library(study.library, tiny, tiny.train, fewer) is None, "other data is trained again"
+    wider = tiny.model_copy(update={"model": tiny.model.model_copy(update={"attention_head_dim": 8})})
+    assert trained_in_library(study.library, wider, tiny.train, tiny_data) is None, "another network is trained again"
 
 
 def test_a_dp_arm_reuses_a_committed_finetune_only_of_its_own_base(tmp_path: Path, tiny: Preset,
@@ -58,10 +60,21 @@ def test_a_dp_arm_reuses_a_committed_finetune_only_of_its_own_base(tmp_path: Pat
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("fine-tuned again")
 
+    audited = []
+    audit = private_finetune.dp_audit
     monkeypatch.setattr(private_finetune, "dp_finetune", never)
+    monkeypatch.setattr(private_finetune, "dp_audit", lambda base, pipe, *a: audited.append(pipe) or audit(
+        base, pipe, *a))
     reused = dp.apply(variant, context(tmp_path / "reused", (committed,)))
     assert reused.pipe.model_hash() == made.pipe.model_hash()
     assert reused.record["dp"] == made.record["dp"]
-    (committed / "committed.json").write_text(json.dumps({**inputs, "base_model_hash": "another base"}))
+    assert [p.model_hash() for p in audited] == [made.pipe.model_hash()], "the reused fine-tune is audited here"
+    assert reused.record["dp_audit"] == made.record["dp_audit"]
+    longer = tiny.model_copy(update={"dp": tiny.dp.model_copy(update={"steps": tiny.dp.steps + 1})})
     with pytest.raises(AssertionError, match="fine-tuned again"):
-        dp.apply(variant, context(tmp_path / "other-base", (committed,)))
+        dp.apply(dp.variants(longer)[0], Context(longer, tiny_data, 0, tmp_path / "longer", base=lambda: base,
+                                                 retrain=lambda d, f: (base, 0.0), library=(committed,)))
+    for changed in ({"base_model_hash": "another base"}, {"dataset_version": "another dataset"}):
+        (committed / "committed.json").write_text(json.dumps({**inputs, **changed}))
+        with pytest.raises(AssertionError, match="fine-tuned again"):
+            dp.apply(variant, context(tmp_path / "other", (committed,)))

@@ -313,3 +313,23 @@ def test_verdicts_page_renders_every_arm_sampler_and_setting(tiny_study_dir: Pat
     for tag in res.findings["setting_nulls"]:
         assert f"| {tag} |" in page
     assert page.rstrip().endswith(".") and "Ranking" in page
+
+
+@pytest.mark.parametrize("samplers, seeds, probes, forget, listed", [
+    (2, 3, ["paraphrase"], True, None),
+    (1, 3, ["paraphrase"], True, "a second sampler"),
+    (1, 1, ["paraphrase"], True, "a second sampler or a second training run"),
+    (1, 1, [], False, "a second sampler, a second training run, harder attacks against the fixes or a deletion "
+                      "request"),
+])
+def test_a_reduced_run_says_what_it_left_out(samplers: int, seeds: int, probes: list, forget: bool,
+                                             listed: str | None) -> None:
+    from types import SimpleNamespace
+
+    from diffaudit.report.memo import MemoWriter
+
+    writer = SimpleNamespace(study={"samplers": [{}] * samplers, "adaptive_probes": probes},
+                             res=SimpleNamespace(seeds=list(range(seeds)), config={"forget": {"in_study": forget}}))
+    said = MemoWriter.left_out(writer)
+    assert said == ([] if listed is None else [f"This was a reduced run: it did not include {listed}. The whole study "
+                                               "does (diffaudit demo --preset quick)."])

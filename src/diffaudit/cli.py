@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from diffaudit import backend
-from diffaudit.config import Preset, load_preset, validated
+from diffaudit.config import PRESETS, Preset, load_preset, validated
 from diffaudit.errors import ConfigError, DatasetError, DiffauditError
 from diffaudit.io import jsonable
 from diffaudit.ownership import owned
@@ -38,12 +38,12 @@ app.add_typer(report_app, name="report")
 console = Console()
 err_console = Console(stderr=True)
 
-PresetOpt = Annotated[str, typer.Option(help="Preset: quick, full or tiny.")]
+PresetOpt = Annotated[str, typer.Option(help="Preset: " + ", ".join(PRESETS) + " (config.PRESETS).")]
 DemoPresetOpt = Annotated[str, typer.Option(help="core: the mission's core (about half an hour on 2 CPU cores); "
                                                  "quick: the whole study (hours).")]
 ConfigOpt = Annotated[Path | None, typer.Option(
-    help=r"TOML file with \[runtime], \[data], \[model], \[train], \[sample] and \[study] sections overriding the "
-         "preset.")]
+    help="TOML file whose sections (" + ", ".join(rf"\[{k}]" for k in Preset.model_fields if k != "name")
+         + ") override the preset.")]
 
 
 def setting(field: str, help: str, **kwargs: Any) -> Any:

@@ -8,7 +8,7 @@ not spend CPU-hours retraining what someone already trained from the same inputs
 import json
 from pathlib import Path
 
-from diffaudit.config import Preset, TrainConfig
+from diffaudit.config import ModelConfig, Preset, TrainConfig
 from diffaudit.data.build import build_dataset
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
@@ -32,9 +32,23 @@ def trained_record(folder: Path | None, train_cfg: TrainConfig, data: ImageDatas
     return record if matches else None
 
 
+def same_architecture(folder: Path, model: ModelConfig, resolution: int) -> bool:
+    """Whether the model saved in `folder` is the network `model` at `resolution` would build (its UNet, noise
+    schedule and text length as saved), so a `[model]` override never reuses a model of another shape."""
+    unet = json.loads((folder / "unet" / "config.json").read_text())
+    schedule = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    index = json.loads((folder / "model_index.json").read_text())
+    saved = {**{k: unet.get(k) for k in ("block_out_channels", "down_block_types", "up_block_types",
+                                         "layers_per_block", "attention_head_dim", "norm_num_groups")},
+             "num_train_timesteps": schedule.get("num_train_timesteps"), "beta_schedule": schedule.get("beta_schedule"),
+             "max_text_tokens": index.get("text_encoder", {}).get("max_tokens"), "resolution": unet.get("sample_size")}
+    return saved == {**model.model_dump(mode="json"), "resolution": resolution}
+
+
 def trained_folder(preset: Preset, data: ImageDataset, out: Path, reference: Path | None) -> Path | None:
     """The model folder `prepare_model` uses: the reference when it matches, else the one trained in `out`."""
-    return next((f for f in (reference, out / "model") if trained_record(f, preset.train, data) is not None), None)
+    return next((f for f in (reference, out / "model") if trained_record(f, preset.train, data) is not None
+                 and same_architecture(f, preset.model, preset.data.resolution)), None)
 
 
 def library(reference: Path | None) -> tuple[Path, ...]:
@@ -45,9 +59,11 @@ def library(reference: Path | None) -> tuple[Path, ...]:
                         if f.is_dir() and f.resolve() != reference.resolve() and (f / "model_index.json").exists()))
 
 
-def trained_in_library(models: tuple[Path, ...], train_cfg: TrainConfig, data: ImageDataset) -> Path | None:
-    """The first committed model trained with `train_cfg` on exactly `data`, if any."""
-    return next((f for f in models if trained_record(f, train_cfg, data) is not None), None)
+def trained_in_library(models: tuple[Path, ...], preset: Preset, train_cfg: TrainConfig,
+                       data: ImageDataset) -> Path | None:
+    """The first committed model of `preset`'s architecture trained with `train_cfg` on exactly `data`, if any."""
+    return next((f for f in models if trained_record(f, train_cfg, data) is not None
+                 and same_architecture(f, preset.model, preset.data.resolution)), None)
 
 
 def prepare_model(preset: Preset, data: ImageDataset, out: Path, reference: Path | None,

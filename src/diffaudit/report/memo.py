@@ -236,11 +236,12 @@ class MemoWriter:
             ("a second sampler", len(self.study["samplers"]) < 2),
             ("a second training run", len(self.res.seeds) < 2),
             ("harder attacks against the fixes", not self.study["adaptive_probes"]),
-            ("a deletion request", not self.res.config["forget"]["in_study"])) if missing]
+            ("a deletion request", not self.res.config.get("forget", {}).get("in_study"))) if missing]
         if not skipped:
             return []
-        return [f"This was a reduced run: it did not try {', '.join(skipped[:-1])}{' or ' if len(skipped) > 1 else ''}"
-                f"{skipped[-1]}. The whole study does (diffaudit demo --preset quick)."]
+        listed = f"{', '.join(skipped[:-1])} or {skipped[-1]}" if len(skipped) > 1 else skipped[0]
+        return [f"This was a reduced run: it did not include {listed}. The whole study does (diffaudit demo "
+                "--preset quick)."]
 
     def questions(self) -> list[str]:
         """For a deployed model: what to ask its owner, each with what this study found for ours."""

@@ -222,6 +222,7 @@ def tracked(row: dict) -> tuple[dict, dict]:
     """A results row as MLflow params (who and how: the arm, its setting, the copy test, the model) and metrics
     (every number its records measure, membership per attack and intervals included), read through the row's
     record so MLflow names what results.json names. A mitigation's own numbers (e.g. `train_seconds`) ride along."""
+    checked_rows([row], "a row to log to MLflow")
     record = (DetectionRow if row.get("kind") == "detection" else AuditRow).model_validate(row)
     fields = record.model_dump()
     who = ("arm", "seed", "kind", "variant", "setting", "sampler", "guidance", "delta", "model_hash", "detector")

@@ -221,9 +221,11 @@ class Study:
         """A model trained from scratch by the base recipe on `data`: a committed one when it matches (its seconds
         are those it took to train), else trained in `folder` (resuming)."""
         cfg = self.preset.train.model_copy(update={"seed": seed})
-        committed = trained_in_library(self.library, cfg, data)
-        model = committed or folder / "model"
+        model = folder / "model"  # this run's own, once trained, comes first (a resumed run keeps its model)
+        committed = None if (model / "training_manifest.json").exists() else trained_in_library(
+            self.library, self.preset, cfg, data)
         if committed is not None:
+            model = committed
             self.progress.console.print(f"model: {committed} (committed; dataset {data.version})")
         elif not (model / "training_manifest.json").exists():
             runtime = self.preset.runtime
@@ -400,8 +402,10 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
     remove_stale_temps(Path(run))
     with measured() as prepared:
         study = Study(preset, run, reference, progress)
+        as_measured = preset.name in PRESETS and preset.model_dump(exclude={"runtime"}) == PRESETS[
+            preset.name].model_dump(exclude={"runtime"})  # a --config may drop steps the table measured
         study.clock = RunClock(progress, study.planned_steps(), expected_costs(preset.name),
-                               lambda name: study.layout.step(name).exists())
+                               lambda name: study.layout.step(name).exists(), measured_plan=as_measured)
         base = study.base(preset.study.seeds[0])
     if not study.layout.record.exists():
         write_json(study.layout.cost("prepare"), prepared)  # data and base model, first run only
@@ -451,6 +455,7 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
     decided = findings(study.run, rows, search_control, sampler_rows, nulls, [s.key for s in preset.study.samplers],
                        dp_controls)
     write_json(study.layout.findings, checked_findings(jsonable(decided), "the study's findings"))
+    study.clock.close()
     return table
 
 
@@ -541,9 +546,12 @@ def _check_same_config(run: Path, preset: Preset) -> None:
                if (section, key) not in RESUMABLE_ANYWHERE
                and not _same(section, key, before.get(section, {}).get(key, default[section].get(key)),
                              now[section].get(key))]
-    if changed or before.get("name") != now["name"]:
-        raise ConfigError(f"{run} was started with a different configuration ({', '.join(changed) or 'preset name'} "
-                          "differ); resume it with the same preset and config, or choose a new --out")
+    if before.get("name") != now["name"]:
+        raise ConfigError(f"{run} was started with preset {before.get('name')!r}, not {now['name']!r}: resume it "
+                          f"with --preset {before.get('name')}, or choose a new --out")
+    if changed:
+        raise ConfigError(f"{run} was started with a different configuration ({', '.join(changed)} differ); resume "
+                          "it with the same preset and config, or choose a new --out")
 
 
 def comparison_table(rows: list[dict]) -> pd.DataFrame:
