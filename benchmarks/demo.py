@@ -101,7 +101,7 @@ def commit_models(run: Path, models: Path, console: Console) -> None:
     record = json.loads(layout.record.read_text())
     preset, seed = record["config"]["name"], record["config"]["study"]["seeds"][0]
     inputs = {"base_model_hash": record["hashes"]["base_model"], "dataset_version": record["hashes"]["dataset"],
-              "from_run": str(run), "commit": commit()}
+              "from_run": run.name, "copied_at_commit": commit()}
     copied = 0
     for arm in sorted(p for p in layout.seed(seed).iterdir() if p.is_dir()):
         retrained, finetuned = arm / "train" / "model", arm / "model"
@@ -121,11 +121,12 @@ def commit_models(run: Path, models: Path, console: Console) -> None:
         (target / "README.md").write_text(
             f"# Committed arm model: {arm.name} ({preset} preset, training seed {seed})\n\n"
             f"Made by `diffaudit demo --preset {preset}` from the base model `{inputs['base_model_hash']}` "
-            f"(models/quick) and the dataset `{inputs['dataset_version']}`, at commit {inputs['commit']}, and copied "
-            "here by `python benchmarks/demo.py --commit-models RUN`. A study reuses it only when it would make the "
-            "same model: a retrain whose training manifest names the same data, recipe and network, a fine-tune whose "
-            "`dp_report.json` names the same settings and whose `committed.json` names the same base model and "
-            f"dataset. Otherwise it trains its own (in `RUN/seed{seed}/{arm.name}/`). Weights are safetensors.\n")
+            f"(models/quick) and the dataset `{inputs['dataset_version']}`, and copied here at commit "
+            f"{inputs['copied_at_commit']} by `python benchmarks/demo.py --commit-models RUN`. A study reuses it "
+            "only when it would make the same model: a retrain whose training manifest names the same data, recipe "
+            "and network, a fine-tune whose `dp_report.json` names the same settings and whose `committed.json` "
+            f"names the same base model and dataset. Otherwise it trains its own (in `RUN/seed{seed}/{arm.name}/`). "
+            "Weights are safetensors.\n")
         console.print(f"{arm.name}: {target}")
         copied += 1
     if not copied:

@@ -370,15 +370,15 @@ PRESETS: dict[str, Preset] = {
                                       seed_arms=("base", "guidance-3", "guidance-7.5", "dp-eps8", "dedup-caption")),
                     dp=PrivacyConfig(steps=300)),
     # The mission's core on quick's data and reference model, for a first run: the probe and the owner's check under
-    # the headline sampler, membership inference with its positive control, caption dedup, guidance 7.5 and DP
-    # fine-tuning at epsilon 8, one training seed; no second sampler, adaptive probe or deletion study (`quick` runs
-    # them all).
+    # the headline sampler, membership inference with its controls (100 scored and 32 tuning images per side, half
+    # the study's, so three arms' attacks fit the half hour), caption dedup, guidance 7.5 and DP fine-tuning at
+    # epsilon 8, one training seed; no second sampler, adaptive probe or deletion study (`quick` runs them all).
     "core": Preset(name="core", data=_QUICK_DATA, train=TrainConfig(steps=1200),
                    study=StudyConfig(guidance_sweep=(1.0, 7.5), mitigations=("dedup", "guidance", "dp"),
                                      dedup_targets=("caption",),
                                      samplers=(SamplerSetting(name="ddim-unclamped", steps=25),),
                                      reference_samplers=(), adaptive_probes=(), prompts_top=48,
-                                     samples_per_prompt=8),
+                                     samples_per_prompt=8, mia_per_side=100, mia_tune_per_side=32),
                    dp=PrivacyConfig(epsilons=(8.0,), steps=300, control=False), forget=ForgetConfig(in_study=False)),
     # Concepts drawn in many pictures (data/scenes.py): scenes of 1-2 glyphs at 24 px, each of 56 glyphs in >= 32
     # member scenes, exact copies planted at quick's copy counts; captions name two glyphs, a relation and a colour,
