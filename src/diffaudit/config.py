@@ -220,6 +220,7 @@ class StudyConfig(_Frozen):
     # The positive control: a preset whose model must leak membership (few images seen hundreds of times); its
     # exposure curve and the attacks' verdicts go into the report. None skips it.
     mia_control_preset: str | None = "overfit"
+    mia_control_points: Annotated[int, Field(strict=True, ge=1, le=8)] = 5  # its exposure curve: the last N doublings
     # Mitigation arms, in order, by kind (registered in diffaudit.mitigations.registry); each reads its own settings.
     mitigations: tuple[str, ...] = ("guidance", "guidance-interval", "dedup", "dp", "caption-randomization",
                                     "inference")
@@ -370,15 +371,16 @@ PRESETS: dict[str, Preset] = {
                                       seed_arms=("base", "guidance-3", "guidance-7.5", "dp-eps8", "dedup-caption")),
                     dp=PrivacyConfig(steps=300)),
     # The mission's core on quick's data and reference model, for a first run: the probe and the owner's check under
-    # the headline sampler, membership inference with its controls (100 scored and 32 tuning images per side, half
-    # the study's, so three arms' attacks fit the half hour), caption dedup, guidance 7.5 and DP fine-tuning at
-    # epsilon 8, one training seed; no second sampler, adaptive probe or deletion study (`quick` runs them all).
+    # the headline sampler, membership inference with its controls (the positive control judged at two points of its
+    # exposure curve, not five), caption dedup, guidance 7.5 and DP fine-tuning at epsilon 8, one training seed; no
+    # second sampler, adaptive probe or deletion study (`quick` runs them all). Membership keeps the study's 200
+    # scored images per side: at 100 the loss attack's negative control failed (AUC 0.29, 99% interval 0.16-0.49).
     "core": Preset(name="core", data=_QUICK_DATA, train=TrainConfig(steps=1200),
                    study=StudyConfig(guidance_sweep=(1.0, 7.5), mitigations=("dedup", "guidance", "dp"),
                                      dedup_targets=("caption",),
                                      samplers=(SamplerSetting(name="ddim-unclamped", steps=25),),
                                      reference_samplers=(), adaptive_probes=(), prompts_top=48,
-                                     samples_per_prompt=8, mia_per_side=100, mia_tune_per_side=32),
+                                     samples_per_prompt=8, mia_control_points=2),
                    dp=PrivacyConfig(epsilons=(8.0,), steps=300, control=False), forget=ForgetConfig(in_study=False)),
     # Concepts drawn in many pictures (data/scenes.py): scenes of 1-2 glyphs at 24 px, each of 56 glyphs in >= 32
     # member scenes, exact copies planted at quick's copy counts; captions name two glyphs, a relation and a colour,

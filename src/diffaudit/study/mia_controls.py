@@ -67,17 +67,18 @@ def positive_verdict(attacks: dict) -> dict:
 
 
 def positive_control(preset: Preset, attacks: list[str], out: Path, progress: Progress,
-                     seed: int = 0) -> dict:
-    """Train `preset`'s model (kept snapshots: the exposure curve), attack every snapshot, judge the last one. A
-    finished control in `out` made by the same preset, attacks and seed is read back, not redone."""
+                     seed: int = 0, points: int = 5) -> dict:
+    """Train `preset`'s model (kept snapshots: the exposure curve, `points` doublings ending at its last step), attack
+    every snapshot, judge the last one. A finished control in `out` made by the same preset, attacks, seed and points
+    is read back, not redone."""
     key = jsonable({"preset": preset.model_dump(exclude={"runtime": {"device"}}), "attacks": list(attacks),
-                    "seed": seed})
+                    "seed": seed, **({"points": points} if points != 5 else {})})  # keys written before it are 5
     finished = out / "positive_control.json"
     if finished.exists() and (saved := json.loads(finished.read_text()))["key"] == key:
         return saved["result"]
     data = prepare_data(preset, out / "data", progress)
     members = int((data.table["split"] == "member").sum())
-    steps = exposure_steps(preset.train.steps)
+    steps = exposure_steps(preset.train.steps, points)
     if trained_record(out / "train" / "model", preset.train, data) is None:
         shutil.rmtree(out / "train", ignore_errors=True)  # a stale control (other recipe or data) is not reused
         pipe = build_pipeline(preset.model, preset.data.resolution, seed=preset.train.seed, runtime=preset.runtime)

@@ -176,7 +176,8 @@ class Study:
                                                 self.progress)}
             if s.mia_control_preset:
                 control = control_preset(s.mia_control_preset, self.preset)
-                out["positive"] = positive_control(control, list(s.mia_attacks), folder / "positive", self.progress)
+                out["positive"] = positive_control(control, list(s.mia_attacks), folder / "positive", self.progress,
+                                                   points=s.mia_control_points)
             return out
 
         return self.step("mia-controls", run)
