@@ -19,7 +19,7 @@ from diffaudit.config import PRESETS, ModelConfig
 from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.model.pipeline import AuditPipeline, build_pipeline
 from diffaudit.study.mia_audit import evaluation_set, run_mia
-from diffaudit.study.mia_controls import negative_control, never_trained_halves, positive_verdict
+from diffaudit.study.mia_controls import exposure_steps, negative_control, never_trained_halves, positive_verdict
 
 MARGIN = 0.75  # the CI control's bar: a flipped sign (AUC 1 - a) or chance cannot clear it
 
@@ -89,6 +89,8 @@ def test_exposure_curve_has_snapshots_and_rises(overfit_run: tuple[dict, Path]) 
     loss = {r["step"]: r["auc"] for r in result["exposure"] if r["attack"] == "loss"}
     assert loss[steps[-1]] > loss[steps[0]]
     assert (out / "exposure.png").stat().st_size > 0
+    assert exposure_steps(400) == (25, 50, 100, 200, 400) and exposure_steps(400, 2) == (200, 400), \
+        "fewer points (the core demo's two) keep the last doublings, the judged one last"
 
 
 def test_negative_control_never_trained_halves_stay_at_chance(overfit_run: tuple[dict, Path], tmp_path: Path) -> None:

@@ -67,13 +67,14 @@ def trained_in_library(models: tuple[Path, ...], preset: Preset, train_cfg: Trai
 
 
 def prepare_model(preset: Preset, data: ImageDataset, out: Path, reference: Path | None,
-                  progress: Progress) -> AuditPipeline:
+                  progress: Progress, say: bool = True) -> AuditPipeline:
     """Use the committed reference model when it was trained by this preset on this exact dataset;
-    otherwise train (resuming from checkpoints in `out`)."""
+    otherwise train (resuming from checkpoints in `out`). `say`: name the model used on the console."""
     folder = trained_folder(preset, data, out, reference)
     if folder is not None:
         record = trained_record(folder, preset.train, data)
-        progress.console.print(f"model: {folder} (dataset {data.version}, hash {record['model_hash']})")
+        if say:
+            progress.console.print(f"model: {folder} (dataset {data.version}, hash {record['model_hash']})")
         return AuditPipeline.from_pretrained(folder, preset.runtime)
     pipe = build_pipeline(preset.model, preset.data.resolution, seed=preset.train.seed, runtime=preset.runtime)
     return train(pipe, data, preset.train, out, progress).use(preset.runtime)  # trained in float32

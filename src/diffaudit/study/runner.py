@@ -138,6 +138,7 @@ class Study:
         self.mitigation_arms = mitigation_arms(preset)  # the preset's, listed once
         self.library = library(reference)  # committed arm models beside the reference
         self.clock: RunClock | None = None  # the whole run's progress, when the study loop runs here
+        self._named: set[int] = set()  # seeds whose base model the console has named
 
     def step(self, name: str, fn: Callable[[], dict]) -> dict:
         """One resumable step of this run (see `_step`), counted by the run's clock."""
@@ -216,7 +217,8 @@ class Study:
     def base(self, seed: int) -> AuditPipeline:
         preset = self.preset.model_copy(update={"train": self.preset.train.model_copy(update={"seed": seed})})
         reference = self.reference if seed == self.preset.train.seed else None
-        return prepare_model(preset, self.data, self.layout.arm(seed, "base"), reference, self.progress)
+        said, self._named = seed in self._named, self._named | {seed}  # each seed's base named once per run
+        return prepare_model(preset, self.data, self.layout.arm(seed, "base"), reference, self.progress, say=not said)
 
     def retrain(self, data: ImageDataset, folder: Path, seed: int) -> tuple[AuditPipeline, float]:
         """A model trained from scratch by the base recipe on `data`: a committed one when it matches (its seconds
