@@ -49,8 +49,10 @@ def _committed(ctx: Context, cfg: DPConfig) -> Path | None:
     inputs = {"base_model_hash": ctx.base().model_hash(), "dataset_version": ctx.data.version}
     for folder in ctx.library:
         made_from = folder / "committed.json"
-        if (_finished(folder / "dp_report.json", cfg) is not None and made_from.exists()
-                and {k: json.loads(made_from.read_text()).get(k) for k in inputs} == inputs):
+        if _finished(folder / "dp_report.json", cfg) is None or not made_from.exists():
+            continue
+        recorded = json.loads(made_from.read_text())  # read once, not once per input
+        if {k: recorded.get(k) for k in inputs} == inputs:
             return folder
     return None
 

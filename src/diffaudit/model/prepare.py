@@ -45,10 +45,15 @@ def same_architecture(folder: Path, model: ModelConfig, resolution: int) -> bool
     return saved == {**model.model_dump(mode="json"), "resolution": resolution}
 
 
+def trained_by(folder: Path | None, preset: Preset, train_cfg: TrainConfig, data: ImageDataset) -> bool:
+    """Whether `folder` holds `preset`'s network trained with `train_cfg` on exactly `data`: the one reuse rule."""
+    return (trained_record(folder, train_cfg, data) is not None
+            and same_architecture(folder, preset.model, preset.data.resolution))
+
+
 def trained_folder(preset: Preset, data: ImageDataset, out: Path, reference: Path | None) -> Path | None:
     """The model folder `prepare_model` uses: the reference when it matches, else the one trained in `out`."""
-    return next((f for f in (reference, out / "model") if trained_record(f, preset.train, data) is not None
-                 and same_architecture(f, preset.model, preset.data.resolution)), None)
+    return next((f for f in (reference, out / "model") if trained_by(f, preset, preset.train, data)), None)
 
 
 def library(reference: Path | None) -> tuple[Path, ...]:
@@ -62,8 +67,7 @@ def library(reference: Path | None) -> tuple[Path, ...]:
 def trained_in_library(models: tuple[Path, ...], preset: Preset, train_cfg: TrainConfig,
                        data: ImageDataset) -> Path | None:
     """The first committed model of `preset`'s architecture trained with `train_cfg` on exactly `data`, if any."""
-    return next((f for f in models if trained_record(f, train_cfg, data) is not None
-                 and same_architecture(f, preset.model, preset.data.resolution)), None)
+    return next((f for f in models if trained_by(f, preset, train_cfg, data)), None)
 
 
 def prepare_model(preset: Preset, data: ImageDataset, out: Path, reference: Path | None,
