@@ -57,7 +57,7 @@ def full_probe(pipe: AuditPipeline, data: ImageDataset, prompts: pd.DataFrame, o
     """The oracle and the probe at the quick study's settings; per prompt with its exact UNet evaluations."""
     preset = PRESETS["quick"]
     with make_progress() as progress:
-        run_extraction(pipe, data, out, prompts, preset.study.samples_per_prompt, preset.sample.guidance,
+        run_extraction(pipe, data, out, prompts, preset.extraction.samples_per_prompt, preset.sample.guidance,
                        preset.sample, ExtractionConfig(), progress)
     per_prompt = pd.read_parquet(out / "per_prompt.parquet")
     samples = pd.read_parquet(out / "samples" / "index.parquet")

@@ -78,7 +78,7 @@ def main() -> None:
         args.record.write_text(json.dumps(record, indent=2, default=str))
         print(name, json.dumps(record[name], default=str)[:600], flush=True)
 
-    prompts = most_duplicated_prompts(data, quick.study.prompts_top)
+    prompts = most_duplicated_prompts(data, quick.extraction.prompts_top)
     text = prompts["prompt"].tolist()
     grid = [text[i % len(text)] for i in range(128)]  # 128 samples, prompts repeated with distinct seeds
 
@@ -129,19 +129,19 @@ def main() -> None:
         sample_cfg = validated(quick.sample, batch_size=args.batch_size)
         preset = quick.model_copy(update={"sample": sample_cfg})
         calibration = calibrate_copy_test(pipe, data, preset, args.out / "null")
-        probe_cfg["cfg"] = ExtractionConfig(delta=calibration["delta"], edge_threshold=quick.study.edge_threshold,
-                                            min_clique=quick.study.min_clique)
+        probe_cfg["cfg"] = ExtractionConfig(delta=calibration["delta"], edge_threshold=quick.extraction.edge_threshold,
+                                            min_clique=quick.extraction.min_clique)
         arms = {}
-        for g in quick.study.guidance_sweep:
-            s = run_extraction(pipe, data, args.out / f"guidance-{g:g}", prompts, quick.study.samples_per_prompt, g,
-                               sample_cfg, probe_cfg["cfg"])
+        for g in quick.guidance.sweep:
+            s = run_extraction(pipe, data, args.out / f"guidance-{g:g}", prompts,
+                               quick.extraction.samples_per_prompt, g, sample_cfg, probe_cfg["cfg"])
             arms[f"{g:g}"] = {k: s[k] for k in ("prompts_with_copy", "attacked_prompts", "rate", "ci_low", "ci_high",
                                                 "extracted_images", "extracted_families", "oracle_rate")}
         return {"delta": calibration["delta"], "model_null": calibration["model_null"], "arms": arms}
 
     def dp_arm() -> dict:
         pipe = AuditPipeline.from_pretrained(args.out / "base" / "model", gpu)
-        s, dp = quick.study, quick.dp
+        s, dp = quick.extraction, quick.dp
         cfg = DPConfig(epsilon=8.0, delta=dp.delta, steps=dp.steps, expected_batch=dp.expected_batch,
                        multiplicity=dp.multiplicity, lr=dp.lr, seed=0)
         pipe, report = dp_finetune(pipe, data.split("calibration"), cfg, args.out / "dp-eps8")
@@ -153,15 +153,15 @@ def main() -> None:
 
     def membership() -> dict:
         pipe = AuditPipeline.from_pretrained(args.out / "base" / "model", gpu)
-        s = run_mia(pipe, data, args.out / "mia", list(quick.study.mia_attacks), quick.study.mia_per_side,
-                    tune_per_side=quick.study.mia_tune_per_side)
+        s = run_mia(pipe, data, args.out / "mia", list(quick.membership.attacks), quick.membership.per_side,
+                    tune_per_side=quick.membership.tune_per_side)
         return {name: {"auc": r["all"]["auc"], "auc_ci": r["all"]["auc_ci"]} for name, r in s["attacks"].items()}
 
     def verdicts() -> dict:
         out = {}
         for dtype in ("float32", half):
             pipe = AuditPipeline.from_pretrained(args.reference, RuntimeConfig(device=args.device, dtype=dtype))
-            run_extraction(pipe, data, args.out / f"verdict-{dtype}", prompts, quick.study.samples_per_prompt, 1.0,
+            run_extraction(pipe, data, args.out / f"verdict-{dtype}", prompts, quick.extraction.samples_per_prompt, 1.0,
                            validated(quick.sample, batch_size=args.batch_size), ExtractionConfig())
             out[dtype] = pd.read_parquet(args.out / f"verdict-{dtype}" / "per_prompt.parquet").set_index("prompt")
         agree = {col: float((out["float32"][col] == out[half][col].reindex(out["float32"].index)).mean())

@@ -71,7 +71,7 @@ def main() -> None:
             target = AuditPipeline.from_pretrained(args.out / "positive" / "train" / "model")
             shadows = train_shadows(data, preset, args.shadows, args.out / "shadows", progress)
             lira = run_mia(target, data, args.out / "lira", [*args.attacks, "lira-online", "lira-offline"],
-                           preset.study.mia_per_side, shadows, progress, tune_per_side=preset.study.mia_tune_per_side)
+                           preset.membership.per_side, shadows, progress, tune_per_side=preset.membership.tune_per_side)
     write_json(args.out / "benchmark.json", jsonable({"positive": control, "lira": lira}))
     console.print(f"\npositive control '{preset.name}': {control['members']} images, {control['epochs']:.0f} epochs, "
                   f"model {control['final']['model_hash']}, dataset {control['final']['dataset_version']}")

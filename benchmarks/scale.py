@@ -30,7 +30,7 @@ import torch
 
 from diffaudit import backend
 from diffaudit.attacks.detect import DETECTORS
-from diffaudit.config import CARLINI_SAMPLES, PRESETS, SD_DEFAULT_GUIDANCE, UNET_ROWS, RuntimeConfig, StudyConfig
+from diffaudit.config import CARLINI_SAMPLES, PRESETS, SD_DEFAULT_GUIDANCE, UNET_ROWS, RuntimeConfig, TriageConfig
 from diffaudit.model.generate import generate
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.shards import load_samples
@@ -155,15 +155,15 @@ def main() -> None:
                       f"same bytes {r['same_bytes_as_local_1_thread']}")
         torch.set_num_threads(os.cpu_count() or 1)
         per_sample = per_sample_evals(pipe, args.guidance, scratch)
-    detector = DETECTORS[StudyConfig().detector]()
+    detector = DETECTORS[TriageConfig().detector]()
     rows = args.sd_rows or (UNET_ROWS if args.device.startswith("cuda") else 2)
     rate = sd_unet_rate(args.device, rows)
-    result["projection"] = {"per_sample_unet_evals": per_sample, "detector": StudyConfig().detector,
+    result["projection"] = {"per_sample_unet_evals": per_sample, "detector": TriageConfig().detector,
                             "detector_unet_evals_per_prompt": detector.queries_per_prompt,
-                            "confirm_fraction": StudyConfig().confirm_fraction,
+                            "confirm_fraction": TriageConfig().confirm_fraction,
                             "sd_unet_evals_per_s": rate, "sd_rows_per_call": rows,
                             "rows": projection(per_sample, detector.queries_per_prompt,
-                                               StudyConfig().confirm_fraction, rate)}
+                                               TriageConfig().confirm_fraction, rate)}
     print(f"per sample {per_sample} UNet evals; detector {detector.queries_per_prompt} per prompt; SD v1 UNet "
           f"{rate:.3f} evals/s on {result['machine']['device_name']}")
     for r in result["projection"]["rows"]:

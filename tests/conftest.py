@@ -143,11 +143,12 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
 
 def loose_study(tiny: Preset) -> Preset:
     """The tiny preset with thresholds at 1.0 (see `tiny_study_dir`); its TOML form is `LOOSE_TOML`."""
-    return tiny.model_copy(update={"study": tiny.study.model_copy(update={"delta": 1.0, "edge_threshold": 1.0,
-                                                                          "calibrate": False})})
+    return tiny.model_copy(update={
+        "calibration": tiny.calibration.model_copy(update={"delta": 1.0, "calibrate": False}),
+        "extraction": tiny.extraction.model_copy(update={"edge_threshold": 1.0})})
 
 
-LOOSE_TOML = "[study]\ndelta = 1.0\nedge_threshold = 1.0\ncalibrate = false\n"
+LOOSE_TOML = "[calibration]\ndelta = 1.0\ncalibrate = false\n[extraction]\nedge_threshold = 1.0\n"
 
 
 @pytest.fixture(scope="session")

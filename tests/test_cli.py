@@ -29,7 +29,7 @@ def test_demo_resumes_a_study_and_writes_the_reports(tmp_path: Path, monkeypatch
     for name in ("memo/memo.pdf", "memo/memo.typ", "technical_report.html", "viewer.html"):
         assert (run / "report" / name).stat().st_size > 0
     assert run_cli(monkeypatch, *args) == 2, "resuming under other thresholds must be refused"
-    assert "study.delta" in capsys.readouterr().err
+    assert "calibration.delta" in capsys.readouterr().err
 
 
 def test_memorization_by_duplication(tmp_path: Path, tiny: Preset, tiny_data: ImageDataset,
@@ -70,5 +70,5 @@ def test_the_demo_runs_the_missions_core_unless_asked_for_the_whole_study() -> N
 
     assert inspect.signature(demo).parameters["preset"].default == "core"
     core = PRESETS["core"]
-    assert set(core.study.mitigations) == {"dedup", "guidance", "dp"} and core.study.mia_control_preset, \
+    assert set(core.study.mitigations) == {"dedup", "guidance", "dp"} and core.membership.control_preset, \
         "the core: the probe, membership inference with its controls and the three fixes"

@@ -55,28 +55,28 @@ def test_every_option_is_a_config_field_with_the_configs_default() -> None:
 
 
 @pytest.mark.parametrize("command", ["extract", "mia"])
-def test_a_config_files_study_section_reaches_the_command(command: str, tmp_path: Path,
+def test_a_config_files_sections_reach_the_command(command: str, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """`[study] delta = 0.1` used to be ignored by `extract`: now an invalid value there must be refused by both
+    """`delta = 0.1` in a file used to be ignored by `extract`: now an invalid value there must be refused by both
     commands before any model is loaded, which shows the file is read."""
     bad = tmp_path / "bad.toml"
-    bad.write_text("[study]\nmin_clique = 1\nmia_per_side = 1\n")
+    bad.write_text("[extraction]\nmin_clique = 1\n[membership]\nper_side = 1\n")
     assert run_cli(monkeypatch, command, str(tmp_path / "no-model"), str(tmp_path / "no-data"), str(tmp_path / "o"),
                  "--preset", "tiny", "--config", str(bad)) == 2
     err = capsys.readouterr().err
-    assert "file" in err and ("min_clique" in err or "mia_per_side" in err)
+    assert "file" in err and ("min_clique" in err or "per_side" in err)
 
 
 def test_flags_and_config_file_meet_in_one_preset(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text("[study]\ndelta = 0.1\nmia_attacks = [\"pia\"]\n[runtime]\ndevice = \"cpu\"\n")
+    config.write_text("[calibration]\ndelta = 0.1\n[membership]\nattacks = [\"pia\"]\n[runtime]\ndevice = \"cpu\"\n")
     values = {"preset": "tiny", "config": config, "top": 3, "samples": None, "guidance": None, "steps": None,
               "sampler": None, "delta": None, "edge_threshold": None, "min_clique": None, "calibrate": False,
               "compare_size": None, "tiered": None, "detector": None, "confirm_fraction": None, "device": None,
                   "ray": None, "ray_cpus": None, "ray_gpus": None, "ray_workers": None,
               "dtype": "float64"}
     cfg = cli._configured(cli.extract, values)
-    assert cfg.study.delta == 0.1 and cfg.study.mia_attacks == ("pia",), "the file's [study] section is read"
-    assert cfg.study.prompts_top == 3 and cfg.study.calibrate is False, "flags override the file"
+    assert cfg.calibration.delta == 0.1 and cfg.membership.attacks == ("pia",), "the file's sections are read"
+    assert cfg.extraction.prompts_top == 3 and cfg.calibration.calibrate is False, "flags override the file"
     assert cfg.runtime.device == "cpu" and cfg.runtime.dtype == "float64"

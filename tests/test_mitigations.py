@@ -51,4 +51,5 @@ def test_the_study_runs_the_configured_mitigations_only(tmp_path: Path, tiny: Pr
     study = Study(preset, tmp_path, None, progress=make_progress(disable=True))
     assert [name for name, _ in study.arms(0)] == ["base", "base-tiered", "guidance-3"]
     with pytest.raises(ConfigError, match="study.mitigations: unknown mitigation .prayer."):
-        check_names(tiny.study.model_copy(update={"mitigations": ("guidance", "prayer")}))
+        check_names(tiny.model_copy(update={"study": tiny.study.model_copy(
+            update={"mitigations": ("guidance", "prayer")})}))

@@ -29,7 +29,7 @@ def _check(prop, n: int) -> None:
 
 
 FIELDS = {section: list(type(getattr(PRESETS["tiny"], section)).model_fields)
-          for section in ("data", "model", "train", "sample", "study")}
+          for section in ("data", "model", "train", "sample", "study", "extraction", "calibration", "membership")}
 VALUES = st.one_of(
     st.integers(-10**9, 10**9), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
     st.text(max_size=8), st.lists(st.one_of(st.integers(-5, 100), st.floats(-1, 50), st.text(max_size=6)),
@@ -52,14 +52,15 @@ def test_any_config_is_valid_or_a_config_error(n: int) -> None:
     def prop(layer: dict) -> None:
         try:
             preset = load_preset("tiny", overrides=layer)
-            check_names(preset.study)
+            check_names(preset)
         except ConfigError as exc:
             assert "\n" not in str(exc)
             return
-        t, s, d = preset.train, preset.study, preset.data
+        t, d = preset.train, preset.data
         assert t.steps >= 1 and t.batch_size >= 1 and 0 < t.lr <= 1 and 0 <= t.caption_dropout <= 1
         assert preset.sample.steps >= 1 and 0 <= preset.sample.guidance <= 100
-        assert s.samples_per_prompt >= 2 and 0 < s.delta < float("inf") and s.mia_per_side >= 2
+        assert preset.extraction.samples_per_prompt >= 2 and 0 < preset.calibration.delta < float("inf")
+        assert preset.membership.per_side >= 2
         assert d.resolution >= MIN_SOURCE_SIDE and d.n_member >= 1
 
     _check(prop, n)

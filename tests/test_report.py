@@ -241,8 +241,8 @@ def test_page_one_states_scope_intervals_floor_and_ceiling(tiny_study_dir: Path,
     page1 = _flat(pypdf.PdfReader(memo.pdf).pages[0].extract_text())
     res = StudyResults.load(tiny_study_dir)
     base = res.row("base")
-    for needed in ("What was tested", f"{res.config['data']['resolution']}×{res.config['data']['resolution']}-pixel",
-                   "training run", f"{res.config['study']['samples_per_prompt']} tries each",
+    for needed in ("What was tested", f"{res.config.data.resolution}×{res.config.data.resolution}-pixel",
+                   "training run", f"{res.config.extraction.samples_per_prompt} tries each",
                    f"below {base['delta']:g}", "never saw", "An outsider who can only ask for pictures",
                    f"finds copies for {base['oracle_memorized_prompts']} of {base['attacked_prompts']} captions",
                    "What helped most", f"made at guidance scale {base['guidance']:g}",
@@ -282,7 +282,7 @@ def test_every_number_in_the_memo_comes_from_a_result_file(edited_study: Path) -
     memo = write_memo(edited_study)
     res = StudyResults.load(edited_study)
     stored = _numbers([json.loads((edited_study / n).read_text()) for n in ("results.json", "findings.json")])
-    stored += _numbers(res.config)
+    stored += _numbers(res.config.model_dump(mode="json"))
     effects = res.effects()
     stored += [len(effects), len(effects) - 1, *(round(e.train_seconds / 60) for e in effects)]
     stored += [round(s / 60) for s in [res.forget["reference_seconds"],
@@ -328,8 +328,9 @@ def test_a_reduced_run_says_what_it_left_out(samplers: int, seeds: int, probes: 
 
     from diffaudit.report.memo import MemoWriter
 
-    writer = SimpleNamespace(study={"samplers": [{}] * samplers, "adaptive_probes": probes},
-                             res=SimpleNamespace(seeds=list(range(seeds)), config={"forget": {"in_study": forget}}))
+    config = SimpleNamespace(study=SimpleNamespace(samplers=[{}] * samplers), adaptive=SimpleNamespace(probes=probes),
+                             forget=SimpleNamespace(in_study=forget))
+    writer = SimpleNamespace(config=config, res=SimpleNamespace(seeds=list(range(seeds))))
     said = MemoWriter.left_out(writer)
     assert said == ([] if listed is None else [f"This was a reduced run: it did not include {listed}. The whole study "
                                                "does (diffaudit demo --preset quick)."])

@@ -206,8 +206,8 @@ def test_detector_scores_on_ray_match_local(on_ray: list[str], tiny_pipe: AuditP
 def test_membership_scores_on_ray_match_local(on_ray: list[str], tmp_path: Path, tiny: Preset, tiny_data: ImageDataset,
                                               tiny_pipe: AuditPipeline, one_thread: None) -> None:
     args = (tiny_pipe, tiny_data)
-    kw = {"attacks": ["loss", "pia"], "per_side": tiny.study.mia_per_side,
-          "tune_per_side": tiny.study.mia_tune_per_side}
+    kw = {"attacks": ["loss", "pia"], "per_side": tiny.membership.per_side,
+          "tune_per_side": tiny.membership.tune_per_side}
     with counted() as remote_evals:
         remote = run_mia(*args, tmp_path / "ray", **kw)
     assert on_ray == ["_score_attack"]
@@ -224,9 +224,10 @@ def test_study_arms_on_ray_match_local(cluster: Path, tmp_path: Path, tiny: Pres
     """Two arms besides the base, each a Ray task, against the same study run here."""
     preset = loose_study(tiny)
     preset = preset.model_copy(update={
-        "study": preset.study.model_copy(update={"mitigations": ("guidance",), "adaptive_probes": (),
-                                                 "mia_control_preset": None,
-                                                 "samplers": preset.study.samplers[:1], "reference_samplers": ()}),
+        "study": preset.study.model_copy(update={"mitigations": ("guidance",), "samplers": preset.study.samplers[:1],
+                                                 "reference_samplers": ()}),
+        "adaptive": preset.adaptive.model_copy(update={"probes": ()}),
+        "membership": preset.membership.model_copy(update={"control_preset": None}),
         "dp": preset.dp.model_copy(update={"control": False}),
         "forget": preset.forget.model_copy(update={"in_study": False})})
     log = io.StringIO()

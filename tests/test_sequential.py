@@ -98,7 +98,8 @@ def test_sequential_probe_finds_every_caption_the_full_probe_finds(tmp_path: Pat
     data = prepare_data(quick, tmp_path / "data", make_progress(disable=True))
     ranked = most_duplicated_prompts(data, len(data))
     prompts = pd.concat([ranked.head(2), ranked.tail(2)], ignore_index=True)
-    fitted, pipe, n = StoppingRule.load(RULE), AuditPipeline.from_pretrained(REFERENCE), quick.study.samples_per_prompt
+    fitted, pipe = StoppingRule.load(RULE), AuditPipeline.from_pretrained(REFERENCE)
+    n = quick.extraction.samples_per_prompt
     cfg = ExtractionConfig()
     seq = run_extraction(pipe, data, tmp_path / "seq", prompts, n, 1.0, quick.sample, cfg, rule=fitted)
     full = run_extraction(pipe, data, tmp_path / "full", prompts, n, 1.0, quick.sample, cfg,

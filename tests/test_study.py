@@ -31,7 +31,7 @@ def test_study_runs_every_arm_and_resumes(tiny_study_dir: Path, tiny: Preset, mo
     assert results["dp_controls"]["0"]["dp"]["noise_multiplier"] == 0, "the audit's non-private control ran"
     controls = results["mia_controls"]
     assert controls["positive"]["preset"] == "tiny-overfit" and len(controls["positive"]["exposure"]) >= 4 * 4
-    assert set(controls["negative"]["attacks"]) == set(tiny.study.mia_attacks)
+    assert set(controls["negative"]["attacks"]) == set(tiny.membership.attacks)
     assert all(v["choice"]["tuned"] for v in next(r for r in results["rows"] if r["arm"] == "base")["mia"].values())
     assert results["calibration"]["delta"] == 1.0 and not results["calibration"]["calibrated"]
     assert any(a["item"] == "Copy threshold calibration" and "fixed by the config" in a["statement"]

@@ -145,4 +145,4 @@ def test_study_calibration_measures_both_nulls(tmp_path: Path, tiny: Preset, tin
     assert calibration["null_prompts"] == n and calibration["delta"] in DELTA_GRID
     assert [r["delta"] for r in calibration["model_null_by_delta"]] == list(DELTA_GRID)
     assert calibration["image_null"][f"{calibration['delta']:g}"] == 0.0  # family-disjoint by construction
-    assert calibration["unet_evaluations"] == n * tiny.study.samples_per_prompt * tiny.sample.steps
+    assert calibration["unet_evaluations"] == n * tiny.extraction.samples_per_prompt * tiny.sample.steps

@@ -271,7 +271,7 @@ def _copy_threshold(pipe: Any, data: Any, cfg: Preset, out: Path, progress: Any)
                       f"{delta:g} as configured")
     else:
         null = calibration["model_null"]
-        how = "calibrated" if cfg.study.calibrate else "as configured (study.calibrate = false)"
+        how = "calibrated" if cfg.calibration.calibrate else "as configured (calibration.calibrate = false)"
         console.print(f"copy threshold: delta {delta:g}, {how}; model null {null['hits']}/{null['n']} never-trained "
                       f"captions ({'target met' if calibration['met'] else calibration['reason']})")
     return delta
@@ -280,28 +280,30 @@ def _copy_threshold(pipe: Any, data: Any, cfg: Preset, out: Path, progress: Any)
 @app.command()
 def extract(
     model: Path, data: Path, out: Path,
-    top: Annotated[int | None, setting("study.prompts_top", "Attack the N most-duplicated training captions.")] = None,
+    top: Annotated[int | None, setting("extraction.prompts_top", "Attack the N most-duplicated training captions.")
+                   ] = None,
     prompts_file: Annotated[Path | None, typer.Option(help="Attack these prompts (one a line) instead.")] = None,
-    samples: Annotated[int | None, setting("study.samples_per_prompt", "Generations per prompt (Carlini: 500).")
+    samples: Annotated[int | None, setting("extraction.samples_per_prompt", "Generations per prompt (Carlini: 500).")
                        ] = None,
     guidance: Annotated[float | None, setting("sample.guidance", "Classifier-free guidance scale.")] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
     steps: Annotated[int | None, setting("sample.steps", "Sampling steps.")] = None,
     sampler: Annotated[str | None, setting("sample.sampler", SAMPLER_HELP)] = None,
-    delta: Annotated[float | None, setting("study.delta", "Extraction threshold on tiled RMS distance (the cap "
-                                                          "of the calibration when study.calibrate is on).")] = None,
-    edge_threshold: Annotated[float | None, setting("study.edge_threshold", "Clique edge threshold between "
+    delta: Annotated[float | None, setting("calibration.delta", "Extraction threshold on tiled RMS distance (the "
+                                                                "cap of the calibration when calibration.calibrate "
+                                                                "is on).")] = None,
+    edge_threshold: Annotated[float | None, setting("extraction.edge_threshold", "Clique edge threshold between "
                                                                              "generations.")] = None,
-    min_clique: Annotated[int | None, setting("study.min_clique", "Smallest clique that flags a prompt.")] = None,
-    calibrate: Annotated[bool | None, setting("study.calibrate", "Calibrate delta on never-trained captions.")
+    min_clique: Annotated[int | None, setting("extraction.min_clique", "Smallest clique that flags a prompt.")] = None,
+    calibrate: Annotated[bool | None, setting("calibration.calibrate", "Calibrate delta on never-trained captions.")
                          ] = None,
-    compare_size: Annotated[int | None, setting("study.compare_size", "Side in pixels at which generations and "
+    compare_size: Annotated[int | None, setting("extraction.compare_size", "Side in pixels at which generations and "
                                                                        "training images are compared.")] = None,
-    tiered: Annotated[bool | None, setting("study.tiered", "Score prompts cheaply first; probe only the top "
+    tiered: Annotated[bool | None, setting("triage.tiered", "Score prompts cheaply first; probe only the top "
                                                            "fraction.")] = None,
-    detector: Annotated[str | None, setting("study.detector", "Cheap detector for --tiered: wen, agreement or "
+    detector: Annotated[str | None, setting("triage.detector", "Cheap detector for --tiered: wen, agreement or "
                                                               "sharpness.")] = None,
-    confirm_fraction: Annotated[float | None, setting("study.confirm_fraction", "Share of prompts the full probe "
+    confirm_fraction: Annotated[float | None, setting("triage.confirm_fraction", "Share of prompts the full probe "
                                                                                  "confirms.")] = None,
     full_run: Annotated[Path | None, typer.Option(help="An earlier full probe to compare --tiered with.")] = None,
     sequential: Annotated[Path | None, typer.Option(help="Draw in rounds, stopping each prompt by this rule (written "
@@ -311,7 +313,8 @@ def extract(
 ) -> None:
     """Carlini et al. 2023 extraction probe: generate, clique-filter, match to the training set, score.
 
-    Defaults come from the preset's [study] section (flags and --config override them)."""
+    Defaults come from the preset's [extraction], [calibration] and [triage] sections (flags and --config override
+    them)."""
     from diffaudit.attacks.extraction import ExtractionConfig
     from diffaudit.attacks.sequential import StoppingRule
     from diffaudit.data.imagefolder import load_imagefolder
@@ -325,12 +328,12 @@ def extract(
     from diffaudit.study.runner import check_names
 
     cfg = _configured(extract, locals())
-    s = cfg.study
-    check_names(s)
+    s, triage = cfg.extraction, cfg.triage
+    check_names(cfg)
     if prompts_file is not None:
         _read_prompts(None, prompts_file)
     rule = StoppingRule.load(sequential) if sequential is not None else None
-    if rule is not None and s.tiered:
+    if rule is not None and triage.tiered:
         raise ConfigError("--sequential and --tiered are two ways to probe less; choose one")
     if full_run is not None and not (full_run / "per_prompt.parquet").is_file():
         raise ConfigError(f"--full-run {full_run} is not a finished extraction (per_prompt.parquet is missing)")
@@ -339,7 +342,7 @@ def extract(
     compare = s.compare_size or pipe.resolution
     dataset = load_imagefolder(data, compare)
     console.print(f"comparing at {compare} px: generations ({pipe.resolution} px) and training images "
-                  f"({_sides(dataset)}) are resized to it (study.compare_size)")
+                  f"({_sides(dataset)}) are resized to it (extraction.compare_size)")
     _warn_upscaled(dataset, compare, "compared", "set --compare-size to at most "
                    f"{int(dataset.table['source_side'].min())} to compare at the reference's own detail")
     targets = (prompts_from_file(prompts_file, dataset) if prompts_file
@@ -348,9 +351,9 @@ def extract(
     with owned(out, "extraction", {"model": model, "dataset": data}), _progress() as progress:
         delta = _copy_threshold(pipe, dataset, cfg, out, progress)
         probe_cfg = ExtractionConfig(delta=delta, edge_threshold=s.edge_threshold, min_clique=s.min_clique)
-        if s.tiered:
-            result = run_tiered(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, s.detector,
-                                s.confirm_fraction, full_run, progress)
+        if triage.tiered:
+            result = run_tiered(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, triage.detector,
+                                triage.confirm_fraction, full_run, progress)
             console.print_json(data=jsonable(result))
             return
         summary = run_extraction(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, progress,
@@ -382,18 +385,18 @@ def stopping_rule(
     full_run: Annotated[Path, typer.Argument(help="A finished full `diffaudit extract` of a second model (another "
                                                   "training seed), never the model to be audited.")],
     out: Annotated[Path, typer.Argument(help="The rule's JSON file.")],
-    round_size: Annotated[int | None, setting("study.sequential_round", "Generations drawn per prompt per round.")
+    round_size: Annotated[int | None, setting("triage.sequential_round", "Generations drawn per prompt per round.")
                           ] = None,
-    quantile: Annotated[float | None, setting("study.sequential_quantile", "Share of the second model's extracted "
+    quantile: Annotated[float | None, setting("triage.sequential_quantile", "Share of the second model's extracted "
                                                                            "prompts each check keeps drawing.")] = None,
-    margin: Annotated[float | None, setting("study.sequential_margin", "Widen every threshold by this share.")
+    margin: Annotated[float | None, setting("triage.sequential_margin", "Widen every threshold by this share.")
                       ] = None,
     preset: PresetOpt = "quick", config: ConfigOpt = None,
 ) -> None:
     """Fit the sequential probe's stopping rule (`extract --sequential`) on a second model's full probe."""
     from diffaudit.study.extraction_audit import stopping_rule_from
 
-    s = _configured(stopping_rule, locals()).study
+    s = _configured(stopping_rule, locals()).triage
     rule = stopping_rule_from(full_run, s.sequential_round, s.sequential_quantile, s.sequential_margin)
     rule.save(out)
     miss = rule.miss
@@ -406,14 +409,14 @@ def stopping_rule(
 @app.command()
 def mia(
     model: Path, data: Path, out: Path,
-    attack: Annotated[list[str] | None, setting("study.mia_attacks", "Attack name; repeat.")] = None,
-    per_side: Annotated[int | None, setting("study.mia_per_side", "Members and non-members evaluated (each).")
+    attack: Annotated[list[str] | None, setting("membership.attacks", "Attack name; repeat.")] = None,
+    per_side: Annotated[int | None, setting("membership.per_side", "Members and non-members evaluated (each).")
                         ] = None,
-    shadows: Annotated[int | None, setting("study.lira_shadows", "Shadow models for LiRA (0: no LiRA).", min=0)
+    shadows: Annotated[int | None, setting("membership.lira_shadows", "Shadow models for LiRA (0: no LiRA).", min=0)
                        ] = None,
     shadow_steps: Annotated[int | None, setting("train.steps", "Training steps of each shadow model (the target's "
                                                                "recipe).")] = None,
-    tune_per_side: Annotated[int | None, setting("study.mia_tune_per_side", "Labelled samples per side, "
+    tune_per_side: Annotated[int | None, setting("membership.tune_per_side", "Labelled samples per side, "
                                                                             "family-disjoint from the scored ones, "
                                                                             "that choose each attack's settings (0: "
                                                                             "the papers' settings).", min=0)] = None,
@@ -428,8 +431,8 @@ def mia(
     from diffaudit.study.records import attack_settings
 
     cfg = _configured(mia, locals())
-    per_side, shadows = cfg.study.mia_per_side, cfg.study.lira_shadows
-    names = list(attack or [*cfg.study.mia_attacks, *(["lira-online", "lira-offline"] if shadows else [])])
+    per_side, shadows = cfg.membership.per_side, cfg.membership.lira_shadows
+    names = list(attack or [*cfg.membership.attacks, *(["lira-online", "lira-offline"] if shadows else [])])
     check_attacks(names, shadows)
     pipe = AuditPipeline.from_pretrained(model, cfg.runtime)
     dataset = load_imagefolder(data, pipe.resolution)
@@ -440,7 +443,7 @@ def mia(
         if shadows:
             shadow_models = train_shadows(dataset, cfg, shadows, out / "shadows", progress)
         summary = run_mia(pipe, dataset, out, names, per_side, shadow_models, progress,
-                          tune_per_side=cfg.study.mia_tune_per_side)
+                          tune_per_side=cfg.membership.tune_per_side)
     check = summary["split_check"]
     console.print(f"split check (no model access): AUC {check['auc']:.3f} "
                   f"[{check['auc_ci'][0]:.3f}, {check['auc_ci'][1]:.3f}]" + ("" if check["at_chance"] else
@@ -560,9 +563,10 @@ def verify_forget(
                                                    "same request.")],
     data: Path, out: Path, preset: PresetOpt = "quick", config: ConfigOpt = None,
     delta: Annotated[float | None, setting(
-        "study.delta", "Copy threshold cap (tiled distance); calibrated on the data's never-trained captions unless "
-        "study.calibrate is off.")] = None,
-    samples: Annotated[int | None, setting("study.samples_per_prompt", "Generations per forgotten caption.")] = None,
+        "calibration.delta", "Copy threshold cap (tiled distance); calibrated on the data's never-trained captions "
+        "unless calibration.calibrate is off.")] = None,
+    samples: Annotated[int | None, setting("extraction.samples_per_prompt", "Generations per forgotten caption.")
+                       ] = None,
     guidance: Annotated[float | None, setting("sample.guidance", "Guidance scale of the generations.")] = None,
     device: DeviceOpt = None, dtype: DtypeOpt = None, ray: RayOpt = None, ray_cpus: RayCpusOpt = None,
     ray_gpus: RayGpusOpt = None, ray_workers: RayWorkersOpt = None,

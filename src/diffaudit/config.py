@@ -168,7 +168,9 @@ class SamplerSetting(_Frozen):
 
 
 class StudyConfig(_Frozen):
-    """Audits and mitigation arms of `diffaudit study`. Every threshold is fixed here, before any arm runs."""
+    """Which arms `diffaudit study` runs, at which training seeds, under which samplers. Each audit and mitigation
+    reads its own section (`[extraction]`, `[calibration]`, `[membership]`, ...); every threshold is fixed there,
+    before any arm runs."""
 
     seeds: tuple[Seed, ...] = Field(default=(0,), min_length=1)  # training seeds of base and retrained arms
     # Arms trained or audited at every seed; None: all of them. The others run at the first seed only (and are labelled
@@ -183,25 +185,44 @@ class StudyConfig(_Frozen):
     # of earlier studies, and a 50-step sensitivity row.
     reference_samplers: tuple[SamplerSetting, ...] = (SamplerSetting(name="ddim", steps=25),
                                                       SamplerSetting(name="ddim-unclamped", steps=50))
-    # Every (sampler, guidance) setting other than the headline gets its own model null on this many never-trained
-    # captions (0 of 100 has an upper 95% bound of 3.6%); a setting whose bound exceeds null_bound is left out.
-    setting_null_prompts: Positive = 100
+    # Mitigation arms, in order, by kind (registered in diffaudit.mitigations.registry); each reads its own section.
+    mitigations: tuple[str, ...] = ("guidance", "guidance-interval", "dedup", "dp", "caption-randomization",
+                                    "inference")
+
+
+class ProbeConfig(_Frozen):
+    """The extraction probe (`[extraction]`; Carlini et al. 2023): which captions, how many generations of each, and
+    the clique filter between generations."""
+
     prompts_top: Positive = 96  # Carlini et al. 2023 attack the most-duplicated captions
     samples_per_prompt: AtLeastTwo = 16  # Carlini: 500; scaled down for CPU; a clique needs 2+
-    # The copy threshold is calibrated on the base model: the largest delta of the grid up to this cap whose
-    # model null (never-trained captions "copying" their own unseen image) is <= null_target, with its upper
-    # 95% bound <= null_bound.
+    edge_threshold: Distance = CARLINI_DELTA  # Carlini use the copy distance between generations too
+    min_clique: AtLeastTwo = 3
+    # `diffaudit extract`: side in pixels at which generations and training images are compared (the study compares at
+    # the model's resolution). None: the model's resolution. A Stable Diffusion audit against a small reference
+    # states it here instead of upscaling the reference silently.
+    compare_size: Annotated[int, Field(strict=True, ge=MIN_RESOLUTION, le=1024)] | None = None
+
+
+class CalibrationConfig(_Frozen):
+    """The copy threshold (`[calibration]`), calibrated on the base model by study.calibration.copy_threshold: the
+    largest delta of the grid up to `delta` whose model null (never-trained captions "copying" their own unseen image)
+    is <= null_target, with its upper 95% bound <= null_bound. `extract`, `study` and `verify-forget` all use it."""
+
     delta: Distance = CARLINI_DELTA
     calibrate: bool = True  # false: use delta as given; both nulls are still measured and reported
     null_target: Fraction = 0.02
     null_bound: Fraction = 0.04
     null_prompts: Positive = 300  # never-trained captions generated for the model null
-    edge_threshold: Distance = CARLINI_DELTA  # Carlini use the copy distance between generations too
-    # `diffaudit extract`: side in pixels at which generations and training images are compared (the study compares at
-    # the model's resolution). None: the model's resolution. A Stable Diffusion audit against a small reference
-    # states it here instead of upscaling the reference silently.
-    compare_size: Annotated[int, Field(strict=True, ge=MIN_RESOLUTION, le=1024)] | None = None
-    min_clique: AtLeastTwo = 3
+    # Every (sampler, guidance) setting other than the headline gets its own model null on this many never-trained
+    # captions (0 of 100 has an upper 95% bound of 3.6%); a setting whose bound exceeds null_bound is left out.
+    setting_null_prompts: Positive = 100
+
+
+class TriageConfig(_Frozen):
+    """Cheaper ways to the probe's answer (`[triage]`): a one-step detector in front of it (the tiered audit), and the
+    sequential probe's stopping rule."""
+
     detector: str = "wen"  # names are checked against the registries in study.runner.check_names
     tiered: bool = False  # `diffaudit extract`: score prompts with the detector first, probe only the top share
     confirm_fraction: OpenFraction = 0.1
@@ -211,31 +232,47 @@ class StudyConfig(_Frozen):
     sequential_round: Positive = 2
     sequential_quantile: Annotated[float, Field(strict=True, ge=0.5, le=1.0)] = 1.0
     sequential_margin: Annotated[float, Field(strict=True, ge=0.0, le=1.0)] = 0.1
-    mia_attacks: tuple[str, ...] = ("loss", "pia", "secmi", "clid")
-    mia_per_side: AtLeastTwo = 200  # an ROC needs at least two of each
+
+
+class MembershipConfig(_Frozen):
+    """Membership inference (`[membership]`): the attacks, how many images they score, and their controls."""
+
+    attacks: tuple[str, ...] = ("loss", "pia", "secmi", "clid")
+    per_side: AtLeastTwo = 200  # an ROC needs at least two of each
     lira_shadows: NonNegative = 0  # `diffaudit mia`: shadow models for LiRA (0: no LiRA; the study never runs it)
     # Labelled members and non-members per side, family-disjoint from the scored ones, on which each attack's
     # timestep, direction and (CLiD) alpha are chosen; 0 runs every attack with its paper's settings.
-    mia_tune_per_side: NonNegative = 64
+    tune_per_side: NonNegative = 64
     # The positive control: a preset whose model must leak membership (few images seen hundreds of times); its
     # exposure curve and the attacks' verdicts go into the report. None skips it.
-    mia_control_preset: str | None = "overfit"
-    mia_control_points: Annotated[int, Field(strict=True, ge=1, le=8)] = 5  # its exposure curve: the last N doublings
-    # Mitigation arms, in order, by kind (registered in diffaudit.mitigations.registry); each reads its own settings.
-    mitigations: tuple[str, ...] = ("guidance", "guidance-interval", "dedup", "dp", "caption-randomization",
-                                    "inference")
-    guidance_sweep: tuple[Guidance, ...] = Field(default=(1.0, 3.0, 5.0, 7.5, 10.0, 15.0), min_length=1)
+    control_preset: str | None = "overfit"
+    control_points: Annotated[int, Field(strict=True, ge=1, le=8)] = 5  # its exposure curve: the last N doublings
+
+
+class GuidanceConfig(_Frozen):
+    """The guidance arms (`[guidance]`): classifier-free guidance scales, and guidance kept out of the first steps."""
+
+    sweep: tuple[Guidance, ...] = Field(default=(1.0, 3.0, 5.0, 7.5, 10.0, 15.0), min_length=1)
     # Guidance kept out of the first steps (Jain et al., CVPR 2025), at these scales; its start is chosen among
-    # `guidance_starts` on a second-seed model (the study's second seed, or train.seed + 1), never the audited one.
-    interval_guidance: tuple[Guidance, ...] = (7.5,)
-    guidance_starts: tuple[Annotated[float, Field(strict=True, gt=0, lt=1)], ...] = Field(
-        default=(0.2, 0.4, 0.6), min_length=1)
-    dedup_methods: tuple[str, ...] = ("exact", "normalized", "minhash", "embedding")
-    dedup_targets: tuple[Literal["caption", "image"], ...] = Field(default=("caption", "image"), min_length=1)
-    # Adaptive probes (attacks.adaptive) run against every arm, on the attacked captions whose image has at least
-    # adaptive_min_dup copies (where the static probe has power to be beaten); an empty tuple skips them.
-    adaptive_probes: tuple[str, ...] = ("weights-holder", "paraphrase", "embedding-search")
-    adaptive_min_dup: Positive = 32
+    # `starts` on a second-seed model (the study's second seed, or train.seed + 1), never the audited one.
+    interval: tuple[Guidance, ...] = (7.5,)
+    starts: tuple[Annotated[float, Field(strict=True, gt=0, lt=1)], ...] = Field(default=(0.2, 0.4, 0.6),
+                                                                                min_length=1)
+
+
+class DeduplicationConfig(_Frozen):
+    """The deduplicate-and-retrain arms (`[dedup]`): what is deduplicated, and how captions are matched."""
+
+    methods: tuple[str, ...] = ("exact", "normalized", "minhash", "embedding")
+    targets: tuple[Literal["caption", "image"], ...] = Field(default=("caption", "image"), min_length=1)
+
+
+class AdaptiveConfig(_Frozen):
+    """Adaptive probes (`[adaptive]`, attacks.adaptive) against every arm, on the attacked captions whose image has
+    at least `min_dup` copies (where the static probe has power to be beaten); an empty `probes` skips them."""
+
+    probes: tuple[str, ...] = ("weights-holder", "paraphrase", "embedding-search")
+    min_dup: Positive = 32
     paraphrases: Positive = 4  # other captions per target; seed s types paraphrase s mod this
     search_steps: NonNegative = 10  # Adam steps of the embedding search (its optimisation budget)
     search_step: PositiveFloat = 0.02  # its Adam learning rate, as a fraction of the caption embeddings' std
@@ -343,6 +380,13 @@ class Preset(_Frozen):
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
     study: StudyConfig = StudyConfig()
+    extraction: ProbeConfig = ProbeConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    triage: TriageConfig = TriageConfig()
+    membership: MembershipConfig = MembershipConfig()
+    guidance: GuidanceConfig = GuidanceConfig()
+    dedup: DeduplicationConfig = DeduplicationConfig()
+    adaptive: AdaptiveConfig = AdaptiveConfig()
     dp: PrivacyConfig = PrivacyConfig()
     caption_randomization: CaptionRandomizationConfig = CaptionRandomizationConfig()
     inference: InferenceConfig = InferenceConfig()
@@ -367,20 +411,20 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(name="quick", data=_QUICK_DATA,
                     train=TrainConfig(steps=1200),
                     # Three training seeds for the fixes a verdict rests on (about an hour of CPU per extra seed).
-                    study=StudyConfig(guidance_sweep=(1.0, 3.0, 7.5), seeds=(0, 1, 2),
+                    study=StudyConfig(seeds=(0, 1, 2),
                                       seed_arms=("base", "guidance-3", "guidance-7.5", "dp-eps8", "dedup-caption")),
-                    dp=PrivacyConfig(steps=300)),
+                    guidance=GuidanceConfig(sweep=(1.0, 3.0, 7.5)), dp=PrivacyConfig(steps=300)),
     # The mission's core on quick's data and reference model, for a first run: the probe and the owner's check under
     # the headline sampler, membership inference with its controls (the positive control judged at two points of its
     # exposure curve, not five), caption dedup, guidance 7.5 and DP fine-tuning at epsilon 8, one training seed; no
     # second sampler, adaptive probe or deletion study (`quick` runs them all). Membership keeps the study's 200
     # scored images per side: at 100 the loss attack's negative control failed (AUC 0.29, 99% interval 0.16-0.49).
     "core": Preset(name="core", data=_QUICK_DATA, train=TrainConfig(steps=1200),
-                   study=StudyConfig(guidance_sweep=(1.0, 7.5), mitigations=("dedup", "guidance", "dp"),
-                                     dedup_targets=("caption",),
-                                     samplers=(SamplerSetting(name="ddim-unclamped", steps=25),),
-                                     reference_samplers=(), adaptive_probes=(), prompts_top=48,
-                                     samples_per_prompt=8, mia_control_points=2),
+                   study=StudyConfig(mitigations=("dedup", "guidance", "dp"), reference_samplers=(),
+                                     samplers=(SamplerSetting(name="ddim-unclamped", steps=25),)),
+                   extraction=ProbeConfig(prompts_top=48, samples_per_prompt=8),
+                   membership=MembershipConfig(control_points=2), guidance=GuidanceConfig(sweep=(1.0, 7.5)),
+                   dedup=DeduplicationConfig(targets=("caption",)), adaptive=AdaptiveConfig(probes=()),
                    dp=PrivacyConfig(epsilons=(8.0,), steps=300, control=False), forget=ForgetConfig(in_study=False)),
     # Concepts drawn in many pictures (data/scenes.py): scenes of 1-2 glyphs at 24 px, each of 56 glyphs in >= 32
     # member scenes, exact copies planted at quick's copy counts; captions name two glyphs, a relation and a colour,
@@ -397,7 +441,7 @@ PRESETS: dict[str, Preset] = {
         data=DataConfig(resolution=16, n_member=64, n_nonmember=64, n_calibration=8, exact_per_count=0,
                         image_per_count=0, caption_per_count=0),
         train=TrainConfig(steps=400, batch_size=32, warmup_steps=20, checkpoint_every=50),
-        study=StudyConfig(mia_per_side=48, mia_tune_per_side=16, mia_control_preset=None),
+        membership=MembershipConfig(per_side=48, tune_per_side=16, control_preset=None),
     ),
     "full": Preset(
         name="full",
@@ -406,7 +450,8 @@ PRESETS: dict[str, Preset] = {
             "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=2),
         train=TrainConfig(steps=8000, ema_decay=0.999, lr=2e-4),
-        study=StudyConfig(seeds=(0, 1, 2), prompts_top=200, samples_per_prompt=64, mia_per_side=500),
+        study=StudyConfig(seeds=(0, 1, 2)), extraction=ProbeConfig(prompts_top=200, samples_per_prompt=64),
+        membership=MembershipConfig(per_side=500),
     ),
     # Seconds on CPU: for tests only.
     "tiny": Preset(
@@ -418,13 +463,14 @@ PRESETS: dict[str, Preset] = {
         model=ModelConfig(block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=4),
         train=TrainConfig(steps=4, batch_size=8, checkpoint_every=2, log_every=1, warmup_steps=1),
         sample=SampleConfig(steps=3, batch_size=16),
-        study=StudyConfig(prompts_top=6, samples_per_prompt=3, mia_per_side=6, mia_tune_per_side=2,
-                          samplers=(SamplerSetting(name="ddim-unclamped", steps=3),
+        study=StudyConfig(samplers=(SamplerSetting(name="ddim-unclamped", steps=3),
                                     SamplerSetting(name="dpmsolver++", steps=3)),
-                          reference_samplers=(SamplerSetting(name="ddim", steps=3),), setting_null_prompts=4,
-                          interval_guidance=(3.0,), guidance_starts=(0.5,),
-                          mia_control_preset="tiny-overfit", guidance_sweep=(1.0, 3.0), adaptive_min_dup=2,
-                          paraphrases=2, search_steps=2),
+                          reference_samplers=(SamplerSetting(name="ddim", steps=3),)),
+        extraction=ProbeConfig(prompts_top=6, samples_per_prompt=3),
+        calibration=CalibrationConfig(setting_null_prompts=4),
+        membership=MembershipConfig(per_side=6, tune_per_side=2, control_preset="tiny-overfit"),
+        guidance=GuidanceConfig(sweep=(1.0, 3.0), interval=(3.0,), starts=(0.5,)),
+        adaptive=AdaptiveConfig(min_dup=2, paraphrases=2, search_steps=2),
         dp=PrivacyConfig(epsilons=(8.0,), steps=2, expected_batch=2, multiplicity=2),
         forget=ForgetConfig(min_rows=2, shards=2, slices=2, finetune_steps=2, neighbours=4),
     ),
@@ -436,19 +482,55 @@ PRESETS: dict[str, Preset] = {
                         exact_per_count=0, image_per_count=0, caption_per_count=0),
         model=ModelConfig(block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=4),
         train=TrainConfig(steps=300, batch_size=24, warmup_steps=10, checkpoint_every=100),
-        study=StudyConfig(mia_per_side=16, mia_tune_per_side=8, mia_control_preset=None),
+        membership=MembershipConfig(per_side=16, tune_per_side=8, control_preset=None),
     ),
 }
 
 
-# Settings that moved to a section of their own: a file that still names the old key is refused, naming the new.
-MOVED = {("study", f"dp_{key}"): f"[dp] {key}" for key in PrivacyConfig.model_fields}
+# Settings that left `[study]` for a section of their own (old key -> new section and key): a file or a run folder
+# that still names an old key is refused, naming the new; a finished run's record is read through `upgraded`.
+_STUDY_MOVES = {
+    "extraction": {k: k for k in ("prompts_top", "samples_per_prompt", "edge_threshold", "min_clique", "compare_size")},
+    "calibration": {k: k for k in ("delta", "calibrate", "null_target", "null_bound", "null_prompts",
+                                   "setting_null_prompts")},
+    "triage": {k: k for k in ("detector", "tiered", "confirm_fraction", "sequential_round", "sequential_quantile",
+                              "sequential_margin")},
+    "membership": {"mia_attacks": "attacks", "mia_per_side": "per_side", "lira_shadows": "lira_shadows",
+                   "mia_tune_per_side": "tune_per_side", "mia_control_preset": "control_preset",
+                   "mia_control_points": "control_points"},
+    "guidance": {"guidance_sweep": "sweep", "interval_guidance": "interval", "guidance_starts": "starts"},
+    "dedup": {"dedup_methods": "methods", "dedup_targets": "targets"},
+    "adaptive": {"adaptive_probes": "probes", "adaptive_min_dup": "min_dup", "paraphrases": "paraphrases",
+                 "search_steps": "search_steps", "search_step": "search_step"},
+    "dp": {f"dp_{key}": key for key in PrivacyConfig.model_fields},
+}
+MOVED = {("study", old): (section, new) for section, keys in _STUDY_MOVES.items() for old, new in keys.items()}
 
 
 def moved_keys(config: dict[str, Any]) -> list[str]:
-    """The old keys (`section.key -> new place`) a configuration still uses."""
-    return [f"{section}.{key} -> {MOVED[(section, key)]}" for section, values in config.items()
-            if isinstance(values, dict) for key in values if (section, key) in MOVED]
+    """The old keys (`section.key -> [new] key`) a configuration still uses."""
+    return [f"{section}.{key} -> [{MOVED[(section, key)][0]}] {MOVED[(section, key)][1]}"
+            for section, values in config.items() if isinstance(values, dict) for key in values
+            if (section, key) in MOVED]
+
+
+def upgraded(config: dict[str, Any]) -> dict[str, Any]:
+    """A configuration as written before settings moved, with each moved key in its new place: how reports read a
+    finished run's record (a run is never resumed through it)."""
+    out = {section: dict(values) if isinstance(values, dict) else values for section, values in config.items()}
+    for (section, key), (new_section, new_key) in MOVED.items():
+        if key in out.get(section, {}):
+            out.setdefault(new_section, {})[new_key] = out[section].pop(key)
+    return out
+
+
+def recorded(config: dict[str, Any], source: Path) -> Preset:
+    """A finished run's configuration as run (its record's `config`), typed, any moved key read in its new place."""
+    try:
+        return Preset.model_validate(upgraded(config))
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: its configuration is not one this diffaudit reads ({_errors(exc)}); write the "
+                          "reports with the diffaudit that ran it") from exc
 
 
 def load_preset(name: str, path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Preset:

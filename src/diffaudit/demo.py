@@ -39,7 +39,7 @@ def memorization_by_duplication(pipe: AuditPipeline, data: ImageDataset, preset:
     """Calibrate delta on never-trained captions, then generate `samples_per_prompt` images for each target caption
     and measure copies of its own training image, per exact copy count (family count beside it). `null_samples`
     may name a study's calibration samples of the same model: content-keyed, they are reused, not redrawn."""
-    preset = preset.model_copy(update={"study": preset.study.model_copy(
+    preset = preset.model_copy(update={"extraction": preset.extraction.model_copy(
         update={"samples_per_prompt": samples_per_prompt})})
     calibration = calibrate_copy_test(pipe, data, preset, null_samples or out / "null_samples", progress)
     delta = calibration["delta"]

@@ -111,7 +111,7 @@ def _image(data: ImageDataset, cfg: DedupConfig, encode: Callable | None) -> lis
 
 # Each method finds the pairs of rows it calls duplicates.
 METHODS: Registry[Callable[[ImageDataset, DedupConfig, Callable | None], list[tuple[int, int]]]] = Registry(
-    "dedup method", "study.dedup_methods",
+    "dedup method", "dedup.methods",
     {"exact": _exact, "normalized": _normalized, "minhash": _minhash, "embedding": _embedding, "image": _image})
 
 

@@ -11,7 +11,7 @@ class Guidance(Mitigation):
     kind = "guidance"
 
     def variants(self, preset: Preset) -> list[Variant]:
-        return [Variant(f"guidance-{g:g}", g) for g in preset.study.guidance_sweep if g != preset.sample.guidance]
+        return [Variant(f"guidance-{g:g}", g) for g in preset.guidance.sweep if g != preset.sample.guidance]
 
     def apply(self, variant: Variant, ctx: Context) -> Arm:
         return Arm(ctx.base(), float(variant.value), mia=False)

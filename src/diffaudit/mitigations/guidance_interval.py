@@ -17,7 +17,7 @@ from diffaudit.words import Description
 def choose_start(ctx: Context, guidance: float) -> dict:
     """The start of guidance, chosen on the second-seed model (kept in the arm's folder, so it is chosen once)."""
     path = ctx.folder / "start_choice.json"
-    starts = list(ctx.preset.study.guidance_starts)
+    starts = list(ctx.preset.guidance.starts)
     if path.exists() and (saved := json.loads(path.read_text())).get("guidance") == guidance and [
             c["start"] for c in saved["candidates"]] == starts and saved["chosen_on"] == f"seed {ctx.second_seed}":
         return saved  # chosen already, for this scale, these candidates and this second seed
@@ -38,7 +38,7 @@ class GuidanceInterval(Mitigation):
     kind = "guidance-interval"
 
     def variants(self, preset: Preset) -> list[Variant]:
-        return [Variant(f"guidance-interval-{g:g}", g) for g in preset.study.interval_guidance]
+        return [Variant(f"guidance-interval-{g:g}", g) for g in preset.guidance.interval]
 
     def apply(self, variant: Variant, ctx: Context) -> Arm:
         guidance = float(variant.value)

@@ -16,10 +16,10 @@ class RetrainDeduplicated(Mitigation):
     kind = "dedup"
 
     def variants(self, preset: Preset) -> list[Variant]:
-        return [Variant(f"dedup-{target}", target) for target in preset.study.dedup_targets]
+        return [Variant(f"dedup-{target}", target) for target in preset.dedup.targets]
 
     def apply(self, variant: Variant, ctx: Context) -> Arm:
-        methods = ctx.preset.study.dedup_methods if variant.value == "caption" else ("image",)
+        methods = ctx.preset.dedup.methods if variant.value == "caption" else ("image",)
         folder = ctx.folder / "data"
         if not (folder / "dedup_report.json").exists():
             deduplicate(ctx.data, folder, tuple(methods), DedupConfig(), encode=ctx.base().encode_text)

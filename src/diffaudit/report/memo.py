@@ -108,7 +108,7 @@ class MemoWriter:
         self.base = res.row("base")
         self.arms = res.arms().set_index("arm")
         self.effects = res.effects()
-        self.study = res.config["study"]
+        self.config = res.config
         self.buckets = by_dup(self.base)
         self.trend = res.findings["duplication_trend"][str(self.base["seed"])]
         self.flags = res.findings["flag_precision"][str(self.base["seed"])]
@@ -124,7 +124,7 @@ class MemoWriter:
     def default_samplers(self) -> str:
         """The samplers a verdict must hold under (study.samplers), in a reader's words; reference samplers never
         enter a verdict."""
-        return " and ".join(self.sampler_words(f"{s['name']}-{s['steps']}") for s in self.study["samplers"])
+        return " and ".join(self.sampler_words(s.key) for s in self.config.study.samplers)
 
     def cell(self, arm: str, sampler: str) -> dict | None:
         seed = self.base["seed"]
@@ -160,7 +160,7 @@ class MemoWriter:
         b, seeds = self.base_arm, len(self.res.seeds)
         runs = f" in each of {seeds} training runs" if seeds > 1 else ""
         asked = (f"We gave the model {b['prompts'] // seeds} captions from its own training data{runs} and asked "
-                 f"for {self.study['samples_per_prompt']} pictures for each.")
+                 f"for {self.config.extraction.samples_per_prompt} pictures for each.")
         if b["extracted"] == 0:
             return (f"{asked} Our test found no copies of training pictures. With this many tries, the true "
                     f"extraction rate could still be as high as {pct(b['ci_high'])}.")
@@ -176,12 +176,13 @@ class MemoWriter:
 
     def scope(self) -> str:
         """What was tested, so page 1 alone cannot be read as a claim about other models."""
-        data, cal, seeds = self.res.config["data"], self.res.calibration, self.res.seeds
+        data, cal, seeds = self.config.data, self.res.calibration, self.res.seeds
+        probe = self.config.extraction
         null = cal["model_null"]
-        return (f"A miniature {data['resolution']}×{data['resolution']}-pixel model trained by us on "
-                f"{data['n_member']:,} captioned emoji pictures (some repeated on purpose), "
-                f"{len(seeds)} training run{'s' if len(seeds) > 1 else ''}; the {self.study['prompts_top']} most "
-                f"repeated captions, {self.study['samples_per_prompt']} tries each (the published study used "
+        return (f"A miniature {data.resolution}×{data.resolution}-pixel model trained by us on "
+                f"{data.n_member:,} captioned emoji pictures (some repeated on purpose), "
+                f"{len(seeds)} training run{'s' if len(seeds) > 1 else ''}; the {probe.prompts_top} most "
+                f"repeated captions, {probe.samples_per_prompt} tries each (the published study used "
                 f"{CARLINI_SAMPLES}), made at guidance scale {self.base['guidance']:g} with "
                 f"{self.sampler_words(self.headline)}, as deployed. A copy is a picture whose largest difference "
                 f"from the caption's own training picture, over {TILE_GRID}×{TILE_GRID} tiles, is below "
@@ -233,10 +234,10 @@ class MemoWriter:
         """What a reduced run (the demo's core) did not check, read from its configuration, so a reader knows the
         verdicts below have not faced those checks."""
         skipped = [what for what, missing in (
-            ("a second sampler", len(self.study["samplers"]) < 2),
+            ("a second sampler", len(self.config.study.samplers) < 2),
             ("a second training run", len(self.res.seeds) < 2),
-            ("harder attacks against the fixes", not self.study["adaptive_probes"]),
-            ("a deletion request", not self.res.config.get("forget", {}).get("in_study"))) if missing]
+            ("harder attacks against the fixes", not self.config.adaptive.probes),
+            ("a deletion request", not self.config.forget.in_study)) if missing]
         if not skipped:
             return []
         listed = f"{', '.join(skipped[:-1])} or {skipped[-1]}" if len(skipped) > 1 else skipped[0]
@@ -257,7 +258,7 @@ class MemoWriter:
             f"Which sampler did the audit use? Here {self.sampler_words(self.headline)}"
             + (f"; also {' and '.join(others)}." if others else "."),
             "How many tries per caption did the extraction audit use, and what is its 95% range? Here: "
-            f"{self.study['samples_per_prompt']} tries, range "
+            f"{self.config.extraction.samples_per_prompt} tries, range "
             f"{span(self.base_arm['ci_low'], self.base_arm['ci_high'])}.",
             "Are the model weights released? A fix that is only a setting can then be undone by anyone.",
             ("What data does a privacy guarantee cover? Here, only the "
@@ -374,8 +375,9 @@ class MemoWriter:
                        "attack, like the published one, goes after the most repeated pictures first.")
         if len(self.res.seeds) == 1:
             out.append("We trained each model once. A second training run could give somewhat different rates.")
-        out.append(f"We asked for {self.study['samples_per_prompt']} pictures per caption; the published study asked "
-                   f"for {CARLINI_SAMPLES}. More tries would likely find more copies, so our rates are a floor.")
+        out.append(f"We asked for {self.config.extraction.samples_per_prompt} pictures per caption; the published "
+                   f"study asked for {CARLINI_SAMPLES}. More tries would likely find more copies, so our rates are a "
+                   "floor.")
         if not any(k.startswith("lira") for k in self.base.get("mia") or {}):
             out.append("We did not run the strongest membership test (LiRA), which needs many extra models.")
         if not self.adaptive:
@@ -438,7 +440,7 @@ class MemoWriter:
         caveat = (" The search was not counted: on captions the model never saw it also produced 'copies'."
                   if failed else "")
         return (f"The last column tries {len(probes)} harder attacks, each with the same number of tries, on the "
-                f"{targets} captions whose pictures were repeated at least {self.study['adaptive_min_dup']} times: "
+                f"{targets} captions whose pictures were repeated at least {self.config.adaptive.min_dup} times: "
                 + "; ".join(self.res.probe_words(p) for p in probes) + ". A fix is undone when an attack got clearly "
                 "more of these captions to give copies than the plain caption did, or when the attack skips the fix "
                 f"(same as no fix). 'No clear rise' is not proof that a fix holds: only {targets} captions were tried, "

@@ -190,7 +190,7 @@ def _mia_controls(res: StudyResults) -> str:
         text += _table(pd.DataFrame([{"attack": a, "AUC": r["auc"], "AUC 99% CI": _ci(r["auc_ci_99"]),
                                       "covers 0.5": r["covers_half"], "chosen on tuning set": _choice(r["choice"])}
                                      for a, r in neg["attacks"].items()]))
-    return text or "<p>No controls were run (study.mia_control_preset unset).</p>"
+    return text or "<p>No controls were run (membership.control_preset unset).</p>"
 
 
 def _dp_audit(res: StudyResults) -> str:
@@ -238,10 +238,10 @@ def _adaptive(res: StudyResults) -> str:
     and the embedding search's negative control."""
     cells = res.findings.get("adaptive", [])
     if not cells:
-        return "<p>No adaptive probes were run (study.adaptive_probes is empty, or no attacked caption was duplicated "\
+        return "<p>No adaptive probes were run (adaptive.probes is empty, or no attacked caption was duplicated "\
                "enough).</p>"
     family = [c for c in cells if "p_value" in c]
-    text = (f"<p>Targets: the attacked captions whose image has at least {res.config['study']['adaptive_min_dup']} "
+    text = (f"<p>Targets: the attacked captions whose image has at least {res.config.adaptive.min_dup} "
             "copies, with the static probe's number of generations per caption. The probe alone is compared with the "
             f"static probe on the same targets (exact McNemar), Holm-adjusted over the {len(family)} comparisons of "
             "mitigated arms whose probe differs from the static query; undone when p &lt; "
@@ -501,7 +501,7 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
     for row in [r for r in res.rows if r.get("kind") == "detection"]:
         sections.append((f"Tiered detection (seed {row['seed']})", _record(row)))
     sections.append(("Assumptions register", _table(pd.DataFrame(res.assumptions))))
-    sections.append(("Configuration (preset as run)", _record(res.config)))
+    sections.append(("Configuration (preset as run)", _record(res.config.model_dump(mode="json"))))
     sections.append(("Hashes and package versions", _record({k: v for k, v in res.record.items() if k != "config"})))
     sections.append(("Methods", "".join(f"<h4>{html.escape(t)}</h4><p>{html.escape(d)}</p>" for t, d in METHODS)))
     template = jinja2.Environment(loader=jinja2.PackageLoader("diffaudit.report", "templates"),

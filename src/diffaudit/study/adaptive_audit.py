@@ -1,6 +1,6 @@
 """Static against adaptive extraction, per arm: does a mitigation still hold when the attacker tries harder?
 
-Targets are the attacked captions whose picture has at least `study.adaptive_min_dup` copies, where the base
+Targets are the attacked captions whose picture has at least `adaptive.min_dup` copies, where the base
 model copies most (so a probe that beats a fix has room to show it). Each probe's generations go
 through the static probe's own extraction (clique filter, copy test against the target's own image, UNet counter)
 with the same number of generations per caption, so the probe alone is compared with the static probe at the same
@@ -61,7 +61,7 @@ def run_probe(name: str, arm: Arm, data: ImageDataset, folder: Path, targets: pd
     reuse = next((f for f in shared if can_share(f, arm.pipe, sampling, query.conditioning)), None)
     own = folder / "extraction" / "samples"
     same = reuse == own and query.guidance == arm.guidance and query.sampling == arm.sampling
-    ext = run_extraction(arm.pipe, data, folder / "adaptive" / name, targets, preset.study.samples_per_prompt,
+    ext = run_extraction(arm.pipe, data, folder / "adaptive" / name, targets, preset.extraction.samples_per_prompt,
                          query.guidance, sampling, cfg, progress, samples=reuse, conditioning=query.conditioning)
     before, alone = outcome(folder / "extraction", targets), outcome(folder / "adaptive" / name, targets)
     return {"title": probe.title, "access": probe.access, "guidance": query.guidance, "sampling": query.sampling,
@@ -77,9 +77,9 @@ def search_negative_control(pipe: AuditPipeline, data: ImageDataset, folder: Pat
     """The embedding search aimed at the calibration's never-trained captions: the share whose generations land
     within delta of their own never-seen picture, judged like the copy threshold's own null (rate <= null_target,
     upper 95% bound <= null_bound), beside the same captions with plain text (the calibration's samples)."""
-    s = preset.study
+    s = preset.calibration
     prompts, own = nonmember_prompts(data, s.null_prompts, seed=preset.data.seed)
-    seeds = list(range(s.samples_per_prompt))
+    seeds = list(range(preset.extraction.samples_per_prompt))
     rates = {}
     for label, conditioning, samples in (("text", None, text_samples),
                                          ("embedding-search", search(preset), folder / "embedding-search")):

@@ -26,9 +26,10 @@ def calibrate_copy_test(pipe: AuditPipeline, data: ImageDataset, preset: Preset,
                         progress: Progress | None = None) -> dict:
     """Generate for never-trained captions, measure both nulls, and choose delta. Seeds 0..N-1 and guidance
     as the extraction probe uses them, so the null is the probe's own floor."""
-    s = preset.study
+    s = preset.calibration
     prompts, own = nonmember_prompts(data, s.null_prompts, seed=preset.data.seed)
-    rows = generate(pipe, prompts["prompt"].tolist(), list(range(s.samples_per_prompt)), [preset.sample.guidance],
+    rows = generate(pipe, prompts["prompt"].tolist(), list(range(preset.extraction.samples_per_prompt)),
+                    [preset.sample.guidance],
                     preset.sample, samples, progress)
     images, index = load_samples(samples, rows, side=data.images.shape[1])
     null = model_null(images, index, own)
@@ -37,12 +38,12 @@ def calibrate_copy_test(pipe: AuditPipeline, data: ImageDataset, preset: Preset,
         fixed = model_null(images, index, own, (s.delta,))[0]
         met = fixed["rate"] <= s.null_target and fixed["ci_high"] <= s.null_bound
         chosen = {**chosen, "delta": s.delta, "model_null": fixed, "met": met,
-                  "reason": "met" if met else "delta fixed by the config (study.calibrate = false)"}
+                  "reason": "met" if met else "delta fixed by the config (calibration.calibrate = false)"}
     chosen["calibrated"] = s.calibrate
     held, members = data.split("nonmember").images, data.split("member").images
     image_null = {f"{d:g}": float(near_copies(held, members, d).mean()) for d in (chosen["delta"], s.delta)}
     return {**chosen, "model_null_by_delta": null, "image_null": image_null, "null_prompts": len(prompts),
-            "samples_per_prompt": s.samples_per_prompt, "guidance": preset.sample.guidance,
+            "samples_per_prompt": preset.extraction.samples_per_prompt, "guidance": preset.sample.guidance,
             "model_hash": pipe.model_hash(), "caption_following_nonmember": caption_following(images, index),
             "unet_evaluations": int(np.sum(index["unet_evals"]))}
 
@@ -51,10 +52,10 @@ def copy_threshold(pipe: AuditPipeline, data: ImageDataset, preset: Preset, fold
                    progress: Progress | None = None) -> tuple[float, dict | None]:
     """The one rule for the copy threshold outside a study (`extract`, `verify-forget`), the study's own calibration
     step applied to whatever data it is given: when the data has never-trained captions, calibrate on them against
-    this model (`calibrate_copy_test`; with study.calibrate off the configured delta is kept and its null still
+    this model (`calibrate_copy_test`; with calibration.calibrate off the configured delta is kept and its null still
     measured), written to folder/calibration.json; otherwise the configured delta, unmeasured (None)."""
     if not (data.table["split"] == "nonmember").any():
-        return preset.study.delta, None
+        return preset.calibration.delta, None
     calibration = calibrate_copy_test(pipe, data, preset, folder / "null" / "samples", progress)
     write_json(folder / "calibration.json", calibration)
     return calibration["delta"], calibration
@@ -62,13 +63,13 @@ def copy_threshold(pipe: AuditPipeline, data: ImageDataset, preset: Preset, fold
 
 def setting_null(pipe: AuditPipeline, data: ImageDataset, preset: Preset, sampling: SampleConfig, guidance: float,
                  delta: float, samples: Path, progress: Progress | None = None) -> dict:
-    """The model null of one sampling setting at the calibrated `delta`: the first `study.setting_null_prompts` of the
-    calibration's never-trained captions, drawn as the probe draws them at that setting. Delta is not re-chosen (it is
-    calibrated once, at the headline setting); this says whether the copy test is valid at this one."""
-    s = preset.study
+    """The model null of one sampling setting at the calibrated `delta`: the first `calibration.setting_null_prompts`
+    of the calibration's never-trained captions, drawn as the probe draws them at that setting. Delta is not re-chosen
+    (it is calibrated once, at the headline setting); this says whether the copy test is valid at this one."""
+    s = preset.calibration
     prompts, own = nonmember_prompts(data, min(s.setting_null_prompts, s.null_prompts), seed=preset.data.seed)
-    rows = generate(pipe, prompts["prompt"].tolist(), list(range(s.samples_per_prompt)), [guidance], sampling, samples,
-                    progress)
+    rows = generate(pipe, prompts["prompt"].tolist(), list(range(preset.extraction.samples_per_prompt)), [guidance],
+                    sampling, samples, progress)
     images, index = load_samples(samples, rows, side=data.images.shape[1])
     null = model_null(images, index, own, (delta,))[0]
     return {**null, "guidance": guidance, "sampler": f"{sampling.sampler}-{sampling.steps}",

@@ -37,7 +37,7 @@ def control_preset(name: str, audited: Preset | None = None) -> Preset:
     """The control preset's data and training, on the audited preset's architecture and resolution (the control
     must leak through the same model the study audits)."""
     if name not in PRESETS:
-        raise ConfigError(f"study.mia_control_preset: unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        raise ConfigError(f"membership.control_preset: unknown preset {name!r}; choose from {sorted(PRESETS)}")
     control = PRESETS[name]
     if audited is None:
         return control
@@ -86,8 +86,8 @@ def positive_control(preset: Preset, attacks: list[str], out: Path, progress: Pr
     rows, final = [], {}
     for step, folder in [(s, f) for s, f in snapshot_models(out / "train") if s in steps]:
         summary = run_mia(AuditPipeline.from_pretrained(folder, preset.runtime), data, out / f"mia-step-{step:06d}",
-                          attacks, preset.study.mia_per_side, progress=progress, seed=seed,
-                          tune_per_side=preset.study.mia_tune_per_side)
+                          attacks, preset.membership.per_side, progress=progress, seed=seed,
+                          tune_per_side=preset.membership.tune_per_side)
         for name, r in summary["attacks"].items():
             rows.append({"step": step, "epochs": step * preset.train.batch_size / members, "attack": name,
                          "auc": r["all"]["auc"], "auc_low": r["all"]["auc_ci"][0], "auc_high": r["all"]["auc_ci"][1],

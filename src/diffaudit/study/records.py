@@ -11,6 +11,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from diffaudit.config import Preset, recorded
 from diffaudit.errors import ConfigError
 from diffaudit.layout import RunLayout
 from diffaudit.study.audit_records import checked_rows, json_schema_of
@@ -152,7 +153,7 @@ class StudyResults:
     rows: list[dict]
     assumptions: list[dict]
     preset: str
-    config: dict  # the preset as run, from run.json
+    config: Preset  # the preset as run, from run.json (keys moved since read in their new place)
     record: dict  # hashes and package versions
     calibration: dict  # the copy threshold and the nulls it was chosen against
     mia_controls: dict  # the attacks' positive control (with its exposure curve) and negative control
@@ -174,7 +175,8 @@ class StudyResults:
         checked_rows(results["rows"] + results.get("sampler_rows", []), at.results)
         record = json.loads(at.record.read_text())
         return cls(run, results["rows"], json.loads(at.assumptions.read_text()), results["preset"],
-                   record["config"], record, results["calibration"], results.get("mia_controls", {}),
+                   recorded(record["config"], at.record), record, results["calibration"],
+                   results.get("mia_controls", {}),
                    results.get("dp_controls", {}), checked_findings(json.loads(at.findings.read_text()), at.findings),
                    results.get("adaptive_control"), results.get("forget"), results.get("sampler_rows", []))
 

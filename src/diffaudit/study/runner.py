@@ -18,11 +18,9 @@ from diffaudit.attacks.metrics import strongest_attack
 from diffaudit.backend import mapped
 from diffaudit.config import (
     PRESETS,
-    ForgetConfig,
     Preset,
     SampleConfig,
     SamplerSetting,
-    StudyConfig,
     moved_keys,
     validated,
 )
@@ -84,20 +82,21 @@ def _step(run: Path, name: str, fn: Callable[[], dict], clock: RunClock | None =
     return result
 
 
-def check_names(cfg: StudyConfig, forget: ForgetConfig | None = None) -> None:
-    """Every attack, detector and dedup method named in the config exists: checked before any work starts."""
-    forget = forget or ForgetConfig()
+def check_names(preset: Preset) -> None:
+    """Every attack, detector, dedup method, mitigation and probe named in the config exists: checked before any work
+    starts."""
     from diffaudit.attacks.adaptive.registry import PROBES
     from diffaudit.attacks.detect import DETECTORS
     from diffaudit.attacks.mia import ATTACKS
     from diffaudit.mitigations.dedup import METHODS
 
-    if cfg.mia_control_preset is not None:
-        control_preset(cfg.mia_control_preset)
-    if forget.attack not in ATTACKS:
-        raise ConfigError(f"forget.attack: unknown attack {forget.attack!r}; choose from {', '.join(ATTACKS)}")
-    for names, registry in ((cfg.mia_attacks, ATTACKS), ([cfg.detector], DETECTORS), (cfg.dedup_methods, METHODS),
-                            (cfg.mitigations, MITIGATIONS), (cfg.adaptive_probes, PROBES)):
+    if preset.membership.control_preset is not None:
+        control_preset(preset.membership.control_preset)
+    if preset.forget.attack not in ATTACKS:
+        raise ConfigError(f"forget.attack: unknown attack {preset.forget.attack!r}; choose from {', '.join(ATTACKS)}")
+    for names, registry in ((preset.membership.attacks, ATTACKS), ([preset.triage.detector], DETECTORS),
+                            (preset.dedup.methods, METHODS), (preset.study.mitigations, MITIGATIONS),
+                            (preset.adaptive.probes, PROBES)):
         registry.check(names)
 
 
@@ -132,7 +131,7 @@ class Study:
         self.layout = RunLayout(self.run)
         self.calibration: dict | None = None
         self.data = prepare_data(preset, self.layout.data, progress)
-        self.prompts = most_duplicated_prompts(self.data, preset.study.prompts_top, seed=preset.data.seed)
+        self.prompts = most_duplicated_prompts(self.data, preset.extraction.prompts_top, seed=preset.data.seed)
         self._utility: UtilityProbe | None = None
         self._arm: tuple[tuple[str, int], Arm] | None = None
         self.mitigation_arms = mitigation_arms(preset)  # the preset's, listed once
@@ -154,7 +153,7 @@ class Study:
         """The probe at the calibrated delta: no arm may be scored before the calibration step has run."""
         if self.calibration is None:
             raise RuntimeError("the copy test is not calibrated yet")
-        s = self.preset.study
+        s = self.preset.extraction
         return ExtractionConfig(delta=self.calibration["delta"], edge_threshold=s.edge_threshold,
                                 min_clique=s.min_clique)
 
@@ -168,17 +167,16 @@ class Study:
     def mia_controls(self, base: AuditPipeline) -> dict:
         """The attacks' positive control (its own small model and exposure curve) and negative control (never-trained
         halves on the base model), once per study, before any arm's membership numbers are read."""
-        s = self.preset.study
+        s = self.preset.membership
 
         def run() -> dict:
             folder = self.run / "mia-controls"
-            out = {"negative": negative_control(base, never_trained_halves(self.data), list(s.mia_attacks),
-                                                s.mia_per_side, s.mia_tune_per_side, folder / "negative",
-                                                self.progress)}
-            if s.mia_control_preset:
-                control = control_preset(s.mia_control_preset, self.preset)
-                out["positive"] = positive_control(control, list(s.mia_attacks), folder / "positive", self.progress,
-                                                   points=s.mia_control_points)
+            out = {"negative": negative_control(base, never_trained_halves(self.data), list(s.attacks),
+                                                s.per_side, s.tune_per_side, folder / "negative", self.progress)}
+            if s.control_preset:
+                control = control_preset(s.control_preset, self.preset)
+                out["positive"] = positive_control(control, list(s.attacks), folder / "positive", self.progress,
+                                                   points=s.control_points)
             return out
 
         return self.step("mia-controls", run)
@@ -201,15 +199,16 @@ class Study:
         """Extraction (against the original training set and prompts), membership inference (on `members`, the
         arm's own training set when it differs from the study's), utility; samples drawn through `conditioning` (an
         inference-time setting) when one is given, with `sampling` (the headline sampler by default)."""
-        s, sampling = self.preset.study, sampling or self.preset.sample
-        ext = run_extraction(pipe, self.data, folder / "extraction", self.prompts, s.samples_per_prompt, guidance,
+        s, sampling = self.preset.membership, sampling or self.preset.sample
+        ext = run_extraction(pipe, self.data, folder / "extraction", self.prompts,
+                             self.preset.extraction.samples_per_prompt, guidance,
                              sampling, self.probe_cfg, self.progress, conditioning=conditioning)
         records = [ExtractionRecord.of(ext, self.probe_cfg.delta, guidance, pipe.model_hash(), sampling,
                                        setting_tag(sampling, guidance))]
         if mia:
-            records.append(MembershipRecord.of(run_mia(pipe, members or self.data, folder / "mia", list(s.mia_attacks),
-                                                       s.mia_per_side, progress=self.progress,
-                                                       tune_per_side=s.mia_tune_per_side)))
+            records.append(MembershipRecord.of(run_mia(pipe, members or self.data, folder / "mia", list(s.attacks),
+                                                       s.per_side, progress=self.progress,
+                                                       tune_per_side=s.tune_per_side)))
         if utility:
             records.append(UtilityRecord(**self.utility.measure(pipe, guidance, conditioning, sampling)))
         return row_of(*records)
@@ -244,8 +243,8 @@ class Study:
 
     def copies(self, pipe: AuditPipeline, guidance: float, fields: dict, folder: Path) -> dict:
         """The study's extraction probe on any model and setting (for choosing a setting on a second-seed model)."""
-        return run_extraction(pipe, self.data, folder, self.prompts, self.preset.study.samples_per_prompt, guidance,
-                              validated(self.preset.sample, **fields), self.probe_cfg, self.progress)
+        return run_extraction(pipe, self.data, folder, self.prompts, self.preset.extraction.samples_per_prompt,
+                              guidance, validated(self.preset.sample, **fields), self.probe_cfg, self.progress)
 
     def context(self, folder: Path, seed: int) -> Context:
         other = self.second_seed(seed)
@@ -283,11 +282,11 @@ class Study:
     def tiered(self, seed: int) -> dict:
         """The tiered audit of the base: a one-step detector ranks the captions, the full probe confirms the top
         share (reusing the base's own samples)."""
-        s = self.preset.study
+        s = self.preset.triage
         return {"kind": "detection", **row_of(DetectionRecord(**run_tiered(
-            self.base(seed), self.data, self.layout.tiered(seed), self.prompts, s.samples_per_prompt,
-            self.preset.sample.guidance, self.preset.sample, self.probe_cfg, s.detector, s.confirm_fraction,
-            self.layout.extraction(seed, "base"), self.progress)))}
+            self.base(seed), self.data, self.layout.tiered(seed), self.prompts,
+            self.preset.extraction.samples_per_prompt, self.preset.sample.guidance, self.preset.sample, self.probe_cfg,
+            s.detector, s.confirm_fraction, self.layout.extraction(seed, "base"), self.progress)))}
 
     def arm(self, name: str, seed: int) -> Arm:
         """The model an arm audits (a finished mitigation is reloaded from its folder, not redone), kept for the
@@ -337,7 +336,7 @@ class Study:
 
     @property
     def targets(self) -> pd.DataFrame:
-        return adaptive_targets(self.prompts, self.preset.study.adaptive_min_dup)
+        return adaptive_targets(self.prompts, self.preset.adaptive.min_dup)
 
     def probe(self, probe: str, name: str, seed: int) -> dict:
         """One adaptive probe against one arm, on the heavily duplicated attacked captions (the arm's model is kept
@@ -350,8 +349,8 @@ class Study:
     def adaptive(self, name: str, seed: int) -> dict:
         """Every configured probe against one arm, each its own resumable step."""
         probes = {p: self.step(RunLayout.probe_step(seed, name, p), lambda p=p: self.probe(p, name, seed))
-                  for p in self.preset.study.adaptive_probes}
-        return {"targets": len(self.targets), "min_dup": self.preset.study.adaptive_min_dup,
+                  for p in self.preset.adaptive.probes}
+        return {"targets": len(self.targets), "min_dup": self.preset.adaptive.min_dup,
                 "static": static_outcome(self.layout.arm(seed, name), self.targets), "probes": probes}
 
     def search_control(self, base: AuditPipeline) -> dict:
@@ -391,7 +390,7 @@ class Study:
 def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
     """Run (or resume) every arm for every seed in `run` (a study folder of ours); write and return the comparison
     table."""
-    check_names(preset.study, preset.forget)
+    check_names(preset)
     with owned(Path(run), "study", reads={"reference model": reference}):
         return _run_study(preset, Path(run), reference, progress)
 
@@ -418,8 +417,8 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
     # Rewritten on every run: a resumed study whose arms or probes were extended states its new assumptions too.
     write_json(study.layout.assumptions, register(preset, study.data, base, calibration))
     rows, sampler_rows, nulls, fix_controls = [], [], {}, {}
-    probes = preset.study.adaptive_probes
-    targets = len(adaptive_targets(study.prompts, preset.study.adaptive_min_dup))
+    probes = preset.adaptive.probes
+    targets = len(adaptive_targets(study.prompts, preset.adaptive.min_dup))
     probes = probes if targets else ()  # nothing duplicated enough to attack harder: said in the assumptions
     search_control = (study.step("adaptive-control", lambda: study.search_control(base))
                       if "embedding-search" in probes else None)
@@ -464,9 +463,10 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
 
 def setting_nulls(study: Study, rows: list[dict], calibration: dict) -> dict[str, dict]:
     """Each (sampler, guidance) setting an arm was measured at, with its own model null at the calibrated delta: the
-    headline's is the calibration's; every other is measured on `study.setting_null_prompts` never-trained captions,
-    each its own step. A setting whose upper bound exceeds `study.null_bound` is not valid for verdicts."""
-    bound = study.preset.study.null_bound
+    headline's is the calibration's; every other is measured on `calibration.setting_null_prompts` never-trained
+    captions, each its own step. A setting whose upper bound exceeds `calibration.null_bound` is not valid for
+    verdicts."""
+    bound = study.preset.calibration.null_bound
     head = calibration["model_null"]
     head_tag = setting_tag(study.preset.sample, study.preset.sample.guidance)
     out = {head_tag: {**head, "valid": bool(head["ci_high"] <= bound), "source": "calibration"}}

@@ -216,7 +216,7 @@ def build_card(run: Path, model: Path) -> Scorecard:
         threat_models=["outsider: black-box generation from training captions; the training set only to confirm",
                        "owner: every generation compared with the caption's own training picture",
                        "membership: white-box noise predictions (the model file)"],
-        samplers=[f"{s['name']}-{s['steps']}" for s in config["study"]["samplers"]], headline_sampler=base["sampler"],
+        samplers=[s.key for s in config.study.samplers], headline_sampler=base["sampler"],
         training_seeds=res.seeds,
         copy_threshold=CopyThreshold(
             delta=base["delta"], unit=f"largest per-tile RMS distance over a {TILE_GRID}x{TILE_GRID} tile grid, "
@@ -227,7 +227,7 @@ def build_card(run: Path, model: Path) -> Scorecard:
                            for s, v in res.findings["setting_nulls"].items()]),
         extraction=Extraction(
             sampler=base["sampler"], guidance=base["guidance"], seed=base["seed"],
-            samples_per_caption=config["study"]["samples_per_prompt"],
+            samples_per_caption=config.extraction.samples_per_prompt,
             outsider_captions=_rate(cell["outsider_prompts"], cell["prompts"], cell["outsider_ci"]),
             owner_captions=_rate(cell["owner_prompts"], cell["prompts"], cell["owner_ci"]),
             owner_pictures=_rate(cell["owner_pictures"], cell["pictures"], cell["owner_picture_ci"])),
@@ -244,11 +244,11 @@ def build_card(run: Path, model: Path) -> Scorecard:
         switch_sampler=res.findings["switch_sampler"],
         command="diffaudit study --out RUN --config study.toml (study.toml: the card's study_config); "
                 "check this card with: diffaudit scorecard --verify scorecard.json MODEL DATA",
-        study_config=config,
+        study_config=config.model_dump(mode="json"),
         rerun=Rerun(sampler=sampling["sampler"], steps=sampling["steps"], guidance=base["guidance"],
                     guidance_start=sampling["guidance_start"], early_guidance=sampling["early_guidance"],
-                    seeds=config["study"]["samples_per_prompt"], delta=base["delta"],
-                    compare_size=int(config["data"]["resolution"])),
+                    seeds=config.extraction.samples_per_prompt, delta=base["delta"],
+                    compare_size=config.data.resolution),
         tolerance=Tolerance(distance=DISTANCE_TOLERANCE, share=SHARE_TOLERANCE),
         captions=[CaptionVerdict(prompt=r.prompt, copied=bool(r.memorized), min_distance=float(r.oracle_min_distance))
                   for r in per_prompt.itertuples()])

@@ -75,12 +75,12 @@ class Verifier:
         utility = UtilityProbe.build(data, preset.sample.steps, preset.sample.sampler,
                                      prompts=preset.forget.utility_prompts)
         return cls(preset, delta, guidance, pairs, pictures, captions,
-                   paraphrases(original, data, captions, preset.study.paraphrases), held_out, neighbours, utility,
+                   paraphrases(original, data, captions, preset.adaptive.paraphrases), held_out, neighbours, utility,
                    Path(folder), progress)
 
     def _copies(self, pipe: AuditPipeline, conditioning: Conditioning) -> dict:
         """Per caption: does any of its generations copy a forgotten picture (within delta)?"""
-        n = self.preset.study.samples_per_prompt
+        n = self.preset.extraction.samples_per_prompt
         out = self.folder / "samples" / pipe.model_hash() / conditioning.name.split("[")[0]
         rows = generate(pipe, self.captions, list(range(n)), [self.guidance], self.preset.sample, out, self.progress,
                         conditioning=conditioning)
@@ -114,8 +114,7 @@ class Verifier:
     @property
     def protocol(self) -> str:
         """What a measurement depends on besides the model: measurements are kept under model and protocol."""
-        s = self.preset.study
-        key = {"delta": self.delta, "guidance": self.guidance, "samples": s.samples_per_prompt,
+        key = {"delta": self.delta, "guidance": self.guidance, "samples": self.preset.extraction.samples_per_prompt,
                "paraphrases": self.alternatives, "pairs": sorted(map(list, zip(self.forgotten.table["sha256"],
                                                                                  self.forgotten.texts, strict=True))),
                "attack": self.preset.forget.attack, "sample": self.preset.sample.model_dump(),
@@ -128,7 +127,7 @@ class Verifier:
         path = self.folder / "measures" / f"{pipe.model_hash()}-{self.protocol}.json"
         if path.exists():
             return json.loads(path.read_text())
-        k = self.preset.study.paraphrases
+        k = self.preset.adaptive.paraphrases
         neighbours = query_batch(pipe, self.neighbours.images, self.neighbours.texts)
         result = {
             "model_hash": pipe.model_hash(),

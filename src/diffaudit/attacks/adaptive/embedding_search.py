@@ -21,4 +21,5 @@ class EmbeddingSearchProbe(Probe):
 
 
 def search(preset: Preset) -> EmbeddingSearch:
-    return EmbeddingSearch(preset.study.search_steps, preset.study.search_step, sampling_steps=preset.sample.steps)
+    return EmbeddingSearch(preset.adaptive.search_steps, preset.adaptive.search_step,
+                           sampling_steps=preset.sample.steps)

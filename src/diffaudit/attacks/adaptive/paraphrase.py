@@ -63,6 +63,6 @@ class Paraphrase(Probe):
     access = "service"
 
     def query(self, arm: Arm, preset: Preset, data: ImageDataset, targets: list[str]) -> Query:
-        alternatives = paraphrases(arm.pipe, data, targets, preset.study.paraphrases)
-        return Query(arm.conditioning(Rewritten(alternatives, f"paraphrase(k={preset.study.paraphrases})")),
+        alternatives = paraphrases(arm.pipe, data, targets, preset.adaptive.paraphrases)
+        return Query(arm.conditioning(Rewritten(alternatives, f"paraphrase(k={preset.adaptive.paraphrases})")),
                      arm.guidance, arm.sampling)

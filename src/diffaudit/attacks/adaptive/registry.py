@@ -1,4 +1,4 @@
-"""Every adaptive probe by name; `study.adaptive_probes` picks and orders them."""
+"""Every adaptive probe by name; `adaptive.probes` picks and orders them."""
 
 from diffaudit.attacks.adaptive.base import Probe
 from diffaudit.attacks.adaptive.embedding_search import EmbeddingSearchProbe
@@ -6,5 +6,5 @@ from diffaudit.attacks.adaptive.paraphrase import Paraphrase
 from diffaudit.attacks.adaptive.weights_holder import WeightsHolder
 from diffaudit.registry import Registry
 
-PROBES: Registry[Probe] = Registry("adaptive probe", "study.adaptive_probes",
+PROBES: Registry[Probe] = Registry("adaptive probe", "adaptive.probes",
                                   {p.name: p for p in (WeightsHolder(), Paraphrase(), EmbeddingSearchProbe())})

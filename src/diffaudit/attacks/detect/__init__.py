@@ -19,7 +19,7 @@ from diffaudit.backend import mapped
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.registry import Registry
 
-DETECTORS: Registry[type["Detector"]] = Registry("detector", "study.detector", {
+DETECTORS: Registry[type["Detector"]] = Registry("detector", "triage.detector", {
     "wen": WenTextNorm, "agreement": SeedAgreement, "sharpness": Sharpness})
 
 PROMPT_BLOCK = 64

@@ -41,7 +41,7 @@ class AttackKind:
 # The grids span the noise levels where each attack's signal was seen to move (SecMI's direction flips between linear
 # t = 10 and 100 on our model). CLiD chooses its alpha inside `fit`; its timesteps are in Stable Diffusion's
 # schedule, the others' in DDPM's linear one.
-ATTACKS: Registry[AttackKind] = Registry("membership attack", "study.mia_attacks", {
+ATTACKS: Registry[AttackKind] = Registry("membership attack", "membership.attacks", {
     "loss": AttackKind(LossAttack, [{"timesteps": (t,)} for t in (100, 20, 50, 200, 300)],  # Carlini et al. 2023
                        "white-box: noise predictions at chosen timesteps for (image, training caption) pairs"),
     "loss-avg": AttackKind(lambda **kw: LossAttack(**{"timesteps": tuple(range(50, 1000, 100)), "draws": 1, **kw}),
