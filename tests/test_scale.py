@@ -269,3 +269,16 @@ def test_a_study_may_grow_its_seeds_but_not_rewrite_them(tmp_path: Path, tiny: P
     with pytest.raises(ConfigError, match="study.seeds"):
         runner._check_same_config(tmp_path, tiny.model_copy(update={"study": study.model_copy(
             update={"seeds": (7, *study.seeds)})}))
+
+
+@pytest.mark.parametrize("section, key, more", [("study", "mitigations", "inference"),
+                                                ("adaptive", "probes", "embedding-search")])
+def test_a_study_may_grow_its_arms_and_probes(tmp_path: Path, tiny: Preset, section: str, key: str, more: str) -> None:
+    """Lists of arms and probes a finished study may extend (runner.EXTENDABLE), named by the section holding them."""
+    fewer = getattr(tiny, section).model_copy(update={key: tuple(x for x in getattr(getattr(tiny, section), key)
+                                                                 if x != more)})
+    write_run_record(tmp_path, tiny.model_copy(update={section: fewer}).model_dump(), {})
+    runner._check_same_config(tmp_path, tiny)
+    with pytest.raises(ConfigError, match=f"{section}.{key}"):
+        runner._check_same_config(tmp_path, tiny.model_copy(update={section: fewer.model_copy(
+            update={key: tuple(reversed(getattr(fewer, key)))})}))

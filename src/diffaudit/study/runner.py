@@ -523,7 +523,7 @@ def _record_choices(path: Path, rows: list[dict], controls: dict) -> None:
 RESUMABLE_ANYWHERE = {("runtime", "device"), ("runtime", "ray"), ("runtime", "ray_cpus"), ("runtime", "ray_gpus"),
                       ("runtime", "ray_workers")}  # where the work runs, not what it computes (`backend`)
 # Lists of arms, probes or seeds a finished study may grow: the old entries keep their steps, new ones run after them.
-EXTENDABLE = {("study", "mitigations"), ("study", "adaptive_probes"), ("study", "seeds"), ("study", "seed_arms")}
+EXTENDABLE = {("study", "mitigations"), ("adaptive", "probes"), ("study", "seeds"), ("study", "seed_arms")}
 
 
 def _same(section: str, key: str, before: object, now: object) -> bool:
