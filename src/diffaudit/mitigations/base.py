@@ -60,6 +60,9 @@ def trainable_copy(pipe: AuditPipeline) -> AuditPipeline:
 
 class Mitigation(ABC):
     kind: ClassVar[str]  # the row's `kind` in results.json and the config's name for it (study.mitigations)
+    # Also measured under the study's reference samplers (how numbers moved from the clamped DDIM), as the base is:
+    # for a mitigation that is itself a sampling setting.
+    on_reference_samplers: ClassVar[bool] = False
 
     @abstractmethod
     def variants(self, preset: Preset) -> list[Variant]:

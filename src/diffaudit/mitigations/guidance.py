@@ -9,6 +9,7 @@ from diffaudit.words import Description
 
 class Guidance(Mitigation):
     kind = "guidance"
+    on_reference_samplers = True
 
     def variants(self, preset: Preset) -> list[Variant]:
         return [Variant(f"guidance-{g:g}", g) for g in preset.guidance.sweep if g != preset.sample.guidance]

@@ -28,7 +28,7 @@ from diffaudit.data.imagefolder import ImageDataset
 from diffaudit.errors import ConfigError
 from diffaudit.io import jsonable, write_json
 from diffaudit.layout import RunLayout
-from diffaudit.mitigations.base import Context, Mitigation, Variant
+from diffaudit.mitigations.base import Context
 from diffaudit.mitigations.registry import MITIGATIONS
 from diffaudit.model.arm import Arm
 from diffaudit.model.conditioning import Conditioning, Text
@@ -40,6 +40,7 @@ from diffaudit.ownership import owned, remove_stale_temps
 from diffaudit.progress import Progress, make_progress
 from diffaudit.quality import UtilityProbe
 from diffaudit.study.adaptive_audit import adaptive_targets, run_probe, search_negative_control, static_outcome
+from diffaudit.study.arms import BASE, DETECTION, StudyArm, study_arms
 from diffaudit.study.assumptions import register
 from diffaudit.study.audit_records import (
     AUDIT_ROW_SCHEMA,
@@ -100,17 +101,6 @@ def check_names(preset: Preset) -> None:
         registry.check(names)
 
 
-def mitigation_arms(preset: Preset) -> dict[str, tuple[Mitigation, Variant]]:
-    """Every mitigation arm of a study under `preset`, by name, in the configured order, with its typed setting."""
-    return {v.name: (MITIGATIONS[kind], v) for kind in preset.study.mitigations
-            for v in MITIGATIONS[kind].variants(preset)}
-
-
-def all_arms(preset: Preset) -> list[str]:
-    """Every arm name of a study under `preset`, the base and the tiered audit first."""
-    return ["base", "base-tiered", *mitigation_arms(preset)]
-
-
 def headline(preset: Preset) -> Preset:
     """The preset as the study samples: `sample` set to the headline sampler (study.samplers[0])."""
     first = preset.study.samplers[0]
@@ -134,7 +124,7 @@ class Study:
         self.prompts = most_duplicated_prompts(self.data, preset.extraction.prompts_top, seed=preset.data.seed)
         self._utility: UtilityProbe | None = None
         self._arm: tuple[tuple[str, int], Arm] | None = None
-        self.mitigation_arms = mitigation_arms(preset)  # the preset's, listed once
+        self.study_arms = study_arms(preset)  # the preset's, listed once
         self.library = library(reference)  # committed arm models beside the reference
         self.clock: RunClock | None = None  # the whole run's progress, when the study loop runs here
         self._named: set[int] = set()  # seeds whose base model the console has named
@@ -217,7 +207,7 @@ class Study:
         preset = self.preset.model_copy(update={"train": self.preset.train.model_copy(update={"seed": seed})})
         reference = self.reference if seed == self.preset.train.seed else None
         said, self._named = seed in self._named, self._named | {seed}  # each seed's base named once per run
-        return prepare_model(preset, self.data, self.layout.arm(seed, "base"), reference, self.progress, say=not said)
+        return prepare_model(preset, self.data, self.layout.arm(seed, BASE), reference, self.progress, say=not said)
 
     def retrain(self, data: ImageDataset, folder: Path, seed: int) -> tuple[AuditPipeline, float]:
         """A model trained from scratch by the base recipe on `data`: a committed one when it matches (its seconds
@@ -257,64 +247,52 @@ class Study:
         """The seed at which every arm, sampler, probe and control runs; other seeds replicate `seed_arms`."""
         return seed == self.preset.study.seeds[0]
 
-    def arm_names(self, seed: int) -> list[str]:
-        """Every arm of the study at `seed`, the base and the tiered audit first."""
-        s, names = self.preset.study, all_arms(self.preset)
-        if self.first_seed(seed) or s.seed_arms is None:
-            return names
-        return [n for n in names if n in s.seed_arms]
+    def arms_at(self, seed: int) -> list[StudyArm]:
+        """Every arm of the study at `seed`, in order (at a replicate seed, those of `study.seed_arms`)."""
+        names = self.preset.study.seed_arms
+        return [a for a in self.study_arms.values() if self.first_seed(seed) or names is None or a.name in names]
 
     def arms(self, seed: int) -> list[tuple[str, Callable[[], dict]]]:
-        """Each arm of `seed` and its audit: every arm that is a model (the base, each mitigation variant) audited
-        alike, and the tiered audit of the base."""
-        kinds = {"base": "none"} | {name: m.kind for name, (m, _) in self.mitigation_arms.items()}
-        steps = {name: lambda k=kind, n=name: self.audited(k, n, seed) for name, kind in kinds.items()}
-        steps["base-tiered"] = lambda: self.tiered(seed)
-        return [(name, steps[name]) for name in self.arm_names(seed)]
-
-    def variant_of(self, name: str) -> dict:
-        """A row's typed mitigation setting (`variant`: name and value), for the readers that describe it; none for
-        the base and the tiered audit. Added when rows are assembled, so steps finished before it was recorded
-        resume."""
-        arm = self.mitigation_arms.get(name)
-        return {"variant": arm[1].as_record()} if arm else {}
+        """Each arm of `seed` and its audit: every arm that is a model audited alike, the tiered audit by its own."""
+        return [(a.name, (lambda a=a: self.audited(a, seed)) if a.is_model else (lambda: self.tiered(seed)))
+                for a in self.arms_at(seed)]
 
     def tiered(self, seed: int) -> dict:
         """The tiered audit of the base: a one-step detector ranks the captions, the full probe confirms the top
         share (reusing the base's own samples)."""
         s = self.preset.triage
-        return {"kind": "detection", **row_of(DetectionRecord(**run_tiered(
+        return {"kind": DETECTION, **row_of(DetectionRecord(**run_tiered(
             self.base(seed), self.data, self.layout.tiered(seed), self.prompts,
             self.preset.extraction.samples_per_prompt, self.preset.sample.guidance, self.preset.sample, self.probe_cfg,
-            s.detector, s.confirm_fraction, self.layout.extraction(seed, "base"), self.progress)))}
+            s.detector, s.confirm_fraction, self.layout.extraction(seed, BASE), self.progress)))}
 
     def arm(self, name: str, seed: int) -> Arm:
         """The model an arm audits (a finished mitigation is reloaded from its folder, not redone), kept for the
         arm's next audit (another sampler, a probe)."""
         if self._arm is not None and self._arm[0] == (name, seed):
             return self._arm[1]
-        if name == "base":
+        spec = self.study_arms[name]
+        if spec.mitigation is None:
             arm = Arm(self.base(seed), self.preset.sample.guidance)
         else:
-            mitigation, variant = self.mitigation_arms[name]
-            arm = mitigation.apply(variant, self.context(self.layout.arm(seed, name), seed))
+            arm = spec.mitigation.apply(spec.variant, self.context(self.layout.arm(seed, name), seed))
         self._arm = ((name, seed), arm)
         return arm
 
-    def audited(self, kind: str, name: str, seed: int) -> dict:
+    def audited(self, spec: StudyArm, seed: int) -> dict:
         """One arm (the base, or a mitigation variant applied to a fresh base) and its audits, alike for every arm (at
         a replicate seed: extraction only)."""
-        arm, full = self.arm(name, seed), self.first_seed(seed)
-        return {"kind": kind, **arm.record,
-                **self.audit(arm.pipe, self.layout.arm(seed, name), arm.guidance, mia=arm.mia and full,
+        arm, full = self.arm(spec.name, seed), self.first_seed(seed)
+        return {"kind": spec.kind, **arm.record,
+                **self.audit(arm.pipe, self.layout.arm(seed, spec.name), arm.guidance, mia=arm.mia and full,
                              members=arm.members, conditioning=arm.conditioning(Text()) if arm.wrap else None,
                              sampling=self.sampling(arm=arm), utility=full)}
 
-    def settings_of(self, kind: str) -> list[SamplerSetting]:
-        """The samplers an arm of `kind` is measured under beyond the headline: the other default samplers, and for
-        the base and the guidance arms the reference ones (how numbers moved)."""
+    def settings_of(self, arm: StudyArm) -> list[SamplerSetting]:
+        """The samplers an arm is measured under beyond the headline: the other default samplers, and for the base and
+        the guidance arms the reference ones (how numbers moved)."""
         s = self.preset.study
-        extra = s.reference_samplers if kind in ("none", "guidance") else ()
+        extra = s.reference_samplers if arm.on_reference_samplers else ()
         return [x for x in (*s.samplers[1:], *extra) if x != s.samplers[0]]
 
     def sampler_audit(self, name: str, seed: int, setting: SamplerSetting) -> dict:
@@ -342,7 +320,7 @@ class Study:
         """One adaptive probe against one arm, on the heavily duplicated attacked captions (the arm's model is kept
         for its next probe)."""
         at = self.layout
-        shared = [at.extraction(seed, "base") / "samples", at.extraction(seed, name) / "samples"]
+        shared = [at.extraction(seed, BASE) / "samples", at.extraction(seed, name) / "samples"]
         return run_probe(probe, self.arm(name, seed), self.data, at.arm(seed, name), self.targets, self.preset,
                          self.probe_cfg, shared, self.progress)
 
@@ -365,7 +343,7 @@ class Study:
         """The deletion request of the study (issue 17), each model its own step."""
         preset = self.preset.model_copy(update={"train": self.preset.train.model_copy(update={"seed": seed})})
         base = self.base(seed)
-        folder = trained_folder(preset, self.data, self.layout.arm(seed, "base"),
+        folder = trained_folder(preset, self.data, self.layout.arm(seed, BASE),
                                 self.reference if seed == self.preset.train.seed else None)
         def step(name: str, fn: Callable[[], dict]) -> dict:
             return self.step(RunLayout.arm_step(seed, f"forget-{name}"), fn)
@@ -396,9 +374,10 @@ def run_study(preset: Preset, run: Path, reference: Path | None, progress: Progr
 
 
 def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Progress) -> pd.DataFrame:
-    unknown = sorted(set(preset.study.seed_arms or ()) - set(all_arms(preset)))
+    names = list(study_arms(preset))
+    unknown = sorted(set(preset.study.seed_arms or ()) - set(names))
     if unknown:
-        raise ConfigError(f"study.seed_arms: unknown arm(s) {unknown}; this study's arms are {all_arms(preset)}")
+        raise ConfigError(f"study.seed_arms: unknown arm(s) {unknown}; this study's arms are {names}")
     resolve(preset.runtime)  # a missing GPU is named before any data is prepared
     _check_same_config(Path(run), preset)
     remove_stale_temps(Path(run))
@@ -427,16 +406,15 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
             _arms_on_workers(study, seed)
         full = study.first_seed(seed)
         for name, fn in study.arms(seed):
-            result = study.step(RunLayout.arm_step(seed, name), fn)
-            if full and result.get("kind") != "detection":
-                for setting in study.settings_of(result["kind"]):
+            result, arm = study.step(RunLayout.arm_step(seed, name), fn), study.study_arms[name]
+            if full and arm.is_model:
+                for setting in study.settings_of(arm):
                     other = study.step(RunLayout.sampler_step(seed, name, setting.key),
                                        lambda n=name, x=setting, s=seed: study.sampler_audit(n, s, x))
-                    sampler_rows.append({"arm": name, "seed": seed, "kind": result["kind"], **study.variant_of(name),
-                                         **other})
+                    sampler_rows.append({"arm": name, "seed": seed, "kind": result["kind"], **arm.record(), **other})
                 if probes:
                     result = {**result, "adaptive": study.adaptive(name, seed)}
-            rows.append({"arm": name, "seed": seed, **study.variant_of(name), **result})
+            rows.append({"arm": name, "seed": seed, **arm.record(), **result})
             _log_arm(study.run, preset, rows[-1])
             if full:  # each arm's settings get their nulls at once, so a partial run can already be judged
                 nulls = setting_nulls(study, rows + sampler_rows, calibration)
@@ -487,7 +465,7 @@ def _arms_on_workers(study: Study, seed: int) -> None:
     study.base(seed)  # trained here, once, before any task loads it
     pending = [name for name, _ in study.arms(seed) if not study.layout.step(RunLayout.arm_step(seed, name)).exists()]
     spec = (study.preset, study.run.resolve(), study.reference.resolve() if study.reference else None)
-    for wave in ([n for n in pending if n == "base"], [n for n in pending if n != "base"]):
+    for wave in ([n for n in pending if n == BASE], [n for n in pending if n != BASE]):
         for name, _ in zip(wave, mapped(spec, _arm_step, [(seed, name) for name in wave]), strict=True):
             study.progress.console.print(f"seed {seed}: arm {name} finished on a Ray worker")
 
@@ -562,7 +540,7 @@ def comparison_table(rows: list[dict]) -> pd.DataFrame:
     the unique images and subjects copied, best MIA, utility, compute."""
     out = []
     for r in rows:
-        if r.get("kind") == "detection":
+        if r.get("kind") == DETECTION:
             continue
         mia = r.get("mia") or {}
         best = strongest_attack(mia)
