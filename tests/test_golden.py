@@ -15,7 +15,7 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 # Keys the redesign added to findings.json: verdicts the reports used to compute themselves, now decided once there.
-ADDED = {"strongest_attack", "probe_words", "dp_power", "schema_version"}
+ADDED = {"strongest_attack", "probe_words", "dp_power", "membership", "schema_version"}
 # Keys added to results.json since: the version of its rows' shape (study.audit_records).
 RESULTS_ADDED = {"schema_version"}
 # Keys added to each results row since: a mitigation arm's typed setting (mitigations.base.Variant).

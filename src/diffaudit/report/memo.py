@@ -500,8 +500,7 @@ class MemoWriter:
         if self.trend and self.trend["clear"] and self.trend["rises"]:
             out.append("Count how often each picture repeats in the training data, and cap it: the more often a "
                        "picture repeated, the more often it was copied.")
-        mia = self.base.get("mia") or {}
-        if mia and max(m["auc_ci"][0] for m in mia.values()) > 0.5:
+        if self.res.membership(self.base)["detectable"]:
             out.append("Treat training-set membership as detectable by anyone who holds the model file. Do not train "
                        "on pictures whose presence in the data must stay secret.")
         out.append(f"Run this audit on the production model before each release, with {CARLINI_SAMPLES} tries per "
@@ -574,10 +573,10 @@ class MemoWriter:
                 "strictest one (page 1 gives the count).")
 
     def assumptions(self) -> list[str]:
-        auc = self.base.get("split_check_auc")
-        if auc is None:
+        auc, alike = self.base.get("split_check_auc"), self.res.membership(self.base)["split_alike"]
+        if alike is None:
             split = "We did not run the membership test, so we did not check the held-out pictures."
-        elif abs(auc - 0.5) < 0.05:
+        elif alike:
             split = (f"The pictures held out for the membership test came from the same pool as the training "
                      f"pictures, with look-alike pictures always kept on one side. A check that looks only at the "
                      f"pictures could not tell the two groups apart (score {auc:.2f}; 0.50 means alike).")

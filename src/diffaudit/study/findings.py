@@ -33,6 +33,9 @@ from diffaudit.study.verdicts import (
     worst_case,
 )
 
+# The model-free split check's AUC this close to 0.5 reads as "the member and held-out pictures look alike".
+SPLIT_ALIKE = 0.05
+
 
 def per_prompt(run: Path, seed: int, arm: str, sampler: str | None = None) -> pd.DataFrame:
     path = RunLayout(run).extraction(seed, arm, sampler) / "per_prompt.parquet"
@@ -280,6 +283,18 @@ def strongest_attacks(rows: list[dict]) -> dict[str, dict]:
             for r in rows if r.get("mia")}
 
 
+def membership_verdicts(rows: list[dict]) -> dict[str, dict]:
+    """Per (arm, seed) that measured membership: is membership detectable (some attack's AUC has its lower 95% bound
+    above 0.5), and do the member and held-out pictures look alike to the model-free split check (its AUC within
+    `SPLIT_ALIKE` of 0.5)? Decided here once, so the memo and the technical report say the same."""
+    def alike(auc: float | None) -> bool | None:
+        return None if auc is None else bool(abs(auc - 0.5) < SPLIT_ALIKE)
+
+    return {f"{r['arm']}@{r['seed']}": {"detectable": bool(max(m["auc_ci"][0] for m in r["mia"].values()) > 0.5),
+                                        "split_alike": alike(r.get("split_check_auc"))}
+            for r in rows if r.get("mia")}
+
+
 def dp_power(rows: list[dict], dp_controls: dict) -> dict:
     """Per seed with a non-private control: can the DP audit see a violation of the smallest theoretical epsilon
     (the control's empirical epsilon above it)? Without that power, a DP arm's clean audit says nothing."""
@@ -313,6 +328,6 @@ def findings(run: Path, rows: list[dict], search_control: dict | None = None, sa
             "duplication_trend": {str(s): duplication_trend(run, s, by_dup(base[s])) for s in seeds if s == first},
             "flag_precision": {str(s): flag_precision(run, s) for s in seeds},
             "oracle_extent": {str(s): oracle_extent(run, s) for s in seeds},
-            "adaptive": adaptive, "strongest_attack": strongest_attacks(rows),
+            "adaptive": adaptive, "strongest_attack": strongest_attacks(rows), "membership": membership_verdicts(rows),
             "probe_words": {name: {"title": p.title, "short": p.short} for name, p in PROBES.items()},
             "dp_power": dp_power(rows, dp_controls or {}), "schema_version": FINDINGS_SCHEMA}

@@ -19,7 +19,7 @@ from diffaudit.words import Description
 
 ALPHA = 0.05  # significance level for "changed beyond chance"
 # findings.json's shape: 2 added the verdicts decided once for the reports (strongest attack, probe words, DP power).
-FINDINGS_SCHEMA = 2
+FINDINGS_SCHEMA = 3
 VERDICTS = {  # the one verdict per arm, in the words every report uses
     "fewer": "fewer copies under every sampler",
     "undone": "fewer copies, undone by an attacker",
@@ -107,7 +107,7 @@ class FindingsRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
 
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     alpha: float
     arms: list[dict[str, Any]]  # pooled per arm over training seeds (cluster bootstrap over pictures)
     cells: list[dict[str, Any]]  # per (arm, sampler, seed): owner's and outsider's counts, null, misses
@@ -121,6 +121,7 @@ class FindingsRecord(BaseModel):
     oracle_extent: dict[str, dict[str, Any]]
     adaptive: list[dict[str, Any]]
     strongest_attack: dict[str, dict[str, str | None]]  # "arm@seed" -> by AUC and by TPR at 1% FPR
+    membership: dict[str, dict[str, bool | None]]  # "arm@seed" -> detectable, split_alike (membership_verdicts)
     probe_words: dict[str, dict[str, str]]
     dp_power: dict[str, Any]
 
@@ -197,6 +198,11 @@ class StudyResults:
         """The fixes that held, in the study's one ranking (`findings.json["ranking"]`)."""
         effects = {e.arm: e for e in self.effects()}
         return [effects[arm] for arm in self.findings["ranking"]]
+
+    def membership(self, row: dict) -> dict[str, bool | None]:
+        """The study's membership verdicts for a row (detectable; split alike), or none when it measured none."""
+        return self.findings["membership"].get(f"{row['arm']}@{row['seed']}", {"detectable": None,
+                                                                                 "split_alike": None})
 
     def strongest(self, row: dict, by: str = "auc") -> tuple[str | None, dict]:
         """The membership attack the study found strongest for this row (by AUC, or TPR at 1% FPR), and its
