@@ -139,7 +139,8 @@ def checked_findings(findings: dict, source: Path | str) -> dict:
     if findings.get("schema_version") != FINDINGS_SCHEMA:
         raise ConfigError(f"{source}: findings of schema {findings.get('schema_version', 1)!r}, written by an older "
                           f"diffaudit; run `diffaudit study` on the run again (its finished steps are reused) to "
-                          f"rewrite them as schema {FINDINGS_SCHEMA}")
+                          f"rewrite them as schema {FINDINGS_SCHEMA}, or, where this diffaudit refuses to resume it "
+                          "(its settings have since moved), write the reports with the diffaudit that ran it")
     try:
         FindingsRecord.model_validate(findings)
     except ValidationError as exc:
