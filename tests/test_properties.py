@@ -29,7 +29,8 @@ def _check(prop, n: int) -> None:
 
 
 FIELDS = {section: list(type(getattr(PRESETS["tiny"], section)).model_fields)
-          for section in ("data", "model", "train", "sample", "study", "extraction", "calibration", "membership")}
+          for section in ("data", "model", "train", "sample", "study", "extraction", "calibration", "membership",
+                          "triage", "guidance", "dedup", "adaptive")}
 VALUES = st.one_of(
     st.integers(-10**9, 10**9), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
     st.text(max_size=8), st.lists(st.one_of(st.integers(-5, 100), st.floats(-1, 50), st.text(max_size=6)),

@@ -17,7 +17,13 @@ from diffaudit.study.audit_records import (
     checked_rows,
     tracked,
 )
-from diffaudit.study.records import FINDINGS_JSON_SCHEMA, StudyResults, checked_findings, findings_schema
+from diffaudit.study.records import (
+    FINDINGS_JSON_SCHEMA,
+    FINDINGS_SCHEMA,
+    StudyResults,
+    checked_findings,
+    findings_schema,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny-study-findings.json"  # written before the redesign
 
@@ -36,7 +42,7 @@ def test_a_study_writes_findings_of_the_record_shape(tiny_study_dir: Path) -> No
 def test_findings_of_an_older_diffaudit_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="older diffaudit; run `diffaudit study`"):
         checked_findings(json.loads(GOLDEN.read_text()), GOLDEN)
-    bad = json.loads(GOLDEN.read_text()) | {"schema_version": 2}
+    bad = json.loads(GOLDEN.read_text()) | {"schema_version": FINDINGS_SCHEMA}
     with pytest.raises(ConfigError, match="not a findings record"):
         checked_findings(bad, "edited")
 

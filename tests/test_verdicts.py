@@ -149,11 +149,12 @@ def test_near_misses_count_as_copies_in_the_verdict(tmp_path: Path) -> None:
 @pytest.mark.parametrize("lows, split, detectable, alike", [
     ((0.48, 0.51), 0.52, True, True),  # one attack's interval clears 0.5: detectable, whichever attack is strongest
     ((0.30, 0.49), 0.58, False, False),  # every interval covers 0.5; the split check separates the pictures
-    ((0.50, 0.50), None, False, None),  # a bound at 0.5 is not above it; no split check was run
+    ((0.49, 0.50), None, False, None),  # a bound at 0.5 is not above it; no split check was run
 ])
 def test_membership_is_judged_once_from_every_attacks_interval(lows: tuple, split: float | None, detectable: bool,
                                                               alike: bool | None) -> None:
     """Controls of the one membership verdict the memo and technical report read (findings.membership_verdicts)."""
     mia = {f"attack{i}": {"auc": low + 0.1, "auc_ci": [low, low + 0.2]} for i, low in enumerate(lows)}
     rows = [{"arm": "base", "seed": 0, "mia": mia, "split_check_auc": split}, {"arm": "guidance-3", "seed": 0}]
-    assert findings.membership_verdicts(rows) == {"base@0": {"detectable": detectable, "split_alike": alike}}
+    assert findings.membership_verdicts(rows) == {"base@0": {"detectable": detectable, "by": "attack1",
+                                                              "split_alike": alike}}

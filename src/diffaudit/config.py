@@ -488,7 +488,7 @@ PRESETS: dict[str, Preset] = {
 
 
 # Settings that left `[study]` for a section of their own (old key -> new section and key): a file or a run folder
-# that still names an old key is refused, naming the new; a finished run's record is read through `upgraded`.
+# that still names an old key is refused, naming the new.
 _STUDY_MOVES = {
     "extraction": {k: k for k in ("prompts_top", "samples_per_prompt", "edge_threshold", "min_clique", "compare_size")},
     "calibration": {k: k for k in ("delta", "calibrate", "null_target", "null_bound", "null_prompts",
@@ -514,20 +514,11 @@ def moved_keys(config: dict[str, Any]) -> list[str]:
             if (section, key) in MOVED]
 
 
-def upgraded(config: dict[str, Any]) -> dict[str, Any]:
-    """A configuration as written before settings moved, with each moved key in its new place: how reports read a
-    finished run's record (a run is never resumed through it)."""
-    out = {section: dict(values) if isinstance(values, dict) else values for section, values in config.items()}
-    for (section, key), (new_section, new_key) in MOVED.items():
-        if key in out.get(section, {}):
-            out.setdefault(new_section, {})[new_key] = out[section].pop(key)
-    return out
-
-
 def recorded(config: dict[str, Any], source: Path) -> Preset:
-    """A finished run's configuration as run (its record's `config`), typed, any moved key read in its new place."""
+    """A finished run's configuration as run (its record's `config`), typed for the reports. A run recorded before
+    settings moved has findings of an older schema too, which `records.checked_findings` refuses first."""
     try:
-        return Preset.model_validate(upgraded(config))
+        return Preset.model_validate(config)
     except ValidationError as exc:
         raise ConfigError(f"{source}: its configuration is not one this diffaudit reads ({_errors(exc)}); write the "
                           "reports with the diffaudit that ran it") from exc

@@ -307,7 +307,10 @@ class MemoWriter:
             name, best = self.res.strongest(row)
             sharp_name, sharp = self.res.strongest(row, by="tpr_at_1pct_fpr")
             lo, hi = best["auc_ci"]
-            verdict = "better than a coin toss" if lo > 0.5 else "not clearly better than a coin toss"
+            judged = self.res.membership(row)
+            verdict = ("better than a coin toss" if lo > 0.5 else "not clearly better than a coin toss" + (
+                f", though {ATTACK_NAMES.get(judged['by'], judged['by'])}'s range lies above 0.50"
+                if judged["detectable"] else ""))
             out.append(f"We also asked a second question: given a picture, can someone tell whether we trained on "
                        f"it? The best of {len(mia)} published tests ({ATTACK_NAMES.get(name, name)}) scored "
                        f"{best['auc']:.2f} on a scale where 0.50 is a coin toss and 1.00 is always right (95% "

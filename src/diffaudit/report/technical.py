@@ -410,9 +410,10 @@ def _summary(res: StudyResults) -> str:
             f"captions copying their own image ({base['oracle_rate']:.1%}, 95% CI {base['oracle_ci'][0]:.1%}–"
             f"{base['oracle_ci'][1]:.1%}).")
     if mia:
-        said = ("detectable" if res.membership(base)["detectable"]
-                else "not clearly detectable (no attack's 95% interval excludes 0.5)")
-        text += (f" Membership was {said}: the strongest attack, {html.escape(mia[0])}, had AUC "
+        judged = res.membership(base)
+        said = (f"detectable ({html.escape(str(judged['by']))}'s AUC interval lies above 0.5)" if judged["detectable"]
+                else "not clearly detectable (no attack's AUC interval lies wholly above 0.5)")
+        text += (f" Membership was {said}; the strongest attack by AUC, {html.escape(mia[0])}, had AUC "
                  f"{mia[1]['auc']:.3f} ({_ci(mia[1]['auc_ci'])}; white-box access).")
     text += (" Fixes that lowered the pictures copied (owner's check, picture-paired exact McNemar, Holm-adjusted) "
              "under every default sampler and replicate seed, and that no probe undid: "

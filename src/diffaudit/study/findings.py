@@ -285,14 +285,18 @@ def strongest_attacks(rows: list[dict]) -> dict[str, dict]:
 
 def membership_verdicts(rows: list[dict]) -> dict[str, dict]:
     """Per (arm, seed) that measured membership: is membership detectable (some attack's AUC has its lower 95% bound
-    above 0.5), and do the member and held-out pictures look alike to the model-free split check (its AUC within
-    `SPLIT_ALIKE` of 0.5)? Decided here once, so the memo and the technical report say the same."""
+    above 0.5; `by`: the attack with the highest lower bound), and do the member and held-out pictures look alike to
+    the model-free split check (its AUC within `SPLIT_ALIKE` of 0.5)? Decided here once, so the memo and the technical
+    report say the same."""
     def alike(auc: float | None) -> bool | None:
         return None if auc is None else bool(abs(auc - 0.5) < SPLIT_ALIKE)
 
-    return {f"{r['arm']}@{r['seed']}": {"detectable": bool(max(m["auc_ci"][0] for m in r["mia"].values()) > 0.5),
-                                        "split_alike": alike(r.get("split_check_auc"))}
-            for r in rows if r.get("mia")}
+    def verdict(row: dict) -> dict:
+        by = max(row["mia"], key=lambda name: row["mia"][name]["auc_ci"][0])
+        return {"detectable": bool(row["mia"][by]["auc_ci"][0] > 0.5), "by": by,
+                "split_alike": alike(row.get("split_check_auc"))}
+
+    return {f"{r['arm']}@{r['seed']}": verdict(r) for r in rows if r.get("mia")}
 
 
 def dp_power(rows: list[dict], dp_controls: dict) -> dict:

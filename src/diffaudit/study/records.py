@@ -18,7 +18,8 @@ from diffaudit.study.audit_records import checked_rows, json_schema_of
 from diffaudit.words import Description
 
 ALPHA = 0.05  # significance level for "changed beyond chance"
-# findings.json's shape: 2 added the verdicts decided once for the reports (strongest attack, probe words, DP power).
+# findings.json's shape: 2 added the verdicts decided once for the reports (strongest attack, probe words, DP power);
+# 3 the membership verdicts (detectable, the split check's pictures alike).
 FINDINGS_SCHEMA = 3
 VERDICTS = {  # the one verdict per arm, in the words every report uses
     "fewer": "fewer copies under every sampler",
@@ -121,7 +122,7 @@ class FindingsRecord(BaseModel):
     oracle_extent: dict[str, dict[str, Any]]
     adaptive: list[dict[str, Any]]
     strongest_attack: dict[str, dict[str, str | None]]  # "arm@seed" -> by AUC and by TPR at 1% FPR
-    membership: dict[str, dict[str, bool | None]]  # "arm@seed" -> detectable, split_alike (membership_verdicts)
+    membership: dict[str, dict[str, bool | str | None]]  # "arm@seed" -> detectable, by, split_alike
     probe_words: dict[str, dict[str, str]]
     dp_power: dict[str, Any]
 
@@ -200,9 +201,10 @@ class StudyResults:
         effects = {e.arm: e for e in self.effects()}
         return [effects[arm] for arm in self.findings["ranking"]]
 
-    def membership(self, row: dict) -> dict[str, bool | None]:
-        """The study's membership verdicts for a row (detectable; split alike), or none when it measured none."""
-        return self.findings["membership"].get(f"{row['arm']}@{row['seed']}", {"detectable": None,
+    def membership(self, row: dict) -> dict[str, bool | str | None]:
+        """The study's membership verdicts for a row (detectable, by which attack; split alike), or none when it
+        measured none."""
+        return self.findings["membership"].get(f"{row['arm']}@{row['seed']}", {"detectable": None, "by": None,
                                                                                  "split_alike": None})
 
     def strongest(self, row: dict, by: str = "auc") -> tuple[str | None, dict]:
