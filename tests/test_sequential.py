@@ -15,7 +15,7 @@ from diffaudit.errors import ConfigError
 from diffaudit.model.pipeline import AuditPipeline
 from diffaudit.model.prepare import prepare_data
 from diffaudit.progress import make_progress
-from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, stopping_rule_from
+from diffaudit.study.extraction_audit import fit_inputs, most_duplicated_prompts, run_extraction, stopping_rule_from
 
 EDGE = 0.1
 
@@ -114,3 +114,10 @@ def test_sequential_probe_finds_every_caption_the_full_probe_finds(tmp_path: Pat
     assert refit.fitted_on == pipe.model_hash() and refit.miss.of == len(found)
     with pytest.raises(ConfigError, match="sequential probe"):
         stopping_rule_from(tmp_path / "seq", round_size=2, quantile=1.0, margin=0.1)
+    # Another seed order (benchmarks/sequential_orders.py) reorders the draws, never changes the set of all N.
+    natural, backwards = (fit_inputs(tmp_path / "full", order)[0].set_index(["prompt", "drawn"])
+                          for order in (None, list(range(n))[::-1]))
+    whole = [frame.xs(n, level="drawn")[["clique", "closest"]] for frame in (natural, backwards)]
+    assert whole[0].equals(whole[1])
+    with pytest.raises(ConfigError, match="seed order must hold each of the seeds"):
+        fit_inputs(tmp_path / "full", [0, 0, *range(2, n)])

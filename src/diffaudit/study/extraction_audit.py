@@ -205,10 +205,11 @@ def run_tiered(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: pd.D
     return summary
 
 
-def fit_inputs(run: Path) -> tuple[pd.DataFrame, pd.Series, pd.Series, StoppingRule]:
+def fit_inputs(run: Path, order: list[int] | None = None) -> tuple[pd.DataFrame, pd.Series, pd.Series, StoppingRule]:
     """What a stopping rule is fitted on, from a finished full probe (`run`): its draws' trajectories in seed order
     (with whether each clique holds an own copy), the captions it extracted, each caption's picture (its own training
-    image; a never-trained caption is its own group) and a rule template for its budget, clique and drawing."""
+    image; a never-trained caption is its own group) and a rule template for its budget, clique and drawing. `order`
+    (a permutation of the seeds 0..N-1) draws the seeds in that order instead, to measure how a rule depends on it."""
     run = Path(run)
     if not all((run / f).is_file() for f in ("per_prompt.parquet", "summary.json", "matches.parquet")):
         raise ConfigError(f"{run} is not a finished extraction (per_prompt, matches or summary is missing)")
@@ -223,6 +224,10 @@ def fit_inputs(run: Path) -> tuple[pd.DataFrame, pd.Series, pd.Series, StoppingR
     index = matches[["prompt", "seed"]].merge(pd.read_parquet(folder / "index.parquet").query(
         "guidance == @summary['guidance']"), on=["prompt", "seed"], how="left")
     images, index = load_samples(folder, index, side=int(summary["compare_size"]))
+    if order is not None:
+        if sorted(order) != list(range(budget)):
+            raise ConfigError(f"a seed order must hold each of the seeds 0..{budget - 1} once; got {order}")
+        index = index.assign(seed=index["seed"].map({seed: rank for rank, seed in enumerate(order)}))
     edge, own = float(summary["config"]["edge_threshold"]), (matches["kind"] == "own").to_numpy()
     paths = trajectories(images, index, list(range(1, budget + 1)), edge, own)
     picture = (matches[matches["own_idx"] >= 0].sort_values("own_distance").drop_duplicates("prompt")

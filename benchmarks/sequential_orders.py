@@ -1,0 +1,70 @@
+"""How the sequential probe's recall depends on the order its seeds are drawn in (issue 33's re-check).
+
+For each of K seed orders (the natural order first, then random permutations from numpy's default_rng(0)), the
+tuning model's and the audited model's full pools are replayed with the seeds drawn in that order (the same order for
+both, as a deployer fitting on a second model would draw them), the default rule is refitted on the tuning model and
+replayed on the audited one: recall of the full probe's extractions, by caption and by picture (captions of one picture
+move together), with exact 95% intervals, and the share of the full probe's UNet evaluations spent. No new sampling:
+run benchmarks/sequential.py first (its --out holds both pools).
+Usage: python benchmarks/sequential_orders.py --out runs/seq [--orders 10]
+"""
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from sequential import DEFAULT, TARGET_COST, TARGET_RECALL
+
+from diffaudit.attacks.metrics import clopper_pearson
+from diffaudit.attacks.sequential import fit_rule, replay
+from diffaudit.study.extraction_audit import fit_inputs
+
+
+def one_order(out: Path, order: list[int]) -> dict:
+    """The default rule fitted and replayed with the seeds drawn in `order`."""
+    t_paths, t_truth, t_groups, template = fit_inputs(out / "tuning", order)
+    rule = fit_rule(t_paths, t_truth, t_groups, replace(template, **DEFAULT))
+    paths, truth, groups, _ = fit_inputs(out / "evaluated", order)
+    stops = replay(paths, rule).set_index("prompt")
+    wanted = truth[truth].index
+    found = stops.loc[wanted].eval("stop == 'confirmed' and copy")
+    pictures = groups.loc[wanted]
+    found_pictures = pictures[found.to_numpy()].nunique()
+    return {"order": order, "futility": rule.futility, "fitted_miss": rule.miss.missed,
+            "recovered": int(found.sum()), "truth": len(wanted),
+            "recall_ci": clopper_pearson(int(found.sum()), len(wanted)),
+            "pictures_found": int(found_pictures), "pictures": int(pictures.nunique()),
+            "picture_ci": clopper_pearson(int(found_pictures), int(pictures.nunique())),
+            "cost_share": float(stops["draws"].sum() / (template.budget * len(stops)))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("runs/sequential"))
+    parser.add_argument("--orders", type=int, default=10)
+    args = parser.parse_args()
+    budget = json.loads((args.out / "evaluated" / "summary.json").read_text())["samples_per_prompt"]
+    rng = np.random.default_rng(0)
+    orders = [list(range(budget))] + [rng.permutation(budget).tolist() for _ in range(args.orders - 1)]
+    rows = [one_order(args.out, order) for order in orders]
+    (args.out / "orders.json").write_text(json.dumps(rows, indent=1, default=float))
+    print("| order (first four seeds) | miss on tuning model | recall, captions [95% CI] | recall, pictures [95% CI] "
+          "| cost share |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {', '.join(map(str, r['order'][:4]))}, ... | {r['fitted_miss']} | {r['recovered']}/{r['truth']} "
+              f"[{r['recall_ci'][0]:.0%}, {r['recall_ci'][1]:.0%}] | {r['pictures_found']}/{r['pictures']} "
+              f"[{r['picture_ci'][0]:.0%}, {r['picture_ci'][1]:.0%}] | {r['cost_share']:.1%} |")
+    recall = np.array([r["recovered"] / r["truth"] for r in rows])
+    cost = np.array([r["cost_share"] for r in rows])
+    both = int(((recall >= TARGET_RECALL) & (cost <= TARGET_COST)).sum())
+    print(f"over {len(rows)} orders: recall median {np.median(recall):.1%} (range {recall.min():.1%}-"
+          f"{recall.max():.1%}), {int((recall >= TARGET_RECALL).sum())} of {len(rows)} at >= {TARGET_RECALL:.0%}; "
+          f"cost median {np.median(cost):.1%} (range {cost.min():.1%}-{cost.max():.1%}); both targets met in {both} "
+          f"of {len(rows)}")
+
+
+if __name__ == "__main__":
+    main()
