@@ -33,7 +33,7 @@ class StudyArm:
     @property
     def on_reference_samplers(self) -> bool:
         """Measured under the reference samplers too: the base, and a mitigation that is a sampling setting."""
-        return self.mitigation is None or self.mitigation.on_reference_samplers
+        return self.is_model and (self.mitigation is None or self.mitigation.on_reference_samplers)
 
     def record(self) -> dict:
         """The row's typed mitigation setting (`variant`), for the readers that describe it; none without one."""
