@@ -6,7 +6,12 @@ both, as a deployer fitting on a second model would draw them), the default rule
 replayed on the audited one: recall of the full probe's extractions, by caption and by picture (captions of one picture
 move together), with exact 95% intervals, and the share of the full probe's UNet evaluations spent. No new sampling:
 run benchmarks/sequential.py first (its --out holds both pools).
-Usage: python benchmarks/sequential_orders.py --out runs/seq [--orders 10]
+
+With --robust K, the rule is instead fitted once over K other orders of the tuning model's draws (numpy's
+default_rng(1)): each check's threshold the largest of the K fits' (no threshold where any fit has none), so no
+extracted caption of the tuning model stops futile in any of those orders; it is then replayed on the audited model in
+each of the evaluated orders.
+Usage: python benchmarks/sequential_orders.py --out runs/seq [--orders 10] [--robust K]
 """
 
 import argparse
@@ -18,21 +23,35 @@ import numpy as np
 from sequential import DEFAULT, TARGET_COST, TARGET_RECALL
 
 from diffaudit.attacks.metrics import clopper_pearson
-from diffaudit.attacks.sequential import fit_rule, replay
+from diffaudit.attacks.sequential import StoppingRule, fit_rule, replay
 from diffaudit.study.extraction_audit import fit_inputs
 
 
-def one_order(out: Path, order: list[int]) -> dict:
-    """The default rule fitted and replayed with the seeds drawn in `order`."""
+def fitted(out: Path, order: list[int]) -> StoppingRule:
+    """The default rule fitted on the tuning model with its seeds drawn in `order`."""
     t_paths, t_truth, t_groups, template = fit_inputs(out / "tuning", order)
-    rule = fit_rule(t_paths, t_truth, t_groups, replace(template, **DEFAULT))
+    return fit_rule(t_paths, t_truth, t_groups, replace(template, **DEFAULT))
+
+
+def robust(out: Path, orders: list[list[int]]) -> StoppingRule:
+    """One rule over several orders of the tuning model's draws: each check's largest threshold, none where any
+    order's fit has none."""
+    rules = [fitted(out, order) for order in orders]
+    checks = set.intersection(*(set(r.futility) for r in rules))
+    return replace(rules[0], futility={n: max(r.futility[n] for r in rules) for n in sorted(checks)}, miss=None)
+
+
+def one_order(out: Path, order: list[int], rule: StoppingRule | None = None) -> dict:
+    """A rule (by default, the default rule fitted in the same order) replayed with the seeds drawn in `order`."""
+    rule = rule or fitted(out, order)
+    template = rule
     paths, truth, groups, _ = fit_inputs(out / "evaluated", order)
     stops = replay(paths, rule).set_index("prompt")
     wanted = truth[truth].index
     found = stops.loc[wanted].eval("stop == 'confirmed' and copy")
     pictures = groups.loc[wanted]
     found_pictures = pictures[found.to_numpy()].nunique()
-    return {"order": order, "futility": rule.futility, "fitted_miss": rule.miss.missed,
+    return {"order": order, "futility": rule.futility, "fitted_miss": rule.miss.missed if rule.miss else "-",
             "recovered": int(found.sum()), "truth": len(wanted),
             "recall_ci": clopper_pearson(int(found.sum()), len(wanted)),
             "pictures_found": int(found_pictures), "pictures": int(pictures.nunique()),
@@ -44,12 +63,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("runs/sequential"))
     parser.add_argument("--orders", type=int, default=10)
+    parser.add_argument("--robust", type=int, help="fit one rule over this many other orders of the tuning model")
     args = parser.parse_args()
     budget = json.loads((args.out / "evaluated" / "summary.json").read_text())["samples_per_prompt"]
     rng = np.random.default_rng(0)
     orders = [list(range(budget))] + [rng.permutation(budget).tolist() for _ in range(args.orders - 1)]
-    rows = [one_order(args.out, order) for order in orders]
-    (args.out / "orders.json").write_text(json.dumps(rows, indent=1, default=float))
+    rule = None
+    if args.robust:
+        other = np.random.default_rng(1)
+        rule = robust(args.out, [other.permutation(budget).tolist() for _ in range(args.robust)])
+        print(f"one rule over {args.robust} orders of the tuning model: thresholds "
+              f"{ {n: round(v, 3) for n, v in rule.futility.items()} }")
+    rows = [one_order(args.out, order, rule) for order in orders]
+    name = f"orders-robust{args.robust}.json" if args.robust else "orders.json"
+    (args.out / name).write_text(json.dumps(rows, indent=1, default=float))
     print("| order (first four seeds) | miss on tuning model | recall, captions [95% CI] | recall, pictures [95% CI] "
           "| cost share |")
     print("|---|---|---|---|---|")
