@@ -44,7 +44,6 @@ def robust(out: Path, orders: list[list[int]]) -> StoppingRule:
 def one_order(out: Path, order: list[int], rule: StoppingRule | None = None) -> dict:
     """A rule (by default, the default rule fitted in the same order) replayed with the seeds drawn in `order`."""
     rule = rule or fitted(out, order)
-    template = rule
     paths, truth, groups, _ = fit_inputs(out / "evaluated", order)
     stops = replay(paths, rule).set_index("prompt")
     wanted = truth[truth].index
@@ -56,7 +55,7 @@ def one_order(out: Path, order: list[int], rule: StoppingRule | None = None) -> 
             "recall_ci": clopper_pearson(int(found.sum()), len(wanted)),
             "pictures_found": int(found_pictures), "pictures": int(pictures.nunique()),
             "picture_ci": clopper_pearson(int(found_pictures), int(pictures.nunique())),
-            "cost_share": float(stops["draws"].sum() / (template.budget * len(stops)))}
+            "cost_share": float(stops["draws"].sum() / (rule.budget * len(stops)))}
 
 
 def main() -> None:
