@@ -23,14 +23,13 @@ import numpy as np
 from sequential import DEFAULT, TARGET_COST, TARGET_RECALL
 
 from diffaudit.attacks.metrics import clopper_pearson
-from diffaudit.attacks.sequential import StoppingRule, fit_rule, replay
-from diffaudit.study.extraction_audit import fit_inputs
+from diffaudit.attacks.sequential import StoppingRule, replay
+from diffaudit.study.extraction_audit import fit_inputs, stopping_rule_from
 
 
 def fitted(out: Path, order: list[int]) -> StoppingRule:
     """The default rule fitted on the tuning model with its seeds drawn in `order`."""
-    t_paths, t_truth, t_groups, template = fit_inputs(out / "tuning", order)
-    return fit_rule(t_paths, t_truth, t_groups, replace(template, **DEFAULT))
+    return stopping_rule_from(out / "tuning", **DEFAULT, order=order)
 
 
 def robust(out: Path, orders: list[list[int]]) -> StoppingRule:

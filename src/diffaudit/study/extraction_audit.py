@@ -239,8 +239,9 @@ def fit_inputs(run: Path, order: list[int] | None = None) -> tuple[pd.DataFrame,
     return paths, per_prompt.set_index("prompt")["extracted"], groups.set_axis(per_prompt["prompt"]), template
 
 
-def stopping_rule_from(run: Path, round_size: int, quantile: float, margin: float) -> StoppingRule:
+def stopping_rule_from(run: Path, round_size: int, quantile: float, margin: float,
+                       order: list[int] | None = None) -> StoppingRule:
     """Fit a sequential probe's stopping rule on a finished full probe (`run`, an extraction folder) of a second
-    model."""
-    paths, truth, groups, template = fit_inputs(run)
+    model (its seeds drawn in `order`, as `fit_inputs` reads it)."""
+    paths, truth, groups, template = fit_inputs(run, order)
     return fit_rule(paths, truth, groups, replace(template, round_size=round_size, quantile=quantile, margin=margin))

@@ -156,7 +156,7 @@ class StudyResults:
     rows: list[dict]
     assumptions: list[dict]
     preset: str
-    config: Preset  # the preset as run, from run.json (keys moved since read in their new place)
+    config: Preset  # the preset as run, from run.json
     record: dict  # hashes and package versions
     calibration: dict  # the copy threshold and the nulls it was chosen against
     mia_controls: dict  # the attacks' positive control (with its exposure curve) and negative control
