@@ -129,8 +129,7 @@ def main() -> None:
         sample_cfg = validated(quick.sample, batch_size=args.batch_size)
         preset = quick.model_copy(update={"sample": sample_cfg})
         calibration = calibrate_copy_test(pipe, data, preset, args.out / "null")
-        probe_cfg["cfg"] = ExtractionConfig(delta=calibration["delta"], edge_threshold=quick.extraction.edge_threshold,
-                                            min_clique=quick.extraction.min_clique)
+        probe_cfg["cfg"] = ExtractionConfig.at(calibration["delta"], quick.extraction)
         arms = {}
         for g in quick.guidance.sweep:
             s = run_extraction(pipe, data, args.out / f"guidance-{g:g}", prompts,

@@ -350,7 +350,7 @@ def extract(
     samples, scale = s.samples_per_prompt, cfg.sample.guidance
     with owned(out, "extraction", {"model": model, "dataset": data}), _progress() as progress:
         delta = _copy_threshold(pipe, dataset, cfg, out, progress)
-        probe_cfg = ExtractionConfig(delta=delta, edge_threshold=s.edge_threshold, min_clique=s.min_clique)
+        probe_cfg = ExtractionConfig.at(delta, s)
         if triage.tiered:
             result = run_tiered(pipe, dataset, out, targets, samples, scale, cfg.sample, probe_cfg, triage.detector,
                                 triage.confirm_fraction, full_run, progress)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from diffaudit.attacks.copies import matched_image
 from diffaudit.attacks.metrics import clopper_pearson
-from diffaudit.config import CARLINI_DELTA
+from diffaudit.config import CARLINI_DELTA, ProbeConfig
 from diffaudit.measure.distance import copy_distance
 
 
@@ -27,6 +27,11 @@ class ExtractionConfig:
     # at 3, since at CPU-sized N a 2-clique would be a single coincidence.
     clique_fraction: float = 10 / 500
     min_clique: int = 3
+
+    @classmethod
+    def at(cls, delta: float, settings: ProbeConfig) -> "ExtractionConfig":
+        """The probe as configured (`[extraction]`) at a copy threshold chosen elsewhere (calibrated, or given)."""
+        return cls(delta=delta, edge_threshold=settings.edge_threshold, min_clique=settings.min_clique)
 
     def clique_size(self, n: int) -> int:
         return max(self.min_clique, math.ceil(self.clique_fraction * n))

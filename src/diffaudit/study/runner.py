@@ -143,9 +143,7 @@ class Study:
         """The probe at the calibrated delta: no arm may be scored before the calibration step has run."""
         if self.calibration is None:
             raise RuntimeError("the copy test is not calibrated yet")
-        s = self.preset.extraction
-        return ExtractionConfig(delta=self.calibration["delta"], edge_threshold=s.edge_threshold,
-                                min_clique=s.min_clique)
+        return ExtractionConfig.at(self.calibration["delta"], self.preset.extraction)
 
     def calibrate(self, base: AuditPipeline) -> dict:
         """Choose delta against the model null of the first seed's base model, once for the whole study."""
