@@ -1,10 +1,11 @@
 """The sequential probe (attacks.sequential) against the full probe, replayed on one pool of generations per model.
 
 1. A tuning model other than the audited one (a second training seed): its pool (most duplicated, random singleton
-   and never-trained captions) is probed in full at N = 16, and a stopping rule is fitted on it for every setting of
-   the grid (round size, quantile, margin), with its miss rate estimated there (leave one picture out).
+   and never-trained captions) is probed in full at N = 16; the seed order is fitted on it (the seeds that copied most
+   first) and a stopping rule, for every setting of the grid (round size, quantile, margin), with its miss rate
+   estimated there (leave one picture out).
 2. The audited model: every member and never-trained caption, probed in full at N = 16 (the truth: what the full probe
-   extracts). Each rule is replayed on those generations in seed order (no new sampling): recall of the full probe's
+   extracts). Each rule is replayed on those generations in its seed order (no new sampling): recall of the full probe's
    extracted captions with its 95% interval, the share of the full probe's generations (UNet evaluations) spent,
    captions confirmed early that the full probe does not extract, and the projection at Carlini's N = 500 (truth: the
    N = 16 extractions; cost: captions stopped futile keep their draws, every other caption is charged all 500, an
@@ -30,7 +31,7 @@ from diffaudit.attacks.sequential import StoppingRule, fit_rule, replay
 from diffaudit.config import CARLINI_SAMPLES
 from diffaudit.data.imagefolder import ImageDataset, load_imagefolder
 from diffaudit.model.pipeline import AuditPipeline
-from diffaudit.study.extraction_audit import fit_inputs
+from diffaudit.study.extraction_audit import fit_inputs, fitted_seed_order
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -98,9 +99,10 @@ def main() -> None:
     pooled = evaluated_pool(data, args.limit)
     probe = full_probe(pipe, data, pooled.drop(columns="weight"), args.out / "evaluated").merge(
         pooled[["prompt", "weight"]], on="prompt")
-    t_paths, truth, picture, template = fit_inputs(args.out / "tuning")
-    e_paths = fit_inputs(args.out / "evaluated")[0]
-    rules = [fit_rule(t_paths, truth, picture, replace(template, **setting)) for setting in SETTINGS]
+    order = fitted_seed_order(args.out / "tuning")  # the rule's seed order, from the tuning model
+    t_paths, truth, picture, template = fit_inputs(args.out / "tuning", order)
+    e_paths = fit_inputs(args.out / "evaluated", order)[0]
+    rules = [fit_rule(t_paths, truth, picture, replace(template, order=order, **setting)) for setting in SETTINGS]
     rows = [{**setting, "fitted_miss": asdict(rule.miss), "futility": rule.futility, **score_rule(rule, e_paths, probe)}
             for setting, rule in zip(SETTINGS, rules, strict=True)]
     rules[SETTINGS.index(DEFAULT)].save(args.out / "rule.json")
@@ -125,7 +127,7 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=float))
     plot(rows, curves, args.out / "sequential_curve.png")
     print(f"tuning model {tuning.model_hash()}: {len(tune_probe)} captions, {int(truth.sum())} extracted at N = "
-          f"{template.budget}; "
+          f"{template.budget}; seed order fitted on it {order}; "
           f"audited model {pipe.model_hash()}: {len(probe)} captions, {int(probe['extracted'].sum())} extracted")
     print("| round | quantile | margin | screen | miss on tuning model (LOPO) | recall [95% CI] | cost share | early, "
           "not at N | N = 500: recall, cost (upper) |")

@@ -20,10 +20,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from sequential import DEFAULT, TARGET_COST, TARGET_RECALL
+from sequential import DEFAULT, TARGET_COST, TARGET_COST_500, TARGET_RECALL
 
+from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.metrics import clopper_pearson
 from diffaudit.attacks.sequential import StoppingRule, replay
+from diffaudit.config import CARLINI_SAMPLES
 from diffaudit.study.extraction_audit import fit_inputs, stopping_rule_from
 
 
@@ -48,13 +50,21 @@ def one_order(out: Path, order: list[int], rule: StoppingRule | None = None) -> 
     wanted = truth[truth].index
     found = stops.loc[wanted].eval("stop == 'confirmed' and copy")
     pictures = groups.loc[wanted]
+    # Projected at N = 500 as benchmarks/sequential.py does: a caption not stopped futile is charged all 500 draws and
+    # counted found (an upper bound on cost, a lower one on misses).
+    far = replay(paths, replace(rule, confirm=ExtractionConfig().clique_size(CARLINI_SAMPLES))).set_index("prompt")
+    futile = far["stop"] == "futile"
+    kept_500 = int((~futile.loc[wanted]).sum())
     found_pictures = pictures[found.to_numpy()].nunique()
     return {"order": order, "futility": rule.futility, "fitted_miss": rule.miss.missed if rule.miss else "-",
             "recovered": int(found.sum()), "truth": len(wanted),
             "recall_ci": clopper_pearson(int(found.sum()), len(wanted)),
             "pictures_found": int(found_pictures), "pictures": int(pictures.nunique()),
             "picture_ci": clopper_pearson(int(found_pictures), int(pictures.nunique())),
-            "cost_share": float(stops["draws"].sum() / (rule.budget * len(stops)))}
+            "cost_share": float(stops["draws"].sum() / (rule.budget * len(stops))),
+            "recovered_500": kept_500, "recall_500_ci": clopper_pearson(kept_500, len(wanted)),
+            "cost_share_500_upper": float((far.loc[futile, "draws"].sum() + CARLINI_SAMPLES * (~futile).sum())
+                                          / (CARLINI_SAMPLES * len(far)))}
 
 
 def main() -> None:
@@ -76,19 +86,26 @@ def main() -> None:
     name = f"orders-robust{args.robust}.json" if args.robust else "orders.json"
     (args.out / name).write_text(json.dumps(rows, indent=1, default=float))
     print("| order (first four seeds) | miss on tuning model | recall, captions [95% CI] | recall, pictures [95% CI] "
-          "| cost share |")
-    print("|---|---|---|---|---|")
+          "| cost share | N = 500: recall [95% CI], cost share (upper) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {', '.join(map(str, r['order'][:4]))}, ... | {r['fitted_miss']} | {r['recovered']}/{r['truth']} "
               f"[{r['recall_ci'][0]:.0%}, {r['recall_ci'][1]:.0%}] | {r['pictures_found']}/{r['pictures']} "
-              f"[{r['picture_ci'][0]:.0%}, {r['picture_ci'][1]:.0%}] | {r['cost_share']:.1%} |")
+              f"[{r['picture_ci'][0]:.0%}, {r['picture_ci'][1]:.0%}] | {r['cost_share']:.1%} | {r['recovered_500']}/"
+              f"{r['truth']} [{r['recall_500_ci'][0]:.0%}, {r['recall_500_ci'][1]:.0%}], "
+              f"{r['cost_share_500_upper']:.1%} |")
     recall = np.array([r["recovered"] / r["truth"] for r in rows])
     cost = np.array([r["cost_share"] for r in rows])
     both = int(((recall >= TARGET_RECALL) & (cost <= TARGET_COST)).sum())
+    recall_500 = np.array([r["recovered_500"] / r["truth"] for r in rows])
+    cost_500 = np.array([r["cost_share_500_upper"] for r in rows])
+    both_500 = int(((recall_500 >= TARGET_RECALL) & (cost_500 <= TARGET_COST_500)).sum())
     print(f"over {len(rows)} orders: recall median {np.median(recall):.1%} (range {recall.min():.1%}-"
           f"{recall.max():.1%}), {int((recall >= TARGET_RECALL).sum())} of {len(rows)} at >= {TARGET_RECALL:.0%}; "
           f"cost median {np.median(cost):.1%} (range {cost.min():.1%}-{cost.max():.1%}); both targets met in {both} "
-          f"of {len(rows)}")
+          f"of {len(rows)}; projected at N = {CARLINI_SAMPLES}: recall median {np.median(recall_500):.1%} (range "
+          f"{recall_500.min():.1%}-{recall_500.max():.1%}), cost median {np.median(cost_500):.1%} (range "
+          f"{cost_500.min():.1%}-{cost_500.max():.1%}), both targets met in {both_500} of {len(rows)}")
 
 
 if __name__ == "__main__":

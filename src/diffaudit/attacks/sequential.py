@@ -1,12 +1,14 @@
-"""A sequential extraction probe: the full probe's generations drawn in small rounds, in seed order, so a caption stops
-as soon as its draws settle it.
+"""A sequential extraction probe: the full probe's generations drawn in small rounds, so a caption stops as soon as its
+draws settle it.
 
 A caption stops *confirmed* once its draws hold a clique of the size the full probe asks at its budget N (then, as in
 the full probe, the clique is matched against the training set), and *futile* once its two closest draws are farther
 apart than the rule's threshold for that many draws. Only the generations stop a caption. No distribution-free bound is
 small after a few draws (a caption whose N = 16 clique is exactly 3 has all three outside its first 4 draws with
-probability C(13,4)/C(16,4) ~ 0.39), so the thresholds are fitted on a second model's full probe (`fit_rule`), never
-on the evaluated model's labels, and the rule carries the miss rate estimated there.
+probability C(13,4)/C(16,4) ~ 0.39), so the rule is fitted on a second model's full probe (`fit_rule`), never on the
+evaluated model's labels, and carries the miss rate estimated there. What it fits is both the thresholds and the order
+the seeds are drawn in (`seed_order`): copies come from a few initial noises, the same ones on two training seeds of
+one model (docs/results/2026-12-02-sequential-probe.md), so the noises that copied on the second model are drawn first.
 """
 
 import json
@@ -45,13 +47,15 @@ class Miss:
     ci_low: float
     ci_high: float
     confirmed_without_copy: int
-    how: str = "leave one picture out, on the fitting model"
+    how: str = ("leave one picture out, on the fitting model (its thresholds refitted without it; the seed order "
+                "fitted on every picture)")
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class StoppingRule:
     """When a caption stops. `futility[n]`: after n draws, stop when the closest pair of draws is farther than this.
-    The thresholds are distances at `compare_size` pixels between draws of `setting`; a probe elsewhere is refused."""
+    The thresholds are distances at `compare_size` pixels between draws of `setting`; a probe elsewhere is refused.
+    `order`: the seeds in the order they are drawn (None, in a rule written before the order was fitted: 0, 1, ...)."""
     budget: Annotated[int, Field(ge=2)]  # the full probe's N
     round_size: Annotated[int, Field(ge=1)]
     confirm: Annotated[int, Field(ge=2)]  # clique size that flags a caption: the full probe's at N
@@ -63,11 +67,14 @@ class StoppingRule:
     quantile: float  # of the fitting model's extracted captions' closest-pair distances, per check
     margin: float  # thresholds widened by this share
     miss: Miss | None = None
+    order: list[int] | None = None
 
     @model_validator(mode="after")
     def _checks_exist(self) -> "StoppingRule":
         if self.round_size > self.budget:
             raise ValueError(f"round_size {self.round_size} exceeds the budget {self.budget}")
+        if self.order is not None and sorted(self.order) != list(range(self.budget)):
+            raise ValueError(f"order {self.order} does not hold each of the seeds 0..{self.budget - 1} once")
         stray = sorted(set(self.futility) - set(self.checks()))
         if stray:
             raise ValueError(f"futility thresholds at {stray} draws, where no round ends")
@@ -76,6 +83,10 @@ class StoppingRule:
     def checks(self) -> list[int]:
         """Draw counts after which captions are looked at: every round, and the budget."""
         return sorted({*range(self.round_size, self.budget, self.round_size), self.budget})
+
+    def seeds(self) -> list[int]:
+        """The seeds in the order they are drawn."""
+        return list(self.order) if self.order is not None else list(range(self.budget))
 
     def save(self, path: Path) -> None:
         write_json(Path(path), asdict(self))
@@ -86,6 +97,15 @@ class StoppingRule:
             return cls(**json.loads(Path(path).read_text()))
         except (OSError, ValueError, TypeError, ValidationError) as err:
             raise ConfigError(f"{path} is not a stopping rule written by `diffaudit stopping-rule`: {err}") from err
+
+
+def seed_order(matches: pd.DataFrame, extracted: pd.Series, budget: int) -> list[int]:
+    """The seeds 0..budget-1, those whose draws copied the most of a full probe's extracted captions' own pictures
+    first (ties: the lower seed). On models/quick the same few initial noises held nearly every copy on two training
+    seeds, so a second model's full probe says which noises to draw first on the audited one."""
+    copied = matches[(matches["kind"] == "own") & matches["prompt"].map(extracted).fillna(False).astype(bool)]
+    counts = copied.groupby("seed").size().reindex(range(budget), fill_value=0)
+    return sorted(range(budget), key=lambda seed: (-int(counts[seed]), seed))
 
 
 def probe_setting(sample_cfg: SampleConfig, guidance: float) -> str:
@@ -212,18 +232,19 @@ def draw_sequentially(pipe: AuditPipeline, prompts: list[str], rule: StoppingRul
     """Draw each caption's generations round by round into `out` (a samples folder keyed like the full probe's, so
     either reuses the other's draws) until `rule` stops it. Returns the index rows drawn and, per caption, its draws
     and why it stopped."""
-    open_, drawn_rows, stops = list(prompts), [], {}
+    open_, drawn_rows, stops, order = list(prompts), [], {}, rule.seeds()
     task = progress.add_task("sequential probe", total=len(prompts)) if progress else None
     for start in range(0, rule.budget, rule.round_size):
-        seeds = list(range(start, min(start + rule.round_size, rule.budget)))
+        seeds = order[start:start + rule.round_size]
+        drawn = start + len(seeds)
         drawn_rows.append(generate(pipe, open_, seeds, [guidance], sample_cfg, out, conditioning=conditioning))
         rows = pd.concat(drawn_rows, ignore_index=True)
         images, index = load_samples(out, rows[rows["prompt"].isin(open_)], side)
         for prompt, group in index.groupby("prompt", sort=False):
             members, closest = draw_state(images[group.index.to_numpy()], rule.edge_threshold)
-            why = decide(len(members), closest, seeds[-1] + 1, rule)
+            why = decide(len(members), closest, drawn, rule)
             if why:
-                stops[prompt] = (seeds[-1] + 1, why)
+                stops[prompt] = (drawn, why)
         if task is not None:
             progress.advance(task, sum(p in stops for p in open_))
         open_ = [p for p in open_ if p not in stops]

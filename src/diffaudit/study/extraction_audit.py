@@ -20,6 +20,7 @@ from diffaudit.attacks.sequential import (
     draw_sequentially,
     fit_rule,
     probe_setting,
+    seed_order,
     trajectories,
 )
 from diffaudit.config import SampleConfig
@@ -111,8 +112,9 @@ def run_extraction(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: 
         "samples_per_prompt": samples_per_prompt, "guidance": guidance, "sampler": sample_cfg.sampler,
         "steps": sample_cfg.steps, "guidance_start": sample_cfg.guidance_start,
         "seeds": f"0..{samples_per_prompt - 1}" if rule is None else
-        f"0..{samples_per_prompt - 1}, each prompt's first `draws` (per_prompt.parquet); the oracle's fields count "
-        "those draws only", "model_hash": pipe.model_hash(), "setting": probe_setting(sample_cfg, guidance),
+        f"0..{samples_per_prompt - 1} in the order {rule.seeds()}, each prompt's first `draws` (per_prompt.parquet); "
+        "the oracle's fields count those draws only", "model_hash": pipe.model_hash(),
+        "setting": probe_setting(sample_cfg, guidance),
         "conditioning": conditioning.name, "samples_folder": os.path.relpath(gen_dir, out),
         "compare_size": int(data.images.shape[1]), "generated_size": int(pipe.resolution),
         "dataset_version": data.version, "clique_size_required": cfg.clique_size(samples_per_prompt),
@@ -205,12 +207,8 @@ def run_tiered(pipe: AuditPipeline, data: ImageDataset, out: Path, prompts: pd.D
     return summary
 
 
-def fit_inputs(run: Path, order: list[int] | None = None) -> tuple[pd.DataFrame, pd.Series, pd.Series, StoppingRule]:
-    """What a stopping rule is fitted on, from a finished full probe (`run`): its draws' trajectories in seed order
-    (with whether each clique holds an own copy), the captions it extracted, each caption's picture (its own training
-    image; a never-trained caption is its own group) and a rule template for its budget, clique and drawing. `order`
-    (a permutation of the seeds 0..N-1) draws the seeds in that order instead, to measure how a rule depends on it."""
-    run = Path(run)
+def full_probe_tables(run: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """A finished full probe's summary, per-prompt and per-draw tables, refusing a run a rule cannot be fitted on."""
     if not all((run / f).is_file() for f in ("per_prompt.parquet", "summary.json", "matches.parquet")):
         raise ConfigError(f"{run} is not a finished extraction (per_prompt, matches or summary is missing)")
     summary = json.loads((run / "summary.json").read_text())
@@ -220,6 +218,16 @@ def fit_inputs(run: Path, order: list[int] | None = None) -> tuple[pd.DataFrame,
     if "seed" not in matches or "setting" not in summary:
         raise ConfigError(f"{run} was written by an older diffaudit; run `diffaudit extract` on it again (its samples "
                           "are reused)")
+    return summary, per_prompt, matches
+
+
+def fit_inputs(run: Path, order: list[int] | None = None) -> tuple[pd.DataFrame, pd.Series, pd.Series, StoppingRule]:
+    """What a stopping rule is fitted on, from a finished full probe (`run`): its draws' trajectories in seed order
+    (with whether each clique holds an own copy), the captions it extracted, each caption's picture (its own training
+    image; a never-trained caption is its own group) and a rule template for its budget, clique and drawing. `order`
+    (a permutation of the seeds 0..N-1) draws the seeds in that order instead, to measure how a rule depends on it."""
+    run = Path(run)
+    summary, per_prompt, matches = full_probe_tables(run)
     budget, folder = int(summary["samples_per_prompt"]), run / summary["samples_folder"]
     index = matches[["prompt", "seed"]].merge(pd.read_parquet(folder / "index.parquet").query(
         "guidance == @summary['guidance']"), on=["prompt", "seed"], how="left")
@@ -239,9 +247,18 @@ def fit_inputs(run: Path, order: list[int] | None = None) -> tuple[pd.DataFrame,
     return paths, per_prompt.set_index("prompt")["extracted"], groups.set_axis(per_prompt["prompt"]), template
 
 
+def fitted_seed_order(run: Path) -> list[int]:
+    """The seed order a rule fitted on the full probe `run` draws in (`attacks.sequential.seed_order`)."""
+    summary, per_prompt, matches = full_probe_tables(Path(run))
+    return seed_order(matches, per_prompt.set_index("prompt")["extracted"], int(summary["samples_per_prompt"]))
+
+
 def stopping_rule_from(run: Path, round_size: int, quantile: float, margin: float,
                        order: list[int] | None = None) -> StoppingRule:
     """Fit a sequential probe's stopping rule on a finished full probe (`run`, an extraction folder) of a second
-    model (its seeds drawn in `order`, as `fit_inputs` reads it)."""
+    model: its seed order (`seed_order`, unless `order` is given) and then its thresholds, the draws read in that
+    order."""
+    order = fitted_seed_order(run) if order is None else order
     paths, truth, groups, template = fit_inputs(run, order)
-    return fit_rule(paths, truth, groups, replace(template, round_size=round_size, quantile=quantile, margin=margin))
+    return fit_rule(paths, truth, groups, replace(template, round_size=round_size, quantile=quantile, margin=margin,
+                                                  order=list(order)))
