@@ -39,13 +39,15 @@ def robust(out: Path, orders: list[list[int]]) -> StoppingRule:
     order's fit has none."""
     rules = [fitted(out, order) for order in orders]
     checks = set.intersection(*(set(r.futility) for r in rules))
-    return replace(rules[0], futility={n: max(r.futility[n] for r in rules) for n in sorted(checks)}, miss=None)
+    return replace(rules[0], futility={n: max(r.futility[n] for r in rules) for n in sorted(checks)}, miss=None,
+                   order=None)
 
 
-def one_order(out: Path, order: list[int], rule: StoppingRule | None = None) -> dict:
-    """A rule (by default, the default rule fitted in the same order) replayed with the seeds drawn in `order`."""
+def one_order(out: Path, order: list[int], rule: StoppingRule | None = None, audited: str = "evaluated") -> dict:
+    """A rule (by default, the default rule fitted on the tuning model in the same order) replayed on the full pool in
+    `out / audited` with the seeds drawn in `order`."""
     rule = rule or fitted(out, order)
-    paths, truth, groups, _ = fit_inputs(out / "evaluated", order)
+    paths, truth, groups, _ = fit_inputs(out / audited, order)
     stops = replay(paths, rule).set_index("prompt")
     wanted = truth[truth].index
     found = stops.loc[wanted].eval("stop == 'confirmed' and copy")
