@@ -2,6 +2,8 @@
 first draws.
 
 From the audited model's full pool (run benchmarks/sequential.py first; no new sampling):
+0. Which seeds the copies come from, on the audited model and on the tuning model (another training seed): why the
+   rule fits its seed order (attacks.sequential.seed_order) instead of drawing the seeds in an arbitrary one.
 1. How many of each extracted caption's N draws copy its own picture (the copies any clique is made of).
 2. The share of extracted captions with no copy among their first n draws, exactly, over every seed order
    (hypergeometric, from those counts): a rule has only non-copy evidence to keep these captions drawing.
@@ -23,7 +25,7 @@ import pandas as pd
 from sequential import TARGET_COST, TARGET_RECALL
 from sklearn.metrics import roc_auc_score
 
-from diffaudit.study.extraction_audit import fit_inputs
+from diffaudit.study.extraction_audit import fit_inputs, full_probe_tables
 
 CHECKS = (2, 3, 4, 6, 8)
 STATISTICS = {"closest pair": ["closest"], "own-picture distance": ["own"], "both": ["closest", "own"]}
@@ -69,6 +71,11 @@ def main() -> None:
     extracted = per_prompt.set_index("prompt")["extracted"]
     copies = (matches[matches["kind"] == "own"].groupby("prompt").size().reindex(extracted[extracted].index)
               .fillna(0).astype(int))
+    for name in ("evaluated", "tuning"):
+        _, pp, m = full_probe_tables(args.out / name)
+        hit = m[(m["kind"] == "own") & m["prompt"].map(pp.set_index("prompt")["extracted"])]
+        print(f"0. {name} model: of its {int(pp['extracted'].sum())} extracted captions, how many copied under each "
+              f"seed: {hit.groupby('seed').size().reindex(range(budget), fill_value=0).to_dict()}")
     print(f"1. own copies among {budget} draws, per extracted caption ({len(copies)}): "
           f"{copies.value_counts().sort_index().to_dict()}")
     blind = {n: float(np.mean([comb(budget - k, n) / comb(budget, n) for k in copies])) for n in CHECKS}

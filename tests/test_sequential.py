@@ -2,6 +2,7 @@
 fitted on one model finds on another every caption the full probe finds, and a rule is refused where it was not
 fitted."""
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,15 @@ import pandas as pd
 import pytest
 
 from diffaudit.attacks.extraction import ExtractionConfig
-from diffaudit.attacks.sequential import StoppingRule, check_rule, decide, fit_rule, replay, trajectories
+from diffaudit.attacks.sequential import (
+    StoppingRule,
+    check_rule,
+    decide,
+    fit_rule,
+    replay,
+    seed_order,
+    trajectories,
+)
 from diffaudit.config import PRESETS
 from diffaudit.errors import ConfigError
 from diffaudit.model.pipeline import AuditPipeline
@@ -86,14 +95,29 @@ def test_rule_is_refused_on_the_model_it_was_fitted_on(tiny_pipe: AuditPipeline,
             StoppingRule.load(tmp_path / "bad.json")
 
 
+def test_seed_order_draws_first_the_noises_that_copied_an_extracted_caption() -> None:
+    """Copies of extracted captions under seeds 3 (twice) and 1 put those first; a copy of a caption the probe did
+    not extract, and a never-trained caption's draws, do not count; the rest keep their natural order."""
+    matches = pd.DataFrame({"prompt": ["a", "a", "b", "b", "c", "c"], "seed": [3, 1, 3, 0, 2, 2],
+                            "kind": ["own", "own", "own", "none", "own", "own"]})
+    extracted = pd.Series({"a": True, "b": True, "c": False})
+    assert seed_order(matches, extracted, 4) == [3, 1, 0, 2]
+    assert seed_order(matches.iloc[:0], extracted, 4) == [0, 1, 2, 3]
+    assert rule({}, budget=4).seeds() == [0, 1, 2, 3]  # a rule written before the order was fitted
+    assert StoppingRule(**{**asdict(rule({}, budget=4)), "order": [3, 1, 0, 2]}).seeds() == [3, 1, 0, 2]
+    with pytest.raises(ValueError, match="does not hold each of the seeds 0..3 once"):
+        StoppingRule(**{**asdict(rule({}, budget=4)), "order": [3, 3, 0, 2]})
+
+
 RULE = Path(__file__).parents[1] / "benchmarks" / "results" / "sequential_rule.json"
 REFERENCE = Path(__file__).parents[1] / "models" / "quick"
 
 
 def test_sequential_probe_finds_every_caption_the_full_probe_finds(tmp_path: Path) -> None:
     """The committed quick model (its 64-copy captions copy, its singletons do not) under the rule the benchmark
-    fitted on a second training seed: drawn live in rounds, the sequential probe must extract every caption the full
-    probe extracts, for fewer generations. The full probe then shares its folder and draws only what is missing."""
+    fitted on a second training seed (its seed order and thresholds): drawn live in rounds, the sequential probe must
+    extract every caption the full probe extracts, for fewer generations. The full probe then shares its folder and
+    draws only what is missing."""
     quick = PRESETS["quick"]
     data = prepare_data(quick, tmp_path / "data", make_progress(disable=True))
     ranked = most_duplicated_prompts(data, len(data))
@@ -112,6 +136,7 @@ def test_sequential_probe_finds_every_caption_the_full_probe_finds(tmp_path: Pat
     assert seq["sequential"]["draws"] == per_prompt["generations"].sum() < n * len(prompts)
     refit = stopping_rule_from(tmp_path / "full", round_size=2, quantile=1.0, margin=0.1)
     assert refit.fitted_on == pipe.model_hash() and refit.miss.of == len(found)
+    assert sorted(refit.order) == list(range(n))
     with pytest.raises(ConfigError, match="sequential probe"):
         stopping_rule_from(tmp_path / "seq", round_size=2, quantile=1.0, margin=0.1)
     # Another seed order (benchmarks/sequential_orders.py) reorders the draws, never changes the set of all N.
