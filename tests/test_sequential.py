@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.sequential import (
@@ -113,7 +114,8 @@ RULE = Path(__file__).parents[1] / "benchmarks" / "results" / "sequential_rule.j
 REFERENCE = Path(__file__).parents[1] / "models" / "quick"
 
 
-def test_sequential_probe_finds_every_caption_the_full_probe_finds(tmp_path: Path) -> None:
+def test_sequential_probe_finds_every_caption_the_full_probe_finds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture) -> None:
     """The committed quick model (its 64-copy captions copy, its singletons do not) under the rule the benchmark
     fitted on a second training seed (its seed order and thresholds): drawn live in rounds, the sequential probe must
     extract every caption the full probe extracts, for fewer generations. The full probe then shares its folder and
@@ -134,9 +136,11 @@ def test_sequential_probe_finds_every_caption_the_full_probe_finds(tmp_path: Pat
     assert found <= set(per_prompt.query("extracted")["prompt"])
     assert seq["unet_evaluations"] < full["unet_evaluations"]
     assert seq["sequential"]["draws"] == per_prompt["generations"].sum() < n * len(prompts)
-    refit = stopping_rule_from(tmp_path / "full", round_size=2, quantile=1.0, margin=0.1)
+    assert run_cli(monkeypatch, "stopping-rule", str(tmp_path / "full"), str(tmp_path / "rule.json")) == 0
+    refit = StoppingRule.load(tmp_path / "rule.json")
     assert refit.fitted_on == pipe.model_hash() and refit.miss.of == len(found)
     assert sorted(refit.order) == list(range(n))
+    assert ", ".join(map(str, refit.order)) in " ".join(capsys.readouterr().out.split())  # rich wraps lines
     with pytest.raises(ConfigError, match="sequential probe"):
         stopping_rule_from(tmp_path / "seq", round_size=2, quantile=1.0, margin=0.1)
     # Another seed order (benchmarks/sequential_orders.py) reorders the draws, never changes the set of all N.

@@ -400,7 +400,8 @@ def stopping_rule(
     rule = stopping_rule_from(full_run, s.sequential_round, s.sequential_quantile, s.sequential_margin)
     rule.save(out)
     miss = rule.miss
-    console.print(f"rule for N = {rule.budget}, rounds of {rule.round_size}, fitted on {rule.fitted_on}: estimated "
+    console.print(f"rule for N = {rule.budget}, rounds of {rule.round_size}, seeds drawn in the order "
+                  f"{', '.join(map(str, rule.seeds()))}, fitted on {rule.fitted_on}: estimated "
                   f"miss rate {miss.missed}/{miss.of} ({miss.ci_low:.0%}-{miss.ci_high:.0%}, {miss.how}; "
                   f"{miss.confirmed_without_copy} of them confirmed early on a clique without a copy); "
                   f"written to {out}")
