@@ -150,8 +150,8 @@ def test_missing_results_are_named(tmp_path: Path) -> None:
 def test_technical_report_lists_every_arm_and_assumption(tiny_study_dir: Path, tmp_path: Path) -> None:
     page = write_technical(tiny_study_dir, tmp_path / "tech.html").read_text()
     res = StudyResults.load(tiny_study_dir)
-    for row in res.rows:
-        assert f"Arm {row['arm']} (seed {row['seed']})" in page or row.get("kind") == "detection"
+    for row in res.audited():
+        assert f"Arm {row.arm} (seed {row.seed})" in page
     for a in res.assumptions:
         assert a["item"] in page
     assert "data:image/png;base64," in page and "Tiered detection" in page
@@ -243,13 +243,13 @@ def test_page_one_states_scope_intervals_floor_and_ceiling(tiny_study_dir: Path,
     base = res.row("base")
     for needed in ("What was tested", f"{res.config.data.resolution}×{res.config.data.resolution}-pixel",
                    "training run", f"{res.config.extraction.samples_per_prompt} tries each",
-                   f"below {base['delta']:g}", "never saw", "An outsider who can only ask for pictures",
-                   f"finds copies for {base['oracle_memorized_prompts']} of {base['attacked_prompts']} captions",
-                   "What helped most", f"made at guidance scale {base['guidance']:g}",
+                   f"below {base.delta:g}", "never saw", "An outsider who can only ask for pictures",
+                   f"finds copies for {base.oracle_memorized_prompts} of {base.attacked_prompts} captions",
+                   "What helped most", f"made at guidance scale {base.guidance:g}",
                    "Read with care", "not for large deployed models"):
         assert needed in page1, needed
     assert page1.count("95% range") >= 3, "floor, ceiling and the null each carry an interval"
-    extent = res.findings["oracle_extent"][str(base["seed"])]
+    extent = res.findings["oracle_extent"][str(base.seed)]
     assert f"{extent['images']} picture" in page1 and f"{extent['families']} subject" in page1, \
         "the owner's ceiling is counted in pictures and subjects too"
     assert "questions to ask" in _flat(memo_text(memo.pdf))
@@ -292,7 +292,7 @@ def test_every_number_in_the_memo_comes_from_a_result_file(edited_study: Path) -
     body = [ln.replace(run_id, "") for ln in memo_text(memo.pdf).splitlines()
             if not ln.startswith("diffaudit memo ·") and not re.fullmatch(r"\d of \d", ln.strip())]
     text = _flat(" ".join(body))
-    for label in {b["dup_bucket"] for r in res.rows for b in r.get("by_dup", [])}:  # labels such as "16-31"
+    for label in {b.dup_bucket for r in res.audited() for b in r.by_dup}:  # labels such as "16-31"
         text = text.replace(f"{label} time", " time")
     printed = re.findall(r"[-+]?\d[\d,]*(?:\.\d+)?%?", text.replace("×", " "))
     untraced = {n.rstrip(",") for n in printed} - allowed
@@ -307,9 +307,8 @@ def test_verdicts_page_renders_every_arm_sampler_and_setting(tiny_study_dir: Pat
 
     res = StudyResults.load(tiny_study_dir)
     page = verdicts_markdown(res)
-    for row in res.rows + res.sampler_rows:
-        if row.get("kind") != "detection":
-            assert f"| {row['arm']} |" in page and row["sampler"] in page
+    for row in res.audited() + res.sampler_rows:
+        assert f"| {row.arm} |" in page and row.sampler in page
     for tag in res.findings["setting_nulls"]:
         assert f"| {tag} |" in page
     assert page.rstrip().endswith(".") and "Ranking" in page

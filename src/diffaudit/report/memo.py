@@ -109,12 +109,12 @@ class MemoWriter:
         self.arms = res.arms().set_index("arm")
         self.effects = res.effects()
         self.config = res.config
-        self.buckets = by_dup(self.base)
-        self.trend = res.findings["duplication_trend"][str(self.base["seed"])]
-        self.flags = res.findings["flag_precision"][str(self.base["seed"])]
+        self.buckets = by_dup([b.model_dump() for b in self.base.by_dup])
+        self.trend = res.findings["duplication_trend"][str(self.base.seed)]
+        self.flags = res.findings["flag_precision"][str(self.base.seed)]
         self.adaptive = res.findings.get("adaptive", [])
         self.cells = res.findings.get("cells", [])
-        self.headline = self.base.get("sampler", "")
+        self.headline = self.base.sampler
 
     def sampler_words(self, key: str) -> str:
         """A sampler key ("ddim-unclamped-25") in a reader's words."""
@@ -127,7 +127,7 @@ class MemoWriter:
         return " and ".join(self.sampler_words(s.key) for s in self.config.study.samplers)
 
     def cell(self, arm: str, sampler: str) -> dict | None:
-        seed = self.base["seed"]
+        seed = self.base.seed
         return next((c for c in self.cells if c["arm"] == arm and c["sampler"] == sampler and c["seed"] == seed), None)
 
     def sampler_sentence(self) -> str:
@@ -183,10 +183,10 @@ class MemoWriter:
                 f"{data.n_member:,} captioned emoji pictures (some repeated on purpose), "
                 f"{len(seeds)} training run{'s' if len(seeds) > 1 else ''}; the {probe.prompts_top} most "
                 f"repeated captions, {probe.samples_per_prompt} tries each (the published study used "
-                f"{CARLINI_SAMPLES}), made at guidance scale {self.base['guidance']:g} with "
+                f"{CARLINI_SAMPLES}), made at guidance scale {self.base.guidance:g} with "
                 f"{self.sampler_words(self.headline)}, as deployed. A copy is a picture whose largest difference "
                 f"from the caption's own training picture, over {TILE_GRID}×{TILE_GRID} tiles, is below "
-                f"{self.base['delta']:g} (RMS, "
+                f"{self.base.delta:g} (RMS, "
                 "pixels scaled 0 to 1); "
                 f"captions the model never saw got such a 'copy' {null['hits']} times in {null['n']} (95% range "
                 f"{span(null['ci_low'], null['ci_high'])}).")
@@ -198,9 +198,9 @@ class MemoWriter:
             oracle, n, (low, high) = b["owner_prompts"], b["prompts"], b["owner_ci"]
             images, families = b["owner_images"], b["owner_families"]
         else:
-            oracle, n = self.base["oracle_memorized_prompts"], self.base["attacked_prompts"]
-            low, high = self.base["oracle_ci"]
-            extent = self.res.findings["oracle_extent"][str(self.base["seed"])]
+            oracle, n = self.base.oracle_memorized_prompts, self.base.attacked_prompts
+            low, high = self.base.oracle_ci
+            extent = self.res.findings["oracle_extent"][str(self.base.seed)]
             images, families = extent["images"], extent["families"]
         return (f"An outsider who can only ask for pictures got copies for {b['extracted']} of {b['prompts']} "
                 f"captions ({pct(b['rate'])}, 95% range {span(b['ci_low'], b['ci_high'])}): {b['images']} pictures "
@@ -246,7 +246,7 @@ class MemoWriter:
 
     def questions(self) -> list[str]:
         """For a deployed model: what to ask its owner, each with what this study found for ours."""
-        dp = next((r["dp"] for r in self.res.rows if r.get("kind") == "dp"), None)
+        dp = next((r.extra("dp") for r in self.res.audited() if r.kind == "dp"), None)
         hits = self.buckets[self.buckets["hits"] > 0]
         top = hits.loc[hits["hits"].idxmax(), "dup_bucket"] if len(hits) else None
         where = f"Here, most copies came from pictures in the training data {top} times." if top else \
@@ -264,7 +264,7 @@ class MemoWriter:
             ("What data does a privacy guarantee cover? Here, only the "
              f"{dp['calibration_examples']} pictures used for the private fine-tuning, not the training set."
              if dp else "What data does a privacy guarantee cover, if there is one?"),
-            f"What does the audit cost to run? Here, {self.base['extraction_unet_evals']:,} model steps for the "
+            f"What does the audit cost to run? Here, {self.base.extraction_unet_evals:,} model steps for the "
             "extraction test of one model.",
         ]
 
@@ -298,37 +298,37 @@ class MemoWriter:
             out.append(f"An attacker does not need our data to spot likely copies: when the model gives the same "
                        f"picture again and again for one caption, that picture is probably a copy. This test "
                        f"flagged {self.flags['flagged']} captions; {self.flags['true']} of them "
-                       f"({pct(self.flags['precision'])}) really can give a copy; for {row['prompts_with_copy']}, the "
+                       f"({pct(self.flags['precision'])}) really can give a copy; for {row.prompts_with_copy}, the "
                        "repeat was the copy (page 1's count). It found "
-                       f"{pct(row['probe_recall'])} of all the captions that we know, from the training data, "
+                       f"{pct(row.probe_recall)} of all the captions that we know, from the training data, "
                        f"can give one.")
-        mia = row.get("mia") or {}
+        mia = row.mia or {}
         if mia:
             name, best = self.res.strongest(row)
             sharp_name, sharp = self.res.strongest(row, by="tpr_at_1pct_fpr")
-            lo, hi = best["auc_ci"]
+            lo, hi = best.auc_ci
             judged = self.res.membership(row)
             verdict = ("better than a coin toss" if lo > 0.5 else "not clearly better than a coin toss" + (
                 f", though {ATTACK_NAMES.get(judged['by'], judged['by'])}'s range lies above 0.50"
                 if judged["detectable"] else ""))
             out.append(f"We also asked a second question: given a picture, can someone tell whether we trained on "
                        f"it? The best of {len(mia)} published tests ({ATTACK_NAMES.get(name, name)}) scored "
-                       f"{best['auc']:.2f} on a scale where 0.50 is a coin toss and 1.00 is always right (95% "
+                       f"{best.auc:.2f} on a scale where 0.50 is a coin toss and 1.00 is always right (95% "
                        f"range {lo:.2f} to {hi:.2f}): {verdict}. Wrongly accusing only 1 in 100 outsiders, "
                        f"{ATTACK_NAMES.get(sharp_name, sharp_name)} caught "
-                       f"{pct(sharp['tpr_at_1pct_fpr'])} of the real training pictures. These tests read "
+                       f"{pct(sharp.tpr_at_1pct_fpr)} of the real training pictures. These tests read "
                        "the model's internal predictions, so they need the model file itself; a user of a hosted "
                        "service could not run them." + self._controls_sentence())
-        tiered = next((r for r in self.res.rows if r.get("kind") == "detection" and r["seed"] == row["seed"]), None)
-        if tiered and tiered.get("full_probe_extracted_prompts"):
-            out.append(f"A cheap screening test, then the full test on the top {tiered['prompts_confirmed']} "
-                       f"captions only, found {tiered['recovered']} of the {tiered['full_probe_extracted_prompts']} "
-                       f"copied captions, for {pct(tiered['cost_ratio_vs_full'])} of the computing cost.")
+        tiered = self.res.tiered(row.seed)
+        if tiered and tiered.full_probe_extracted_prompts:
+            out.append(f"A cheap screening test, then the full test on the top {tiered.prompts_confirmed} "
+                       f"captions only, found {tiered.recovered} of the {tiered.full_probe_extracted_prompts} "
+                       f"copied captions, for {pct(tiered.cost_ratio_vs_full)} of the computing cost.")
         deletion = self.deletion
         if deletion:
             out.append(deletion)
         if len(self.res.seeds) > 1:
-            out.append(f"The findings above are for training run {row['seed']}; the rates in the table on page 3 "
+            out.append(f"The findings above are for training run {row.seed}; the rates in the table on page 3 "
                        f"pool all {len(self.res.seeds)} runs.")
         return out
 
@@ -381,7 +381,7 @@ class MemoWriter:
         out.append(f"We asked for {self.config.extraction.samples_per_prompt} pictures per caption; the published "
                    f"study asked for {CARLINI_SAMPLES}. More tries would likely find more copies, so our rates are a "
                    "floor.")
-        if not any(k.startswith("lira") for k in self.base.get("mia") or {}):
+        if not any(k.startswith("lira") for k in self.base.mia or {}):
             out.append("We did not run the strongest membership test (LiRA), which needs many extra models.")
         if not self.adaptive:
             out.append("We did not test attackers who adapt to a fix, for example by rewording captions.")
@@ -438,7 +438,7 @@ class MemoWriter:
         if not self.adaptive:
             return ""
         probes = list(dict.fromkeys(c["probe"] for c in self.adaptive))
-        targets = self.base["adaptive"]["targets"]
+        targets = self.base.adaptive["targets"]
         failed = [c for c in self.adaptive if c["verdict"] == "control failed"]
         caveat = (" The search was not counted: on captions the model never saw it also produced 'copies'."
                   if failed else "")
@@ -461,7 +461,7 @@ class MemoWriter:
         """Fixes that lowered extraction beyond chance, the most durable first (in the training data, then in the
         weights, then a sampling setting), each with its cost and what a reader must know before adopting it."""
         out = []
-        base_rate = self.base["prompts_with_copy"] / self.base["attacked_prompts"]  # the first seed's, as e.rate
+        base_rate = self.base.prompts_with_copy / self.base.attacked_prompts  # the first seed's, as e.rate
         working = self.res.ranked()
         held = [e for e in working if not self._undone(e.arm)]
         for rank, e in enumerate(held):
@@ -531,7 +531,7 @@ class MemoWriter:
 
     def _baseline_guidance(self, e: ArmEffect) -> str:
         """The guidance the no-fix pictures were made at, beside a fix that raises it."""
-        return f"Our no-fix pictures were made at scale {self.base['guidance']:g}." if e.kind == "guidance" else ""
+        return f"Our no-fix pictures were made at scale {self.base.guidance:g}." if e.kind == "guidance" else ""
 
     def _attack_sentence(self, arm: str) -> str:
         """The harder attacks' result for a fix that held, in a sentence; empty when none was compared."""
@@ -576,7 +576,7 @@ class MemoWriter:
                 "strictest one (page 1 gives the count).")
 
     def assumptions(self) -> list[str]:
-        auc, alike = self.base.get("split_check_auc"), self.res.membership(self.base)["split_alike"]
+        auc, alike = self.base.split_check_auc, self.res.membership(self.base)["split_alike"]
         if alike is None:
             split = "We did not run the membership test, so we did not check the held-out pictures."
         elif alike:
@@ -588,7 +588,7 @@ class MemoWriter:
                      f"pictures apart (score {auc:.2f}; 0.50 means alike), so membership results may be overstated.")
         return [
             "The attacker can ask the model for pictures and knows, or can guess, captions from the training data.",
-            f"A picture counts as a copy when it is within a small pixel distance ({self.base['delta']:g}) of the "
+            f"A picture counts as a copy when it is within a small pixel distance ({self.base.delta:g}) of the "
             "caption's own training picture in every part of the image, as in the published study. "
             + self._threshold_sentence(),
             split,
@@ -601,7 +601,7 @@ def _figures(w: MemoWriter, out: Path) -> bool:
     dup_rate_figure(w.buckets.to_dict("records"), out / "fig_dup.png")
     titles = {e.arm: e.description.title for e in w.effects}
     arms_figure(w.arms.reset_index(), out / "fig_arms.png", [titles.get(a, "No fix") for a in w.arms.index])
-    folder = RunLayout(w.res.run).extraction(w.base["seed"], "base")
+    folder = RunLayout(w.res.run).extraction(w.base.seed, "base")
     pairs = pd.read_parquet(folder / "pairs.parquet").query("kind == 'own'")
     files = [folder / "pairs" / f"{int(i):05d}.png" for i in
              pairs.sort_values("distance").drop_duplicates("train_idx")["train_idx"].head(6)]

@@ -18,6 +18,7 @@ from diffaudit.config import CARLINI_DELTA
 from diffaudit.figures import delta_figure
 from diffaudit.io import write_text
 from diffaudit.layout import RunLayout
+from diffaudit.study.audit_records import AuditRow
 from diffaudit.study.records import ALPHA, StudyResults, attack_settings, by_dup
 
 METHODS = [
@@ -116,8 +117,8 @@ def _record(record: dict) -> str:
     return _table(pd.DataFrame([{"setting": k, "value": _cell(k, v)} for k, v in flat(record)]))
 
 
-def _mia_table(row: dict, run: Path) -> pd.DataFrame:
-    summary = json.loads((RunLayout(run).mia(row["seed"], row["arm"]) / "summary.json").read_text())
+def _mia_table(row: AuditRow, run: Path) -> pd.DataFrame:
+    summary = json.loads((RunLayout(run).mia(row.seed, row.arm) / "summary.json").read_text())
     out = []
     for attack, res in summary["attacks"].items():
         for subset in ("all", "singleton_members"):
@@ -195,7 +196,7 @@ def _mia_controls(res: StudyResults) -> str:
 
 def _dp_audit(res: StudyResults) -> str:
     """Empirical epsilon of every DP arm and of the non-private control, beside the theoretical one."""
-    audits = [(r["arm"], r["seed"], r["dp_audit"]) for r in res.rows if "dp_audit" in r]
+    audits = [(r.arm, r.seed, r.extra("dp_audit")) for r in res.audited() if r.extra("dp_audit")]
     sanity = res.findings["dp_power"]["sanity_test"]
     audits += [("dp-nonprivate (control)", int(seed), c["dp_audit"]) for seed, c in res.dp_controls.items()]
     rows = [{"arm": arm, "seed": seed, "theoretical epsilon": a["theoretical_epsilon"], "delta": a["delta"],
@@ -222,9 +223,9 @@ def _dp_audit(res: StudyResults) -> str:
     return text + _table(pd.DataFrame(rows))
 
 
-def _by_delta(row: dict) -> pd.DataFrame:
-    probe = pd.DataFrame(row["extraction_by_delta"]).set_index("delta")
-    oracle = pd.DataFrame(row["oracle_by_delta"]).set_index("delta")
+def _by_delta(row: AuditRow) -> pd.DataFrame:
+    probe = pd.DataFrame([r.model_dump() for r in row.extraction_by_delta]).set_index("delta")
+    oracle = pd.DataFrame([r.model_dump() for r in row.oracle_by_delta]).set_index("delta")
     return pd.DataFrame({"delta": probe.index, "probe prompts": probe["hits"].to_numpy(),
                          "probe rate": probe["rate"].to_numpy(), "probe 95% CI": [
                              f"{lo:.3f}–{hi:.3f}" for lo, hi in zip(probe["ci_low"], probe["ci_high"], strict=True)],
@@ -361,12 +362,13 @@ def _forget(res: StudyResults) -> str:
     return text
 
 
-def _delta_figure(res: StudyResults, row: dict) -> str:
+def _delta_figure(res: StudyResults, row: AuditRow) -> str:
     """The base arm's probe and oracle rates against delta beside the never-trained null, as an embedded figure."""
-    curves = {"black-box probe": row["extraction_by_delta"], "oracle (owner)": row["oracle_by_delta"],
+    curves = {"black-box probe": [r.model_dump() for r in row.extraction_by_delta],
+              "oracle (owner)": [r.model_dump() for r in row.oracle_by_delta],
               "never-trained captions (null)": res.calibration["model_null_by_delta"]}
     with tempfile.TemporaryDirectory() as tmp:
-        uri = _uri(delta_figure(curves, row["delta"], Path(tmp) / "delta.png"))
+        uri = _uri(delta_figure(curves, row.delta, Path(tmp) / "delta.png"))
     return f'<img src="{uri}" alt="extraction rate against the copy threshold delta" width="520">'
 
 
@@ -402,19 +404,19 @@ def _summary(res: StudyResults) -> str:
     arms = res.arms().set_index("arm")
     b = arms.loc["base"]
     lowered = [e for e in res.effects() if e.lowered]
-    mia = res.strongest(base) if base.get("mia") else None
+    mia = res.strongest(base) if base.mia else None
     text = (f"<p>Preset {html.escape(res.preset)}, seeds {', '.join(map(str, res.seeds))}, delta "
-            f"{base['delta']:g}. With no fix, the black-box probe extracted {b['extracted']} of {b['prompts']} "
+            f"{base.delta:g}. With no fix, the black-box probe extracted {b['extracted']} of {b['prompts']} "
             f"attacked captions ({b['rate']:.1%}, 95% CI {b['ci_low']:.1%}–{b['ci_high']:.1%}): {b['images']} images "
-            f"of {b['families']} subjects; the owner's direct check (oracle) found {base['oracle_memorized_prompts']} "
-            f"captions copying their own image ({base['oracle_rate']:.1%}, 95% CI {base['oracle_ci'][0]:.1%}–"
-            f"{base['oracle_ci'][1]:.1%}).")
+            f"of {b['families']} subjects; the owner's direct check (oracle) found {base.oracle_memorized_prompts} "
+            f"captions copying their own image ({base.oracle_rate:.1%}, 95% CI {base.oracle_ci[0]:.1%}–"
+            f"{base.oracle_ci[1]:.1%}).")
     if mia:
         judged = res.membership(base)
         said = (f"detectable ({html.escape(str(judged['by']))}'s AUC interval lies above 0.5)" if judged["detectable"]
                 else "not clearly detectable (no attack's AUC interval lies wholly above 0.5)")
         text += (f" Membership was {said}; the strongest attack by AUC, {html.escape(mia[0])}, had AUC "
-                 f"{mia[1]['auc']:.3f} ({_ci(mia[1]['auc_ci'])}; white-box access).")
+                 f"{mia[1].auc:.3f} ({_ci(mia[1].auc_ci)}; white-box access).")
     text += (" Fixes that lowered the pictures copied (owner's check, picture-paired exact McNemar, Holm-adjusted) "
              "under every default sampler and replicate seed, and that no probe undid: "
              + ("; ".join(f"{html.escape(e.description.title)}: {e.base_owner_pictures} to {e.owner_pictures} of "
@@ -436,9 +438,9 @@ def _samplers(res: StudyResults) -> str:
     rows = []
     for c in cells:
         null = c.get("null") or {}
-        row = next((r for r in [*res.rows, *res.sampler_rows] if r["arm"] == c["arm"] and r["seed"] == c["seed"]
-                    and r.get("sampler") == c["sampler"]), {})
-        misses = row.get("near_misses") or {}
+        row = next((r for r in [*res.audited(), *res.sampler_rows] if r.arm == c["arm"] and r.seed == c["seed"]
+                    and r.sampler == c["sampler"]), None)
+        misses = row.near_misses.model_dump() if row is not None else {}
         rows.append({"arm": c["arm"], "sampler": c["sampler"], "seed": c["seed"], "setting": c["setting"],
                      "owner captions": f"{c['owner_prompts']}/{c['prompts']} ({_ci(c['owner_ci'])})",
                      "owner pictures": f"{c['owner_pictures']}/{c['pictures']} ({_ci(c['owner_picture_ci'])})",
@@ -472,37 +474,39 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
     sections.append(("Deletion requests: forgetting and its verification", _forget(res)))
     per_seed = pd.read_parquet(RunLayout(res.run).comparison)
     sections.append(("Every arm and seed", _table(per_seed)))
-    for row in [r for r in res.rows if r.get("kind") != "detection"]:
-        summary = json.loads((RunLayout(res.run).extraction(row["seed"], row["arm"]) / "summary.json").read_text())
-        buckets = by_dup(summary).merge(by_dup(summary, "oracle_by_dup"), on="dup_bucket", suffixes=("", "_oracle"))
-        body = (f"<p>At delta {row['delta']:g}: {row['prompts_with_copy']} of {row['attacked_prompts']} prompts "
-                f"copied their own image ({row['extracted_images']} images, {row['extracted_families']} families); "
-                f"{row['family_prompts']} prompts copied a near-duplicate sibling and {row['other_prompts']} another "
-                f"subject. Oracle: {row['oracle_memorized_prompts']} prompts memorized "
-                f"({_num(row['oracle_rate'])}, 95% CI {_num(row['oracle_ci'][0])}–{_num(row['oracle_ci'][1])}), "
-                f"{row['oracle_family_hit_prompts']} more with a family hit only. Probe precision "
-                f"{_num(row['probe_precision'], 'n/a (no prompt flagged)')}, recall "
-                f"{_num(row['probe_recall'], 'n/a (nothing memorized)')} against the oracle; guidance "
-                f"{row['guidance']:g}; {row['extraction_unet_evals']} UNet evaluations; model "
-                f"{row['model_hash'][:12]}.</p>" + _table(buckets)
+    for row in res.audited():
+        summary = json.loads((RunLayout(res.run).extraction(row.seed, row.arm) / "summary.json").read_text())
+        buckets = by_dup(summary["by_dup"]).merge(by_dup(summary["oracle_by_dup"]), on="dup_bucket",
+                                                  suffixes=("", "_oracle"))
+        body = (f"<p>At delta {row.delta:g}: {row.prompts_with_copy} of {row.attacked_prompts} prompts "
+                f"copied their own image ({row.extracted_images} images, {row.extracted_families} families); "
+                f"{row.family_prompts} prompts copied a near-duplicate sibling and {row.other_prompts} another "
+                f"subject. Oracle: {row.oracle_memorized_prompts} prompts memorized "
+                f"({_num(row.oracle_rate)}, 95% CI {_num(row.oracle_ci[0])}–{_num(row.oracle_ci[1])}), "
+                f"{row.oracle_family_hit_prompts} more with a family hit only. Probe precision "
+                f"{_num(row.probe_precision, 'n/a (no prompt flagged)')}, recall "
+                f"{_num(row.probe_recall, 'n/a (nothing memorized)')} against the oracle; guidance "
+                f"{row.guidance:g}; {row.extraction_unet_evals} UNet evaluations; model "
+                f"{row.model_hash[:12]}.</p>" + _table(buckets)
                 + "<h4>Sensitivity to delta (rate of prompts; probe and oracle)</h4>" + _table(_by_delta(row)))
-        if row["arm"] == "base":
+        if row.arm == "base":
             body += _delta_figure(res, row)
             body += ("<h4>Probe recall against the oracle by generations per prompt N and clique size</h4>"
-                     + _table(pd.DataFrame(row["probe_sweep"])))
-        if row.get("mia"):
-            roc = _uri(RunLayout(res.run).mia(row["seed"], row["arm"]) / "roc.png")
-            gap = row["mia_loss_gap"]
-            body += (f"<p>Split check (model-free AUC): {row['split_check_auc']:.3f}. Held-out loss gap: non-members "
+                     + _table(pd.DataFrame([p.model_dump() for p in row.probe_sweep])))
+        if row.mia:
+            roc = _uri(RunLayout(res.run).mia(row.seed, row.arm) / "roc.png")
+            gap = row.mia_loss_gap
+            body += (f"<p>Split check (model-free AUC): {row.split_check_auc:.3f}. Held-out loss gap: non-members "
                      f"{gap['nonmember_loss']:.3g} vs members {gap['member_loss']:.3g} ({gap['relative_gap']:+.1%})."
                      "</p>") + _table(
                 _mia_table(row, res.run)) + (f'<img src="{roc}" alt="ROC curves" width="420">' if roc else "")
         for key in ("dedup", "dp", "dp_audit"):
-            if key in row:
-                body += f"<h4>{key} report</h4>" + _record(row[key])
-        sections.append((f"Arm {row['arm']} (seed {row['seed']}): extraction by duplication bucket", body))
-    for row in [r for r in res.rows if r.get("kind") == "detection"]:
-        sections.append((f"Tiered detection (seed {row['seed']})", _record(row)))
+            if row.extra(key) is not None:
+                body += f"<h4>{key} report</h4>" + _record(row.extra(key))
+        sections.append((f"Arm {row.arm} (seed {row.seed}): extraction by duplication bucket", body))
+    for seed in res.seeds:
+        if (tiered := res.tiered(seed)) is not None:
+            sections.append((f"Tiered detection (seed {seed})", _record(tiered.model_dump())))
     sections.append(("Assumptions register", _table(pd.DataFrame(res.assumptions))))
     sections.append(("Configuration (preset as run)", _record(res.config.model_dump(mode="json"))))
     sections.append(("Hashes and package versions", _record({k: v for k, v in res.record.items() if k != "config"})))

@@ -81,9 +81,9 @@ def extracted_pairs(res: StudyResults) -> list[dict]:
         tiered = layout.tiered(seed) / "detector_scores.parquet"
         if tiered.exists():
             detector = pd.read_parquet(tiered).set_index("prompt")["detector_score"].to_dict()
-        for row in [r for r in res.rows if r["seed"] == seed and r.get("kind") != "detection"]:
-            folder = layout.extraction(seed, row["arm"])
-            keys = _keys(folder, row["guidance"])
+        for row in [r for r in res.audited() if r.seed == seed]:
+            folder = layout.extraction(seed, row.arm)
+            keys = _keys(folder, row.guidance)
             found = {int(p.sample): {"train_idx": int(p.train_idx), "kind": p.kind, "distance": float(p.distance),
                                      "outsider": True, "owner": p.kind == "own"}
                      for p in pd.read_parquet(folder / "pairs.parquet").itertuples()}
@@ -102,7 +102,7 @@ def extracted_pairs(res: StudyResults) -> list[dict]:
                 f, prompt = found[sample], keys["prompt"].iloc[sample]
                 info = per_prompt.loc[prompt]
                 rows.append({
-                    "pair": _png_uri(image, members.images[f["train_idx"]]), "arm": names.get(row["arm"], row["arm"]),
+                    "pair": _png_uri(image, members.images[f["train_idx"]]), "arm": names.get(row.arm, row.arm),
                     "seed": seed, "prompt": prompt, "match": MATCH[f["kind"]],
                     "family": str(members.table["family"].iloc[f["train_idx"]]), "distance": round(f["distance"], 4),
                     "dup_count": int(info["dup_count"]), "dup_kind": str(info["dup_kind"]),
@@ -124,15 +124,15 @@ def write_viewer(run: Path, out: Path | None = None) -> Path:
     rows = extracted_pairs(res)
     names = fix_names(res)
     confirmed = {(r["arm"], r["seed"]) for r in rows if r["outsider"]}
-    empty = [f"{names.get(r['arm'], r['arm'])} (seed {r['seed']})" for r in res.rows
-             if r.get("kind") != "detection" and (names.get(r["arm"], r["arm"]), r["seed"]) not in confirmed]
+    empty = [f"{names.get(r.arm, r.arm)} (seed {r.seed})" for r in res.audited()
+             if (names.get(r.arm, r.arm), r.seed) not in confirmed]
     page = (Path(__file__).parent / "templates" / "viewer.html").read_text()
     title = f"diffaudit extraction viewer · run {res.record['hashes']['base_model'][:8]} · preset {res.preset}"
     def embed(value: object) -> str:  # JSON inside <script>: "</" must not close the element
         return json.dumps(value).replace("</", "<\\/")
 
     # Rows go in last, so text inside a prompt can never be taken for one of the placeholders.
-    sampler = res.row("base").get("sampler", "the study's sampler")
+    sampler = res.row("base").sampler
     none = (f"No copies confirmed by the outsider's probe with {sampler} in: " + ", ".join(empty) + ". Switch to the "
             "owner's check to see the copies it finds there; the technical report lists every fix under every sampler."
             ) if empty else ""

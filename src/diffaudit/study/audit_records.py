@@ -211,6 +211,10 @@ class AuditRow(ExtractionRecord):
     utility_unet_evaluations: int | None = None
     adaptive: dict[str, Any] | None = None
 
+    def extra(self, key: str) -> Any:
+        """The mitigation's own record under `key` (e.g. "dp_audit"), or None: extra keys are not typed here."""
+        return (self.model_extra or {}).get(key)
+
 
 class DetectionRow(DetectionRecord):
     arm: str
@@ -252,14 +256,16 @@ def audit_row_schema() -> dict:
             "anyOf": [{"$ref": "#/$defs/AuditRow"}, {"$ref": "#/$defs/DetectionRow"}]}
 
 
-def checked_rows(rows: list[dict], source: Path | str) -> list[dict]:
-    """`rows` when each has a results row's shape; else one line naming the row and the first field that is off."""
+def checked_rows(rows: list[dict], source: Path | str) -> list[AuditRow | DetectionRow]:
+    """`rows` as records when each has a results row's shape; else one line naming the row and the first field that
+    is off."""
+    out = []
     for row in rows:
         try:
-            (DetectionRow if row.get("kind") == "detection" else AuditRow).model_validate(row)
+            out.append((DetectionRow if row.get("kind") == "detection" else AuditRow).model_validate(row))
         except ValidationError as exc:
             where = "; ".join(".".join(map(str, e["loc"])) + f": {e['msg']}" for e in exc.errors()[:3])
             raise ConfigError(f"{source}: row {row.get('arm')!r} at seed {row.get('seed')!r} is not a results row "
                               f"({where}); if an older diffaudit wrote it, run `diffaudit study` on the run again "
                               "(its finished steps are reused)") from exc
-    return rows
+    return out

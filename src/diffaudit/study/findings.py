@@ -329,7 +329,8 @@ def findings(run: Path, rows: list[dict], search_control: dict | None = None, sa
             "effects": [asdict(e) | {"verdict": e.verdict} for e in effects],
             "ranking": [e.arm for e in ranking], "best_arm": ranking[0].arm if ranking else None,
             "switch_sampler": switched,
-            "duplication_trend": {str(s): duplication_trend(run, s, by_dup(base[s])) for s in seeds if s == first},
+            "duplication_trend": {str(s): duplication_trend(run, s, by_dup(base[s]["by_dup"])) for s in seeds
+                                  if s == first},
             "flag_precision": {str(s): flag_precision(run, s) for s in seeds},
             "oracle_extent": {str(s): oracle_extent(run, s) for s in seeds},
             "adaptive": adaptive, "strongest_attack": strongest_attacks(rows), "membership": membership_verdicts(rows),

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from diffaudit.config import Preset, recorded
 from diffaudit.errors import ConfigError
 from diffaudit.layout import RunLayout
-from diffaudit.study.audit_records import checked_rows, json_schema_of
+from diffaudit.study.audit_records import AttackSummary, AuditRow, DetectionRow, checked_rows, json_schema_of
 from diffaudit.words import Description
 
 ALPHA = 0.05  # significance level for "changed beyond chance"
@@ -84,9 +84,9 @@ def bucket_start(label: str) -> int:
     return int(label.split("-")[0].rstrip("+"))
 
 
-def by_dup(row: dict, key: str = "by_dup") -> pd.DataFrame:
-    """A row's per-bucket rates in ladder order (they are stored in string order)."""
-    frame = pd.DataFrame(row[key])
+def by_dup(buckets: list[dict]) -> pd.DataFrame:
+    """Per-bucket rates (a row's `by_dup` or `oracle_by_dup`) in ladder order (they are stored in string order)."""
+    frame = pd.DataFrame(buckets)
     return frame.sort_values("dup_bucket", key=lambda s: s.map(bucket_start)).reset_index(drop=True)
 
 
@@ -153,7 +153,7 @@ def checked_findings(findings: dict, source: Path | str) -> dict:
 @dataclass(frozen=True)
 class StudyResults:
     run: Path
-    rows: list[dict]
+    rows: list[AuditRow | DetectionRow]  # every arm at every seed, and the tiered audit
     assumptions: list[dict]
     preset: str
     config: Preset  # the preset as run, from run.json
@@ -164,7 +164,7 @@ class StudyResults:
     findings: dict  # pooled rates, paired tests, trends: computed by the study (findings.json)
     adaptive_control: dict | None  # the embedding search on never-trained captions (its negative control)
     forget: dict | None = None  # the deletion request: every method's audit record, the reference and the control
-    sampler_rows: list[dict] = field(default_factory=list)  # every arm under the study's other samplers (first seed)
+    sampler_rows: list[AuditRow] = field(default_factory=list)  # every arm under the other samplers (first seed)
 
     @classmethod
     def load(cls, run: Path) -> "StudyResults":
@@ -175,17 +175,17 @@ class StudyResults:
             raise ConfigError(f"{run} is not a finished study run: missing {', '.join(missing)} "
                               "(run `diffaudit study` on it: finished steps are reused, the summaries rewritten)")
         results = json.loads(at.results.read_text())
-        checked_rows(results["rows"] + results.get("sampler_rows", []), at.results)
+        rows, sampler_rows = (checked_rows(results.get(k, []), at.results) for k in ("rows", "sampler_rows"))
         record = json.loads(at.record.read_text())
-        return cls(run, results["rows"], json.loads(at.assumptions.read_text()), results["preset"],
+        return cls(run, rows, json.loads(at.assumptions.read_text()), results["preset"],
                    recorded(record["config"], at.record), record, results["calibration"],
                    results.get("mia_controls", {}),
                    results.get("dp_controls", {}), checked_findings(json.loads(at.findings.read_text()), at.findings),
-                   results.get("adaptive_control"), results.get("forget"), results.get("sampler_rows", []))
+                   results.get("adaptive_control"), results.get("forget"), sampler_rows)
 
     @property
     def seeds(self) -> list[int]:
-        return sorted({r["seed"] for r in self.rows})
+        return sorted({r.seed for r in self.rows})
 
     def arms(self) -> pd.DataFrame:
         """One row per arm, pooled over seeds by the study (`study.findings.pooled_arms`)."""
@@ -201,22 +201,31 @@ class StudyResults:
         effects = {e.arm: e for e in self.effects()}
         return [effects[arm] for arm in self.findings["ranking"]]
 
-    def membership(self, row: dict) -> dict[str, bool | str | None]:
+    def membership(self, row: AuditRow) -> dict[str, bool | str | None]:
         """The study's membership verdicts for a row (detectable, by which attack; split alike), or none when it
         measured none."""
-        return self.findings["membership"].get(f"{row['arm']}@{row['seed']}", {"detectable": None, "by": None,
-                                                                                 "split_alike": None})
+        return self.findings["membership"].get(f"{row.arm}@{row.seed}", {"detectable": None, "by": None,
+                                                                         "split_alike": None})
 
-    def strongest(self, row: dict, by: str = "auc") -> tuple[str | None, dict]:
+    def strongest(self, row: AuditRow, by: str = "auc") -> tuple[str | None, AttackSummary | None]:
         """The membership attack the study found strongest for this row (by AUC, or TPR at 1% FPR), and its
-        summary; (None, {}) when the row measured no membership."""
-        name = self.findings["strongest_attack"].get(f"{row['arm']}@{row['seed']}", {}).get(by)
-        return name, (row.get("mia") or {}).get(name, {})
+        summary; (None, None) when the row measured no membership."""
+        name = self.findings["strongest_attack"].get(f"{row.arm}@{row.seed}", {}).get(by)
+        return name, (row.mia or {}).get(name)
 
     def probe_words(self, probe: str, form: str = "title") -> str:
         """A probe in the memo's words ("title") or a table cell's ("short")."""
         return self.findings["probe_words"][probe][form]
 
-    def row(self, arm: str, seed: int | None = None) -> dict:
+    def row(self, arm: str, seed: int | None = None) -> AuditRow:
+        """An audited arm's row at `seed` (the first by default)."""
         seed = self.seeds[0] if seed is None else seed
-        return next(r for r in self.rows if r["arm"] == arm and r["seed"] == seed)
+        return next(r for r in self.audited() if r.arm == arm and r.seed == seed)
+
+    def audited(self) -> list[AuditRow]:
+        """Every audited arm's row, the tiered audit's left out."""
+        return [r for r in self.rows if isinstance(r, AuditRow)]
+
+    def tiered(self, seed: int) -> DetectionRow | None:
+        """The tiered audit's row at `seed`, if the study ran one."""
+        return next((r for r in self.rows if isinstance(r, DetectionRow) and r.seed == seed), None)

@@ -199,13 +199,13 @@ def build_card(run: Path, model: Path) -> Scorecard:
     res = StudyResults.load(run)
     layout = RunLayout(run)
     base = res.row("base")
-    if AuditPipeline.from_pretrained(model, RuntimeConfig(device="cpu")).model_hash() != base["model_hash"]:
-        raise ConfigError(f"{model} is not the model this run audited (its hash is not {base['model_hash']}); pass "
+    if AuditPipeline.from_pretrained(model, RuntimeConfig(device="cpu")).model_hash() != base.model_hash:
+        raise ConfigError(f"{model} is not the model this run audited (its hash is not {base.model_hash}); pass "
                           "the base model the study used")
-    cell = next(c for c in res.findings["cells"] if c["arm"] == "base" and c["seed"] == base["seed"]
-                and c["sampler"] == base["sampler"])
-    sampling = base["sampling"]
-    per_prompt = pd.read_parquet(layout.extraction(base["seed"], "base") / "per_prompt.parquet")
+    cell = next(c for c in res.findings["cells"] if c["arm"] == "base" and c["seed"] == base.seed
+                and c["sampler"] == base.sampler)
+    sampling = base.sampling
+    per_prompt = pd.read_parquet(layout.extraction(base.seed, "base") / "per_prompt.parquet")
     name, best = res.strongest(base)
     sharp, _ = res.strongest(base, by="tpr_at_1pct_fpr")
     config = res.config
@@ -216,24 +216,24 @@ def build_card(run: Path, model: Path) -> Scorecard:
         threat_models=["outsider: black-box generation from training captions; the training set only to confirm",
                        "owner: every generation compared with the caption's own training picture",
                        "membership: white-box noise predictions (the model file)"],
-        samplers=[s.key for s in config.study.samplers], headline_sampler=base["sampler"],
+        samplers=[s.key for s in config.study.samplers], headline_sampler=base.sampler,
         training_seeds=res.seeds,
         copy_threshold=CopyThreshold(
-            delta=base["delta"], unit=f"largest per-tile RMS distance over a {TILE_GRID}x{TILE_GRID} tile grid, "
+            delta=base.delta, unit=f"largest per-tile RMS distance over a {TILE_GRID}x{TILE_GRID} tile grid, "
                                       "pixels scaled 0-1",
-            calibration_null=Null(setting=base["setting"], hits=cell["null"]["hits"], n=cell["null"]["n"],
+            calibration_null=Null(setting=base.setting, hits=cell["null"]["hits"], n=cell["null"]["n"],
                                   ci_high=cell["null"]["ci_high"], valid=cell["null"]["valid"]),
             setting_nulls=[Null(setting=s, hits=v["hits"], n=v["n"], ci_high=v["ci_high"], valid=v["valid"])
                            for s, v in res.findings["setting_nulls"].items()]),
         extraction=Extraction(
-            sampler=base["sampler"], guidance=base["guidance"], seed=base["seed"],
+            sampler=base.sampler, guidance=base.guidance, seed=base.seed,
             samples_per_caption=config.extraction.samples_per_prompt,
             outsider_captions=_rate(cell["outsider_prompts"], cell["prompts"], cell["outsider_ci"]),
             owner_captions=_rate(cell["owner_prompts"], cell["prompts"], cell["owner_ci"]),
             owner_pictures=_rate(cell["owner_pictures"], cell["pictures"], cell["owner_picture_ci"])),
         membership=None if name is None else Membership(
-            attack=name, access=access(name), auc=best["auc"],
-            auc_ci=tuple(best["auc_ci"]), tpr_at_1pct_fpr=base["mia"][sharp]["tpr_at_1pct_fpr"],
+            attack=name, access=access(name), auc=best.auc,
+            auc_ci=tuple(best.auc_ci), tpr_at_1pct_fpr=base.mia[sharp].tpr_at_1pct_fpr,
             strongest_at_1pct_fpr=sharp),
         fixes=[Fix(arm=e.arm, title=e.description.title, lasts=e.description.lasts, verdict=e.verdict,
                    owner_pictures=e.owner_pictures, base_owner_pictures=e.base_owner_pictures, pictures=e.pictures,
@@ -245,9 +245,9 @@ def build_card(run: Path, model: Path) -> Scorecard:
         command="diffaudit study --out RUN --config study.toml (study.toml: the card's study_config); "
                 "check this card with: diffaudit scorecard --verify scorecard.json MODEL DATA",
         study_config=config.model_dump(mode="json"),
-        rerun=Rerun(sampler=sampling["sampler"], steps=sampling["steps"], guidance=base["guidance"],
-                    guidance_start=sampling["guidance_start"], early_guidance=sampling["early_guidance"],
-                    seeds=config.extraction.samples_per_prompt, delta=base["delta"],
+        rerun=Rerun(sampler=sampling.sampler, steps=sampling.steps, guidance=base.guidance,
+                    guidance_start=sampling.guidance_start, early_guidance=sampling.early_guidance,
+                    seeds=config.extraction.samples_per_prompt, delta=base.delta,
                     compare_size=config.data.resolution),
         tolerance=Tolerance(distance=DISTANCE_TOLERANCE, share=SHARE_TOLERANCE),
         captions=[CaptionVerdict(prompt=r.prompt, copied=bool(r.memorized), min_distance=float(r.oracle_min_distance))
