@@ -17,9 +17,9 @@ from diffaudit.study.audit_records import (
     checked_rows,
     tracked,
 )
+from diffaudit.study.findings_record import FINDINGS_SCHEMA, FindingsRecord
 from diffaudit.study.records import (
     FINDINGS_JSON_SCHEMA,
-    FINDINGS_SCHEMA,
     StudyResults,
     checked_findings,
     findings_schema,
@@ -36,7 +36,9 @@ def test_the_shipped_findings_schema_is_the_codes() -> None:
 def test_a_study_writes_findings_of_the_record_shape(tiny_study_dir: Path) -> None:
     findings = json.loads(RunLayout(tiny_study_dir).findings.read_text())
     jsonschema.validate(findings, json.loads(FINDINGS_JSON_SCHEMA.read_text()))
-    assert StudyResults.load(tiny_study_dir).findings == findings
+    assert StudyResults.load(tiny_study_dir).findings == FindingsRecord.model_validate(findings)
+    # The record is the file: every key is a field (none dropped), every value read back as written.
+    assert StudyResults.load(tiny_study_dir).findings.model_dump(mode="json", exclude_unset=True) == findings
 
 
 def test_findings_of_an_older_diffaudit_are_refused(tmp_path: Path) -> None:

@@ -249,8 +249,8 @@ def test_page_one_states_scope_intervals_floor_and_ceiling(tiny_study_dir: Path,
                    "Read with care", "not for large deployed models"):
         assert needed in page1, needed
     assert page1.count("95% range") >= 3, "floor, ceiling and the null each carry an interval"
-    extent = res.findings["oracle_extent"][str(base.seed)]
-    assert f"{extent['images']} picture" in page1 and f"{extent['families']} subject" in page1, \
+    extent = res.findings.oracle_extent[str(base.seed)]
+    assert f"{extent.images} picture" in page1 and f"{extent.families} subject" in page1, \
         "the owner's ceiling is counted in pictures and subjects too"
     assert "questions to ask" in _flat(memo_text(memo.pdf))
 
@@ -309,7 +309,7 @@ def test_verdicts_page_renders_every_arm_sampler_and_setting(tiny_study_dir: Pat
     page = verdicts_markdown(res)
     for row in res.audited() + res.sampler_rows:
         assert f"| {row.arm} |" in page and row.sampler in page
-    for tag in res.findings["setting_nulls"]:
+    for tag in res.findings.setting_nulls:
         assert f"| {tag} |" in page
     assert page.rstrip().endswith(".") and "Ranking" in page
 

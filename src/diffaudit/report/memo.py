@@ -22,6 +22,7 @@ from diffaudit.io import write_atomic, write_json, write_text
 from diffaudit.layout import RunLayout
 from diffaudit.report.readability import readability
 from diffaudit.samplers import SAMPLERS
+from diffaudit.study.findings_record import CellCounts
 from diffaudit.study.records import ALPHA, ArmEffect, StudyResults, by_dup
 
 PAGES = 4
@@ -110,10 +111,10 @@ class MemoWriter:
         self.effects = res.effects()
         self.config = res.config
         self.buckets = by_dup([b.model_dump() for b in self.base.by_dup])
-        self.trend = res.findings["duplication_trend"][str(self.base.seed)]
-        self.flags = res.findings["flag_precision"][str(self.base.seed)]
-        self.adaptive = res.findings.get("adaptive", [])
-        self.cells = res.findings.get("cells", [])
+        self.trend = res.findings.duplication_trend[str(self.base.seed)]
+        self.flags = res.findings.flag_precision[str(self.base.seed)]
+        self.adaptive = res.findings.adaptive
+        self.cells = res.findings.cells
         self.headline = self.base.sampler
 
     def sampler_words(self, key: str) -> str:
@@ -126,16 +127,16 @@ class MemoWriter:
         enter a verdict."""
         return " and ".join(self.sampler_words(s.key) for s in self.config.study.samplers)
 
-    def cell(self, arm: str, sampler: str) -> dict | None:
+    def cell(self, arm: str, sampler: str) -> CellCounts | None:
         seed = self.base.seed
-        return next((c for c in self.cells if c["arm"] == arm and c["sampler"] == sampler and c["seed"] == seed), None)
+        return next((c for c in self.cells if c.arm == arm and c.sampler == sampler and c.seed == seed), None)
 
     def sampler_sentence(self) -> str:
         """How the sampler moved the guidance result, in counts: the clamped DDIM of earlier audits beside the
         deployed sampler, for the strongest guidance arm (empty when the study did not measure both)."""
         guided = [e for e in self.effects if e.kind == "guidance"]
-        clamped = next((c["sampler"] for c in self.cells if c["sampler"].startswith("ddim-")
-                        and c["sampler"].rpartition("-")[0] == "ddim"), None)
+        clamped = next((c.sampler for c in self.cells if c.sampler.startswith("ddim-")
+                        and c.sampler.rpartition("-")[0] == "ddim"), None)
         if not guided or clamped is None:
             return ""
         e = max(guided, key=lambda x: self.arms.loc[x.arm, "guidance"])
@@ -144,13 +145,13 @@ class MemoWriter:
         if None in (before, after, base_before, base_after):
             return ""
         return (f"Sampler and guidance together: with {self.sampler_words(clamped)}, as our earlier audits drew, "
-                f"{_arm_name(e).lower()} copied {before['owner_pictures']} pictures against "
-                f"{base_before['owner_pictures']} without it; drawn as deployed pipelines draw "
-                f"({self.sampler_words(self.headline)}), {after['owner_pictures']} against "
-                f"{base_after['owner_pictures']} (of {after['pictures']} pictures)." + (
-                    f" That count is too low: {after['miss_captions']} more captions came just outside the copy "
+                f"{_arm_name(e).lower()} copied {before.owner_pictures} pictures against "
+                f"{base_before.owner_pictures} without it; drawn as deployed pipelines draw "
+                f"({self.sampler_words(self.headline)}), {after.owner_pictures} against "
+                f"{base_after.owner_pictures} (of {after.pictures} pictures)." + (
+                    f" That count is too low: {after.miss_captions} more captions came just outside the copy "
                     "distance of their own picture (the technical report shows them)."
-                    if after.get("misses_too_much") else ""))
+                    if after.misses_too_much else ""))
 
     @property
     def base_arm(self) -> pd.Series:
@@ -200,8 +201,8 @@ class MemoWriter:
         else:
             oracle, n = self.base.oracle_memorized_prompts, self.base.attacked_prompts
             low, high = self.base.oracle_ci
-            extent = self.res.findings["oracle_extent"][str(self.base.seed)]
-            images, families = extent["images"], extent["families"]
+            extent = self.res.findings.oracle_extent[str(self.base.seed)]
+            images, families = extent.images, extent.families
         return (f"An outsider who can only ask for pictures got copies for {b['extracted']} of {b['prompts']} "
                 f"captions ({pct(b['rate'])}, 95% range {span(b['ci_low'], b['ci_high'])}): {b['images']} pictures "
                 f"of {b['families']} subjects. The owner, checking every picture against the training data, finds "
@@ -251,7 +252,7 @@ class MemoWriter:
         top = hits.loc[hits["hits"].idxmax(), "dup_bucket"] if len(hits) else None
         where = f"Here, most copies came from pictures in the training data {top} times." if top else \
             "Here, no copies were found."
-        samplers = list(dict.fromkeys(c["sampler"] for c in self.cells if c["arm"] == "base"))
+        samplers = list(dict.fromkeys(c.sampler for c in self.cells if c.arm == "base"))
         others = [self.sampler_words(k) for k in samplers if k != self.headline]
         return [
             f"How often does each training picture appear in the training data? {where}",
@@ -270,10 +271,10 @@ class MemoWriter:
 
     def intro(self) -> list[str]:
         out = []
-        if self.trend and self.trend["clear"]:
-            more = "more" if self.trend["rises"] else "less"
+        if self.trend and self.trend.clear:
+            more = "more" if self.trend.rises else "less"
             out.append(f"Captions whose picture was repeated more often in the training data gave copies {more} "
-                       f"often ({p_text(self.trend['p_value'])}).")
+                       f"often ({p_text(self.trend.p_value)}).")
         sampler = self.sampler_sentence()
         if sampler:
             out.append(sampler)
@@ -283,22 +284,22 @@ class MemoWriter:
         row = self.base
         out = []
         if self.trend:
-            hi, lo, p = self.trend["high"], self.trend["low"], self.trend["p_value"]
-            if not self.trend["clear"]:
+            hi, lo, p = self.trend.high, self.trend.low, self.trend.p_value
+            if not self.trend.clear:
                 claim = f"We could not show that copying depends on repetition ({p_text(p)})."
-            elif self.trend["rises"]:
+            elif self.trend.rises:
                 claim = f"Copying rises with repetition ({p_text(p)}; chance alone would rarely give this)."
             else:
                 claim = f"Copying falls with repetition here ({p_text(p)}), unlike in the published study."
-            once = "time" if lo["dup_bucket"] == "1" else "times"
-            out.append(f"{claim} Pictures that appeared {hi['dup_bucket']} times: {hi['hits']} of {hi['prompts']} "
-                       f"captions gave a copy ({pct(hi['rate'])}). Pictures that appeared {lo['dup_bucket']} "
-                       f"{once}: {lo['hits']} of {lo['prompts']} captions ({pct(lo['rate'])}).")
+            once = "time" if lo.dup_bucket == "1" else "times"
+            out.append(f"{claim} Pictures that appeared {hi.dup_bucket} times: {hi.hits} of {hi.prompts} "
+                       f"captions gave a copy ({pct(hi.rate)}). Pictures that appeared {lo.dup_bucket} "
+                       f"{once}: {lo.hits} of {lo.prompts} captions ({pct(lo.rate)}).")
         if self.flags:
             out.append(f"An attacker does not need our data to spot likely copies: when the model gives the same "
                        f"picture again and again for one caption, that picture is probably a copy. This test "
-                       f"flagged {self.flags['flagged']} captions; {self.flags['true']} of them "
-                       f"({pct(self.flags['precision'])}) really can give a copy; for {row.prompts_with_copy}, the "
+                       f"flagged {self.flags.flagged} captions; {self.flags.true} of them "
+                       f"({pct(self.flags.precision)}) really can give a copy; for {row.prompts_with_copy}, the "
                        "repeat was the copy (page 1's count). It found "
                        f"{pct(row.probe_recall)} of all the captions that we know, from the training data, "
                        f"can give one.")
@@ -309,8 +310,8 @@ class MemoWriter:
             lo, hi = best.auc_ci
             judged = self.res.membership(row)
             verdict = ("better than a coin toss" if lo > 0.5 else "not clearly better than a coin toss" + (
-                f", though {ATTACK_NAMES.get(judged['by'], judged['by'])}'s range lies above 0.50"
-                if judged["detectable"] else ""))
+                f", though {ATTACK_NAMES.get(judged.by, judged.by)}'s range lies above 0.50"
+                if judged.detectable else ""))
             out.append(f"We also asked a second question: given a picture, can someone tell whether we trained on "
                        f"it? The best of {len(mia)} published tests ({ATTACK_NAMES.get(name, name)}) scored "
                        f"{best.auc:.2f} on a scale where 0.50 is a coin toss and 1.00 is always right (95% "
@@ -416,30 +417,30 @@ class MemoWriter:
         """What the harder attacks did to the arm, in a table cell's words, counted in the attacked captions: which
         undid it, or that none clearly raised its count, with the strongest attack's count beside the plain
         caption's; n/a for the base."""
-        cells = [c for c in self.attack_cells(arm) if c["verdict"] in ("undone", "no clear rise", "same as no fix")]
+        cells = [c for c in self.attack_cells(arm) if c.verdict in ("undone", "no clear rise", "same as no fix")]
         effect = next((e for e in self.effects if e.arm == arm), None)
         if arm != "base" and not cells and effect is not None and effect.undone_by:
             return f"undone by {', '.join(self._undone_by(effect))}"
         if arm == "base" or not cells:
             return "n/a" if self.adaptive else "not tested"
-        undone = [c for c in cells if c["verdict"] in ("undone", "same as no fix")]
-        worst = max(undone or cells, key=lambda c: c["alone"])
-        counts = f"{worst['alone']} of {worst['targets']} captions (plain: {worst['static']})"
+        undone = [c for c in cells if c.verdict in ("undone", "same as no fix")]
+        worst = max(undone or cells, key=lambda c: c.alone)
+        counts = f"{worst.alone} of {worst.targets} captions (plain: {worst.static})"
         if not undone:
             return f"no clear rise: {counts}"
-        same = ", same as no fix" if all(c["verdict"] == "same as no fix" for c in undone) else ""
-        return f"undone by {', '.join(self.res.probe_words(c['probe'], 'short') for c in undone)}{same}: {counts}"
+        same = ", same as no fix" if all(c.verdict == "same as no fix" for c in undone) else ""
+        return f"undone by {', '.join(self.res.probe_words(c.probe, 'short') for c in undone)}{same}: {counts}"
 
     def attack_cells(self, arm: str) -> list[dict]:
-        return [c for c in self.adaptive if c["arm"] == arm]
+        return [c for c in self.adaptive if c.arm == arm]
 
     def attack_note(self) -> str:
         """The harder attacks, said once under the table; empty when none ran."""
         if not self.adaptive:
             return ""
-        probes = list(dict.fromkeys(c["probe"] for c in self.adaptive))
+        probes = list(dict.fromkeys(c.probe for c in self.adaptive))
         targets = self.base.adaptive["targets"]
-        failed = [c for c in self.adaptive if c["verdict"] == "control failed"]
+        failed = [c for c in self.adaptive if c.verdict == "control failed"]
         caveat = (" The search was not counted: on captions the model never saw it also produced 'copies'."
                   if failed else "")
         return (f"The last column tries {len(probes)} harder attacks, each with the same number of tries, on the "
@@ -500,10 +501,10 @@ class MemoWriter:
             if e.worst == "more":
                 out.append(f"Avoid {_arm_name(e).lower()}: it copied more pictures under at least one sampler "
                            f"(extraction rate {pct(e.rate)}, against {pct(base_rate)}). {self._started(e)}".strip())
-        if self.trend and self.trend["clear"] and self.trend["rises"]:
+        if self.trend and self.trend.clear and self.trend.rises:
             out.append("Count how often each picture repeats in the training data, and cap it: the more often a "
                        "picture repeated, the more often it was copied.")
-        if self.res.membership(self.base)["detectable"]:
+        if self.res.membership(self.base).detectable:
             out.append("Treat training-set membership as detectable by anyone who holds the model file. Do not train "
                        "on pictures whose presence in the data must stay secret.")
         out.append(f"Run this audit on the production model before each release, with {CARLINI_SAMPLES} tries per "
@@ -520,14 +521,14 @@ class MemoWriter:
 
     def _undone_by(self, e: ArmEffect) -> list[str]:
         """Who undid a fix, in a reader's words: the adaptive probes and the samplers that gave its copies back."""
-        probes = [self.res.probe_words(c["probe"], "short") for c in self.attack_cells(e.arm)
-                  if c["verdict"] in ("undone", "same as no fix")]
+        probes = [self.res.probe_words(c.probe, "short") for c in self.attack_cells(e.arm)
+                  if c.verdict in ("undone", "same as no fix")]
         samplers = [f"drawing with {self.sampler_words(u.removeprefix('the ').removesuffix(' sampler'))}"
                     for u in e.undone_by if u.endswith(" sampler")]
         return list(dict.fromkeys(probes + samplers)) or ["a harder attack"]
 
     def _undone(self, arm: str) -> bool:
-        return any(c["verdict"] in ("undone", "same as no fix") for c in self.attack_cells(arm))
+        return any(c.verdict in ("undone", "same as no fix") for c in self.attack_cells(arm))
 
     def _baseline_guidance(self, e: ArmEffect) -> str:
         """The guidance the no-fix pictures were made at, beside a fix that raises it."""
@@ -535,12 +536,12 @@ class MemoWriter:
 
     def _attack_sentence(self, arm: str) -> str:
         """The harder attacks' result for a fix that held, in a sentence; empty when none was compared."""
-        cells = [c for c in self.attack_cells(arm) if c["verdict"] == "no clear rise"]
+        cells = [c for c in self.attack_cells(arm) if c.verdict == "no clear rise"]
         if arm == "base" or not cells or self._undone(arm):
             return ""
-        worst = max(cells, key=lambda c: c["alone"])
-        return (f" Harder attacks did not clearly raise its count: at most {worst['alone']} of the {worst['targets']} "
-                f"most repeated captions gave copies, against {worst['static']} with the plain caption.")
+        worst = max(cells, key=lambda c: c.alone)
+        return (f" Harder attacks did not clearly raise its count: at most {worst.alone} of the {worst.targets} "
+                f"most repeated captions gave copies, against {worst.static} with the plain caption.")
 
     def _membership_cost(self, e: ArmEffect) -> str:
         """A retrained arm's membership score beside the base's: a fix can make membership easier to detect."""
@@ -576,7 +577,7 @@ class MemoWriter:
                 "strictest one (page 1 gives the count).")
 
     def assumptions(self) -> list[str]:
-        auc, alike = self.base.split_check_auc, self.res.membership(self.base)["split_alike"]
+        auc, alike = self.base.split_check_auc, self.res.membership(self.base).split_alike
         if alike is None:
             split = "We did not run the membership test, so we did not check the held-out pictures."
         elif alike:

@@ -197,7 +197,7 @@ def _mia_controls(res: StudyResults) -> str:
 def _dp_audit(res: StudyResults) -> str:
     """Empirical epsilon of every DP arm and of the non-private control, beside the theoretical one."""
     audits = [(r.arm, r.seed, r.extra("dp_audit")) for r in res.audited() if r.extra("dp_audit")]
-    sanity = res.findings["dp_power"]["sanity_test"]
+    sanity = res.findings.dp_power.sanity_test
     audits += [("dp-nonprivate (control)", int(seed), c["dp_audit"]) for seed, c in res.dp_controls.items()]
     rows = [{"arm": arm, "seed": seed, "theoretical epsilon": a["theoretical_epsilon"], "delta": a["delta"],
              "test": test + (" (reported)" if test == a["chosen_test"] else " (sanity)" if test == sanity else ""),
@@ -213,11 +213,11 @@ def _dp_audit(res: StudyResults) -> str:
             "(it saw neither side) is a sanity check for a shift between the splits, not a DP test. Each image is "
             "treated as an independent trial although the splits are fixed, not drawn per image: the bound is an "
             "estimate, not a proof.</p>")
-    for seed, power in res.findings["dp_power"]["seeds"].items():
-        eps1 = power["smallest_theoretical"]
+    for seed, power in res.findings.dp_power.seeds.items():
+        eps1 = power.smallest_theoretical
         text += (f"<p>Power check (seed {seed}): the non-private fine-tune reaches an empirical epsilon of "
-                 f"{power['empirical_epsilon']:.2f}; " + (f"above the smallest theoretical epsilon ({eps1:g}), so the "
-                 "audit can see a violation of that size." if power["has_power"] else
+                 f"{power.empirical_epsilon:.2f}; " + (f"above the smallest theoretical epsilon ({eps1:g}), so the "
+                 "audit can see a violation of that size." if power.has_power else
                  f"not above the smallest theoretical epsilon ({eps1}): this audit has NO power to show that bound "
                  "is violated, and its results below say nothing either way.") + "</p>")
     return text + _table(pd.DataFrame(rows))
@@ -237,11 +237,11 @@ def _by_delta(row: AuditRow) -> pd.DataFrame:
 def _adaptive(res: StudyResults) -> str:
     """Per arm and probe: static, probe-alone and attacker (static OR probe) rates, the Holm-adjusted McNemar test,
     and the embedding search's negative control."""
-    cells = res.findings.get("adaptive", [])
+    cells = res.findings.adaptive
     if not cells:
         return "<p>No adaptive probes were run (adaptive.probes is empty, or no attacked caption was duplicated "\
                "enough).</p>"
-    family = [c for c in cells if "p_value" in c]
+    family = [c for c in cells if c.p_value is not None]
     text = (f"<p>Targets: the attacked captions whose image has at least {res.config.adaptive.min_dup} "
             "copies, with the static probe's number of generations per caption. The probe alone is compared with the "
             f"static probe on the same targets (exact McNemar), Holm-adjusted over the {len(family)} comparisons of "
@@ -249,11 +249,11 @@ def _adaptive(res: StudyResults) -> str:
             f"{ALPHA} and more captions started than stopped copying. 'static OR probe' (an attacker who keeps both) "
             "is descriptive: a second try of any kind adds copies by chance.</p>")
     text += _table(pd.DataFrame([{
-        "arm": c["arm"], "probe": c["probe"], "access": c["access"], "targets": c["targets"],
-        "static": c["static_rate"], "static 95% CI": _ci(c["static_ci"]), "probe alone": c["alone_rate"],
-        "probe 95% CI": _ci(c["alone_ci"]), "stopped / started": f"{c['stopped']} / {c['started']}",
-        "p (Holm)": _p(c.get("p_value")), "verdict": c["verdict"], "static OR probe": c["union_rate"],
-        "UNet evaluations": c["unet_evaluations"]} for c in cells]))
+        "arm": c.arm, "probe": c.probe, "access": c.access, "targets": c.targets,
+        "static": c.static_rate, "static 95% CI": _ci(c.static_ci), "probe alone": c.alone_rate,
+        "probe 95% CI": _ci(c.alone_ci), "stopped / started": f"{c.stopped} / {c.started}",
+        "p (Holm)": _p(c.p_value), "verdict": c.verdict, "static OR probe": c.union_rate,
+        "UNet evaluations": c.unet_evaluations} for c in cells]))
     control = res.adaptive_control
     if control:
         search, plain = control["embedding-search"], control["text"]
@@ -413,7 +413,7 @@ def _summary(res: StudyResults) -> str:
             f"{base.oracle_ci[1]:.1%}).")
     if mia:
         judged = res.membership(base)
-        said = (f"detectable ({html.escape(str(judged['by']))}'s AUC interval lies above 0.5)" if judged["detectable"]
+        said = (f"detectable ({html.escape(str(judged.by))}'s AUC interval lies above 0.5)" if judged.detectable
                 else "not clearly detectable (no attack's AUC interval lies wholly above 0.5)")
         text += (f" Membership was {said}; the strongest attack by AUC, {html.escape(mia[0])}, had AUC "
                  f"{mia[1].auc:.3f} ({_ci(mia[1].auc_ci)}; white-box access).")
@@ -432,26 +432,25 @@ def _summary(res: StudyResults) -> str:
 def _samplers(res: StudyResults) -> str:
     """Every (arm, sampler, seed) measured: owner's and outsider's counts in captions and pictures with intervals,
     the setting's own null and whether the copy test is valid there, and the copy test's near misses."""
-    cells = res.findings.get("cells", [])
+    cells = res.findings.cells
     if not cells:
         return ""
     rows = []
     for c in cells:
-        null = c.get("null") or {}
-        row = next((r for r in [*res.audited(), *res.sampler_rows] if r.arm == c["arm"] and r.seed == c["seed"]
-                    and r.sampler == c["sampler"]), None)
+        row = next((r for r in [*res.audited(), *res.sampler_rows] if r.arm == c.arm and r.seed == c.seed
+                    and r.sampler == c.sampler), None)
         misses = row.near_misses.model_dump() if row is not None else {}
-        rows.append({"arm": c["arm"], "sampler": c["sampler"], "seed": c["seed"], "setting": c["setting"],
-                     "owner captions": f"{c['owner_prompts']}/{c['prompts']} ({_ci(c['owner_ci'])})",
-                     "owner pictures": f"{c['owner_pictures']}/{c['pictures']} ({_ci(c['owner_picture_ci'])})",
-                     "outsider captions": f"{c['outsider_prompts']}/{c['prompts']} ({_ci(c['outsider_ci'])})",
-                     "outsider pictures": f"{c['outsider_pictures']}/{c['pictures']}",
-                     "null": f"{null.get('hits', '–')}/{null.get('n', '–')}" if null else "–",
-                     "copy test valid": null.get("valid", "–") if null else "–",
+        rows.append({"arm": c.arm, "sampler": c.sampler, "seed": c.seed, "setting": c.setting,
+                     "owner captions": f"{c.owner_prompts}/{c.prompts} ({_ci(c.owner_ci)})",
+                     "owner pictures": f"{c.owner_pictures}/{c.pictures} ({_ci(c.owner_picture_ci)})",
+                     "outsider captions": f"{c.outsider_prompts}/{c.prompts} ({_ci(c.outsider_ci)})",
+                     "outsider pictures": f"{c.outsider_pictures}/{c.pictures}",
+                     "null": f"{c.null.hits}/{c.null.n}" if c.null else "–",
+                     "copy test valid": c.null.valid if c.null else "–",
                      "near misses": misses.get("generations", "–"),
                      "saturated share": misses.get("saturated_share", float("nan")),
-                     "quality distance": c.get("frechet_distance")})
-    switched = pd.DataFrame(res.findings.get("switch_sampler", []))
+                     "quality distance": c.frechet_distance})
+    switched = pd.DataFrame([s.model_dump() for s in res.findings.switch_sampler])
     probe = "<h3>Switch the sampler (an attacker with the weights)</h3>" + _table(switched) if len(switched) else ""
     return "<h3>Every arm under every sampler and seed</h3>" + _table(pd.DataFrame(rows)) + probe
 

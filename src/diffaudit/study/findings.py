@@ -19,7 +19,8 @@ from diffaudit.errors import DiffauditError
 from diffaudit.layout import RunLayout
 from diffaudit.mitigations.dp_audit import SANITY
 from diffaudit.mitigations.registry import describe
-from diffaudit.study.records import ALPHA, FINDINGS_SCHEMA, ArmEffect, by_dup
+from diffaudit.study.findings_record import FINDINGS_SCHEMA
+from diffaudit.study.records import ALPHA, ArmEffect, by_dup
 from diffaudit.study.verdicts import (
     DURABILITY,
     Cell,

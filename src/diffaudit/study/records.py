@@ -6,21 +6,19 @@ importing anything that computes."""
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from diffaudit.config import Preset, recorded
 from diffaudit.errors import ConfigError
 from diffaudit.layout import RunLayout
 from diffaudit.study.audit_records import AttackSummary, AuditRow, DetectionRow, checked_rows, json_schema_of
+from diffaudit.study.findings_record import FINDINGS_SCHEMA, FindingsRecord, MembershipVerdict
 from diffaudit.words import Description
 
 ALPHA = 0.05  # significance level for "changed beyond chance"
-# findings.json's shape: 2 added the verdicts decided once for the reports (strongest attack, probe words, DP power);
-# 3 the membership verdicts (detectable, the split check's pictures alike).
-FINDINGS_SCHEMA = 3
 VERDICTS = {  # the one verdict per arm, in the words every report uses
     "fewer": "fewer copies under every sampler",
     "undone": "fewer copies, undone by an attacker",
@@ -101,32 +99,6 @@ def effect_from_record(record: dict) -> ArmEffect:
     return ArmEffect(**{**numbers, "description": Description(**record["description"])})
 
 
-class FindingsRecord(BaseModel):
-    """findings.json as the study writes it (`FINDINGS_SCHEMA`; its JSON Schema ships in `schemas/`): the study checks
-    what it writes against it and the reports read through it, so a missing or misnamed key fails at load, naming it,
-    not deep inside a report. Row-level entries stay dicts here; `effects` are read back as `ArmEffect`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
-
-    schema_version: Literal[3]
-    alpha: float
-    arms: list[dict[str, Any]]  # pooled per arm over training seeds (cluster bootstrap over pictures)
-    cells: list[dict[str, Any]]  # per (arm, sampler, seed): owner's and outsider's counts, null, misses
-    setting_nulls: dict[str, dict[str, Any]]
-    effects: list[dict[str, Any]]  # each fix against the base, its worst-case verdict
-    ranking: list[str]  # the fixes that held, most durable first
-    best_arm: str | None
-    switch_sampler: list[dict[str, Any]]
-    duplication_trend: dict[str, dict[str, Any] | None]
-    flag_precision: dict[str, dict[str, Any] | None]
-    oracle_extent: dict[str, dict[str, Any]]
-    adaptive: list[dict[str, Any]]
-    strongest_attack: dict[str, dict[str, str | None]]  # "arm@seed" -> by AUC and by TPR at 1% FPR
-    membership: dict[str, dict[str, bool | str | None]]  # "arm@seed" -> detectable, by, split_alike
-    probe_words: dict[str, dict[str, str]]
-    dp_power: dict[str, Any]
-
-
 FINDINGS_JSON_SCHEMA = Path(__file__).parents[1] / "schemas" / f"findings-v{FINDINGS_SCHEMA}.schema.json"
 
 
@@ -135,18 +107,23 @@ def findings_schema() -> dict:
     return json_schema_of(FindingsRecord)
 
 
-def checked_findings(findings: dict, source: Path | str) -> dict:
-    """`findings` when it has the record's shape; a run written before this shape is refused in one line."""
+def read_findings(findings: dict, source: Path | str) -> FindingsRecord:
+    """`findings` as its record; a run written before this shape is refused in one line."""
     if findings.get("schema_version") != FINDINGS_SCHEMA:
         raise ConfigError(f"{source}: findings of schema {findings.get('schema_version', 1)!r}, written by an older "
                           f"diffaudit; run `diffaudit study` on the run again (its finished steps are reused) to "
                           f"rewrite them as schema {FINDINGS_SCHEMA}, or, where this diffaudit refuses to resume it "
                           "(its settings have since moved), write the reports with the diffaudit that ran it")
     try:
-        FindingsRecord.model_validate(findings)
+        return FindingsRecord.model_validate(findings)
     except ValidationError as exc:
         raise ConfigError(f"{source}: not a findings record: {str(exc).splitlines()[0]} "
                           f"({'; '.join('.'.join(map(str, e['loc'])) for e in exc.errors()[:3])})") from exc
+
+
+def checked_findings(findings: dict, source: Path | str) -> dict:
+    """`findings` when it has the record's shape (`read_findings`), as the study writes it."""
+    read_findings(findings, source)
     return findings
 
 
@@ -161,7 +138,7 @@ class StudyResults:
     calibration: dict  # the copy threshold and the nulls it was chosen against
     mia_controls: dict  # the attacks' positive control (with its exposure curve) and negative control
     dp_controls: dict  # per seed: the non-private fine-tune that checks the DP audit's power
-    findings: dict  # pooled rates, paired tests, trends: computed by the study (findings.json)
+    findings: FindingsRecord  # pooled rates, paired tests, trends: computed by the study (findings.json)
     adaptive_control: dict | None  # the embedding search on never-trained captions (its negative control)
     forget: dict | None = None  # the deletion request: every method's audit record, the reference and the control
     sampler_rows: list[AuditRow] = field(default_factory=list)  # every arm under the other samplers (first seed)
@@ -180,7 +157,7 @@ class StudyResults:
         return cls(run, rows, json.loads(at.assumptions.read_text()), results["preset"],
                    recorded(record["config"], at.record), record, results["calibration"],
                    results.get("mia_controls", {}),
-                   results.get("dp_controls", {}), checked_findings(json.loads(at.findings.read_text()), at.findings),
+                   results.get("dp_controls", {}), read_findings(json.loads(at.findings.read_text()), at.findings),
                    results.get("adaptive_control"), results.get("forget"), sampler_rows)
 
     @property
@@ -189,33 +166,34 @@ class StudyResults:
 
     def arms(self) -> pd.DataFrame:
         """One row per arm, pooled over seeds by the study (`study.findings.pooled_arms`)."""
-        return pd.DataFrame(self.findings["arms"])
+        return pd.DataFrame(self.findings.arms)
 
     def effects(self) -> list[ArmEffect]:
         """Each mitigation against the base, paired picture by picture under every sampler, as decided by the study
         (study.verdicts)."""
-        return [effect_from_record(e) for e in self.findings["effects"]]
+        return [effect_from_record(e) for e in self.findings.effects]
 
     def ranked(self) -> list[ArmEffect]:
         """The fixes that held, in the study's one ranking (`findings.json["ranking"]`)."""
         effects = {e.arm: e for e in self.effects()}
-        return [effects[arm] for arm in self.findings["ranking"]]
+        return [effects[arm] for arm in self.findings.ranking]
 
-    def membership(self, row: AuditRow) -> dict[str, bool | str | None]:
+    def membership(self, row: AuditRow) -> MembershipVerdict:
         """The study's membership verdicts for a row (detectable, by which attack; split alike), or none when it
         measured none."""
-        return self.findings["membership"].get(f"{row.arm}@{row.seed}", {"detectable": None, "by": None,
-                                                                         "split_alike": None})
+        return self.findings.membership.get(f"{row.arm}@{row.seed}",
+                                            MembershipVerdict(detectable=None, by=None, split_alike=None))
 
     def strongest(self, row: AuditRow, by: str = "auc") -> tuple[str | None, AttackSummary | None]:
         """The membership attack the study found strongest for this row (by AUC, or TPR at 1% FPR), and its
         summary; (None, None) when the row measured no membership."""
-        name = self.findings["strongest_attack"].get(f"{row.arm}@{row.seed}", {}).get(by)
+        strongest = self.findings.strongest_attack.get(f"{row.arm}@{row.seed}")
+        name = getattr(strongest, by) if strongest is not None else None
         return name, (row.mia or {}).get(name)
 
     def probe_words(self, probe: str, form: str = "title") -> str:
         """A probe in the memo's words ("title") or a table cell's ("short")."""
-        return self.findings["probe_words"][probe][form]
+        return getattr(self.findings.probe_words[probe], form)
 
     def row(self, arm: str, seed: int | None = None) -> AuditRow:
         """An audited arm's row at `seed` (the first by default)."""

@@ -202,8 +202,8 @@ def build_card(run: Path, model: Path) -> Scorecard:
     if AuditPipeline.from_pretrained(model, RuntimeConfig(device="cpu")).model_hash() != base.model_hash:
         raise ConfigError(f"{model} is not the model this run audited (its hash is not {base.model_hash}); pass "
                           "the base model the study used")
-    cell = next(c for c in res.findings["cells"] if c["arm"] == "base" and c["seed"] == base.seed
-                and c["sampler"] == base.sampler)
+    cell = next(c for c in res.findings.cells if c.arm == "base" and c.seed == base.seed
+                and c.sampler == base.sampler)
     sampling = base.sampling
     per_prompt = pd.read_parquet(layout.extraction(base.seed, "base") / "per_prompt.parquet")
     name, best = res.strongest(base)
@@ -221,16 +221,16 @@ def build_card(run: Path, model: Path) -> Scorecard:
         copy_threshold=CopyThreshold(
             delta=base.delta, unit=f"largest per-tile RMS distance over a {TILE_GRID}x{TILE_GRID} tile grid, "
                                       "pixels scaled 0-1",
-            calibration_null=Null(setting=base.setting, hits=cell["null"]["hits"], n=cell["null"]["n"],
-                                  ci_high=cell["null"]["ci_high"], valid=cell["null"]["valid"]),
-            setting_nulls=[Null(setting=s, hits=v["hits"], n=v["n"], ci_high=v["ci_high"], valid=v["valid"])
-                           for s, v in res.findings["setting_nulls"].items()]),
+            calibration_null=Null(setting=base.setting, hits=cell.null.hits, n=cell.null.n,
+                                  ci_high=cell.null.ci_high, valid=cell.null.valid),
+            setting_nulls=[Null(setting=s, hits=v.hits, n=v.n, ci_high=v.ci_high, valid=v.valid)
+                           for s, v in res.findings.setting_nulls.items()]),
         extraction=Extraction(
             sampler=base.sampler, guidance=base.guidance, seed=base.seed,
             samples_per_caption=config.extraction.samples_per_prompt,
-            outsider_captions=_rate(cell["outsider_prompts"], cell["prompts"], cell["outsider_ci"]),
-            owner_captions=_rate(cell["owner_prompts"], cell["prompts"], cell["owner_ci"]),
-            owner_pictures=_rate(cell["owner_pictures"], cell["pictures"], cell["owner_picture_ci"])),
+            outsider_captions=_rate(cell.outsider_prompts, cell.prompts, cell.outsider_ci),
+            owner_captions=_rate(cell.owner_prompts, cell.prompts, cell.owner_ci),
+            owner_pictures=_rate(cell.owner_pictures, cell.pictures, cell.owner_picture_ci)),
         membership=None if name is None else Membership(
             attack=name, access=access(name), auc=best.auc,
             auc_ci=tuple(best.auc_ci), tpr_at_1pct_fpr=base.mia[sharp].tpr_at_1pct_fpr,
@@ -241,7 +241,7 @@ def build_card(run: Path, model: Path) -> Scorecard:
                    quality_change=e.frechet_change if math.isfinite(e.frechet_change) else None,
                    seeds=e.seed_note or "every training seed measured")
                for e in res.effects()],
-        switch_sampler=res.findings["switch_sampler"],
+        switch_sampler=[s.model_dump() for s in res.findings.switch_sampler],
         command="diffaudit study --out RUN --config study.toml (study.toml: the card's study_config); "
                 "check this card with: diffaudit scorecard --verify scorecard.json MODEL DATA",
         study_config=config.model_dump(mode="json"),
