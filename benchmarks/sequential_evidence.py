@@ -73,7 +73,7 @@ def main() -> None:
               .fillna(0).astype(int))
     for name in ("evaluated", "tuning"):
         _, pp, m = full_probe_tables(args.out / name)
-        hit = m[(m["kind"] == "own") & m["prompt"].map(pp.set_index("prompt")["extracted"])]
+        hit = m[(m["kind"] == "own") & m["prompt"].map(pp.set_index("prompt")["extracted"]).fillna(False).astype(bool)]
         print(f"0. {name} model: of its {int(pp['extracted'].sum())} extracted captions, how many copied under each "
               f"seed: {hit.groupby('seed').size().reindex(range(budget), fill_value=0).to_dict()}")
     print(f"1. own copies among {budget} draws, per extracted caption ({len(copies)}): "

@@ -22,7 +22,7 @@ from diffaudit.io import write_atomic, write_json, write_text
 from diffaudit.layout import RunLayout
 from diffaudit.report.readability import readability
 from diffaudit.samplers import SAMPLERS
-from diffaudit.study.findings_record import CellCounts
+from diffaudit.study.findings_record import CellCounts, ProbeEffect
 from diffaudit.study.records import ALPHA, ArmEffect, StudyResults, by_dup
 
 PAGES = 4
@@ -431,7 +431,7 @@ class MemoWriter:
         same = ", same as no fix" if all(c.verdict == "same as no fix" for c in undone) else ""
         return f"undone by {', '.join(self.res.probe_words(c.probe, 'short') for c in undone)}{same}: {counts}"
 
-    def attack_cells(self, arm: str) -> list[dict]:
+    def attack_cells(self, arm: str) -> list[ProbeEffect]:
         return [c for c in self.adaptive if c.arm == arm]
 
     def attack_note(self) -> str:

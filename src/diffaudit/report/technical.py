@@ -18,7 +18,7 @@ from diffaudit.config import CARLINI_DELTA
 from diffaudit.figures import delta_figure
 from diffaudit.io import write_text
 from diffaudit.layout import RunLayout
-from diffaudit.study.audit_records import AuditRow
+from diffaudit.study.audit_records import AuditRow, Interval
 from diffaudit.study.records import ALPHA, StudyResults, attack_settings, by_dup
 
 METHODS = [
@@ -132,7 +132,7 @@ def _mia_table(row: AuditRow, run: Path) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _ci(pair: list[float | None]) -> str:
+def _ci(pair: Interval | list[float | None]) -> str:
     return "n/a" if None in pair else "{:.3f}–{:.3f}".format(*pair)
 
 

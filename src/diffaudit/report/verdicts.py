@@ -5,11 +5,12 @@ copy test's own null at each setting, and the one verdict. Nothing here decides;
 from pathlib import Path
 
 from diffaudit.io import write_text
+from diffaudit.study.audit_records import Interval
 from diffaudit.study.findings_record import CellCounts
 from diffaudit.study.records import StudyResults
 
 
-def _ci(pair: list[float | None]) -> str:
+def _ci(pair: Interval | list[float | None]) -> str:
     low, high = pair
     return "–" if low is None or high is None else f"{100 * low:.0f}–{100 * high:.0f}%"
 

@@ -152,7 +152,8 @@ class StudyResults:
             raise ConfigError(f"{run} is not a finished study run: missing {', '.join(missing)} "
                               "(run `diffaudit study` on it: finished steps are reused, the summaries rewritten)")
         results = json.loads(at.results.read_text())
-        rows, sampler_rows = (checked_rows(results.get(k, []), at.results) for k in ("rows", "sampler_rows"))
+        rows, sampler_rows = checked_rows(results["rows"], at.results), checked_rows(results.get("sampler_rows", []),
+                                                                                     at.results)
         record = json.loads(at.record.read_text())
         return cls(run, rows, json.loads(at.assumptions.read_text()), results["preset"],
                    recorded(record["config"], at.record), record, results["calibration"],
