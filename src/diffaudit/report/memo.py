@@ -179,7 +179,7 @@ class MemoWriter:
         """What was tested, so page 1 alone cannot be read as a claim about other models."""
         data, cal, seeds = self.config.data, self.res.calibration, self.res.seeds
         probe = self.config.extraction
-        null = cal["model_null"]
+        null = cal.model_null
         return (f"A miniature {data.resolution}×{data.resolution}-pixel model trained by us on "
                 f"{data.n_member:,} captioned emoji pictures (some repeated on purpose), "
                 f"{len(seeds)} training run{'s' if len(seeds) > 1 else ''}; the {probe.prompts_top} most "
@@ -189,8 +189,8 @@ class MemoWriter:
                 f"from the caption's own training picture, over {TILE_GRID}×{TILE_GRID} tiles, is below "
                 f"{self.base.delta:g} (RMS, "
                 "pixels scaled 0 to 1); "
-                f"captions the model never saw got such a 'copy' {null['hits']} times in {null['n']} (95% range "
-                f"{span(null['ci_low'], null['ci_high'])}).")
+                f"captions the model never saw got such a 'copy' {null.hits} times in {null.n} (95% range "
+                f"{span(null.ci_low, null.ci_high)}).")
 
     def floor_ceiling(self) -> str:
         """The outsider's black-box probe (floor) beside the owner's direct check (ceiling), with intervals."""
@@ -568,11 +568,11 @@ class MemoWriter:
     def _threshold_sentence(self) -> str:
         """How the copy distance was chosen (the null it was checked against is on page 1)."""
         cal = self.res.calibration
-        if not cal["calibrated"]:
+        if not cal.calibrated:
             return "That distance was set by hand, not checked against pictures the model never saw."
-        if cal["met"]:
+        if cal.met:
             return (f"We chose that distance so that, for captions the model never saw, at most "
-                    f"{pct(cal['target'])} get a 'copy' by chance (page 1 gives the count).")
+                    f"{pct(cal.target)} get a 'copy' by chance (page 1 gives the count).")
         return ("No distance we tried kept chance 'copies' of never-seen pictures low enough, so we used the "
                 "strictest one (page 1 gives the count).")
 

@@ -366,7 +366,7 @@ def _delta_figure(res: StudyResults, row: AuditRow) -> str:
     """The base arm's probe and oracle rates against delta beside the never-trained null, as an embedded figure."""
     curves = {"black-box probe": [r.model_dump() for r in row.extraction_by_delta],
               "oracle (owner)": [r.model_dump() for r in row.oracle_by_delta],
-              "never-trained captions (null)": res.calibration["model_null_by_delta"]}
+              "never-trained captions (null)": [r.model_dump() for r in res.calibration.model_null_by_delta]}
     with tempfile.TemporaryDirectory() as tmp:
         uri = _uri(delta_figure(curves, row.delta, Path(tmp) / "delta.png"))
     return f'<img src="{uri}" alt="extraction rate against the copy threshold delta" width="520">'
@@ -374,17 +374,17 @@ def _delta_figure(res: StudyResults, row: AuditRow) -> str:
 
 def _calibration(res: StudyResults) -> str:
     cal = res.calibration
-    null = cal["model_null"]
+    null = cal.model_null
     manifest = RunLayout(res.run).data / "manifest.json"
     families = json.loads(manifest.read_text()).get("families", {}) if manifest.exists() else {}
-    following = cal["caption_following_nonmember"]
-    text = (f"<p>delta = {cal['delta']:g} ({'calibrated' if cal['calibrated'] else 'fixed by the config'}; cap "
-            f"{cal['cap']:g}; target model null &le; {cal['target']:.0%}, upper bound &le; {cal['bound']:.0%}: "
-            f"{'met' if cal['met'] else 'NOT met'}). Model null at delta: {null['hits']} of {null['n']} never-trained "
-            f"captions ({null['rate']:.3f}, 95% CI {null['ci_low']:.3f}–{null['ci_high']:.3f}), "
-            f"{cal['samples_per_prompt']} samples each at guidance {cal['guidance']:g}, model "
-            f"{cal['model_hash'][:12]}. Image null (never-trained images within delta of a member): "
-            + ", ".join(f"{v:.3f} at {k}" for k, v in cal["image_null"].items()) + ".</p>")
+    following = cal.caption_following_nonmember
+    text = (f"<p>delta = {cal.delta:g} ({'calibrated' if cal.calibrated else 'fixed by the config'}; cap "
+            f"{cal.cap:g}; target model null &le; {cal.target:.0%}, upper bound &le; {cal.bound:.0%}: "
+            f"{'met' if cal.met else 'NOT met'}). Model null at delta: {null.hits} of {null.n} never-trained "
+            f"captions ({null.rate:.3f}, 95% CI {null.ci_low:.3f}–{null.ci_high:.3f}), "
+            f"{cal.samples_per_prompt} samples each at guidance {cal.guidance:g}, model "
+            f"{cal.model_hash[:12]}. Image null (never-trained images within delta of a member): "
+            + ", ".join(f"{v:.3f} at {k}" for k, v in cal.image_null.items()) + ".</p>")
     if families:
         text += (f"<p>Families: {families['families']} over {families['distinct_renders']} distinct renders, joined "
                  f"at {families['family_join']:g}, the largest {families['largest_family']} images. An IID split of "
@@ -392,10 +392,10 @@ def _calibration(res: StudyResults) -> str:
                  f"{families['family_join']:g} of a member; the family-disjoint split "
                  f"{families['false_copy_rate']:.1%}.</p>")
     text += (f"<p>Caption following on never-trained captions: same-seed/other-caption RMS "
-             f"{following['same_seed_other_caption']:.3f} over same-caption/other-seed "
-             f"{following['same_caption_other_seed']:.3f} = {following['ratio']:.2f} (&ge; 1: the caption decides "
+             f"{following.same_seed_other_caption:.3f} over same-caption/other-seed "
+             f"{following.same_caption_other_seed:.3f} = {following.ratio:.2f} (&ge; 1: the caption decides "
              "the picture more than the seed).</p>")
-    return text + _table(pd.DataFrame(cal["model_null_by_delta"]))
+    return text + _table(pd.DataFrame([r.model_dump() for r in cal.model_null_by_delta]))
 
 
 def _summary(res: StudyResults) -> str:

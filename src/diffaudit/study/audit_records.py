@@ -183,6 +183,38 @@ def row_of(*records: BaseModel) -> dict:
     return {k: v for r in records for k, v in r.model_dump().items()}
 
 
+class CaptionFollowing(Record):
+    """Does the caption decide the picture more than the seed (never-trained captions; ratio >= 1: it does)?"""
+
+    same_seed_other_caption: float | None
+    same_caption_other_seed: float | None
+    ratio: float | None
+
+
+class CalibrationRecord(Record):
+    """The copy threshold, chosen before any arm is scored (`study.calibration`): the largest delta up to the cap whose
+    model null (never-trained captions 'copying' their own unseen picture) stays within target and bound, the null at
+    every delta of the grid, the image null, and whether the caption decides the picture."""
+
+    delta: float
+    calibrated: bool
+    met: bool
+    reason: str
+    cap: float
+    target: float
+    bound: float
+    captions_needed: int
+    model_null: RateAt
+    model_null_by_delta: list[RateAt]
+    image_null: dict[str, float]
+    null_prompts: int
+    samples_per_prompt: int
+    guidance: float
+    model_hash: str
+    caption_following_nonmember: CaptionFollowing
+    unet_evaluations: int
+
+
 class VariantRecord(Record):
     """A mitigation arm's typed setting (`mitigations.base.Variant`): its name and the scale, epsilon or method."""
 

@@ -14,7 +14,14 @@ from pydantic import ValidationError
 from diffaudit.config import Preset, recorded
 from diffaudit.errors import ConfigError
 from diffaudit.layout import RunLayout
-from diffaudit.study.audit_records import AttackSummary, AuditRow, DetectionRow, checked_rows, json_schema_of
+from diffaudit.study.audit_records import (
+    AttackSummary,
+    AuditRow,
+    CalibrationRecord,
+    DetectionRow,
+    checked_rows,
+    json_schema_of,
+)
 from diffaudit.study.findings_record import FINDINGS_SCHEMA, FindingsRecord, MembershipVerdict
 from diffaudit.words import Description
 
@@ -127,6 +134,16 @@ def checked_findings(findings: dict, source: Path | str) -> dict:
     return findings
 
 
+def _calibration(calibration: dict, source: Path) -> CalibrationRecord:
+    """results.json's calibration as its record, or one line naming what is off."""
+    try:
+        return CalibrationRecord.model_validate(calibration)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: its calibration is not a calibration record ({str(exc).splitlines()[0]}: "
+                          f"{'; '.join('.'.join(map(str, e['loc'])) for e in exc.errors()[:3])}); run `diffaudit "
+                          "study` on the run again (its finished steps are reused)") from exc
+
+
 @dataclass(frozen=True)
 class StudyResults:
     run: Path
@@ -135,7 +152,7 @@ class StudyResults:
     preset: str
     config: Preset  # the preset as run, from run.json
     record: dict  # hashes and package versions
-    calibration: dict  # the copy threshold and the nulls it was chosen against
+    calibration: CalibrationRecord  # the copy threshold and the nulls it was chosen against
     mia_controls: dict  # the attacks' positive control (with its exposure curve) and negative control
     dp_controls: dict  # per seed: the non-private fine-tune that checks the DP audit's power
     findings: FindingsRecord  # pooled rates, paired tests, trends: computed by the study (findings.json)
@@ -156,7 +173,7 @@ class StudyResults:
                                                                                      at.results)
         record = json.loads(at.record.read_text())
         return cls(run, rows, json.loads(at.assumptions.read_text()), results["preset"],
-                   recorded(record["config"], at.record), record, results["calibration"],
+                   recorded(record["config"], at.record), record, _calibration(results["calibration"], at.results),
                    results.get("mia_controls", {}),
                    results.get("dp_controls", {}), read_findings(json.loads(at.findings.read_text()), at.findings),
                    results.get("adaptive_control"), results.get("forget"), sampler_rows)
