@@ -6,9 +6,12 @@ is replayed on the audited model's full pool (no new sampling; run benchmarks/se
 2. audited -> tuning: the roles swapped, so the order is fitted on the other training seed.
 3. K random halves of the fitting model's extracted pictures (numpy's default_rng(2)): the rule fitted on each half
    alone (order and thresholds), replayed on the audited model: how much the result rests on which pictures fitted it.
+With --held-out DIR (a third training seed's `benchmarks/sequential.py --out DIR`), only the shipped rule
+(benchmarks/results/sequential_rule.json) replayed on that model's full pool, with its per-seed copies: the held-out
+test.
 Each row: recall of the full probe's extractions by caption and by picture with exact 95% intervals, the share of the
 full probe's generations spent, and the projection at N = 500 (as benchmarks/sequential.py computes it).
-Usage: python benchmarks/sequential_transfer.py --out runs/seq [--halves 20]
+Usage: python benchmarks/sequential_transfer.py --out runs/seq [--halves 20] | --held-out runs/seq2
 """
 
 import argparse
@@ -24,6 +27,8 @@ from sequential_orders import one_order
 
 from diffaudit.attacks.sequential import StoppingRule, fit_rule, seed_order
 from diffaudit.study.extraction_audit import fit_inputs, full_probe_tables, stopping_rule_from
+
+SHIPPED = Path(__file__).parent / "results" / "sequential_rule.json"
 
 
 @cache
@@ -42,11 +47,31 @@ def fitted_on_half(run: Path, pictures: set[str]) -> StoppingRule:
     return fit_rule(paths, extracted, groups, replace(template, order=order, **DEFAULT))
 
 
+def held_out(out: Path) -> None:
+    """The shipped rule on a model neither its order nor its thresholds saw."""
+    rule = StoppingRule.load(SHIPPED)
+    r = one_order(out, rule.seeds(), rule, audited="evaluated")
+    _, per_prompt, matches = full_probe_tables(out / "evaluated")
+    extracted = per_prompt.set_index("prompt")["extracted"]
+    hit = matches[(matches["kind"] == "own") & matches["prompt"].map(extracted).fillna(False).astype(bool)]
+    print(f"shipped rule (fitted on {rule.fitted_on}, order {rule.seeds()}) on {out / 'evaluated'}: "
+          f"{r['recovered']}/{r['truth']} captions [{r['recall_ci'][0]:.0%}, {r['recall_ci'][1]:.0%}], "
+          f"{r['pictures_found']}/{r['pictures']} pictures [{r['picture_ci'][0]:.0%}, {r['picture_ci'][1]:.0%}], "
+          f"cost share {r['cost_share']:.1%}; N = 500: {r['recovered_500']}/{r['truth']} at "
+          f"{r['cost_share_500_upper']:.1%}")
+    print(f"its extracted captions copying under each seed: "
+          f"{hit.groupby('seed').size().reindex(rule.seeds(), fill_value=0).to_dict()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("runs/sequential"))
     parser.add_argument("--halves", type=int, default=20)
+    parser.add_argument("--held-out", type=Path, help="replay the shipped rule on this run's pool only")
     args = parser.parse_args()
+    if args.held_out:
+        held_out(args.held_out)
+        return
     tuning, audited = args.out / "tuning", args.out / "evaluated"
     rows = [{"fit": "tuning -> audited", **one_order(args.out, (r := stopping_rule_from(tuning, **DEFAULT)).order, r,
                                                       audited="evaluated")},
