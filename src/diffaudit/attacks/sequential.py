@@ -7,8 +7,8 @@ apart than the rule's threshold for that many draws. Only the generations stop a
 small after a few draws (a caption whose N = 16 clique is exactly 3 has all three outside its first 4 draws with
 probability C(13,4)/C(16,4) ~ 0.39), so the rule is fitted on a second model's full probe (`fit_rule`), never on the
 evaluated model's labels, and carries the miss rate estimated there. What it fits is both the thresholds and the order
-the seeds are drawn in (`seed_order`): copies come from a few initial noises, the same ones on two training seeds of
-one model (docs/results/2026-12-02-sequential-probe.md), so the noises that copied on the second model are drawn first.
+the seeds are drawn in (`seed_order`): copies come from a few initial noises, the same ones on three training seeds of
+one recipe (docs/results/2026-12-02-sequential-probe.md), so the noises that copied on the second model are drawn first.
 """
 
 import json
@@ -101,8 +101,8 @@ class StoppingRule:
 
 def seed_order(matches: pd.DataFrame, extracted: pd.Series, budget: int) -> list[int]:
     """The seeds 0..budget-1, those whose draws copied the most of a full probe's extracted captions' own pictures
-    first (ties: the lower seed). On models/quick the same few initial noises held nearly every copy on two training
-    seeds, so a second model's full probe says which noises to draw first on the audited one."""
+    first (ties: the lower seed). On the quick recipe the same few initial noises held nearly every copy on three
+    training seeds, so a second model's full probe says which noises to draw first on the audited one."""
     copied = matches[(matches["kind"] == "own") & matches["prompt"].map(extracted).fillna(False).astype(bool)]
     counts = copied.groupby("seed").size().reindex(range(budget), fill_value=0)
     return sorted(range(budget), key=lambda seed: (-int(counts[seed]), seed))
