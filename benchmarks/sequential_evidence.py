@@ -25,6 +25,7 @@ import pandas as pd
 from sequential import TARGET_COST, TARGET_RECALL
 from sklearn.metrics import roc_auc_score
 
+from diffaudit.attacks.sequential import copies_per_seed
 from diffaudit.study.extraction_audit import fit_inputs, full_probe_tables
 
 CHECKS = (2, 3, 4, 6, 8)
@@ -66,16 +67,16 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=10)
     args = parser.parse_args()
     run = args.out / "evaluated"
-    matches, per_prompt = pd.read_parquet(run / "matches.parquet"), pd.read_parquet(run / "per_prompt.parquet")
-    budget, confirm = int(per_prompt["generations"].max()), int(fit_inputs(run)[3].confirm)
+    summary, per_prompt, matches = full_probe_tables(run)
+    budget, confirm = int(summary["samples_per_prompt"]), int(summary["clique_size_required"])
     extracted = per_prompt.set_index("prompt")["extracted"]
     copies = (matches[matches["kind"] == "own"].groupby("prompt").size().reindex(extracted[extracted].index)
               .fillna(0).astype(int))
     for name in ("evaluated", "tuning"):
         _, pp, m = full_probe_tables(args.out / name)
-        hit = m[(m["kind"] == "own") & m["prompt"].map(pp.set_index("prompt")["extracted"]).fillna(False).astype(bool)]
+        copied = copies_per_seed(m, pp.set_index("prompt")["extracted"], budget)
         print(f"0. {name} model: of its {int(pp['extracted'].sum())} extracted captions, how many copied under each "
-              f"seed: {hit.groupby('seed').size().reindex(range(budget), fill_value=0).to_dict()}")
+              f"seed: {copied.to_dict()}")
     print(f"1. own copies among {budget} draws, per extracted caption ({len(copies)}): "
           f"{copies.value_counts().sort_index().to_dict()}")
     blind = {n: float(np.mean([comb(budget - k, n) / comb(budget, n) for k in copies])) for n in CHECKS}

@@ -25,7 +25,7 @@ import pandas as pd
 from sequential import DEFAULT, TARGET_COST, TARGET_COST_500, TARGET_RECALL
 from sequential_orders import one_order
 
-from diffaudit.attacks.sequential import StoppingRule, fit_rule, seed_order
+from diffaudit.attacks.sequential import StoppingRule, copies_per_seed, fit_rule, seed_order
 from diffaudit.study.extraction_audit import fit_inputs, full_probe_tables, stopping_rule_from
 
 SHIPPED = Path(__file__).parent / "results" / "sequential_rule.json"
@@ -52,15 +52,14 @@ def held_out(out: Path) -> None:
     rule = StoppingRule.load(SHIPPED)
     r = one_order(out, rule.seeds(), rule, audited="evaluated")
     _, per_prompt, matches = full_probe_tables(out / "evaluated")
-    extracted = per_prompt.set_index("prompt")["extracted"]
-    hit = matches[(matches["kind"] == "own") & matches["prompt"].map(extracted).fillna(False).astype(bool)]
+    copied = copies_per_seed(matches, per_prompt.set_index("prompt")["extracted"], rule.budget)
     print(f"shipped rule (fitted on {rule.fitted_on}, order {rule.seeds()}) on {out / 'evaluated'}: "
           f"{r['recovered']}/{r['truth']} captions [{r['recall_ci'][0]:.0%}, {r['recall_ci'][1]:.0%}], "
           f"{r['pictures_found']}/{r['pictures']} pictures [{r['picture_ci'][0]:.0%}, {r['picture_ci'][1]:.0%}], "
           f"cost share {r['cost_share']:.1%}; N = 500: {r['recovered_500']}/{r['truth']} at "
           f"{r['cost_share_500_upper']:.1%}")
     print(f"its extracted captions copying under each seed: "
-          f"{hit.groupby('seed').size().reindex(rule.seeds(), fill_value=0).to_dict()}")
+          f"{copied.reindex(rule.seeds()).to_dict()}")
 
 
 def main() -> None:

@@ -99,12 +99,18 @@ class StoppingRule:
             raise ConfigError(f"{path} is not a stopping rule written by `diffaudit stopping-rule`: {err}") from err
 
 
+def copies_per_seed(matches: pd.DataFrame, extracted: pd.Series, budget: int) -> pd.Series:
+    """Per seed 0..budget-1, how many of a full probe's extracted captions (`extracted`: prompt -> bool) copied their
+    own picture in that seed's draw."""
+    copied = matches[(matches["kind"] == "own") & matches["prompt"].map(extracted).fillna(False).astype(bool)]
+    return copied.groupby("seed").size().reindex(range(budget), fill_value=0)
+
+
 def seed_order(matches: pd.DataFrame, extracted: pd.Series, budget: int) -> list[int]:
     """The seeds 0..budget-1, those whose draws copied the most of a full probe's extracted captions' own pictures
     first (ties: the lower seed). On the quick recipe the same few initial noises held nearly every copy on three
     training seeds, so a second model's full probe says which noises to draw first on the audited one."""
-    copied = matches[(matches["kind"] == "own") & matches["prompt"].map(extracted).fillna(False).astype(bool)]
-    counts = copied.groupby("seed").size().reindex(range(budget), fill_value=0)
+    counts = copies_per_seed(matches, extracted, budget)
     return sorted(range(budget), key=lambda seed: (-int(counts[seed]), seed))
 
 
