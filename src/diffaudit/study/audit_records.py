@@ -288,6 +288,11 @@ def audit_row_schema() -> dict:
             "anyOf": [{"$ref": "#/$defs/AuditRow"}, {"$ref": "#/$defs/DetectionRow"}]}
 
 
+def invalid_fields(exc: ValidationError) -> str:
+    """The first three fields a record refused, each with why, for a one-line error."""
+    return "; ".join(".".join(map(str, e["loc"])) + f": {e['msg']}" for e in exc.errors()[:3])
+
+
 def checked_rows(rows: list[dict], source: Path | str) -> list[AuditRow | DetectionRow]:
     """`rows` as records when each has a results row's shape; else one line naming the row and the first field that
     is off."""
@@ -296,8 +301,7 @@ def checked_rows(rows: list[dict], source: Path | str) -> list[AuditRow | Detect
         try:
             out.append((DetectionRow if row.get("kind") == "detection" else AuditRow).model_validate(row))
         except ValidationError as exc:
-            where = "; ".join(".".join(map(str, e["loc"])) + f": {e['msg']}" for e in exc.errors()[:3])
             raise ConfigError(f"{source}: row {row.get('arm')!r} at seed {row.get('seed')!r} is not a results row "
-                              f"({where}); if an older diffaudit wrote it, run `diffaudit study` on the run again "
-                              "(its finished steps are reused)") from exc
+                              f"({invalid_fields(exc)}); if an older diffaudit wrote it, run `diffaudit study` on the "
+                              "run again (its finished steps are reused)") from exc
     return out

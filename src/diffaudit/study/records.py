@@ -20,6 +20,7 @@ from diffaudit.study.audit_records import (
     CalibrationRecord,
     DetectionRow,
     checked_rows,
+    invalid_fields,
     json_schema_of,
 )
 from diffaudit.study.findings_record import FINDINGS_SCHEMA, FindingsRecord, MembershipVerdict
@@ -139,9 +140,8 @@ def _calibration(calibration: dict, source: Path) -> CalibrationRecord:
     try:
         return CalibrationRecord.model_validate(calibration)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: its calibration is not a calibration record ({str(exc).splitlines()[0]}: "
-                          f"{'; '.join('.'.join(map(str, e['loc'])) for e in exc.errors()[:3])}); run `diffaudit "
-                          "study` on the run again (its finished steps are reused)") from exc
+        raise ConfigError(f"{source}: its calibration is not a calibration record ({invalid_fields(exc)}); run "
+                          "`diffaudit study` on the run again (its finished steps are reused)") from exc
 
 
 @dataclass(frozen=True)
