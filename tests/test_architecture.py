@@ -23,6 +23,7 @@ LAYERS = (
 # What a report may read: records and their readers, never a module that computes a verdict or a score.
 REPORT_READS = LAYERS[0] | {"report"}  # the base layer: files, config, layout, figures, words
 READERS = {"diffaudit.study.records", "diffaudit.study.audit_records", "diffaudit.study.findings_record",
+           "diffaudit.study.results_record", "diffaudit.study.control_records", "diffaudit.study.deletion_record",
            "diffaudit.model.shards", "diffaudit.data.imagefolder"}
 LOADERS = {"diffaudit.model.shards", "diffaudit.data.imagefolder"}  # read pictures from disk; not followed further
 

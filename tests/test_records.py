@@ -10,19 +10,21 @@ import pytest
 
 from diffaudit.errors import ConfigError
 from diffaudit.layout import RunLayout
-from diffaudit.study.audit_records import (
-    AUDIT_ROW_JSON_SCHEMA,
-    AUDIT_ROW_SCHEMA,
-    audit_row_schema,
-    checked_rows,
-    tracked,
-)
 from diffaudit.study.findings_record import FINDINGS_SCHEMA, FindingsRecord
 from diffaudit.study.records import (
     FINDINGS_JSON_SCHEMA,
     StudyResults,
     checked_findings,
     findings_schema,
+)
+from diffaudit.study.results_record import (
+    RESULTS_JSON_SCHEMA,
+    RESULTS_SCHEMA,
+    ResultsRecord,
+    checked_rows,
+    read_results,
+    results_schema,
+    tracked,
 )
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny-study-findings.json"  # written before the redesign
@@ -49,18 +51,38 @@ def test_findings_of_an_older_diffaudit_are_refused(tmp_path: Path) -> None:
         checked_findings(bad, "edited")
 
 
-def test_the_shipped_results_row_schema_is_the_codes() -> None:
-    assert json.loads(AUDIT_ROW_JSON_SCHEMA.read_text()) == audit_row_schema(), \
-        "regenerate src/diffaudit/schemas with audit_records.audit_row_schema()"
+def test_the_shipped_results_schema_is_the_codes() -> None:
+    assert json.loads(RESULTS_JSON_SCHEMA.read_text()) == results_schema(), \
+        "regenerate src/diffaudit/schemas with results_record.results_schema()"
 
 
-def test_a_study_writes_rows_of_the_record_shape(tiny_study_dir: Path) -> None:
+def test_a_study_writes_results_of_the_record_shape(tiny_study_dir: Path) -> None:
+    """Every part (rows, controls, the deletion request) validates against the shipped schema, reads back as its
+    record, and the record is the file: no key dropped, every value as written."""
     results = json.loads(RunLayout(tiny_study_dir).results.read_text())
-    assert results["schema_version"] == AUDIT_ROW_SCHEMA
-    schema = json.loads(AUDIT_ROW_JSON_SCHEMA.read_text())
-    for row in results["rows"] + results["sampler_rows"]:
-        jsonschema.validate(row, schema)
+    assert results["schema_version"] == RESULTS_SCHEMA
+    jsonschema.validate(results, json.loads(RESULTS_JSON_SCHEMA.read_text()))
     assert {r["kind"] for r in results["rows"]} >= {"none", "detection"}
+    record = read_results(results, "the tiny study")
+    assert record.model_dump(mode="json", exclude_unset=True) == results
+    assert record.forget is not None and record.adaptive_control is not None and record.dp_controls
+    assert record.mia_controls.positive is not None and record.mia_controls.negative is not None
+    assert any(r.adaptive for r in record.rows if r.kind != "detection")
+
+
+def test_a_misnamed_control_field_is_refused_naming_it(tiny_study_dir: Path) -> None:
+    results = json.loads(RunLayout(tiny_study_dir).results.read_text())
+    negative = results["mia_controls"]["negative"]
+    broken = results | {"mia_controls": {**results["mia_controls"], "negative": {
+        **{k: v for k, v in negative.items() if k != "passed"}, "passd": negative["passed"]}}}
+    with pytest.raises(ConfigError, match=r"not a study's results \(mia_controls.negative.passed: Field required"):
+        read_results(broken, "edited")
+    method = next(iter(results["forget"]["methods"]))
+    broken = json.loads(json.dumps(results))
+    broken["forget"]["methods"][method]["verification"]["verdict"] = "passed"
+    with pytest.raises(ConfigError, match=f"forget.methods.{method}.verification.verdict"):
+        read_results(broken, "edited")
+    assert ResultsRecord.model_validate(results)  # the unedited file reads
 
 
 def test_a_row_with_a_misnamed_key_is_refused_naming_row_and_field() -> None:

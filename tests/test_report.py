@@ -285,8 +285,7 @@ def test_every_number_in_the_memo_comes_from_a_result_file(edited_study: Path) -
     stored += _numbers(res.config.model_dump(mode="json"))
     effects = res.effects()
     stored += [len(effects), len(effects) - 1, *(round(e.train_seconds / 60) for e in effects)]
-    stored += [round(s / 60) for s in [res.forget["reference_seconds"],
-                                       *(r["seconds"] for r in res.forget["methods"].values())]]
+    stored += [round(s / 60) for s in [res.forget.reference_seconds, *(r.seconds for r in res.forget.methods.values())]]
     allowed = CONSTANTS | {s for v in stored for s in _spellings(v)}
     run_id = res.record["hashes"]["base_model"][:8]
     body = [ln.replace(run_id, "") for ln in memo_text(memo.pdf).splitlines()

@@ -428,6 +428,7 @@ def mia(
     """Membership inference: loss, PIA, SecMI, CLiD and LiRA, side by side on one honest split."""
     from diffaudit.data.imagefolder import load_imagefolder
     from diffaudit.model.pipeline import AuditPipeline
+    from diffaudit.study.audit_records import MiaRun
     from diffaudit.study.mia_audit import check_attacks, run_mia, train_shadows
     from diffaudit.study.records import attack_settings
 
@@ -445,27 +446,25 @@ def mia(
             shadow_models = train_shadows(dataset, cfg, shadows, out / "shadows", progress)
         summary = run_mia(pipe, dataset, out, names, per_side, shadow_models, progress,
                           tune_per_side=cfg.membership.tune_per_side)
-    check = summary["split_check"]
-    console.print(f"split check (no model access): AUC {check['auc']:.3f} "
-                  f"[{check['auc_ci'][0]:.3f}, {check['auc_ci'][1]:.3f}]" + ("" if check["at_chance"] else
-                                                                               "  [red]NOT at chance[/red]"))
-    table = Table(title=f"Membership inference, {summary['per_side']} members vs {summary['per_side']} non-members")
+    run = MiaRun.model_validate(summary)
+    check = run.split_check
+    console.print(f"split check (no model access): AUC {check.auc:.3f} [{check.auc_ci[0]:.3f}, {check.auc_ci[1]:.3f}]"
+                  + ("" if check.at_chance else "  [red]NOT at chance[/red]"))
+    table = Table(title=f"Membership inference, {run.per_side} members vs {run.per_side} non-members")
     for col in ("attack", "AUC [95% CI]", "TPR@1%FPR [95% CI]", "TPR@0.1%FPR", "AUC - loss [95% CI]", "chosen",
                 "queries/sample"):
         table.add_column(col)
-    for name, res in summary["attacks"].items():
-        a, vs = res["all"], summary["paired"].get(f"{name} - loss")
-        choice = attack_settings(res["choice"])
-        table.add_row(name, f"{a['auc']:.3f} [{a['auc_ci'][0]:.3f}, {a['auc_ci'][1]:.3f}]",
-                      f"{a['tpr_at_1pct_fpr']:.3f} [{a['tpr_at_1pct_fpr_ci'][0]:.3f}, "
-                      f"{a['tpr_at_1pct_fpr_ci'][1]:.3f}]",
-                      f"{a['tpr_at_0.1pct_fpr']:.3f}" if "tpr_at_0.1pct_fpr" in a else "- (< 1,000 non-members)",
-                      f"{vs['difference']:+.3f} [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" if vs else "-",
-                      escape(json.dumps(choice)), f"{res['queries_per_sample']:g}")
+    for name, res in run.attacks.items():
+        a, vs = res.all, run.paired.get(f"{name} - loss")
+        table.add_row(name, f"{a.auc:.3f} [{a.auc_ci[0]:.3f}, {a.auc_ci[1]:.3f}]",
+                      f"{a.tpr_at_1pct_fpr:.3f} [{a.tpr_at_1pct_fpr_ci[0]:.3f}, {a.tpr_at_1pct_fpr_ci[1]:.3f}]",
+                      f"{a.tpr_at_01pct_fpr:.3f}" if a.tpr_at_01pct_fpr is not None else "- (< 1,000 non-members)",
+                      f"{vs.difference:+.3f} [{vs.ci[0]:+.3f}, {vs.ci[1]:+.3f}]" if vs else "-",
+                      escape(json.dumps(attack_settings(res.choice))), f"{res.queries_per_sample:g}")
     console.print(table)
-    gap = summary["loss_gap"]
-    console.print(f"held-out loss gap: non-members {gap['nonmember_loss']:.4f} vs members {gap['member_loss']:.4f} "
-                  f"({gap['relative_gap']:+.1%})")
+    gap = run.loss_gap
+    console.print(f"held-out loss gap: non-members {gap.nonmember_loss:.4f} vs members {gap.member_loss:.4f} "
+                  f"({gap.relative_gap:+.1%})")
     console.print(f"scores and ROC in {out}")
 
 
@@ -576,6 +575,7 @@ def verify_forget(
     thresholds; writes OUT/audit_record.json. Exit status 1 when the verification fails."""
     from diffaudit.data.imagefolder import load_imagefolder
     from diffaudit.model.pipeline import AuditPipeline
+    from diffaudit.study.deletion_record import DeletionRecord
     from diffaudit.unlearning.protocol import verify_forget as run_verify
     from diffaudit.unlearning.record import FORGET
     from diffaudit.unlearning.request import as_held
@@ -594,17 +594,17 @@ def verify_forget(
         delta = _copy_threshold(pipes[0], held, cfg, out, progress)  # against the original, as a study would
         record = run_verify(summaries[0], summaries[1], *pipes, held, cfg, delta, cfg.sample.guidance, out, out,
                             progress)
-    verdict = record["verification"]
+    verdict = DeletionRecord.model_validate(record).verification
     show = Table(title=f"verify-forget: {summaries[0]['method']} against the retrain reference")
     for col in ("check", "value", "limit", "passed"):
         show.add_column(col)
-    for name, check in verdict["checks"].items():
-        value = f"p = {check['p']:.3g} ({check['direction']})" if "p" in check else f"{check['value']:.4g}"
-        limit = f"p >= {check['alpha']}" if "p" in check else f"<= {check['limit']:.4g}"
-        show.add_row(name, value, limit, "yes" if check["passed"] else "[red]no[/]")
+    for name, check in verdict.checks.items():
+        value = f"p = {check.p:.3g} ({check.direction})" if check.p is not None else f"{check.value:.4g}"
+        limit = f"p >= {check.alpha}" if check.p is not None else f"<= {check.limit:.4g}"
+        show.add_row(name, value, limit, "yes" if check.passed else "[red]no[/]")
     console.print(show)
-    console.print(f"{verdict['verdict']}; fallback: {verdict['fallback']}; record: {out / 'audit_record.json'}")
-    if not verdict["passed"]:
+    console.print(f"{verdict.verdict}; fallback: {verdict.fallback}; record: {out / 'audit_record.json'}")
+    if not verdict.passed:
         raise typer.Exit(1)
 
 

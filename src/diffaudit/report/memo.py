@@ -22,6 +22,7 @@ from diffaudit.io import write_atomic, write_json, write_text
 from diffaudit.layout import RunLayout
 from diffaudit.report.readability import readability
 from diffaudit.samplers import SAMPLERS
+from diffaudit.study.deletion_record import Judgement
 from diffaudit.study.findings_record import CellCounts, ProbeEffect
 from diffaudit.study.records import ALPHA, ArmEffect, StudyResults, by_dup
 
@@ -247,7 +248,7 @@ class MemoWriter:
 
     def questions(self) -> list[str]:
         """For a deployed model: what to ask its owner, each with what this study found for ours."""
-        dp = next((r.extra("dp") for r in self.res.audited() if r.kind == "dp"), None)
+        dp = next((r.dp for r in self.res.audited() if r.dp is not None), None)
         hits = self.buckets[self.buckets["hits"] > 0]
         top = hits.loc[hits["hits"].idxmax(), "dup_bucket"] if len(hits) else None
         where = f"Here, most copies came from pictures in the training data {top} times." if top else \
@@ -263,7 +264,7 @@ class MemoWriter:
             f"{span(self.base_arm['ci_low'], self.base_arm['ci_high'])}.",
             "Are the model weights released? A fix that is only a setting can then be undone by anyone.",
             ("What data does a privacy guarantee cover? Here, only the "
-             f"{dp['calibration_examples']} pictures used for the private fine-tuning, not the training set."
+             f"{dp.calibration_examples} pictures used for the private fine-tuning, not the training set."
              if dp else "What data does a privacy guarantee cover, if there is one?"),
             f"What does the audit cost to run? Here, {self.base.extraction_unet_evals:,} model steps for the "
             "extraction test of one model.",
@@ -338,35 +339,31 @@ class MemoWriter:
         """The deletion request in one paragraph, only when it is a tested finding: the protocol failed the original
         (nothing forgotten) and passed a second retraining, so its verdicts on the methods mean something."""
         forget = self.res.forget
-        if not forget:
+        if forget is None:
             return ""
-        records = forget["methods"]
-        first = next(iter(records.values()))
-        control = forget.get("control")
-        if first["original_against_reference"]["passed"] or not control or not control["verification"]["passed"]:
+        first, control = forget.first, forget.control
+        if first.original_against_reference.passed or control is None or not control.verification.passed:
             return ""
-        before, after = (first["measures"][r]["copies"] for r in ("original", "reference"))
+        before, after = (first.measures[r].copies for r in ("original", "reference"))
         parts = []
-        for name, r in records.items():
-            if name == "retrain":
-                continue
-            v = r["verification"]
-            share = r["method_record"].get("retrained_share")
-            cost = f"{round(r['seconds'] / 60)} min" + (f", {pct(share)} retrained" if share and share < 1 else "")
-            why = ", ".join(dict.fromkeys(self._forget_failure(k, v) for k in v["failed"]))
-            if name == "sisa" and set(r["original_against_reference"]["failed"]) & set(v["failed"]) & set(UTILITY):
+        for name, r in forget.methods.items():
+            if r.verification.verdict == "reference":
+                continue  # the retrain reference itself
+            v, share = r.verification, r.retrained_share
+            cost = f"{round(r.seconds / 60)} min" + (f", {pct(share)} retrained" if share and share < 1 else "")
+            why = ", ".join(dict.fromkeys(self._forget_failure(k, v) for k in v.failed))
+            if r.sharding_cost is not None and set(r.original_against_reference.failed) & set(v.failed) & set(UTILITY):
                 why += ", as before any deletion"
-            parts.append(f"{FORGET_NAMES.get(name, r['title'])} ({cost}) " + ("passed" if v["passed"] else
-                                                                                 f"failed: {why}"))
-        return (f"Deleting on request: retraining without the {len(first['families'])} most copied subjects "
-                f"({first['rows']} training rows, {round(forget['reference_seconds'] / 60)} min) stopped their copies ("
-                f"{before['captions_with_copy']} of {before['captions']} captions before, "
-                f"{after['captions_with_copy']} after). Against that yardstick: " + "; ".join(parts) + ".")
+            parts.append(f"{FORGET_NAMES.get(name, r.title)} ({cost}) " + ("passed" if v.passed else f"failed: {why}"))
+        return (f"Deleting on request: retraining without the {len(first.families)} most copied subjects "
+                f"({first.rows} training rows, {round(forget.reference_seconds / 60)} min) stopped their copies ("
+                f"{before.captions_with_copy} of {before.captions} captions before, "
+                f"{after.captions_with_copy} after). Against that yardstick: " + "; ".join(parts) + ".")
 
     @staticmethod
-    def _forget_failure(check: str, verdict: dict) -> str:
+    def _forget_failure(check: str, verdict: Judgement) -> str:
         if check == "membership":
-            return ("pictures still look like training data" if "under" in verdict["checks"][check]["direction"]
+            return ("pictures still look like training data" if "under" in (verdict.checks[check].direction or "")
                     else "pictures look less like training data than after retraining")
         return {"copies": "still gives copies", "paraphrase_copies": "reworded captions still give copies"
                 }.get(check, "quality dropped")
@@ -439,7 +436,7 @@ class MemoWriter:
         if not self.adaptive:
             return ""
         probes = list(dict.fromkeys(c.probe for c in self.adaptive))
-        targets = self.base.adaptive["targets"]
+        targets = self.base.adaptive.targets
         failed = [c for c in self.adaptive if c.verdict == "control failed"]
         caveat = (" The search was not counted: on captions the model never saw it also produced 'copies'."
                   if failed else "")
@@ -552,17 +549,16 @@ class MemoWriter:
 
     def _controls_sentence(self) -> str:
         """Whether the membership tests were shown to work, in one sentence (empty when no controls ran)."""
-        controls = self.res.mia_controls
+        pos, neg = self.res.mia_controls.positive, self.res.mia_controls.negative
         parts = []
-        if "positive" in controls:
-            failed = [n for n, ok in controls["positive"]["verdict"]["passed"].items() if not ok]
+        if pos is not None:
+            failed = [n for n, ok in pos.verdict.passed.items() if not ok]
             parts.append("on a small model built to leak, " + (
                 "every test found the training pictures" if not failed else
-                f"{len(failed)} of {len(controls['positive']['verdict']['passed'])} tests did not clearly find them"))
-        if "negative" in controls:
+                f"{len(failed)} of {len(pos.verdict.passed)} tests did not clearly find them"))
+        if neg is not None:
             parts.append("on two groups of pictures no model had seen, " + (
-                "none wrongly told them apart" if controls["negative"]["passed"] else
-                "at least one test wrongly told them apart"))
+                "none wrongly told them apart" if neg.passed else "at least one test wrongly told them apart"))
         return f" We checked the tests first: {'; '.join(parts)}." if parts else ""
 
     def _threshold_sentence(self) -> str:

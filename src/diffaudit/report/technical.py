@@ -18,8 +18,10 @@ from diffaudit.config import CARLINI_DELTA
 from diffaudit.figures import delta_figure
 from diffaudit.io import write_text
 from diffaudit.layout import RunLayout
-from diffaudit.study.audit_records import AuditRow, Interval
+from diffaudit.study.audit_records import Interval, MiaRun, PairedAuc
+from diffaudit.study.deletion_record import DeletionRecord, ForgetStudy, Judgement, Measures
 from diffaudit.study.records import ALPHA, StudyResults, attack_settings, by_dup
+from diffaudit.study.results_record import AuditRow
 
 METHODS = [
     ("Extraction probe", "Carlini et al. 2023: for each attacked caption, N generations with seeds 0..N-1; a "
@@ -118,17 +120,19 @@ def _record(record: dict) -> str:
 
 
 def _mia_table(row: AuditRow, run: Path) -> pd.DataFrame:
-    summary = json.loads((RunLayout(run).mia(row.seed, row.arm) / "summary.json").read_text())
+    path = RunLayout(run).mia(row.seed, row.arm) / "summary.json"
+    summary = MiaRun.model_validate(json.loads(path.read_text()))
     out = []
-    for attack, res in summary["attacks"].items():
-        for subset in ("all", "singleton_members"):
-            r = res[subset]
-            out.append({"attack": attack, "members": subset, "n": f"{r['members']}+{r['nonmembers']}",
-                        "AUC": r["auc"], "AUC 95% CI": _ci(r["auc_ci"]),
-                        "TPR@1%FPR": r["tpr_at_1pct_fpr"], "TPR@1%FPR 95% CI": _ci(r["tpr_at_1pct_fpr_ci"]),
-                        "AUC - loss [95% CI]": _paired(summary["paired"].get(f"{attack} - loss")),
-                        "chosen on tuning set": _choice(res["choice"]),
-                        "UNet queries/sample": res["queries_per_sample"]})
+    for attack, res in summary.attacks.items():
+        for subset, r in (("all", res.all), ("singleton_members", res.singleton_members)):
+            if r is None:
+                continue
+            out.append({"attack": attack, "members": subset, "n": f"{r.members}+{r.nonmembers}",
+                        "AUC": r.auc, "AUC 95% CI": _ci(r.auc_ci),
+                        "TPR@1%FPR": r.tpr_at_1pct_fpr, "TPR@1%FPR 95% CI": _ci(r.tpr_at_1pct_fpr_ci),
+                        "AUC - loss [95% CI]": _paired(summary.paired.get(f"{attack} - loss")),
+                        "chosen on tuning set": _choice(res.choice),
+                        "UNet queries/sample": res.queries_per_sample})
     return pd.DataFrame(out)
 
 
@@ -136,10 +140,10 @@ def _ci(pair: Interval | list[float | None]) -> str:
     return "n/a" if None in pair else "{:.3f}–{:.3f}".format(*pair)
 
 
-def _paired(p: dict | None) -> str:
-    if p is None:
+def _paired(p: PairedAuc | None) -> str:
+    if p is None or p.difference is None or None in p.ci or p.p_value is None:
         return "–"
-    return f"{p['difference']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}], p = {p['p_value']:.3g}"
+    return f"{p.difference:+.3f} [{p.ci[0]:+.3f}, {p.ci[1]:+.3f}], p = {p.p_value:.3g}"
 
 
 def _choice(choice: dict) -> str:
@@ -150,61 +154,58 @@ def _choice(choice: dict) -> str:
 
 def _mia_controls(res: StudyResults) -> str:
     """Positive control with its exposure curve, and negative control: whether the attacks can be trusted."""
-    controls = res.mia_controls
+    pos, neg = res.mia_controls.positive, res.mia_controls.negative
     text = ""
-    if "positive" in controls:
-        pos = controls["positive"]
-        v = pos["verdict"]
-        bar = v["bar"]
-        text += (f"<h4>Positive control: preset '{pos['preset']}'</h4><p>{pos['members']} member images, no planted "
-                 f"duplicates, {pos['train_steps']} steps of {pos['batch_size']} ({pos['epochs']:.0f} epochs per "
+    if pos is not None:
+        v = pos.verdict
+        passed = [n for n, ok in v.passed.items() if ok]
+        failed = [n for n, ok in v.passed.items() if not ok]
+        text += (f"<h4>Positive control: preset '{pos.preset}'</h4><p>{pos.members} member images, no planted "
+                 f"duplicates, {pos.train_steps} steps of {pos.batch_size} ({pos.epochs:.0f} epochs per "
                  f"image), the audited architecture. The bar: every attack's AUC lower 95% bound &ge; "
-                 f"{bar['every_attack_auc_lower_bound']}, the best AUC &ge; {bar['best_auc']} and TPR@1%FPR &ge; "
-                 f"{bar['best_tpr_at_1pct_fpr']}. Attacks that pass: "
-                 f"{', '.join(n for n, ok in v['passed'].items() if ok) or 'none'}; that fail: "
-                 f"{', '.join(n for n, ok in v['passed'].items() if not ok) or 'none'}. Scored in the reverse of the "
-                 f"published direction (chosen on the tuning set): "
-                 f"{', '.join(n for n, d in v['direction'].items() if d == 'reversed') or 'none'}. Best: {v['best']} "
-                 f"(AUC {v['best_auc']:.3f}, TPR@1%FPR {v['best_tpr_at_1pct_fpr']:.3f}"
-                 + (", i.e. at zero false positives: fewer than 100 non-members" if v["best_tpr_is_zero_fp"] else "")
-                 + f"; bar {'met' if v['best_passed'] else 'NOT met'}).</p>")
-        final = pos["final"]
-        text += _table(pd.DataFrame([{"attack": a, "AUC": r["all"]["auc"], "AUC 95% CI": _ci(r["all"]["auc_ci"]),
-                                      "TPR@1%FPR": r["all"]["tpr_at_1pct_fpr"],
-                                      "AUC - loss [95% CI]": _paired(final["paired"].get(f"{a} - loss")),
-                                      "chosen on tuning set": _choice(r["choice"])}
-                                     for a, r in final["attacks"].items()]))
-        exposure = pd.DataFrame(pos["exposure"])
+                 f"{v.bar.every_attack_auc_lower_bound}, the best AUC &ge; {v.bar.best_auc} and TPR@1%FPR &ge; "
+                 f"{v.bar.best_tpr_at_1pct_fpr}. Attacks that pass: {', '.join(passed) or 'none'}; that fail: "
+                 f"{', '.join(failed) or 'none'}. Scored in the reverse of the published direction (chosen on the "
+                 f"tuning set): {', '.join(n for n, d in v.direction.items() if d == 'reversed') or 'none'}. Best: "
+                 f"{v.best} (AUC {_num(v.best_auc)}, TPR@1%FPR {_num(v.best_tpr_at_1pct_fpr)}"
+                 + (", i.e. at zero false positives: fewer than 100 non-members" if v.best_tpr_is_zero_fp else "")
+                 + f"; bar {'met' if v.best_passed else 'NOT met'}).</p>")
+        final = pos.final
+        text += _table(pd.DataFrame([{"attack": a, "AUC": r.all.auc, "AUC 95% CI": _ci(r.all.auc_ci),
+                                      "TPR@1%FPR": r.all.tpr_at_1pct_fpr,
+                                      "AUC - loss [95% CI]": _paired(final.paired.get(f"{a} - loss")),
+                                      "chosen on tuning set": _choice(r.choice)}
+                                     for a, r in final.attacks.items()]))
+        exposure = pd.DataFrame([p.model_dump() for p in pos.exposure])
         wide = exposure.pivot_table(index=["step", "epochs", "relative_loss_gap"], columns="attack",
                                     values=["auc", "tpr_at_1pct_fpr"]).reset_index()
         wide.columns = [" ".join(str(c) for c in col if c) for col in wide.columns]
         text += ("<h4>Exposure: AUC and TPR@1%FPR against epochs per image (snapshots of the positive control's "
                  "run; relative loss gap = held-out minus member loss, over held-out)</h4>" + _table(wide))
-        figure = _uri(RunLayout(res.run).mia_controls / pos["figure"])
+        figure = _uri(RunLayout(res.run).mia_controls / pos.figure)
         text += f'<img src="{figure}" alt="exposure curve" width="520">' if figure else ""
-    if "negative" in controls:
-        neg = controls["negative"]
-        text += (f"<h4>Negative control: never-trained halves on the base model</h4><p>{neg['per_side']} vs "
-                 f"{neg['per_side']} held-out images in family-disjoint halves (settings tuned on "
-                 f"{neg['tune_per_side']} per side, as for real members). Every 99% interval must cover 0.5: "
-                 f"{'passed' if neg['passed'] else 'FAILED'}.</p>")
-        text += _table(pd.DataFrame([{"attack": a, "AUC": r["auc"], "AUC 99% CI": _ci(r["auc_ci_99"]),
-                                      "covers 0.5": r["covers_half"], "chosen on tuning set": _choice(r["choice"])}
-                                     for a, r in neg["attacks"].items()]))
+    if neg is not None:
+        text += (f"<h4>Negative control: never-trained halves on the base model</h4><p>{neg.per_side} vs "
+                 f"{neg.per_side} held-out images in family-disjoint halves (settings tuned on "
+                 f"{neg.tune_per_side} per side, as for real members). Every 99% interval must cover 0.5: "
+                 f"{'passed' if neg.passed else 'FAILED'}.</p>")
+        text += _table(pd.DataFrame([{"attack": a, "AUC": r.auc, "AUC 99% CI": _ci(r.auc_ci_99),
+                                      "covers 0.5": r.covers_half, "chosen on tuning set": _choice(r.choice)}
+                                     for a, r in neg.attacks.items()]))
     return text or "<p>No controls were run (membership.control_preset unset).</p>"
 
 
 def _dp_audit(res: StudyResults) -> str:
     """Empirical epsilon of every DP arm and of the non-private control, beside the theoretical one."""
-    audits = [(r.arm, r.seed, r.extra("dp_audit")) for r in res.audited() if r.extra("dp_audit")]
+    audits = [(r.arm, r.seed, r.dp_audit) for r in res.audited() if r.dp_audit is not None]
     sanity = res.findings.dp_power.sanity_test
-    audits += [("dp-nonprivate (control)", int(seed), c["dp_audit"]) for seed, c in res.dp_controls.items()]
-    rows = [{"arm": arm, "seed": seed, "theoretical epsilon": a["theoretical_epsilon"], "delta": a["delta"],
-             "test": test + (" (reported)" if test == a["chosen_test"] else " (sanity)" if test == sanity else ""),
-             "AUC": t["auc"], "AUC 95% CI": _ci(t["auc_ci"]), "TPR": t["tpr"], "FPR": t["fpr"],
-             "measured on": f"{t['measured_members']}+{t['measured_heldout']}",
-             "bound on selection half": t["selection_bound"], "empirical epsilon (95%)": t["epsilon_lower_bound"]}
-            for arm, seed, a in audits for test, t in a["tests"].items()]
+    audits += [("dp-nonprivate (control)", int(seed), c.dp_audit) for seed, c in res.dp_controls.items()]
+    rows = [{"arm": arm, "seed": seed, "theoretical epsilon": a.theoretical_epsilon, "delta": a.delta,
+             "test": test + (" (reported)" if test == a.chosen_test else " (sanity)" if test == sanity else ""),
+             "AUC": t.auc, "AUC 95% CI": _ci(t.auc_ci), "TPR": t.tpr, "FPR": t.fpr,
+             "measured on": f"{t.measured_members}+{t.measured_heldout}",
+             "bound on selection half": t.selection_bound, "empirical epsilon (95%)": t.epsilon_lower_bound}
+            for arm, seed, a in audits for test, t in a.tests.items()]
     if not rows:
         return "<p>No DP arm was run.</p>"
     text = ("<p>Calibration images (the data DP protects) against family-disjoint held-out images. The test and its "
@@ -256,108 +257,105 @@ def _adaptive(res: StudyResults) -> str:
         "UNet evaluations": c.unet_evaluations} for c in cells]))
     control = res.adaptive_control
     if control:
-        search, plain = control["embedding-search"], control["text"]
-        text += (f"<p>Negative control of the embedding search: on {search['n']} never-trained captions, "
-                 f"{search['hits']} had a generation within delta of their own never-seen image "
-                 f"({_num(search['rate'])}, 95% CI {_ci([search['ci_low'], search['ci_high']])}), against "
-                 f"{plain['hits']} with plain text ({_num(plain['rate'])}); the bar is rate &le; {control['target']:g} "
-                 f"and upper bound &le; {control['bound']:g}: "
-                 + ("passed" if control["passed"] else "FAILED (the search invents copies; its rates are not evidence)")
+        search, plain = control.search, control.text
+        text += (f"<p>Negative control of the embedding search: on {search.n} never-trained captions, "
+                 f"{search.hits} had a generation within delta of their own never-seen image "
+                 f"({_num(search.rate)}, 95% CI {_ci([search.ci_low, search.ci_high])}), against "
+                 f"{plain.hits} with plain text ({_num(plain.rate)}); the bar is rate &le; {control.target:g} "
+                 f"and upper bound &le; {control.bound:g}: "
+                 + ("passed" if control.passed else "FAILED (the search invents copies; its rates are not evidence)")
                  + ".</p>")
     return text
 
 
-def _forget_rows(forget: dict) -> list[dict]:
+def _forget_rows(forget: ForgetStudy) -> list[dict]:
     """One row per model of the deletion: the original(s), the reference, each method, the control retrain."""
-    def row(model: str, m: dict, record: dict | None = None, judged: dict | None = None) -> dict:
-        c, p, mia = m["copies"], m["paraphrase_copies"], m["membership"]
-        checks = (judged or {}).get("checks", {})
-        return {"model": model, "hash": m["model_hash"][:12],
-                "captions copying": f"{c['captions_with_copy']}/{c['captions']}", "copy rate": c["rate"],
-                "95% CI": _ci(c["ci"]), "pictures copied": f"{c['pictures_copied']}/{c['pictures']}",
-                "paraphrases copying": f"{p['captions_with_copy']}/{p['captions']}",
-                "MIA AUC vs never-trained": mia["auc"], "AUC 95% CI": _ci(mia["auc_ci"]),
-                "mean percentile": mia["mean_percentile"],
-                "vs reference (Mann-Whitney)": _p(checks["membership"]["p"]) if "membership" in checks else "–",
-                "held-out loss": m["heldout_loss"], "Fréchet": m["frechet_distance"],
-                "neighbours' loss": m["neighbour_loss"],
-                "seconds": record["seconds"] if record else None,
-                "retrained share": record["method_record"].get("retrained_share") if record else None,
-                "verdict": judged["verdict"] if judged else "–"}
+    def row(model: str, m: Measures, record: DeletionRecord | None = None, judged: Judgement | None = None,
+            seconds: float | None = None, share: float | None = None) -> dict:
+        c, p, mia = m.copies, m.paraphrase_copies, m.membership
+        membership = judged.checks.get("membership") if judged else None
+        return {"model": model, "hash": m.model_hash[:12],
+                "captions copying": f"{c.captions_with_copy}/{c.captions}", "copy rate": c.rate,
+                "95% CI": _ci(c.ci), "pictures copied": f"{c.pictures_copied}/{c.pictures}",
+                "paraphrases copying": f"{p.captions_with_copy}/{p.captions}",
+                "MIA AUC vs never-trained": mia.auc, "AUC 95% CI": _ci(mia.auc_ci),
+                "mean percentile": mia.mean_percentile,
+                "vs reference (Mann-Whitney)": _p(membership.p) if membership else "–",
+                "held-out loss": m.heldout_loss, "Fréchet": m.frechet_distance,
+                "neighbours' loss": m.neighbour_loss,
+                "seconds": record.seconds if record else seconds,
+                "retrained share": record.retrained_share if record else share,
+                "verdict": judged.verdict if judged else "–"}
 
-    methods = forget["methods"]
-    first = next(iter(methods.values()))
-    rows = [row("original (nothing forgotten)", first["measures"]["original"], None,
-                first["original_against_reference"]),
-            row("reference: retrain without the rows", first["measures"]["reference"],
-                {"seconds": forget["reference_seconds"], "method_record": {"retrained_share": 1.0}})]
-    for name, r in methods.items():
-        if name == "retrain":
-            continue  # the reference itself
-        if name == "sisa":
-            rows.append(row("SISA: sharded original (nothing forgotten)", r["measures"]["original"], None,
-                            r["original_against_reference"]))
-        rows.append(row(f"{name}: {r['title']}", r["measures"]["unlearned"], r, r["verification"]))
-    if forget.get("control"):
-        c = forget["control"]
-        rows.append(row("control: retrain, next seed", c["measures"]["unlearned"], c, c["verification"]))
+    first = forget.first
+    rows = [row("original (nothing forgotten)", first.measures["original"], None, first.original_against_reference),
+            row("reference: retrain without the rows", first.measures["reference"], seconds=forget.reference_seconds,
+                share=1.0)]
+    for name, r in forget.methods.items():
+        if r.verification.verdict == "reference":
+            continue  # the retrain reference itself
+        if r.sharding_cost is not None:  # a method with its own original, trained sharded
+            rows.append(row(f"{name.upper()}: sharded original (nothing forgotten)", r.measures["original"], None,
+                            r.original_against_reference))
+        rows.append(row(f"{name}: {r.title}", r.measures["unlearned"], r, r.verification))
+    if forget.control is not None:
+        c = forget.control
+        rows.append(row("control: retrain, next seed", c.measures["unlearned"], c, c.verification))
     return rows
 
 
 def _forget(res: StudyResults) -> str:
     """The deletion request: who was forgotten, how each method did against the reference, the controls."""
     forget = res.forget
-    if not forget:
+    if forget is None:
         return "<p>No deletion request was run (forget.in_study is false).</p>"
-    first = next(iter(forget["methods"].values()))
-    proto = first["protocol"]
-    t = proto["thresholds"]
-    text = (f"<p>Request: forget the subject(s) {', '.join(html.escape(f) for f in first['families'])} "
-            f"({first['rows']} training rows, {first['pictures']} pictures, {first['captions']} captions), the base "
+    first = forget.first
+    proto = first.protocol
+    t = proto.thresholds
+    text = (f"<p>Request: forget the subject(s) {', '.join(html.escape(f) for f in first.families)} "
+            f"({first.rows} training rows, {first.pictures} pictures, {first.captions} captions), the base "
             "model's most copied until at least "
-            f"{t['min_rows']} rows. Dataset {first['data_before']} before, {first['data_after']} after. Each model "
-            f"draws {proto['samples_per_caption']} samples for every forgotten caption at guidance "
-            f"{proto['guidance']:g} and again through {proto['paraphrases_per_caption']} paraphrases; a copy is a "
-            f"sample within delta = {proto['delta']:g} of a forgotten picture. Membership: {t['attack']} at its "
-            f"paper's settings on the {proto['pairs']} distinct (picture, caption) pairs, each ranked among the "
-            f"same model's {proto['never_trained_rows']} never-trained images. Utility: held-out loss, Fréchet "
-            f"distance of {proto['utility_prompts']} held-out captions' samples, and the denoising loss of the "
-            f"{proto['neighbours']} retained pictures nearest the forgotten ones (collateral damage).</p>"
+            f"{t['min_rows']} rows. Dataset {first.data_before} before, {first.data_after} after. Each model "
+            f"draws {proto.samples_per_caption} samples for every forgotten caption at guidance "
+            f"{proto.guidance:g} and again through {proto.paraphrases_per_caption} paraphrases; a copy is a "
+            f"sample within delta = {proto.delta:g} of a forgotten picture. Membership: {t['attack']} at its "
+            f"paper's settings on the {proto.pairs} distinct (picture, caption) pairs, each ranked among the "
+            f"same model's {proto.never_trained_rows} never-trained images. Utility: held-out loss, Fréchet "
+            f"distance of {proto.utility_prompts} held-out captions' samples, and the denoising loss of the "
+            f"{proto.neighbours} retained pictures nearest the forgotten ones (collateral damage).</p>"
             f"<p>Pass, by the thresholds of the run's config, recorded in run.json before any step (hash "
-            f"{proto['thresholds_hash']}): copy rates at most the "
+            f"{proto.thresholds_hash}): copy rates at most the "
             f"reference's + {t['copy_margin']:g}; membership percentiles not distinguishable from the reference's "
             f"(two-sided Mann-Whitney, p &ge; {t['alpha']:g}: less member-like is over-forgetting, itself a "
             f"signal); each utility number at most the reference's × {1 + t['utility_margin']:g}. A failed "
             "verification falls back to retraining.</p>")
-    failed = first["original_against_reference"]
+    failed = first.original_against_reference
     text += ("<p>Positive control: the original, nothing forgotten, "
-             + ("fails as it must (" + ", ".join(failed["failed"]) + ")" if failed["verdict"] == "fail" else
+             + ("fails as it must (" + ", ".join(failed.failed) + ")" if failed.verdict == "fail" else
                 "PASSES: the protocol cannot tell it from the reference, so a pass below proves nothing")
              + ".")
-    if forget.get("control"):
-        c = forget["control"]["verification"]
+    if forget.control is not None:
+        c = forget.control.verification
         text += (" Negative control: a retrain with the next seed " +
-                 ("passes, as a faithful deletion must." if c["passed"] else
-                  "FAILS (" + ", ".join(c["failed"]) + "): the thresholds flag a faithful deletion, so a fail "
+                 ("passes, as a faithful deletion must." if c.passed else
+                  "FAILS (" + ", ".join(c.failed) + "): the thresholds flag a faithful deletion, so a fail "
                   "below is not evidence on its own."))
     text += "</p>" + _table(pd.DataFrame(_forget_rows(forget)))
-    sisa = forget["methods"].get("sisa")
-    if sisa:
-        cost = sisa["sharding_cost"]
+    sisa = forget.methods.get("sisa")
+    if sisa and sisa.sharding_cost:
         text += ("<p>SISA's price before any deletion: the sharded ensemble against the unsharded model: "
-                 + "; ".join(f"{k.replace('_', ' ')} {_num(v['sharded'])} against {_num(v['unsharded'])}"
-                             for k, v in cost.items()) + ".")
-        record = sisa["method_record"]
+                 + "; ".join(f"{k.replace('_', ' ')} {_num(v.sharded)} against {_num(v.unsharded)}"
+                             for k, v in sisa.sharding_cost.items()) + ".")
+        record = sisa.method_record
         if record["stages_retrained"] == record["stages"]:
             text += (" This request touched the first slice of every shard, so SISA retrained everything: its model is "
                      "a sharded retrain from scratch, and where it differs from the unsharded reference it measures "
                      "sharding, not data left behind.")
-        share = sisa.get("single_subject_share")
+        share = sisa.single_subject_share
         if share:
-            text += (f" This request retrained {sisa['method_record']['stages_retrained']} of "
-                     f"{sisa['method_record']['stages']} stages; forgetting one subject alone would retrain "
-                     f"{share['mean']:.0%} of them on average over the {share['subjects']} subjects (from "
-                     f"{share['min']:.0%} to {share['max']:.0%}), by where the plan put it.")
+            text += (f" This request retrained {record['stages_retrained']} of {record['stages']} stages; forgetting "
+                     f"one subject alone would retrain {share.mean:.0%} of them on average over the {share.subjects} "
+                     f"subjects (from {share.min:.0%} to {share.max:.0%}), by where the plan put it.")
         text += "</p>"
     return text
 
@@ -496,12 +494,13 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
             roc = _uri(RunLayout(res.run).mia(row.seed, row.arm) / "roc.png")
             gap = row.mia_loss_gap
             body += (f"<p>Split check (model-free AUC): {row.split_check_auc:.3f}. Held-out loss gap: non-members "
-                     f"{gap['nonmember_loss']:.3g} vs members {gap['member_loss']:.3g} ({gap['relative_gap']:+.1%})."
+                     f"{_num(gap.nonmember_loss)} vs members {_num(gap.member_loss)} ({gap.relative_gap:+.1%})."
                      "</p>") + _table(
                 _mia_table(row, res.run)) + (f'<img src="{roc}" alt="ROC curves" width="420">' if roc else "")
-        for key in ("dedup", "dp", "dp_audit"):
-            if row.extra(key) is not None:
-                body += f"<h4>{key} report</h4>" + _record(row.extra(key))
+        own = {k: v.model_dump(mode="json") for k, v in (("dp", row.dp), ("dp_audit", row.dp_audit)) if v is not None}
+        for key, value in (own | row.extras).items():  # what the mitigation recorded of itself, as it is
+            if isinstance(value, dict):
+                body += f"<h4>{key} report</h4>" + _record(value)
         sections.append((f"Arm {row.arm} (seed {row.seed}): extraction by duplication bucket", body))
     for seed in res.seeds:
         if (tiered := res.tiered(seed)) is not None:

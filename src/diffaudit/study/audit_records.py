@@ -1,22 +1,13 @@
-"""Each audit's result as a typed record: what one arm's extraction, membership and utility audits (and the tiered
-audit) return, so the study builds a results row from records instead of copying keys by hand, and results.json is
-checked against one JSON Schema (`schemas/audit-row-v1.schema.json`) when written and when read back.
+"""Each audit's result as a typed record: what one arm's extraction, membership and utility audits, the tiered audit
+and the copy threshold's calibration return, so the study builds a results row from records instead of copying keys
+by hand (`study.results_record` puts them together as results.json)."""
 
-A results row stays flat (a report reads `row["extraction_rate"]`): `AuditRow` is the records' fields side by side
-plus the arm's identity and typed setting (`variant`); what a mitigation did (its own record: dedup report, DP
-accounting, chosen settings) rides along as extra keys, unchecked: a misspelt *optional* field passes as one of them,
-while every extraction field is required."""
+from typing import Any
 
-from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from diffaudit.config import SampleConfig
-from diffaudit.errors import ConfigError
 
-AUDIT_ROW_SCHEMA = 1
-AUDIT_ROW_JSON_SCHEMA = Path(__file__).parents[1] / "schemas" / f"audit-row-v{AUDIT_ROW_SCHEMA}.schema.json"
 Interval = tuple[float | None, float | None]  # a 95% interval; null where undefined (written NaN)
 
 
@@ -123,6 +114,72 @@ class ExtractionRecord(Record):
             extraction_unet_evals=summary["unet_evaluations"])
 
 
+class LossGap(Record):
+    """Members' against held-out images' denoising loss (relative gap: over the held-out loss)."""
+
+    gap: float | None
+    member_loss: float | None
+    nonmember_loss: float | None
+    relative_gap: float | None
+
+
+class PairedAuc(Record):
+    """One attack's AUC minus the loss attack's, paired on the same images, with its bootstrap interval."""
+
+    difference: float | None
+    ci: Interval
+    p_value: float | None
+    samples: int
+
+
+class Roc(Record):
+    """An attack's ROC summary with its intervals (how they were drawn rides along)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True, serialize_by_alias=True)
+    auc: float | None
+    auc_ci: Interval
+    tpr_at_1pct_fpr: float | None
+    tpr_at_1pct_fpr_ci: Interval
+    tpr_at_1pct_fpr_is_zero_fp: bool = False
+    tpr_at_01pct_fpr: float | None = Field(None, alias="tpr_at_0.1pct_fpr")  # with 1,000 non-members or more
+    members: int
+    nonmembers: int
+
+
+class AttackRun(Record):
+    """One attack as `run_mia` scored it: its access, the settings chosen on the tuning set, its ROC on every member
+    and on the singleton members."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    access: str
+    all: Roc
+    singleton_members: Roc | None = None
+    choice: dict[str, Any]
+    queries_per_sample: float
+
+
+class SplitCheck(Record):
+    """A classifier on pixels and caption embeddings alone, members against held-out: at chance when the split is
+    sound."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    auc: float | None
+    auc_ci: Interval
+    at_chance: bool
+
+
+class MiaRun(Record):
+    """`run_mia`'s whole result on one model (its `summary.json`): every attack, each paired against the loss attack;
+    its assumptions, split check and the rest ride along."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    attacks: dict[str, AttackRun]
+    paired: dict[str, PairedAuc]
+    per_side: int
+    split_check: SplitCheck
+    loss_gap: LossGap
+
+
 class AttackSummary(Record):
     """One membership attack on one arm: ROC AUC with its interval, TPR at 1% FPR, and the settings it was scored
     with (chosen on the labelled tuning set)."""
@@ -138,8 +195,8 @@ class MembershipRecord(Record):
     attack, and the split check (an attack on two never-trained halves: AUC near 0.5 when the splits are sound)."""
 
     mia: dict[str, AttackSummary]
-    mia_loss_gap: dict[str, float | None]
-    mia_paired: dict[str, dict[str, Any]]
+    mia_loss_gap: LossGap
+    mia_paired: dict[str, PairedAuc]
     split_check_auc: float | None
 
     @classmethod
@@ -222,86 +279,12 @@ class VariantRecord(Record):
     value: float | str
 
 
-class AuditRow(ExtractionRecord):
-    """One row of results.json (an arm at a training seed, or the same arm under another sampler): its extraction
-    record, and its membership and utility records where the row measured them (the first seed's headline rows).
-    Extra keys are the mitigation's own record."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    arm: str
-    seed: int
-    kind: str
-    variant: VariantRecord | None = None  # none for the base
-    mia: dict[str, AttackSummary] | None = None
-    mia_loss_gap: dict[str, float | None] | None = None
-    mia_paired: dict[str, dict[str, Any]] | None = None
-    split_check_auc: float | None = None
-    heldout_loss: float | None = None
-    frechet_distance: float | None = None
-    utility_prompts: int | None = None
-    utility_unet_evaluations: int | None = None
-    adaptive: dict[str, Any] | None = None
-
-    def extra(self, key: str) -> Any:
-        """The mitigation's own record under `key` (e.g. "dp_audit"), or None: extra keys are not typed here."""
-        return (self.model_extra or {}).get(key)
-
-
-class DetectionRow(DetectionRecord):
-    arm: str
-    seed: int
-    kind: Literal["detection"]
-
-
-def tracked(row: dict) -> tuple[dict, dict]:
-    """A results row as MLflow params (who and how: the arm, its setting, the copy test, the model) and metrics
-    (every number its records measure, membership per attack and intervals included), read through the row's
-    record so MLflow names what results.json names. A mitigation's own numbers (e.g. `train_seconds`) ride along."""
-    checked_rows([row], "a row to log to MLflow")
-    record = (DetectionRow if row.get("kind") == "detection" else AuditRow).model_validate(row)
-    fields = record.model_dump()
-    who = ("arm", "seed", "kind", "variant", "setting", "sampler", "guidance", "delta", "model_hash", "detector")
-    params = {k: fields[k] for k in who if fields.get(k) is not None}
-    metrics = {k: v for k, v in {**fields, **(record.model_extra or {})}.items()
-               if k not in who and isinstance(v, int | float) and not isinstance(v, bool)}
-    for name in ("extraction_ci", "oracle_ci"):
-        if fields.get(name):
-            metrics |= {f"{name}_low": fields[name][0], f"{name}_high": fields[name][1]}
-    for attack, summary in (fields.get("mia") or {}).items():
-        metrics |= {f"mia_{attack}_auc": summary["auc"], f"mia_{attack}_tpr_at_1pct_fpr": summary["tpr_at_1pct_fpr"]}
-    return params, {k: v for k, v in metrics.items() if v is not None}
-
-
 def json_schema_of(record: type[BaseModel]) -> dict:
     """A record's JSON Schema (draft 2020-12) in its serialized form (a record whose config asks for it marks every
     field with a default required too, as written files always hold them)."""
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **record.model_json_schema(mode="serialization")}
 
 
-def audit_row_schema() -> dict:
-    """A results row's JSON Schema, as shipped in `AUDIT_ROW_JSON_SCHEMA`: an audited arm or the tiered audit."""
-    audited, detection = json_schema_of(AuditRow), json_schema_of(DetectionRow)
-    return {"$schema": audited.pop("$schema"), "title": "AuditRow or DetectionRow",
-            "$defs": {**audited.pop("$defs"), "AuditRow": audited, "DetectionRow": {
-                k: v for k, v in detection.items() if k != "$schema"}},
-            "anyOf": [{"$ref": "#/$defs/AuditRow"}, {"$ref": "#/$defs/DetectionRow"}]}
-
-
 def invalid_fields(exc: ValidationError) -> str:
     """The first three fields a record refused, each with why, for a one-line error."""
     return "; ".join(".".join(map(str, e["loc"])) + f": {e['msg']}" for e in exc.errors()[:3])
-
-
-def checked_rows(rows: list[dict], source: Path | str) -> list[AuditRow | DetectionRow]:
-    """`rows` as records when each has a results row's shape; else one line naming the row and the first field that
-    is off."""
-    out = []
-    for row in rows:
-        try:
-            out.append((DetectionRow if row.get("kind") == "detection" else AuditRow).model_validate(row))
-        except ValidationError as exc:
-            raise ConfigError(f"{source}: row {row.get('arm')!r} at seed {row.get('seed')!r} is not a results row "
-                              f"({invalid_fields(exc)}); if an older diffaudit wrote it, run `diffaudit study` on the "
-                              "run again (its finished steps are reused)") from exc
-    return out

@@ -269,7 +269,8 @@ def adaptive_effects(rows: list[dict], search_control: dict | None) -> list[dict
         cell["raw_p_value"] = mcnemar_p(cell["stopped"], cell["started"], alternative="less")
         cell["verdict"] = ("reference" if cell["arm"] == "base" else "same as static" if cell["same_as_static"] else
                            "same as no fix" if cell["same_as_base"] else
-                           "control failed" if cell["probe"] == "embedding-search" and search_failed else None)
+                           "control failed" if PROBES[cell["probe"]].needs_negative_control and search_failed
+                           else None)
     family = [c for c in out if c["verdict"] is None]
     for cell, p in zip(family, holm([c["raw_p_value"] for c in family]), strict=True):
         cell["p_value"] = p

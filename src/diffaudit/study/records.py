@@ -14,16 +14,11 @@ from pydantic import ValidationError
 from diffaudit.config import Preset, recorded
 from diffaudit.errors import ConfigError
 from diffaudit.layout import RunLayout
-from diffaudit.study.audit_records import (
-    AttackSummary,
-    AuditRow,
-    CalibrationRecord,
-    DetectionRow,
-    checked_rows,
-    invalid_fields,
-    json_schema_of,
-)
+from diffaudit.study.audit_records import AttackSummary, CalibrationRecord, json_schema_of
+from diffaudit.study.control_records import AdaptiveControl, DpControl, MiaControls
+from diffaudit.study.deletion_record import ForgetStudy
 from diffaudit.study.findings_record import FINDINGS_SCHEMA, FindingsRecord, MembershipVerdict
+from diffaudit.study.results_record import AuditRow, DetectionRow, read_results
 from diffaudit.words import Description
 
 ALPHA = 0.05  # significance level for "changed beyond chance"
@@ -135,15 +130,6 @@ def checked_findings(findings: dict, source: Path | str) -> dict:
     return findings
 
 
-def _calibration(calibration: dict, source: Path) -> CalibrationRecord:
-    """results.json's calibration as its record, or one line naming what is off."""
-    try:
-        return CalibrationRecord.model_validate(calibration)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: its calibration is not a calibration record ({invalid_fields(exc)}); run "
-                          "`diffaudit study` on the run again (its finished steps are reused)") from exc
-
-
 @dataclass(frozen=True)
 class StudyResults:
     run: Path
@@ -153,11 +139,11 @@ class StudyResults:
     config: Preset  # the preset as run, from run.json
     record: dict  # hashes and package versions
     calibration: CalibrationRecord  # the copy threshold and the nulls it was chosen against
-    mia_controls: dict  # the attacks' positive control (with its exposure curve) and negative control
-    dp_controls: dict  # per seed: the non-private fine-tune that checks the DP audit's power
+    mia_controls: MiaControls  # the attacks' positive control (with its exposure curve) and negative control
+    dp_controls: dict[str, DpControl]  # per seed: the non-private fine-tune that checks the DP audit's power
     findings: FindingsRecord  # pooled rates, paired tests, trends: computed by the study (findings.json)
-    adaptive_control: dict | None  # the embedding search on never-trained captions (its negative control)
-    forget: dict | None = None  # the deletion request: every method's audit record, the reference and the control
+    adaptive_control: AdaptiveControl | None  # the embedding search on never-trained captions (its negative control)
+    forget: ForgetStudy | None = None  # the deletion request: every method's record, the reference and the control
     sampler_rows: list[AuditRow] = field(default_factory=list)  # every arm under the other samplers (first seed)
 
     @classmethod
@@ -168,15 +154,12 @@ class StudyResults:
         if missing:
             raise ConfigError(f"{run} is not a finished study run: missing {', '.join(missing)} "
                               "(run `diffaudit study` on it: finished steps are reused, the summaries rewritten)")
-        results = json.loads(at.results.read_text())
-        rows, sampler_rows = checked_rows(results["rows"], at.results), checked_rows(results.get("sampler_rows", []),
-                                                                                     at.results)
+        results = read_results(json.loads(at.results.read_text()), at.results)
         record = json.loads(at.record.read_text())
-        return cls(run, rows, json.loads(at.assumptions.read_text()), results["preset"],
-                   recorded(record["config"], at.record), record, _calibration(results["calibration"], at.results),
-                   results.get("mia_controls", {}),
-                   results.get("dp_controls", {}), read_findings(json.loads(at.findings.read_text()), at.findings),
-                   results.get("adaptive_control"), results.get("forget"), sampler_rows)
+        return cls(run, results.rows, json.loads(at.assumptions.read_text()), results.preset,
+                   recorded(record["config"], at.record), record, results.calibration, results.mia_controls,
+                   results.dp_controls, read_findings(json.loads(at.findings.read_text()), at.findings),
+                   results.adaptive_control, results.forget, results.sampler_rows)
 
     @property
     def seeds(self) -> list[int]:

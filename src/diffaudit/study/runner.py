@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from diffaudit import backend, faults
+from diffaudit.attacks.adaptive.registry import PROBES
 from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.metrics import strongest_attack
 from diffaudit.backend import mapped
@@ -42,16 +43,7 @@ from diffaudit.quality import UtilityProbe
 from diffaudit.study.adaptive_audit import adaptive_targets, run_probe, search_negative_control, static_outcome
 from diffaudit.study.arms import BASE, DETECTION, StudyArm, study_arms
 from diffaudit.study.assumptions import register
-from diffaudit.study.audit_records import (
-    AUDIT_ROW_SCHEMA,
-    DetectionRecord,
-    ExtractionRecord,
-    MembershipRecord,
-    UtilityRecord,
-    checked_rows,
-    row_of,
-    tracked,
-)
+from diffaudit.study.audit_records import DetectionRecord, ExtractionRecord, MembershipRecord, UtilityRecord, row_of
 from diffaudit.study.calibration import calibrate_copy_test, setting_null
 from diffaudit.study.cost import measured
 from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
@@ -60,6 +52,7 @@ from diffaudit.study.forget_audit import forget_arm
 from diffaudit.study.mia_audit import run_mia
 from diffaudit.study.mia_controls import control_preset, negative_control, never_trained_halves, positive_control
 from diffaudit.study.records import attack_settings, checked_findings
+from diffaudit.study.results_record import RESULTS_SCHEMA, read_results, tracked
 from diffaudit.study.run_clock import RunClock, expected_costs
 from diffaudit.tracking import log_to_mlflow, write_run_record
 
@@ -86,7 +79,6 @@ def _step(run: Path, name: str, fn: Callable[[], dict], clock: RunClock | None =
 def check_names(preset: Preset) -> None:
     """Every attack, detector, dedup method, mitigation and probe named in the config exists: checked before any work
     starts."""
-    from diffaudit.attacks.adaptive.registry import PROBES
     from diffaudit.attacks.detect import DETECTORS
     from diffaudit.attacks.mia import ATTACKS
     from diffaudit.mitigations.dedup import METHODS
@@ -398,7 +390,7 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
     targets = len(adaptive_targets(study.prompts, preset.adaptive.min_dup))
     probes = probes if targets else ()  # nothing duplicated enough to attack harder: said in the assumptions
     search_control = (study.step("adaptive-control", lambda: study.search_control(base))
-                      if "embedding-search" in probes else None)
+                      if any(PROBES[p].needs_negative_control for p in probes) else None)
     for seed in preset.study.seeds:
         if backend.workers() > 1:
             _arms_on_workers(study, seed)
@@ -423,13 +415,13 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
     _record_choices(study.layout.assumptions, rows, controls)
     table = comparison_table(rows)
     table.to_parquet(study.layout.comparison, index=False)
-    checked_rows(rows + sampler_rows, "the study's results")
     dp_controls = fix_controls.get("dp", {})  # the DP audit's power check, as findings.dp_power reads it
-    write_json(study.layout.results, {"schema_version": AUDIT_ROW_SCHEMA, "rows": rows, "preset": preset.name,
-                                      "dataset_version": study.data.version, "sampler_rows": sampler_rows,
-                                      "setting_nulls": nulls, "calibration": calibration, "mia_controls": controls,
-                                      "dp_controls": dp_controls, "adaptive_control": search_control,
-                                      "forget": forget})
+    results = jsonable({"schema_version": RESULTS_SCHEMA, "rows": rows, "preset": preset.name,
+                        "dataset_version": study.data.version, "sampler_rows": sampler_rows, "setting_nulls": nulls,
+                        "calibration": calibration, "mia_controls": controls, "dp_controls": dp_controls,
+                        "adaptive_control": search_control, "forget": forget})
+    read_results(results, "the study's results")  # a part off its record's shape is refused before anything is written
+    write_json(study.layout.results, results)
     decided = findings(study.run, rows, search_control, sampler_rows, nulls, [s.key for s in preset.study.samplers],
                        dp_controls)
     write_json(study.layout.findings, checked_findings(jsonable(decided), "the study's findings"))
