@@ -313,6 +313,22 @@ def test_verdicts_page_renders_every_arm_sampler_and_setting(tiny_study_dir: Pat
     assert page.rstrip().endswith(".") and "Ranking" in page
 
 
+def test_verdicts_page_pools_the_training_seeds(tiny_study_dir: Path) -> None:
+    """With a second training seed the page adds the pooled table: every arm's pooled owner's rate, read from its
+    record (the tiny study has one seed, so its cells are given a second)."""
+    import dataclasses
+
+    from diffaudit.report.verdicts import verdicts_markdown
+
+    res = StudyResults.load(tiny_study_dir)
+    f = res.findings
+    cells = f.cells + [c.model_copy(update={"seed": 1}) for c in f.cells]
+    page = verdicts_markdown(dataclasses.replace(res, findings=f.model_copy(update={"cells": cells})))
+    assert "| seed 0 | seed 1 | pooled owner's rate (95%) |" in page
+    for a in f.arms:
+        assert f"| {a.arm} |" in page and f"| {100 * a.owner_rate:.0f}% (" in page
+
+
 @pytest.mark.parametrize("samplers, seeds, probes, forget, listed", [
     (2, 3, ["paraphrase"], True, None),
     (1, 3, ["paraphrase"], True, "a second sampler"),

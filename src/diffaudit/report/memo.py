@@ -23,7 +23,7 @@ from diffaudit.layout import RunLayout
 from diffaudit.report.readability import readability
 from diffaudit.samplers import SAMPLERS
 from diffaudit.study.deletion_record import Judgement
-from diffaudit.study.findings_record import CellCounts, ProbeEffect
+from diffaudit.study.findings_record import CellCounts, PooledArm, ProbeEffect
 from diffaudit.study.records import ALPHA, ArmEffect, StudyResults, by_dup
 
 PAGES = 4
@@ -108,7 +108,6 @@ class MemoWriter:
     def __init__(self, res: StudyResults):
         self.res = res
         self.base = res.row("base")
-        self.arms = res.arms().set_index("arm")
         self.effects = res.effects()
         self.config = res.config
         self.buckets = by_dup([b.model_dump() for b in self.base.by_dup])
@@ -140,7 +139,7 @@ class MemoWriter:
                         and c.sampler.rpartition("-")[0] == "ddim"), None)
         if not guided or clamped is None:
             return ""
-        e = max(guided, key=lambda x: self.arms.loc[x.arm, "guidance"])
+        e = max(guided, key=lambda x: self.res.pooled(x.arm).guidance)
         before, after = self.cell(e.arm, clamped), self.cell(e.arm, self.headline)
         base_before, base_after = self.cell("base", clamped), self.cell("base", self.headline)
         if None in (before, after, base_before, base_after):
@@ -155,26 +154,26 @@ class MemoWriter:
                     if after.misses_too_much else ""))
 
     @property
-    def base_arm(self) -> pd.Series:
-        return self.arms.loc["base"]
+    def base_arm(self) -> PooledArm:
+        return self.res.pooled("base")
 
     def bottom_line(self) -> str:
         b, seeds = self.base_arm, len(self.res.seeds)
         runs = f" in each of {seeds} training runs" if seeds > 1 else ""
-        asked = (f"We gave the model {b['prompts'] // seeds} captions from its own training data{runs} and asked "
+        asked = (f"We gave the model {b.prompts // seeds} captions from its own training data{runs} and asked "
                  f"for {self.config.extraction.samples_per_prompt} pictures for each.")
-        if b["extracted"] == 0:
+        if b.extracted == 0:
             return (f"{asked} Our test found no copies of training pictures. With this many tries, the true "
-                    f"extraction rate could still be as high as {pct(b['ci_high'])}.")
-        captions = "caption" if b["extracted"] == 1 else "captions"
+                    f"extraction rate could still be as high as {pct(b.ci_high)}.")
+        captions = "caption" if b.extracted == 1 else "captions"
         total = " in total" if seeds > 1 else ""
-        pictures = "picture" if b["images"] == 1 else "different pictures"
-        subjects = "subject" if b["families"] == 1 else "subjects"
-        return (f"{asked} For {b['extracted']} {captions}{total} an outsider's test confirmed a near-exact copy of "
-                f"the caption's own training picture: {b['images']} {pictures} of {b['families']} {subjects}. That is "
-                f"an extraction rate of {pct(b['rate'])}, with a 95% range of {span(b['ci_low'], b['ci_high'])}, for "
+        pictures = "picture" if b.images == 1 else "different pictures"
+        subjects = "subject" if b.families == 1 else "subjects"
+        return (f"{asked} For {b.extracted} {captions}{total} an outsider's test confirmed a near-exact copy of "
+                f"the caption's own training picture: {b.images} {pictures} of {b.families} {subjects}. That is "
+                f"an extraction rate of {pct(b.rate)}, with a 95% range of {span(b.ci_low, b.ci_high)}, for "
                 "these most repeated captions only" + ("; checked against the training data, the owner finds more "
-                                                      "(below)." if b["owner_prompts"] > b["extracted"] else "."))
+                                                      "(below)." if b.owner_prompts > b.extracted else "."))
 
     def scope(self) -> str:
         """What was tested, so page 1 alone cannot be read as a claim about other models."""
@@ -196,17 +195,17 @@ class MemoWriter:
     def floor_ceiling(self) -> str:
         """The outsider's black-box probe (floor) beside the owner's direct check (ceiling), with intervals."""
         b = self.base_arm
-        if b["seeds"] > 1:  # pooled like the outsider's count beside it
-            oracle, n, (low, high) = b["owner_prompts"], b["prompts"], b["owner_ci"]
-            images, families = b["owner_images"], b["owner_families"]
+        if b.seeds > 1:  # pooled like the outsider's count beside it
+            oracle, n, (low, high) = b.owner_prompts, b.prompts, b.owner_ci
+            images, families = b.owner_images, b.owner_families
         else:
             oracle, n = self.base.oracle_memorized_prompts, self.base.attacked_prompts
             low, high = self.base.oracle_ci
             extent = self.res.findings.oracle_extent[str(self.base.seed)]
             images, families = extent.images, extent.families
-        return (f"An outsider who can only ask for pictures got copies for {b['extracted']} of {b['prompts']} "
-                f"captions ({pct(b['rate'])}, 95% range {span(b['ci_low'], b['ci_high'])}): {b['images']} pictures "
-                f"of {b['families']} subjects. The owner, checking every picture against the training data, finds "
+        return (f"An outsider who can only ask for pictures got copies for {b.extracted} of {b.prompts} "
+                f"captions ({pct(b.rate)}, 95% range {span(b.ci_low, b.ci_high)}): {b.images} pictures "
+                f"of {b.families} subjects. The owner, checking every picture against the training data, finds "
                 f"copies for {oracle} of {n} captions ({pct(oracle / n)}, 95% range {span(low, high)}): "
                 f"{images} pictures of {families} subjects.")
 
@@ -261,7 +260,7 @@ class MemoWriter:
             + (f"; also {' and '.join(others)}." if others else "."),
             "How many tries per caption did the extraction audit use, and what is its 95% range? Here: "
             f"{self.config.extraction.samples_per_prompt} tries, range "
-            f"{span(self.base_arm['ci_low'], self.base_arm['ci_high'])}.",
+            f"{span(self.base_arm.ci_low, self.base_arm.ci_high)}.",
             "Are the model weights released? A fix that is only a setting can then be undone by anyone.",
             ("What data does a privacy guarantee cover? Here, only the "
              f"{dp.calibration_examples} pictures used for the private fine-tuning, not the training set."
@@ -399,12 +398,12 @@ class MemoWriter:
     def table(self) -> list[dict]:
         b = self.base_arm  # every row as page 1 and figure 3 give it: pooled over its seeds, picture-clustered range
         rows = [{"name": "No fix", "what": "The model as trained.",
-                 "rate": f"{pct(b['rate'])} ({span(b['ci_low'], b['ci_high'])})", "cost": "none",
+                 "rate": f"{pct(b.rate)} ({span(b.ci_low, b.ci_high)})", "cost": "none",
                  "change": "(the yardstick)", "attack": self.under_attack("base")}]
         for e in self.effects:
-            a = self.arms.loc[e.arm]
+            a = self.res.pooled(e.arm)
             rows.append({"name": _arm_name(e), "what": e.description.what,
-                         "rate": f"{pct(a['rate'])} ({span(a['ci_low'], a['ci_high'])})", "cost": _arm_cost(e),
+                         "rate": f"{pct(a.rate)} ({span(a.ci_low, a.ci_high)})", "cost": _arm_cost(e),
                          "change": f"{e.stopped} / {e.started}: {_verdict(e)}" + (
                              f" ({p_text(e.p_value)})" if math.isfinite(e.p_value) else ""),
                          "attack": self.under_attack(e.arm)})
@@ -445,7 +444,7 @@ class MemoWriter:
                 + "; ".join(self.res.probe_words(p) for p in probes) + ". A fix is undone when an attack got clearly "
                 "more of these captions to give copies than the plain caption did, or when the attack skips the fix "
                 f"(same as no fix). 'No clear rise' is not proof that a fix holds: only {targets} captions were tried, "
-                f"and their counts are out of {targets}, not of the {self.base_arm['prompts']} above.{caveat}")
+                f"and their counts are out of {targets}, not of the {self.base_arm.prompts} above.{caveat}")
 
     def paired_note(self) -> str:
         """How to read the table's last column, said once."""
@@ -542,7 +541,7 @@ class MemoWriter:
 
     def _membership_cost(self, e: ArmEffect) -> str:
         """A retrained arm's membership score beside the base's: a fix can make membership easier to detect."""
-        before, after = self.base_arm["mia_auc"], self.arms.loc[e.arm, "mia_auc"]
+        before, after = self.base_arm.mia_auc, self.res.pooled(e.arm).mia_auc
         if before is None or after is None or not (math.isfinite(before) and math.isfinite(after)):
             return ""
         return f"; best membership score {before:.2f} before, {after:.2f} after"
@@ -597,7 +596,8 @@ def _figures(w: MemoWriter, out: Path) -> bool:
     """Write the memo's figures beside its source; True when there are extracted pairs to show."""
     dup_rate_figure(w.buckets.to_dict("records"), out / "fig_dup.png")
     titles = {e.arm: e.description.title for e in w.effects}
-    arms_figure(w.arms.reset_index(), out / "fig_arms.png", [titles.get(a, "No fix") for a in w.arms.index])
+    arms = w.res.arms()
+    arms_figure(arms, out / "fig_arms.png", [titles.get(a, "No fix") for a in arms["arm"]])
     folder = RunLayout(w.res.run).extraction(w.base.seed, "base")
     pairs = pd.read_parquet(folder / "pairs.parquet").query("kind == 'own'")
     files = [folder / "pairs" / f"{int(i):05d}.png" for i in

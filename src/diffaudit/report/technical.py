@@ -399,14 +399,13 @@ def _calibration(res: StudyResults) -> str:
 def _summary(res: StudyResults) -> str:
     """The findings in a paragraph, from the stored rows and findings alone."""
     base = res.row("base")
-    arms = res.arms().set_index("arm")
-    b = arms.loc["base"]
+    b = res.pooled("base")
     lowered = [e for e in res.effects() if e.lowered]
     mia = res.strongest(base) if base.mia else None
     text = (f"<p>Preset {html.escape(res.preset)}, seeds {', '.join(map(str, res.seeds))}, delta "
-            f"{base.delta:g}. With no fix, the black-box probe extracted {b['extracted']} of {b['prompts']} "
-            f"attacked captions ({b['rate']:.1%}, 95% CI {b['ci_low']:.1%}–{b['ci_high']:.1%}): {b['images']} images "
-            f"of {b['families']} subjects; the owner's direct check (oracle) found {base.oracle_memorized_prompts} "
+            f"{base.delta:g}. With no fix, the black-box probe extracted {b.extracted} of {b.prompts} "
+            f"attacked captions ({b.rate:.1%}, 95% CI {b.ci_low:.1%}–{b.ci_high:.1%}): {b.images} images "
+            f"of {b.families} subjects; the owner's direct check (oracle) found {base.oracle_memorized_prompts} "
             f"captions copying their own image ({base.oracle_rate:.1%}, 95% CI {base.oracle_ci[0]:.1%}–"
             f"{base.oracle_ci[1]:.1%}).")
     if mia:

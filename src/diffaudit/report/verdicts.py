@@ -50,12 +50,11 @@ def verdicts_markdown(res: StudyResults) -> str:
         lines += ["", f"Training seeds, headline sampler {samplers[0] if samplers else ''}:", "",
                   "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | pooled owner's rate (95%) | min–max |",
                   "|---|" + "---|" * len(seeds) + "---|---|"]
-        pooled = {a["arm"]: a for a in f.arms}  # the pooled table's rows
-        for arm, p in pooled.items():
-            per_seed = [next((_cell(c) for c in cells if c.arm == arm and c.seed == s and c.sampler ==
+        for p in f.arms:  # the pooled table's rows
+            per_seed = [next((_cell(c) for c in cells if c.arm == p.arm and c.seed == s and c.sampler ==
                               samplers[0]), "–") for s in seeds]
-            lines.append(f"| {arm} | {' | '.join(per_seed)} | {100 * p['owner_rate']:.0f}% ({_ci(p['owner_ci'])}) | "
-                         f"{100 * p['owner_seed_min']:.0f}–{100 * p['owner_seed_max']:.0f}% |")
+            lines.append(f"| {p.arm} | {' | '.join(per_seed)} | {100 * p.owner_rate:.0f}% ({_ci(p.owner_ci)}) | "
+                         f"{100 * p.owner_seed_min:.0f}–{100 * p.owner_seed_max:.0f}% |")
     nulls = f.setting_nulls
     if nulls:
         lines += ["", "Copy test per setting (never-trained captions that 'copy' their own unseen picture at the "

@@ -1,7 +1,6 @@
 """findings.json as typed records: what the study decided (`study.findings`), in the shape the reports read it, so a
 report names a field (`cell.owner_pictures`) instead of a key, and a misnamed or missing one fails when the run is
-loaded, naming it. The pooled arm table stays a table (`StudyResults.arms`); each fix's effect is read back as
-`records.ArmEffect`."""
+loaded, naming it. Each fix's effect is read back as `records.ArmEffect`."""
 
 from typing import Any, Literal
 
@@ -159,6 +158,41 @@ class MembershipVerdict(Part):
     split_alike: bool | None
 
 
+class PooledArm(Part):
+    """One arm under the headline sampler, pooled over the training seeds it was measured at (`findings.pooled_arms`):
+    the outsider's and the owner's caption rates with picture-clustered 95% intervals, distinct pictures and subjects,
+    the spread over seeds, and what the arm cost."""
+
+    arm: str
+    kind: str
+    guidance: float
+    extracted: int
+    prompts: int
+    rate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    owner_prompts: int
+    owner_rate: float | None
+    owner_ci: Interval
+    owner_pictures: list[int]  # per seed
+    pictures: int
+    images: int
+    families: int
+    owner_images: int
+    owner_families: int
+    family_prompts: int
+    seed_list: list[int]
+    seeds: int
+    seed_min: float | None
+    seed_max: float | None
+    owner_seed_min: float | None
+    owner_seed_max: float | None
+    mia_auc: float | None  # the strongest attack's AUC, averaged over the seeds that measured membership
+    frechet_distance: float | None
+    heldout_loss: float | None
+    train_seconds: float | None
+
+
 class ProbeWords(Part):
     title: str
     short: str
@@ -172,7 +206,7 @@ class FindingsRecord(BaseModel):
 
     schema_version: Literal[3]
     alpha: float
-    arms: list[dict[str, Any]]  # pooled per arm over training seeds (cluster bootstrap over pictures)
+    arms: list[PooledArm]
     cells: list[CellCounts]
     setting_nulls: dict[str, SettingNull]
     effects: list[dict[str, Any]]  # each fix against the base, its worst-case verdict (read as records.ArmEffect)

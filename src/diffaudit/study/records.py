@@ -17,7 +17,7 @@ from diffaudit.layout import RunLayout
 from diffaudit.study.audit_records import AttackSummary, CalibrationRecord, json_schema_of
 from diffaudit.study.control_records import AdaptiveControl, DpControl, MiaControls
 from diffaudit.study.deletion_record import ForgetStudy
-from diffaudit.study.findings_record import FINDINGS_SCHEMA, FindingsRecord, MembershipVerdict
+from diffaudit.study.findings_record import FINDINGS_SCHEMA, FindingsRecord, MembershipVerdict, PooledArm
 from diffaudit.study.results_record import AuditRow, DetectionRow, read_results
 from diffaudit.words import Description
 
@@ -166,8 +166,12 @@ class StudyResults:
         return sorted({r.seed for r in self.rows})
 
     def arms(self) -> pd.DataFrame:
-        """One row per arm, pooled over seeds by the study (`study.findings.pooled_arms`)."""
-        return pd.DataFrame(self.findings.arms)
+        """One row per arm, pooled over seeds by the study (`study.findings.pooled_arms`), as a table to show."""
+        return pd.DataFrame([a.model_dump() for a in self.findings.arms])
+
+    def pooled(self, arm: str) -> PooledArm:
+        """An arm pooled over its seeds."""
+        return next(a for a in self.findings.arms if a.arm == arm)
 
     def effects(self) -> list[ArmEffect]:
         """Each mitigation against the base, paired picture by picture under every sampler, as decided by the study
