@@ -19,6 +19,7 @@ from diffaudit.samplers import SAMPLERS
 
 if TYPE_CHECKING:
     from diffaudit.report.memo import Memo
+    from diffaudit.study.audit_records import ExtractionRecord
 
 SAMPLER_HELP = "One of " + ", ".join(SAMPLERS) + " (samplers.py)."
 
@@ -319,13 +320,14 @@ def extract(
     from diffaudit.attacks.sequential import StoppingRule
     from diffaudit.data.imagefolder import load_imagefolder
     from diffaudit.model.pipeline import AuditPipeline
+    from diffaudit.study.audit_records import ExtractionRecord
     from diffaudit.study.extraction_audit import (
         most_duplicated_prompts,
         prompts_from_file,
         run_extraction,
         run_tiered,
     )
-    from diffaudit.study.runner import check_names
+    from diffaudit.study.runner import check_names, setting_tag
 
     cfg = _configured(extract, locals())
     s, triage = cfg.extraction, cfg.triage
@@ -363,21 +365,30 @@ def extract(
         console.print(f"sequential: {seq['draws']} of {seq['full_draws']} generations drawn; stops {seq['stops']} "
                       f"(rule fitted on {rule.fitted_on}, estimated miss rate "
                       f"{'not estimated' if rule.miss is None else format(rule.miss.rate, '.1%')})")
-    table = Table(title=f"Extraction: {summary['prompts_with_copy']} of {summary['attacked_prompts']} prompts copied "
-                        f"their own image ({summary['extracted_images']} images, {summary['extracted_families']} "
-                        f"subjects; {samples} generations each, delta {delta:g})")
+    _print_extraction(ExtractionRecord.of(summary, delta, scale, pipe.model_hash(), cfg.sample,
+                                          setting_tag(cfg.sample, scale)), samples, out)
+
+
+def _print_extraction(r: "ExtractionRecord", samples: int, out: Path) -> None:
+    """The probe's result as `diffaudit extract` shows it: by duplication bucket, then the whole."""
+    def share(x: float | None, form: str = ".1%") -> str:
+        return "n/a" if x is None else format(x, form)
+
+    table = Table(title=f"Extraction: {r.prompts_with_copy} of {r.attacked_prompts} prompts copied their own image "
+                        f"({r.extracted_images} images, {r.extracted_families} subjects; {samples} generations each, "
+                        f"delta {r.delta:g})")
     for col in ("duplicates", "prompts", "extracted", "rate", "95% CI"):
         table.add_column(col)
-    for row in summary["by_dup"]:
-        table.add_row(row["dup_bucket"], str(row["prompts"]), str(row["hits"]), f"{row['rate']:.0%}",
-                      f"{row['ci_low']:.0%}-{row['ci_high']:.0%}")
+    for b in r.by_dup:
+        table.add_row(b.dup_bucket, str(b.prompts), str(b.hits), share(b.rate, ".0%"),
+                      f"{share(b.ci_low, '.0%')}-{share(b.ci_high, '.0%')}")
     console.print(table)
-    console.print(f"also: {summary['family_prompts']} prompts copied a near-duplicate sibling, "
-                  f"{summary['other_prompts']} another subject")
-    console.print(f"overall {summary['rate']:.1%} [{summary['ci_low']:.1%}, {summary['ci_high']:.1%}]; "
-                  f"clique-filter precision {summary['precision']:.2f}, probe recall {summary['recall']:.2f} vs the "
-                  "oracle; "
-                  f"{summary['unet_evaluations']} UNet evaluations; results in {out}")
+    console.print(f"also: {r.family_prompts} prompts copied a near-duplicate sibling, {r.other_prompts} another "
+                  "subject")
+    low, high = r.extraction_ci
+    console.print(f"overall {share(r.extraction_rate)} [{share(low)}, {share(high)}]; clique-filter precision "
+                  f"{share(r.probe_precision, '.2f')}, probe recall {share(r.probe_recall, '.2f')} vs the oracle; "
+                  f"{r.extraction_unet_evals} UNet evaluations; results in {out}")
 
 
 @app.command("stopping-rule")
