@@ -18,7 +18,7 @@ from diffaudit.config import CARLINI_DELTA
 from diffaudit.figures import delta_figure
 from diffaudit.io import write_text
 from diffaudit.layout import RunLayout
-from diffaudit.study.audit_records import Interval, MiaRun, PairedAuc
+from diffaudit.study.audit_records import Interval, MiaRun, OracleBuckets, PairedAuc
 from diffaudit.study.deletion_record import DeletionRecord, ForgetStudy, Judgement, Measures
 from diffaudit.study.records import ALPHA, StudyResults, attack_settings, by_dup
 from diffaudit.study.results_record import AuditRow
@@ -471,9 +471,10 @@ def write_technical(run: Path, out: Path | None = None) -> Path:
     per_seed = pd.read_parquet(RunLayout(res.run).comparison)
     sections.append(("Every arm and seed", _table(per_seed)))
     for row in res.audited():
-        summary = json.loads((RunLayout(res.run).extraction(row.seed, row.arm) / "summary.json").read_text())
-        buckets = by_dup(summary["by_dup"]).merge(by_dup(summary["oracle_by_dup"]), on="dup_bucket",
-                                                  suffixes=("", "_oracle"))
+        summary = RunLayout(res.run).extraction(row.seed, row.arm) / "summary.json"
+        oracle = OracleBuckets.model_validate(json.loads(summary.read_text())).oracle_by_dup
+        buckets = by_dup([b.model_dump() for b in row.by_dup]).merge(
+            by_dup([b.model_dump() for b in oracle]), on="dup_bucket", suffixes=("", "_oracle"))
         body = (f"<p>At delta {row.delta:g}: {row.prompts_with_copy} of {row.attacked_prompts} prompts "
                 f"copied their own image ({row.extracted_images} images, {row.extracted_families} families); "
                 f"{row.family_prompts} prompts copied a near-duplicate sibling and {row.other_prompts} another "

@@ -64,6 +64,14 @@ class Sampling(Record):
     early_guidance: float
 
 
+class OracleBuckets(Record):
+    """What the technical report reads from an extraction folder's `summary.json` beyond the row: the owner's check
+    by duplication bucket (the row carries the probe's); the rest of the summary rides along."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    oracle_by_dup: list[BucketRate]
+
+
 class ExtractionRecord(Record):
     """The extraction audit of one arm under one (sampler, guidance) setting: the outsider's probe (confirmed cliques
     holding a copy of their own picture), the owner's oracle check, the copy test's settings and its cost."""
