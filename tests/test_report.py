@@ -329,6 +329,22 @@ def test_verdicts_page_pools_the_training_seeds(tiny_study_dir: Path) -> None:
         assert f"| {a.arm} |" in page and f"| {100 * a.owner_rate:.0f}% (" in page
 
 
+def test_memo_pools_the_owners_count_over_seeds(tiny_study_dir: Path) -> None:
+    """Over several seeds the owner's count on page 1 is the pooled arm's (its record), not the first seed's row."""
+    import dataclasses
+
+    from diffaudit.report.memo import MemoWriter
+
+    res = StudyResults.load(tiny_study_dir)
+    f = res.findings
+    arms = [a.model_copy(update={"seeds": 2, "owner_images": 7, "owner_families": 5}) if a.arm == "base" else a
+            for a in f.arms]
+    text = MemoWriter(dataclasses.replace(res, findings=f.model_copy(update={"arms": arms}))).floor_ceiling()
+    base = res.pooled("base")
+    assert f"copies for {base.owner_prompts} of {base.prompts} captions" in text
+    assert text.endswith("7 pictures of 5 subjects.")
+
+
 @pytest.mark.parametrize("samplers, seeds, probes, forget, listed", [
     (2, 3, ["paraphrase"], True, None),
     (1, 3, ["paraphrase"], True, "a second sampler"),

@@ -365,7 +365,7 @@ def extract(
         console.print(f"sequential: {seq['draws']} of {seq['full_draws']} generations drawn; stops {seq['stops']} "
                       f"(rule fitted on {rule.fitted_on}, estimated miss rate "
                       f"{'not estimated' if rule.miss is None else format(rule.miss.rate, '.1%')})")
-    _print_extraction(ExtractionRecord.of(summary, delta, scale, pipe.model_hash(), cfg.sample,
+    _print_extraction(ExtractionRecord.of(summary, delta, scale, summary["model_hash"], cfg.sample,
                                           setting_tag(cfg.sample, scale)), samples, out)
 
 

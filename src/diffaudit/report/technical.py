@@ -73,6 +73,11 @@ def _num(x: float | None, missing: str = "n/a") -> str:
     return missing if x is None or x != x else f"{x:.3g}"
 
 
+def _fixed(x: float | None) -> str:
+    """Three decimals, as AUCs are compared; null as n/a."""
+    return "n/a" if x is None or x != x else f"{x:.3f}"
+
+
 def _p(x: float | None) -> str:
     return "n/a" if x is None or x != x else "p < 0.001" if x < 0.001 else f"p = {x:.3f}"
 
@@ -167,7 +172,7 @@ def _mia_controls(res: StudyResults) -> str:
                  f"{v.bar.best_tpr_at_1pct_fpr}. Attacks that pass: {', '.join(passed) or 'none'}; that fail: "
                  f"{', '.join(failed) or 'none'}. Scored in the reverse of the published direction (chosen on the "
                  f"tuning set): {', '.join(n for n, d in v.direction.items() if d == 'reversed') or 'none'}. Best: "
-                 f"{v.best} (AUC {_num(v.best_auc)}, TPR@1%FPR {_num(v.best_tpr_at_1pct_fpr)}"
+                 f"{v.best} (AUC {_fixed(v.best_auc)}, TPR@1%FPR {_fixed(v.best_tpr_at_1pct_fpr)}"
                  + (", i.e. at zero false positives: fewer than 100 non-members" if v.best_tpr_is_zero_fp else "")
                  + f"; bar {'met' if v.best_passed else 'NOT met'}).</p>")
         final = pos.final
@@ -341,8 +346,8 @@ def _forget(res: StudyResults) -> str:
                   "FAILS (" + ", ".join(c.failed) + "): the thresholds flag a faithful deletion, so a fail "
                   "below is not evidence on its own."))
     text += "</p>" + _table(pd.DataFrame(_forget_rows(forget)))
-    sisa = forget.methods.get("sisa")
-    if sisa and sisa.sharding_cost:
+    sisa = next((r for r in forget.methods.values() if r.sharding_cost), None)  # a method with a sharded original
+    if sisa is not None:
         text += ("<p>SISA's price before any deletion: the sharded ensemble against the unsharded model: "
                  + "; ".join(f"{k.replace('_', ' ')} {_num(v.sharded)} against {_num(v.unsharded)}"
                              for k, v in sisa.sharding_cost.items()) + ".")

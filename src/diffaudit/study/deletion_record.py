@@ -39,8 +39,8 @@ class DeletionMembership(Record):
     nonmembers: int
     auc: float | None
     auc_ci: Interval
-    mean_percentile: float
-    percentiles: list[float]
+    mean_percentile: float | None  # null where a score was undefined (a diverged model)
+    percentiles: list[float | None]
     by_picture: list[PictureScore]
 
 
@@ -51,10 +51,10 @@ class Measures(Record):
     copies: CopyCount
     paraphrase_copies: CopyCount
     membership: DeletionMembership
-    neighbour_loss: float
+    neighbour_loss: float | None  # null where undefined: a diverged model is measured and fails, not refused
     neighbours: int
-    heldout_loss: float
-    frechet_distance: float
+    heldout_loss: float | None
+    frechet_distance: float | None
     utility_prompts: int
     utility_unet_evaluations: int
 
@@ -116,8 +116,8 @@ class SubjectShare(Record):
 
 
 class ShardingCost(Record):
-    sharded: float
-    unsharded: float
+    sharded: float | None
+    unsharded: float | None
 
 
 class DeletionRecord(Record):

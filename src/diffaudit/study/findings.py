@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from diffaudit.attacks.adaptive.registry import PROBES
+from diffaudit.attacks.adaptive.registry import CONTROLLED, PROBES
 from diffaudit.attacks.copies import near_misses
 from diffaudit.attacks.extraction import distinct_copies
 from diffaudit.attacks.metrics import clopper_pearson, mcnemar_p, strongest_attack
@@ -269,8 +269,7 @@ def adaptive_effects(rows: list[dict], search_control: dict | None) -> list[dict
         cell["raw_p_value"] = mcnemar_p(cell["stopped"], cell["started"], alternative="less")
         cell["verdict"] = ("reference" if cell["arm"] == "base" else "same as static" if cell["same_as_static"] else
                            "same as no fix" if cell["same_as_base"] else
-                           "control failed" if PROBES[cell["probe"]].needs_negative_control and search_failed
-                           else None)
+                           "control failed" if cell["probe"] == CONTROLLED and search_failed else None)
     family = [c for c in out if c["verdict"] is None]
     for cell, p in zip(family, holm([c["raw_p_value"] for c in family]), strict=True):
         cell["p_value"] = p

@@ -167,11 +167,14 @@ class StudyResults:
 
     def arms(self) -> pd.DataFrame:
         """One row per arm, pooled over seeds by the study (`study.findings.pooled_arms`), as a table to show."""
-        return pd.DataFrame([a.model_dump() for a in self.findings.arms])
+        return pd.DataFrame([dict(sorted(a.model_dump(mode="json").items())) for a in self.findings.arms])
 
     def pooled(self, arm: str) -> PooledArm:
         """An arm pooled over its seeds."""
-        return next(a for a in self.findings.arms if a.arm == arm)
+        found = next((a for a in self.findings.arms if a.arm == arm), None)
+        if found is None:
+            raise KeyError(f"{self.run}: no arm {arm!r} among {[a.arm for a in self.findings.arms]}")
+        return found
 
     def effects(self) -> list[ArmEffect]:
         """Each mitigation against the base, paired picture by picture under every sampler, as decided by the study

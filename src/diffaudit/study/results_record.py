@@ -6,14 +6,15 @@ study checks what it writes against it and the reports read it back as this reco
 A results row stays flat: `AuditRow` is its audits' fields side by side plus the arm's identity and typed setting
 (`variant`), the adaptive probes against it, and the DP fine-tune's accounting and audit where the arm has them.
 What any other mitigation did (its own record: a dedup report, chosen settings, the data it trained on) rides along
-as extra keys that the technical report shows as they are and nothing else reads."""
+as extra keys that the technical report shows as they are; only the mitigation's own words (`describe`) and the cost
+columns (`train_seconds`) read them."""
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Discriminator, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag, ValidationError
 
-from diffaudit.errors import ConfigError
+from diffaudit.errors import ConfigError, DiffauditError
 from diffaudit.study.audit_records import (
     AttackSummary,
     CalibrationRecord,
@@ -110,6 +111,18 @@ def checked_rows(rows: list[dict], source: Path | str) -> list[AuditRow | Detect
                               f"({invalid_fields(exc)}); if an older diffaudit wrote it, run `diffaudit study` on the "
                               "run again (its finished steps are reused)") from exc
     return out
+
+
+def checked_part(record: type[BaseModel], value: dict, what: str) -> dict:
+    """`value` when it has `record`'s shape: a part of results.json checked as soon as it is measured, not only when
+    the whole file is written at the end."""
+    try:
+        record.model_validate(value)
+    except ValidationError as exc:
+        raise DiffauditError(f"{what}: its result does not have the shape of {record.__name__} "
+                             f"({invalid_fields(exc)}); nothing was stored for it (a diffaudit defect: please report "
+                             "it)") from exc
+    return value
 
 
 def read_results(results: dict, source: Path | str) -> ResultsRecord:

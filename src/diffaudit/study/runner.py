@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+from pydantic import BaseModel
 
 from diffaudit import backend, faults
-from diffaudit.attacks.adaptive.registry import PROBES
+from diffaudit.attacks.adaptive.registry import CONTROLLED, PROBES
 from diffaudit.attacks.extraction import ExtractionConfig
 from diffaudit.attacks.metrics import strongest_attack
 from diffaudit.backend import mapped
@@ -45,21 +46,25 @@ from diffaudit.study.arms import BASE, DETECTION, StudyArm, study_arms
 from diffaudit.study.assumptions import register
 from diffaudit.study.audit_records import DetectionRecord, ExtractionRecord, MembershipRecord, UtilityRecord, row_of
 from diffaudit.study.calibration import calibrate_copy_test, setting_null
+from diffaudit.study.control_records import AdaptiveControl, MiaControls, ProbeResult
 from diffaudit.study.cost import measured
+from diffaudit.study.deletion_record import DeletionRecord
 from diffaudit.study.extraction_audit import most_duplicated_prompts, run_extraction, run_tiered
 from diffaudit.study.findings import findings
 from diffaudit.study.forget_audit import forget_arm
 from diffaudit.study.mia_audit import run_mia
 from diffaudit.study.mia_controls import control_preset, negative_control, never_trained_halves, positive_control
 from diffaudit.study.records import attack_settings, checked_findings
-from diffaudit.study.results_record import RESULTS_SCHEMA, read_results, tracked
+from diffaudit.study.results_record import RESULTS_SCHEMA, checked_part, read_results, tracked
 from diffaudit.study.run_clock import RunClock, expected_costs
 from diffaudit.tracking import log_to_mlflow, write_run_record
 
 
-def _step(run: Path, name: str, fn: Callable[[], dict], clock: RunClock | None = None) -> dict:
+def _step(run: Path, name: str, fn: Callable[[], dict], clock: RunClock | None = None,
+          record: type[BaseModel] | None = None) -> dict:
     """Run `fn` once; its JSON result (its existence marks the step finished) is read back by every later, resumed,
-    run. `clock` counts it towards the whole run's progress."""
+    run. `clock` counts it towards the whole run's progress. A result that is not `record`'s shape is refused before
+    it is stored, naming the step, so no later step or a resumed run builds on it."""
     layout = RunLayout(run)
     path = layout.step(name)
     if path.exists():
@@ -68,6 +73,8 @@ def _step(run: Path, name: str, fn: Callable[[], dict], clock: RunClock | None =
         return json.loads(path.read_text())
     with measured() as cost:
         result = jsonable(fn())  # as a resumed run will read it back: NaN is null either way
+    if record is not None:
+        checked_part(record, result, f"step {name}")
     write_json(layout.cost(name), cost)
     write_json(path, result)
     faults.point("study-step")
@@ -121,9 +128,9 @@ class Study:
         self.clock: RunClock | None = None  # the whole run's progress, when the study loop runs here
         self._named: set[int] = set()  # seeds whose base model the console has named
 
-    def step(self, name: str, fn: Callable[[], dict]) -> dict:
-        """One resumable step of this run (see `_step`), counted by the run's clock."""
-        return _step(self.run, name, fn, self.clock)
+    def step(self, name: str, fn: Callable[[], dict], record: type[BaseModel] | None = None) -> dict:
+        """One resumable step of this run (see `_step`), counted by the run's clock, checked against `record`."""
+        return _step(self.run, name, fn, self.clock, record)
 
     def planned_steps(self) -> list[str]:
         """The steps every run of this preset has, in order; samplers, nulls and controls join as they appear."""
@@ -159,7 +166,7 @@ class Study:
                                                    points=s.control_points)
             return out
 
-        return self.step("mia-controls", run)
+        return self.step("mia-controls", run, MiaControls)
 
     @property
     def utility(self) -> UtilityProbe:
@@ -316,8 +323,8 @@ class Study:
 
     def adaptive(self, name: str, seed: int) -> dict:
         """Every configured probe against one arm, each its own resumable step."""
-        probes = {p: self.step(RunLayout.probe_step(seed, name, p), lambda p=p: self.probe(p, name, seed))
-                  for p in self.preset.adaptive.probes}
+        probes = {p: self.step(RunLayout.probe_step(seed, name, p), lambda p=p: self.probe(p, name, seed),
+                               ProbeResult) for p in self.preset.adaptive.probes}
         return {"targets": len(self.targets), "min_dup": self.preset.adaptive.min_dup,
                 "static": static_outcome(self.layout.arm(seed, name), self.targets), "probes": probes}
 
@@ -335,8 +342,9 @@ class Study:
         base = self.base(seed)
         folder = trained_folder(preset, self.data, self.layout.arm(seed, BASE),
                                 self.reference if seed == self.preset.train.seed else None)
-        def step(name: str, fn: Callable[[], dict]) -> dict:
-            return self.step(RunLayout.arm_step(seed, f"forget-{name}"), fn)
+        def step(name: str, fn: Callable[[], dict]) -> dict:  # every step but the reference's summary is a record
+            return self.step(RunLayout.arm_step(seed, f"forget-{name}"), fn,
+                             None if name == "reference" else DeletionRecord)
 
         return forget_arm(self.preset, self.data, base, folder, self.run, seed,
                           self.probe_cfg.delta, step, self.progress)
@@ -389,8 +397,8 @@ def _run_study(preset: Preset, run: Path, reference: Path | None, progress: Prog
     probes = preset.adaptive.probes
     targets = len(adaptive_targets(study.prompts, preset.adaptive.min_dup))
     probes = probes if targets else ()  # nothing duplicated enough to attack harder: said in the assumptions
-    search_control = (study.step("adaptive-control", lambda: study.search_control(base))
-                      if any(PROBES[p].needs_negative_control for p in probes) else None)
+    search_control = (study.step("adaptive-control", lambda: study.search_control(base), AdaptiveControl)
+                      if CONTROLLED in probes else None)
     for seed in preset.study.seeds:
         if backend.workers() > 1:
             _arms_on_workers(study, seed)

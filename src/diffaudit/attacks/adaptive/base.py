@@ -27,9 +27,6 @@ class Probe(ABC):
     title: ClassVar[str]  # plain words for the memo: "someone with the model file", ...
     short: ClassVar[str]  # the same in two or three words, for a table cell: "the model file"
     access: ClassVar[str]  # "weights" (white-box) or "service" (can only send captions)
-    # A probe that optimises toward a picture can make a 'copy' up: it is trusted only after its negative control (the
-    # same probe on never-trained captions, `study.adaptive_audit.search_negative_control`) stays at the floor.
-    needs_negative_control: ClassVar[bool] = False
 
     @abstractmethod
     def query(self, arm: Arm, preset: Preset, data: ImageDataset, targets: list[str]) -> Query:

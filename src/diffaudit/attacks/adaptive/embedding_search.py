@@ -15,7 +15,6 @@ class EmbeddingSearchProbe(Probe):
     title = "someone who tunes the caption's internal form with the model file"
     short = "tuning with the model file"
     access = "weights"
-    needs_negative_control = True
 
     def query(self, arm: Arm, preset: Preset, data: ImageDataset, targets: list[str]) -> Query:
         return Query(arm.conditioning(search(preset)), arm.guidance, arm.sampling)
