@@ -110,3 +110,27 @@ def test_study_probes_undo_a_setting_and_add_nothing_to_the_base(tiny_study_dir:
     control = results["adaptive_control"]
     assert set(control) >= {"text", "embedding-search", "passed", "bound"} and control["embedding-search"]["n"] > 0
     assert rows["random-words"]["kind"] == "inference" and np.isfinite(rows["norm-minimised"]["frechet_distance"])
+
+
+@pytest.mark.parametrize("passed", [True, False])
+def test_the_search_is_not_counted_when_its_negative_control_fails(passed: bool) -> None:
+    """Positive and negative control of the findings' rule: a failed search control marks the search's cells (and only
+    them) "control failed"; a passed one leaves them in the tested family."""
+    from diffaudit.attacks.adaptive.registry import CONTROLLED
+    from diffaudit.study.findings import adaptive_effects
+
+    def probe(extracted: int, conditioning: str) -> dict:
+        count = {"extracted": extracted, "targets": 4}
+        return {"title": "t", "access": "weights", "static": {"extracted": 1, "targets": 4}, "alone": count,
+                "union": count, "stopped": 0, "started": extracted - 1, "unet_evaluations": 8,
+                "same_as_static": False, "conditioning": conditioning, "guidance": 3.0, "sampling": {}}
+
+    def row(arm: str, model: str) -> dict:
+        return {"arm": arm, "seed": 0, "model_hash": model,
+                "adaptive": {"probes": {CONTROLLED: probe(3, "search"), "paraphrase": probe(2, "rewritten")}}}
+
+    cells = adaptive_effects([row("base", "a"), row("dedup-caption", "b")], {"passed": passed})
+    verdicts = {(c["arm"], c["probe"]): c["verdict"] for c in cells}
+    assert verdicts[("base", CONTROLLED)] == "reference"
+    assert (verdicts[("dedup-caption", CONTROLLED)] == "control failed") is not passed
+    assert verdicts[("dedup-caption", "paraphrase")] in ("undone", "no clear rise")

@@ -72,3 +72,16 @@ def test_the_demo_runs_the_missions_core_unless_asked_for_the_whole_study() -> N
     core = PRESETS["core"]
     assert set(core.study.mitigations) == {"dedup", "guidance", "dp"} and core.membership.control_preset, \
         "the core: the probe, membership inference with its controls and the three fixes"
+
+
+def test_extract_prints_undefined_rates_as_not_available(tmp_path: Path) -> None:
+    """A probe with nothing flagged has no precision and no recall: the table says n/a instead of failing."""
+    from diffaudit.cli import _print_extraction, console
+    from diffaudit.study.results_record import AuditRow
+
+    golden = json.loads((Path(__file__).parent / "golden" / "tiny-study-results.json").read_text())["rows"][0]
+    row = AuditRow.model_validate(golden).model_copy(update={"probe_precision": None, "probe_recall": None})
+    with console.capture() as shown:
+        _print_extraction(row, 3, tmp_path)
+    text = " ".join(shown.get().split())  # however wide the console wraps it
+    assert "clique-filter precision n/a, probe recall n/a" in text and f"{row.attacked_prompts} prompts" in text
