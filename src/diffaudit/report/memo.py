@@ -630,7 +630,7 @@ def write_memo(run: Path, out: Path | None = None) -> Memo:
     w = MemoWriter(res)
     kinds = len({e.kind for e in w.effects})
     context = {
-        "run_id": res.record["hashes"]["base_model"][:8], "date": datetime.date.today().isoformat(),
+        "run_id": res.base_model[:8], "date": datetime.date.today().isoformat(),
         "preset": res.preset, "seeds_text": "training seed " + ", ".join(map(str, res.seeds)),
         "bottom_line": w.bottom_line(), "scope": w.scope(), "floor_ceiling": w.floor_ceiling(),
         "best_fix": w.best_fix(),

@@ -32,7 +32,7 @@ def verdicts_markdown(res: StudyResults) -> str:
     samplers = list(dict.fromkeys(c.sampler for c in cells if c.arm == "base"))
     seeds = sorted({c.seed for c in cells})
     first = seeds[0] if seeds else 0
-    lines = [f"Run `{res.run.name}` (preset {res.preset}, base model {res.record['hashes']['base_model'][:8]}). "
+    lines = [f"Run `{res.run.name}` (preset {res.preset}, base model {res.base_model[:8]}). "
              "Owner's check: every generation against its caption's own training picture; intervals are 95% cluster "
              "bootstraps over pictures. Outsider: the clique-filtered probe.", "",
              f"| arm | {' | '.join(f'{s} (seed {first})' for s in samplers)} | verdict |",

@@ -127,7 +127,7 @@ def write_viewer(run: Path, out: Path | None = None) -> Path:
     empty = [f"{names.get(r.arm, r.arm)} (seed {r.seed})" for r in res.audited()
              if (names.get(r.arm, r.arm), r.seed) not in confirmed]
     page = (Path(__file__).parent / "templates" / "viewer.html").read_text()
-    title = f"diffaudit extraction viewer · run {res.record['hashes']['base_model'][:8]} · preset {res.preset}"
+    title = f"diffaudit extraction viewer · run {res.base_model[:8]} · preset {res.preset}"
     def embed(value: object) -> str:  # JSON inside <script>: "</" must not close the element
         return json.dumps(value).replace("</", "<\\/")
 

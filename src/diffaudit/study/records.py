@@ -162,6 +162,11 @@ class StudyResults:
                    results.adaptive_control, results.forget, results.sampler_rows)
 
     @property
+    def base_model(self) -> str:
+        """The base model's hash, as run.json recorded it before any step: what a report names the run by."""
+        return self.record["hashes"]["base_model"]
+
+    @property
     def seeds(self) -> list[int]:
         return sorted({r.seed for r in self.rows})
 
