@@ -68,14 +68,10 @@ METHODS = [
 P_COLUMNS = ("p_value", "p", "holm_p")
 
 
-def _num(x: float | None, missing: str = "n/a") -> str:
-    """Three significant digits; null (strict JSON's NaN) and NaN as `missing`."""
-    return missing if x is None or x != x else f"{x:.3g}"
-
-
-def _fixed(x: float | None) -> str:
-    """Three decimals, as AUCs are compared; null as n/a."""
-    return "n/a" if x is None or x != x else f"{x:.3f}"
+def _num(x: float | None, missing: str = "n/a", form: str = ".3g") -> str:
+    """Three significant digits (or `form`, e.g. three decimals for AUCs); null (strict JSON's NaN) and NaN as
+    `missing`."""
+    return missing if x is None or x != x else format(x, form)
 
 
 def _p(x: float | None) -> str:
@@ -172,7 +168,7 @@ def _mia_controls(res: StudyResults) -> str:
                  f"{v.bar.best_tpr_at_1pct_fpr}. Attacks that pass: {', '.join(passed) or 'none'}; that fail: "
                  f"{', '.join(failed) or 'none'}. Scored in the reverse of the published direction (chosen on the "
                  f"tuning set): {', '.join(n for n, d in v.direction.items() if d == 'reversed') or 'none'}. Best: "
-                 f"{v.best} (AUC {_fixed(v.best_auc)}, TPR@1%FPR {_fixed(v.best_tpr_at_1pct_fpr)}"
+                 f"{v.best} (AUC {_num(v.best_auc, form='.3f')}, TPR@1%FPR {_num(v.best_tpr_at_1pct_fpr, form='.3f')}"
                  + (", i.e. at zero false positives: fewer than 100 non-members" if v.best_tpr_is_zero_fp else "")
                  + f"; bar {'met' if v.best_passed else 'NOT met'}).</p>")
         final = pos.final
