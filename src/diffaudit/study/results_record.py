@@ -127,10 +127,10 @@ def checked_part(record: type[BaseModel], value: dict, what: str) -> dict:
 
 def read_results(results: dict, source: Path | str) -> ResultsRecord:
     """`results` as its record, or one line naming the first row or fields that are off."""
-    checked_rows(results.get("rows", []) + results.get("sampler_rows", []), source)
     try:
         return ResultsRecord.model_validate(results)
     except ValidationError as exc:
+        checked_rows(results.get("rows", []) + results.get("sampler_rows", []), source)  # a row off: named by arm
         raise ConfigError(f"{source}: not a study's results ({invalid_fields(exc)}); run `diffaudit study` on the "
                           "run again (its finished steps are reused)") from exc
 
